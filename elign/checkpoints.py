@@ -1,0 +1,208 @@
+"""Checkpoints: the native format and the original EDM run directory, both loaded safely.
+
+Native: one ``.safetensors`` file; tensors plus the ModelConfig as JSON in its metadata. No pickle.
+Original EDM: a run directory with ``args.pickle`` (an ``argparse.Namespace``, read through an
+allow-list unpickler) and ``generative_model_ema.npy`` (a ``torch.save``d state dict, read with
+``weights_only=True``), or ``generative_model.npy`` when no EMA file is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+
+from elign.config import ModelConfig
+from elign.diffusion.edm import EquivariantDiffusion
+from elign.models.factory import build_model
+
+__all__ = [
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_edm_run",
+    "read_edm_args",
+    "config_from_edm_args",
+    "atomic_write",
+]
+
+FORMAT = "elign-edm/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, unsafe or does not fit the model it describes."""
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write bytes to a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------- native
+def save_checkpoint(path: str | Path, model: EquivariantDiffusion, config: ModelConfig,
+                    extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+    """Save weights (optionally cast, e.g. to bfloat16 for shipping) and config, atomically."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() and k != "gamma.gamma" else v for k, v in tensors.items()}
+    meta = {"format": FORMAT, "config": json.dumps(config.to_dict()), "extra": json.dumps(extra or {})}
+    atomic_write(path, save(tensors, metadata=meta))
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu"
+                    ) -> tuple[EquivariantDiffusion, ModelConfig, dict]:
+    """Load a native ``.safetensors`` checkpoint or an original EDM run directory.
+
+    Returns (model in eval mode, float32, on ``device``; its config; extra metadata).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        model, config = load_edm_run(path, device)
+        return model, config, {"source": "edm", "path": str(path)}
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        raw = path.read_bytes()
+        tensors = load(raw)
+        meta = _read_metadata(raw)
+    except (SafetensorError, ValueError, OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is not a readable elign checkpoint ({e}); is the file truncated?") from e
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")
+    try:
+        config = ModelConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: invalid model config in checkpoint: {e}") from e
+    model = _build_and_load(config, tensors, path)
+    return model.to(device), config, json.loads(meta.get("extra", "{}"))
+
+
+def _read_metadata(raw: bytes) -> dict:
+    n = int.from_bytes(raw[:8], "little")
+    if n <= 0 or n > len(raw) - 8:
+        raise ValueError("bad header length")
+    return json.loads(raw[8 : 8 + n]).get("__metadata__", {}) or {}
+
+
+def _build_and_load(config: ModelConfig, state: dict[str, torch.Tensor], path: Path) -> EquivariantDiffusion:
+    model = build_model(config)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state
+             and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{path} does not fit its model config: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"shape mismatches {wrong[:5]}"
+        )
+    model.load_state_dict(state)
+    return model.eval()
+
+
+# ------------------------------------------------------------------------------ original EDM
+class _NamespaceOnlyUnpickler(pickle.Unpickler):
+    """Allows exactly ``argparse.Namespace``; every other global is refused."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) == ("argparse", "Namespace"):
+            return argparse.Namespace
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: only argparse.Namespace is allowed")
+
+
+def read_edm_args(path: str | Path) -> argparse.Namespace:
+    path = Path(path)
+    try:
+        args = _NamespaceOnlyUnpickler(io.BytesIO(path.read_bytes())).load()
+    except FileNotFoundError as e:
+        raise CheckpointError(f"EDM run directory lacks {path.name}: {path}") from e
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: not a safe EDM args.pickle ({e})") from e
+    if not isinstance(args, argparse.Namespace):
+        raise CheckpointError(f"{path}: expected an argparse.Namespace, got {type(args).__name__}")
+    return args
+
+
+_EDM_DEFAULTS = {  # fields older EDM runs lack, with the original code's defaults
+    "normalization_factor": 1.0,
+    "aggregation_method": "sum",
+    "sin_embedding": False,
+    "inv_sublayers": 1,
+    "norm_constant": 1.0,
+    "include_charges": True,
+    "normalize_factors": [1, 4, 10],
+    "diffusion_noise_precision": 1e-5,
+    "condition_time": True,
+    "context_node_nf": 0,
+    "remove_h": False,
+}
+
+
+def config_from_edm_args(args: argparse.Namespace) -> ModelConfig:
+    a = {**_EDM_DEFAULTS, **vars(args)}
+    if a.get("dataset", "qm9") != "qm9" or a["remove_h"]:
+        raise CheckpointError(f"only QM9 with hydrogens is supported, this run is dataset={a.get('dataset')!r}, "
+                              f"remove_h={a['remove_h']}")
+    if a.get("model", "egnn_dynamics") != "egnn_dynamics" or a.get("probabilistic_model", "diffusion") != "diffusion":
+        raise CheckpointError(f"unsupported EDM model {a.get('model')!r} / {a.get('probabilistic_model')!r}")
+    if a["context_node_nf"] or a.get("conditioning"):
+        raise CheckpointError(f"conditional EDM runs are not supported (conditioning={a.get('conditioning')})")
+    if not a["condition_time"]:
+        raise CheckpointError("EDM runs without time conditioning are not supported")
+    return ModelConfig(
+        include_charges=bool(a["include_charges"]),
+        hidden=int(a["nf"]),
+        n_layers=int(a["n_layers"]),
+        inv_sublayers=int(a["inv_sublayers"]),
+        attention=bool(a["attention"]),
+        tanh=bool(a["tanh"]),
+        norm_constant=float(a["norm_constant"]),
+        sin_embedding=bool(a["sin_embedding"]),
+        normalization_factor=float(a["normalization_factor"]),
+        aggregation=str(a["aggregation_method"]),
+        timesteps=int(a["diffusion_steps"]),
+        noise_schedule=str(a["diffusion_noise_schedule"]),
+        noise_precision=float(a["diffusion_noise_precision"]),
+        norm_values=tuple(a["normalize_factors"]),
+    )
+
+
+def load_edm_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[EquivariantDiffusion, ModelConfig]:
+    run_dir = Path(run_dir)
+    config = config_from_edm_args(read_edm_args(run_dir / "args.pickle"))
+    weights = run_dir / "generative_model_ema.npy"
+    if not weights.exists():
+        weights = run_dir / "generative_model.npy"
+    if not weights.exists():
+        raise CheckpointError(f"{run_dir} has neither generative_model_ema.npy nor generative_model.npy")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for unsafe or corrupt files
+        raise CheckpointError(f"{weights}: refused or unreadable as a weights-only state dict ({e})") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{weights}: expected a state dict, got {type(state).__name__}")
+    return _build_and_load(config, state, weights).to(device), config

@@ -1,0 +1,54 @@
+"""Masked centre-of-mass operations on dense batches (EDM conventions: unit masses)."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "remove_mean_with_mask",
+    "assert_mean_zero_with_mask",
+    "sample_center_gravity_zero_gaussian",
+    "sample_gaussian_with_mask",
+    "com_free_dimension",
+]
+
+
+def remove_mean_with_mask(x: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
+    """x [B, N, D], node_mask [B, N, 1] -> x minus the mean over real atoms, zero on padding."""
+    n = node_mask.sum(dim=1, keepdim=True).clamp(min=1)  # [B, 1, 1]
+    mean = (x * node_mask).sum(dim=1, keepdim=True) / n  # [B, 1, D]
+    return (x - mean) * node_mask
+
+
+def assert_mean_zero_with_mask(x: torch.Tensor, node_mask: torch.Tensor, eps: float = 1e-4) -> None:
+    """Raise if x has non-zero padding or a centre of mass away from zero (debugging helper)."""
+    if (x * (1 - node_mask)).abs().max() > 0:
+        raise ValueError("non-zero values on padded atoms")
+    mean = (x * node_mask).sum(dim=1) / node_mask.sum(dim=1).clamp(min=1)
+    scale = x.abs().amax(dim=(1, 2)).clamp(min=1.0)
+    err = (mean.abs().amax(dim=-1) / scale).max()
+    if err > eps:
+        raise ValueError(f"centre of mass is not zero (relative error {err.item():.2e})")
+
+
+def sample_center_gravity_zero_gaussian(
+    node_mask: torch.Tensor, generator: torch.Generator | None = None, dims: int = 3
+) -> torch.Tensor:
+    """Standard Gaussian projected on the centre-of-mass-free subspace: [B, N, dims]."""
+    B, N, _ = node_mask.shape
+    x = torch.randn(B, N, dims, generator=generator, device=node_mask.device, dtype=node_mask.dtype)
+    return remove_mean_with_mask(x * node_mask, node_mask)
+
+
+def sample_gaussian_with_mask(
+    node_mask: torch.Tensor, features: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Standard Gaussian [B, N, features], zero on padding."""
+    B, N, _ = node_mask.shape
+    h = torch.randn(B, N, features, generator=generator, device=node_mask.device, dtype=node_mask.dtype)
+    return h * node_mask
+
+
+def com_free_dimension(node_mask: torch.Tensor, dims: int = 3) -> torch.Tensor:
+    """Degrees of freedom of CoM-free positions per molecule: (N - 1) * dims, [B]."""
+    return (node_mask[..., 0].sum(dim=1) - 1) * dims

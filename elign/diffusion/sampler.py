@@ -1,0 +1,133 @@
+"""The sampling loop: strided chains, mixed sizes, trajectories, explicit randomness.
+
+A chain of S steps visits the integer times ``timestep_grid(T, S)`` (T ... 0) and applies the EDM
+reverse step between consecutive ones; S = T is the original full chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from elign.data.batch import MoleculeBatch
+from elign.diffusion.edm import EquivariantDiffusion
+
+__all__ = ["timestep_grid", "node_mask_from_sizes", "Trajectory", "sample_chain", "sample_molecules"]
+
+
+def timestep_grid(T: int, steps: int) -> list[int]:
+    """Descending integer times from T to 0 with ``steps`` transitions (evenly strided)."""
+    if not 1 <= steps <= T:
+        raise ValueError(f"steps must be in 1..{T}, got {steps}")
+    grid = np.unique(np.round(np.linspace(0, T, steps + 1)).astype(int))[::-1]
+    return grid.tolist()
+
+
+def node_mask_from_sizes(sizes: torch.Tensor, max_atoms: int | None = None, device=None) -> torch.Tensor:
+    """sizes [B] -> node_mask [B, N, 1] with the first sizes[b] atoms real."""
+    sizes = torch.as_tensor(sizes, dtype=torch.long)
+    if (sizes < 1).any():
+        raise ValueError(f"molecule sizes must be >= 1, got {sizes.tolist()}")
+    N = int(sizes.max()) if max_atoms is None else max_atoms
+    mask = torch.arange(N)[None, :] < sizes[:, None]
+    return mask.float().unsqueeze(-1).to(device)
+
+
+@dataclass
+class Trajectory:
+    """Decoded frames of the chain: the latent at each kept time ``times[f]`` (T ...), then the sample (t = 0)."""
+
+    times: list[int] = field(default_factory=list)
+    positions: list[torch.Tensor] = field(default_factory=list)  # each [B, N, 3], Angstrom, CPU
+    types: list[torch.Tensor] = field(default_factory=list)  # each [B, N] long (argmax), CPU
+    x0_positions: list[torch.Tensor] = field(default_factory=list)  # each [B, N, 3]: the x0 prediction
+
+    def add(self, t: int, positions: torch.Tensor, types: torch.Tensor, x0_positions: torch.Tensor) -> None:
+        self.times.append(t)
+        self.positions.append(positions.float().cpu())
+        self.types.append(types.cpu())
+        self.x0_positions.append(x0_positions.float().cpu())
+
+    def add_latent(self, model: EquivariantDiffusion, t: int, z: torch.Tensor, x0: torch.Tensor,
+                   mask: torch.Tensor) -> None:
+        """Decode z_t (positions, argmax types) and the x0 prediction's positions into a frame."""
+        x, h_cat, _ = model.unnormalize(z, mask)
+        self.add(t, x, h_cat.argmax(-1), model.unnormalize(x0, mask)[0])
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
+@torch.inference_mode()
+def sample_chain(
+    model: EquivariantDiffusion,
+    node_mask: torch.Tensor,
+    steps: int | None = None,
+    generator: torch.Generator | None = None,
+    trajectory_every: int | None = None,
+    atomic_numbers: list[int] | None = None,
+    z_T: torch.Tensor | None = None,
+    step_callback: Callable[[int, int], None] | None = None,
+) -> tuple[MoleculeBatch, Trajectory | None]:
+    """Run the reverse chain for the molecules of ``node_mask`` [B, N, 1] and decode them.
+
+    ``trajectory_every=k`` keeps every k-th latent (and always the first and the last).
+    """
+    steps = model.T if steps is None else steps
+    grid = timestep_grid(model.T, steps)
+    B = node_mask.shape[0]
+    z = model.sample_noise(node_mask, generator) if z_T is None else z_T
+    traj = Trajectory() if trajectory_every else None
+    ones = torch.ones(B, 1, device=z.device, dtype=z.dtype)
+    for i, (t_int, s_int) in enumerate(zip(grid[:-1], grid[1:], strict=True)):
+        step = model.reverse_step(z, ones * (s_int / model.T), ones * (t_int / model.T), node_mask, generator)
+        if traj is not None and (i % trajectory_every == 0):
+            traj.add_latent(model, t_int, z, step.x0_pred, node_mask)
+        z = step.z_s
+        if step_callback is not None:
+            step_callback(i + 1, len(grid) - 1)
+    molecules = model.decode(z, node_mask, generator, atomic_numbers)
+    if traj is not None:
+        traj.add(0, molecules.positions, molecules.one_hot.argmax(-1), molecules.positions)
+    return molecules, traj
+
+
+def sample_molecules(
+    model: EquivariantDiffusion,
+    num: int,
+    sizes_prob: torch.Tensor,
+    steps: int | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    atomic_numbers: list[int] | None = None,
+    progress: bool = False,
+    sizes: torch.Tensor | None = None,
+) -> MoleculeBatch:
+    """Sample ``num`` molecules, sizes drawn from ``sizes_prob`` [N_max + 1] (or given), in batches.
+
+    The same seed, sizes and batch size give the same molecules.
+    """
+    if num < 1:
+        raise ValueError(f"num must be >= 1, got {num}")
+    gen = torch.Generator(device=device).manual_seed(seed)
+    if sizes is None:
+        size_gen = torch.Generator().manual_seed(seed)
+        sizes = torch.multinomial(sizes_prob.double(), num, replacement=True, generator=size_gen)
+    sizes = torch.as_tensor(sizes, dtype=torch.long)
+    n_max = int(sizes.max())
+    steps_total = steps if steps is not None else model.T
+    out: list[MoleculeBatch] = []
+    bar = tqdm(total=num, desc=f"sampling ({steps_total} steps)", unit="mol", disable=not progress)
+    for start in range(0, num, batch_size):
+        mask = node_mask_from_sizes(sizes[start : start + batch_size], n_max, device)
+        mols, _ = sample_chain(model, mask, steps, gen, atomic_numbers=atomic_numbers)
+        out.append(mols.to("cpu"))
+        bar.update(mask.shape[0])
+    bar.close()
+    return MoleculeBatch(*(torch.cat([getattr(b, f) for b in out]) for f in
+                           ("positions", "one_hot", "charges", "node_mask")))

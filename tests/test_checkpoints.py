@@ -1,0 +1,96 @@
+import os
+import pickle
+
+import pytest
+import torch
+
+from elign.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from elign.testing import random_batch, tiny_model
+
+
+def _eps(model, batch):
+    z = model.normalize(batch)
+    with torch.no_grad():
+        return model.predict_eps(z, torch.full((batch.batch_size, 1), 0.3), batch.node_mask)
+
+
+def test_native_round_trip(tmp_path):
+    model, config = tiny_model(seed=3)
+    path = save_checkpoint(tmp_path / "m.safetensors", model, config, extra={"epochs": 2})
+    loaded, config2, extra = load_checkpoint(path)
+    assert config2 == config and extra == {"epochs": 2}
+    batch = random_batch([4, 5])
+    assert torch.equal(_eps(model, batch), _eps(loaded, batch))
+    assert not path.read_bytes().startswith(b"\x80")  # no pickle
+    assert not list(tmp_path.glob(".*tmp"))  # atomic write left nothing behind
+
+
+def test_bf16_storage_loads_as_float32(tmp_path):
+    model, config = tiny_model(seed=3)
+    path = save_checkpoint(tmp_path / "m.safetensors", model, config, dtype=torch.bfloat16)
+    loaded, _, _ = load_checkpoint(path)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    assert torch.equal(loaded.gamma.gamma, model.gamma.gamma)  # the schedule keeps full precision
+
+
+def test_truncated_and_missing_files(tmp_path):
+    model, config = tiny_model()
+    path = save_checkpoint(tmp_path / "m.safetensors", model, config)
+    (tmp_path / "cut.safetensors").write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(tmp_path / "cut.safetensors")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_mismatched_config_is_explained(tmp_path):
+    from elign.checkpoints import atomic_write
+    from safetensors.torch import save
+
+    model, config = tiny_model()
+    other, _ = tiny_model(hidden=8)
+    import json
+    meta = {"format": "elign-edm/1", "config": json.dumps(config.to_dict()), "extra": "{}"}
+    atomic_write(tmp_path / "bad.safetensors", save(other.state_dict(), metadata=meta))
+    with pytest.raises(CheckpointError, match="shape mismatches"):
+        load_checkpoint(tmp_path / "bad.safetensors")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned_marker",))
+
+
+def test_malicious_args_pickle_refused(tmp_path, edm_fixtures):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "generative_model_ema.npy").write_bytes((edm_fixtures / "edm_qm9_tiny/generative_model_ema.npy").read_bytes())
+    (run / "args.pickle").write_bytes(pickle.dumps(_Evil()))
+    with pytest.raises(CheckpointError, match="posix.system|os.system|refusing"):
+        load_checkpoint(run)
+    assert not (tmp_path / "pwned_marker").exists() and not os.path.exists("pwned_marker")
+
+
+def test_malicious_weights_refused(tmp_path, edm_fixtures):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "args.pickle").write_bytes((edm_fixtures / "edm_qm9_tiny/args.pickle").read_bytes())
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"x": Evil()}, run / "generative_model_ema.npy")
+    with pytest.raises(CheckpointError, match="refused or unreadable"):
+        load_checkpoint(run)
+    assert not marker.exists()
+
+
+def test_old_edm_args_get_defaults(edm_fixtures):
+    from elign.checkpoints import config_from_edm_args, read_edm_args
+
+    args = read_edm_args(edm_fixtures / "edm_qm9_full" / "args.pickle")
+    assert not hasattr(args, "aggregation_method")
+    config = config_from_edm_args(args)
+    assert config.aggregation == "sum" and config.normalization_factor == 1.0

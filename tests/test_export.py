@@ -1,0 +1,101 @@
+"""SDF / XYZ export: round trip of coordinates, elements, bonds and properties; invalid molecules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rdkit import Chem
+from test_metrics import DECODER, Z, ethylene, methane, pentavalent_carbon, water
+
+from elign.data.batch import MoleculeBatch
+from elign.export import read_sdf, write_sdf, write_xyz
+from elign.metrics.bonds import bond_orders
+
+MOLS = [water(), methane(), ethylene(), pentavalent_carbon()]
+PROPS = [
+    {"energy": -1.5, "label": "water"},
+    {"energy": -2.25, "label": "methane"},
+    {"energy": 3, "label": "x y"},
+    {},
+]
+
+
+def make_batch() -> MoleculeBatch:
+    rng = np.random.default_rng(1)
+    # arbitrary decimals so the round trip is checked beyond the tables' neat numbers
+    mols = [(x + rng.normal(scale=1e-3, size=x.shape), t) for x, t in MOLS]
+    return MoleculeBatch.from_lists([torch.tensor(x) for x, _ in mols], [torch.tensor(t) for _, t in mols], Z)
+
+
+def test_sdf_round_trip(tmp_path: Path) -> None:
+    batch = make_batch()
+    path = tmp_path / "out.sdf"
+    counts = write_sdf(path, batch, DECODER, properties=PROPS)
+    assert counts == {"written": 4, "skipped": 0, "invalid": 1}
+    text = path.read_text()
+    assert "V2000" in text and "V3000" not in text and "<energy>" in text
+    records = read_sdf(path)
+    assert len(records) == 4
+    for b, (pos, symbols, props) in enumerate(records):
+        x, t = batch.molecule(b)
+        assert pos.dtype == np.float32 and pos.shape == (len(t), 3)
+        np.testing.assert_allclose(pos, x.numpy(), atol=1e-4)
+        assert symbols == [DECODER[i] for i in t.tolist()]
+        for key, value in PROPS[b].items():
+            assert props[key] == value
+        assert props["elign_valid"] == (0 if b == 3 else 1)
+        assert props["name"] == f"mol_{b}"
+    assert records[2][2]["elign_smiles"] == "[H]C([H])=C([H])[H]"
+    # bond count (and orders) as from the tables
+    suppl = Chem.SDMolSupplier(str(path), sanitize=False, removeHs=False)
+    for b, mol in enumerate(suppl):
+        orders = bond_orders(*batch.molecule(b), DECODER)
+        assert mol.GetNumBonds() == int((np.triu(orders) > 0).sum())
+        assert sorted(int(bd.GetBondTypeAsDouble()) for bd in mol.GetBonds()) == sorted(
+            orders[np.triu(orders) > 0]
+        )
+
+
+def test_rdkit_reads_file_and_rejects_only_the_flagged(tmp_path: Path) -> None:
+    path = tmp_path / "out.sdf"
+    write_sdf(path, make_batch(), DECODER)
+    mols = list(Chem.SDMolSupplier(str(path), removeHs=False))  # sanitizing reader
+    assert [m is not None for m in mols] == [True, True, True, False]
+    assert Chem.MolToSmiles(Chem.RemoveHs(mols[2])) == "C=C"
+    assert mols[0].GetConformer().Is3D()
+
+
+def test_skip_mode_counts_invalid(tmp_path: Path) -> None:
+    path = tmp_path / "valid.sdf"
+    counts = write_sdf(path, make_batch(), DECODER, properties=PROPS, invalid="skip")
+    assert counts == {"written": 3, "skipped": 1, "invalid": 1}
+    records = read_sdf(path)
+    assert [r[2]["label"] for r in records] == ["water", "methane", "x y"]
+
+
+def test_unwritable_molecule_is_counted_not_fatal(tmp_path: Path) -> None:
+    x, t = water()
+    bad = (np.full_like(x, np.nan), t)
+    path = tmp_path / "nan.sdf"
+    counts = write_sdf(path, [water(), bad, methane()], DECODER)
+    assert counts == {"written": 2, "skipped": 1, "invalid": 1}
+    assert len(read_sdf(path)) == 2
+
+
+def test_write_sdf_validates_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="property dicts"):
+        write_sdf(tmp_path / "a.sdf", [water()], DECODER, properties=[{}, {}])
+    with pytest.raises(ValueError, match="'flag' or 'skip'"):
+        write_sdf(tmp_path / "a.sdf", [water()], DECODER, invalid="drop")  # type: ignore[arg-type]
+
+
+def test_write_xyz(tmp_path: Path) -> None:
+    path = tmp_path / "out.xyz"
+    assert write_xyz(path, [water(), methane()], DECODER, comments=["w", "m"]) == 2
+    lines = path.read_text().splitlines()
+    assert lines[0] == "3" and lines[1] == "w" and lines[2].split()[0] == "O"
+    assert lines[5] == "5" and lines[6] == "m"
+    np.testing.assert_allclose([float(v) for v in lines[3].split()[1:]], water()[0][1], atol=1e-7)
