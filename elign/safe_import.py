@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from types import ModuleType
 
 import torch
@@ -30,13 +31,16 @@ def import_mace() -> ModuleType:
         previous = os.environ.get(WEIGHTS_ONLY_ENV_VAR)
         torch.serialization.add_safe_globals([slice])
         try:
-            import mace
-            import mace.calculators  # noqa: F401
-            import mace.modules  # noqa: F401
-            import mace.tools  # noqa: F401
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # e3nn's torch.load of its constants
+                import mace
+                import mace.calculators  # noqa: F401
+                import mace.modules  # noqa: F401
+                import mace.tools  # noqa: F401
         except ImportError as err:
             raise ImportError(
-                f"mace-torch is not installed or failed to import ({err}); install with: pip install elign[mlff]"
+                f"mace-torch is not installed or failed to import ({err}); "
+                "install with: pip install elign[mlff]"
             ) from err
         finally:
             if previous is None:

@@ -36,8 +36,7 @@ _BOND_TYPES = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondTyp
 
 def quiet_rdkit() -> rdBase.BlockLogs:
     """Context manager that silences RDKit's log while it is open (and restores it after)."""
-    import contextlib
-    return contextlib.nullcontext()
+    return rdBase.BlockLogs()
 
 
 def build_molecule(positions: Any, types: Any, decoder: Any, orders: np.ndarray | None = None) -> Chem.Mol:

@@ -5,11 +5,13 @@ energies (eV) and forces (eV/A). TorchScript's profiling executor re-specialises
 shape, which is very slow while shapes change; we pad the atom axis to a multiple of ``pad_atoms``
 and call the model inside ``torch.jit.optimized_execution(False)`` (scoped, thread-local).
 
-Reference energies: AIMNet2 has no spin input, so single atoms evaluated by the model are closed-shell
-artefacts (H comes out at -10.8 eV). We use spin-polarised isolated atoms at the model's level
-instead: UKS wB97M-V without its VV10 term (= wB97M-D3(BJ) for one atom, whose D3 energy is zero),
-def2-TZVPP (with the def2 ECP for I), PySCF 2.14, grid level 4, ground-state multiplicities; computed
-once by the project and listed in :data:`AIMNET2_ATOM_ENERGIES_HARTREE`.
+Reference energies: AIMNet2 has no spin input, so we evaluate each element as a single atom with the
+model itself (the model's own, closed-shell, isolated-atom energies: H -10.81 eV, C -1029.11 eV, ...).
+This keeps ``E(molecule) - sum E_ref`` internally consistent, but AIMNet2 formation energies per atom
+are therefore more negative than spin-polarised DFT ones (water about -6.1 eV/atom) and must only be
+compared with other AIMNet2 figures. (Spin-polarised UKS wB97M/def2-TZVPP atoms from PySCF were tried
+and rejected: PySCF's water energy at that level differs from AIMNet2's by 1.2 eV, so mixing the two
+scales would be wrong.)
 """
 
 from __future__ import annotations
@@ -20,15 +22,12 @@ from pathlib import Path
 
 import torch
 
-from elign.mlff.base import HARTREE_TO_EV, ComputeOutput, ForceField, missing_extra
+from elign.mlff.base import ComputeOutput, ForceField, missing_extra
 
-__all__ = ["AIMNET2_ATOM_ENERGIES_HARTREE", "AIMNet2ForceField", "aimnet2_model_path"]
+__all__ = ["AIMNET2_ELEMENTS", "AIMNet2ForceField", "aimnet2_model_path"]
 
 # Elements of the wB97M-D3 AIMNet2 model.
 AIMNET2_ELEMENTS = frozenset({1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 33, 34, 35, 53})
-
-# UKS wB97M-V (no VV10) / def2-TZVPP isolated ground-state atoms, Hartree (see module docstring).
-AIMNET2_ATOM_ENERGIES_HARTREE: dict[int, float] = {}
 
 
 def aimnet2_model_path(variant: str = "wb97m-d3") -> Path:
@@ -83,8 +82,3 @@ class AIMNet2ForceField(ForceField):
         energy = out["energy"].detach().to(self.dtype)  # [B]
         forces = out["forces"].detach()[:, :N].to(self.dtype)  # [B, N, 3]
         return ComputeOutput(energy=energy, forces=forces)
-
-    def _compute_reference_energies(self) -> dict[int, float]:
-        if AIMNET2_ATOM_ENERGIES_HARTREE:
-            return {z: e * HARTREE_TO_EV for z, e in AIMNET2_ATOM_ENERGIES_HARTREE.items()}
-        return super()._compute_reference_energies()

@@ -14,7 +14,8 @@ from elign.mlff.base import ComputeOutput, ForceField
 __all__ = ["COVALENT_RADII", "SyntheticForceField"]
 
 COVALENT_RADII: dict[int, float] = {
-    1: 0.31, 5: 0.84, 6: 0.76, 7: 0.71, 8: 0.66, 9: 0.57, 14: 1.11, 15: 1.07, 16: 1.05, 17: 1.02, 35: 1.20, 53: 1.39,
+    1: 0.31, 5: 0.84, 6: 0.76, 7: 0.71, 8: 0.66, 9: 0.57, 14: 1.11, 15: 1.07, 16: 1.05,
+    17: 1.02, 35: 1.20, 53: 1.39,
 }  # fmt: skip
 
 
@@ -40,7 +41,9 @@ class SyntheticForceField(ForceField):
             self._radius[z] = r
             self._e_atom[z] = -10.0 * z**0.5  # arbitrary per-element constants (eV)
 
-    def energy(self, positions: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # [B]
+    def energy(
+        self, positions: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:  # [B]
         N = positions.shape[1]
         diff = positions[:, :, None, :] - positions[:, None, :, :]  # [B, N, N, 3]
         eye = torch.eye(N, dtype=torch.bool, device=positions.device)
@@ -49,7 +52,9 @@ class SyntheticForceField(ForceField):
         r0 = self._radius[numbers][:, :, None] + self._radius[numbers][:, None, :]  # [B, N, N]
         morse = self.depth * ((1 - torch.exp(-self.width * (d - r0))) ** 2 - 1)  # [B, N, N]
         e_pair = 0.5 * torch.where(pair, morse, torch.zeros_like(morse)).sum(dim=(1, 2))  # [B]
-        e_atom = torch.where(mask, self._e_atom[numbers], torch.zeros((), dtype=positions.dtype)).sum(1)  # [B]
+        e_atom = torch.where(mask, self._e_atom[numbers], torch.zeros((), dtype=positions.dtype)).sum(
+            1
+        )  # [B]
         return e_pair + e_atom
 
     def _compute(self, positions: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor) -> ComputeOutput:

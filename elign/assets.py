@@ -1,0 +1,35 @@
+"""Where the shipped checkpoints live: ``assets/`` beside the package, or ``$ELIGN_ASSETS``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["assets_dir", "shipped_backbone", "shipped_aligned", "resolve_checkpoint"]
+
+
+def assets_dir() -> Path:
+    env = os.environ.get("ELIGN_ASSETS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "assets"
+
+
+def shipped_backbone() -> Path:
+    return assets_dir() / "backbone" / "model.safetensors"
+
+
+def shipped_aligned() -> Path:
+    return assets_dir() / "aligned" / "model.safetensors"
+
+
+def resolve_checkpoint(name_or_path: str | None) -> Path:
+    """``None`` or ``"backbone"``: the shipped backbone; ``"aligned"``: the shipped aligned model; else a path."""
+    if name_or_path in (None, "backbone"):
+        path = shipped_backbone()
+    elif name_or_path == "aligned":
+        path = shipped_aligned()
+    else:
+        return Path(name_or_path)
+    if not path.exists():
+        raise FileNotFoundError(f"the shipped checkpoint {path} is missing; pass --checkpoint PATH "
+                                f"(or set ELIGN_ASSETS to a folder holding backbone/ and aligned/)")
+    return path

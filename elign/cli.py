@@ -1,0 +1,200 @@
+"""The ``elign`` command line: data, pretrain, sample, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    if name in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {name} requested but CUDA is not available")
+    return name
+
+
+# ----------------------------------------------------------------------------------------- data
+def cmd_data(args: argparse.Namespace) -> int:
+    from elign.data.qm9 import build_cache, load_qm9
+
+    summary = build_cache(cache_path=args.cache, source=args.source, archive_path=args.archive)
+    print(json.dumps(summary, indent=1))
+    if args.dense:
+        data = load_qm9(cache_path=summary["cache_path"])
+        dense = dense_from_qm9(data)
+        dense.save(args.dense)
+        print(f"dense training file: {args.dense} ({Path(args.dense).stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def dense_from_qm9(data):
+    from elign.data.dense import DenseDataset
+
+    splits = {name: data.split(name) for name in ("train", "valid", "test")}
+    molecules = [data.molecule(i) for i in range(len(data))]
+    return DenseDataset.from_molecules(molecules, splits, data.dataset_info())
+
+
+def _training_data(path: str | None):
+    from elign.data.dense import DenseDataset
+
+    if path is None:
+        from elign.data.qm9 import load_qm9
+
+        return dense_from_qm9(load_qm9())
+    if path.startswith("synthetic:"):
+        return DenseDataset.synthetic(int(path.split(":", 1)[1]))
+    return DenseDataset.load(path)
+
+
+# ------------------------------------------------------------------------------------- pretrain
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    import torch
+
+    from elign.pretrain import PretrainConfig, Pretrainer
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    out = Path(args.out)
+    saved = out / "config.json"
+    overrides = {k: v for k, v in vars(args).items() if k in PretrainConfig.__dataclass_fields__ and v is not None}
+    if args.resume and saved.exists():
+        base = json.loads(saved.read_text())
+        architecture = {k: base[k] for k in ("hidden", "n_layers", "timesteps", "seed")}
+        config = PretrainConfig.from_dict({**base, **overrides, **architecture, "out_dir": str(out)})
+    else:
+        config = PretrainConfig.from_dict({**overrides, "out_dir": str(out)})
+    data = _training_data(args.data)
+    trainer = Pretrainer(config, data, device=_device(args.device))
+    if args.resume:
+        trainer.resume()
+        print(f"resumed {out} at step {trainer.step} ({trainer.elapsed_minutes:.1f} training minutes so far)")
+    n_params = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    print(f"pretraining {config.n_layers}x{config.hidden} EDM ({n_params:,} parameters) on {len(data.splits['train']):,} "
+          f"molecules, device {trainer.device}, world size {trainer.world}")
+    result = trainer.fit(progress=not args.no_progress)
+    print(json.dumps(result))
+    return 0
+
+
+# --------------------------------------------------------------------------------------- sample
+def cmd_sample(args: argparse.Namespace) -> int:
+    from elign.assets import resolve_checkpoint
+    from elign.checkpoints import load_checkpoint
+    from elign.diffusion.sampler import sample_molecules
+    from elign.export import write_sdf
+    from elign.metrics.stability import stability_metrics
+
+    device = _device(args.device)
+    path = resolve_checkpoint(args.checkpoint)
+    model, config, _ = load_checkpoint(path, device)
+    info = config.dataset_info()
+    t0 = time.perf_counter()
+    mols = sample_molecules(model, args.num, info.size_probabilities(), steps=args.steps, seed=args.seed,
+                            batch_size=args.batch_size, device=device, atomic_numbers=info.atomic_numbers,
+                            progress=True)
+    dt = time.perf_counter() - t0
+    stab = stability_metrics(mols, info.atom_decoder)
+    per = stab["per_molecule"]
+    steps = args.steps or model.T
+    props = [{"index": i, "seed": args.seed, "steps": steps, "checkpoint": str(path), "n_atoms": int(per["n_atoms"][i]),
+              "molecule_stable": int(per["molecule_stable"][i])} for i in range(mols.batch_size)]
+    counts = write_sdf(args.out, mols, info.atom_decoder, props)
+    print(f"sampled {args.num} molecules in {dt:.1f} s ({args.num / dt:.2f} molecules/s, {steps} steps, {device})")
+    print(f"atom stability {stab['atom_stability']:.3f}, molecule stability {stab['molecule_stability']:.3f}; "
+          f"wrote {counts['written']} molecules to {args.out} ({counts['invalid']} flagged invalid)")
+    return 0
+
+
+# ------------------------------------------------------------------------------------- evaluate
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from elign.evaluate import evaluate_sdf
+
+    report = evaluate_sdf(args.samples, train_smiles=args.train_smiles, novelty=not args.no_novelty)
+    keys = ("n", "atom_stability", "molecule_stability", "validity", "uniqueness", "novelty", "vxu")
+    for k in keys:
+        v = report[k]
+        print(f"{k:>20}: {v if v is None or isinstance(v, int) else f'{v:.4f}'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+        print(f"report written to {args.json}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="elign", description="Align 3D molecular diffusion models with force fields.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="build the QM9 cache (and optionally a dense training file)")
+    d.add_argument("--cache", help="cache file (default: $ELIGN_CACHE or ~/.cache/elign/qm9.npz)")
+    d.add_argument("--source", default="auto", choices=["auto", "qm9pack", "archive"])
+    d.add_argument("--archive", help="path to dsgdb9nsd.xyz.tar.bz2 when the qm9pack wheel is absent")
+    d.add_argument("--dense", help="also write a dense training file (.npz) that a GPU run can carry")
+    d.set_defaults(func=cmd_data)
+
+    t = sub.add_parser("pretrain", help="pretrain an EDM on QM9 (resumable; torchrun for several GPUs)")
+    t.add_argument("--out", required=True, help="run directory (state.pt, model.safetensors, metrics.jsonl)")
+    t.add_argument("--data", help="dense training file (.npz) from `elign data --dense`; default: the QM9 cache")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    t.add_argument("--hidden", type=int)
+    t.add_argument("--n-layers", dest="n_layers", type=int)
+    t.add_argument("--timesteps", type=int, help="diffusion steps T (default 1000)")
+    t.add_argument("--batch-size", dest="batch_size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--warmup-steps", dest="warmup_steps", type=int)
+    t.add_argument("--ema-decay", dest="ema_decay", type=float)
+    t.add_argument("--max-steps", dest="max_steps", type=int)
+    t.add_argument("--epochs", type=float)
+    t.add_argument("--max-minutes", dest="max_minutes", type=float, help="end cleanly with a checkpoint after this")
+    t.add_argument("--checkpoint-minutes", dest="checkpoint_minutes", type=float)
+    t.add_argument("--log-every", dest="log_every", type=int)
+    t.add_argument("--val-every", dest="val_every", type=int)
+    t.add_argument("--val-samples", dest="val_samples", type=int)
+    t.add_argument("--val-steps", dest="val_steps", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--compile", action="store_true", default=None)
+    t.add_argument("--no-bf16", dest="bf16", action="store_false", default=None)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=cmd_pretrain)
+
+    s = sub.add_parser("sample", help="sample molecules from a checkpoint into an SDF file")
+    s.add_argument("--checkpoint", help="native .safetensors, an original EDM run directory, 'backbone' (default) "
+                   "or 'aligned'")
+    s.add_argument("--num", type=int, default=100)
+    s.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's T)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", required=True, help="output SDF file")
+    s.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser("evaluate", help="chemistry metrics of sampled molecules")
+    e.add_argument("--samples", required=True, help="SDF file of generated molecules")
+    e.add_argument("--json", help="write the report here")
+    e.add_argument("--train-smiles", help="text file of training SMILES for novelty (default: from the QM9 cache)")
+    e.add_argument("--no-novelty", action="store_true", help="skip novelty (no training set needed)")
+    e.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

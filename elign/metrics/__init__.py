@@ -1,0 +1,1 @@
+"""Chemistry metrics: bond orders, EDM stability, RDKit validity, uniqueness and novelty."""

@@ -1,0 +1,294 @@
+"""EDM pretraining: AdamW with warmup, gradient clipping, EMA, bf16 on CUDA, exact resume, DDP.
+
+Everything needed to continue a run lives in ``OUT/state.pt`` (weights, EMA, optimiser, step and
+data position; loaded with ``weights_only=True``). ``OUT/model.safetensors`` holds the EMA weights
+in the native format (what ``elign sample`` reads) and ``OUT/metrics.jsonl`` the log. Data order
+and diffusion noise are functions of (seed, epoch, step), so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from elign.checkpoints import atomic_write, save_checkpoint
+from elign.config import ModelConfig
+from elign.data.batch import MoleculeBatch
+from elign.data.dense import DenseDataset
+from elign.diffusion.edm import EquivariantDiffusion
+from elign.models.factory import build_model
+
+__all__ = ["PretrainConfig", "Pretrainer"]
+
+
+@dataclass
+class PretrainConfig:
+    out_dir: str
+    hidden: int = 128  # features per atom
+    n_layers: int = 6  # equivariant blocks
+    timesteps: int = 1000
+    batch_size: int = 128  # molecules per step and process
+    lr: float = 2e-4
+    weight_decay: float = 1e-12
+    warmup_steps: int = 500
+    clip_grad: float = 1.0  # max gradient norm
+    ema_decay: float = 0.999
+    max_steps: int | None = None  # total optimiser steps (None: until max_minutes / epochs)
+    epochs: float | None = None
+    max_minutes: float | None = None  # wall-clock budget of this invocation
+    seed: int = 0
+    checkpoint_minutes: float = 5.0
+    log_every: int = 50
+    val_every: int = 0  # steps between validation samples (0: off)
+    val_samples: int = 200
+    val_steps: int = 100  # sampler steps of the validation sample
+    bf16: bool = True  # autocast on CUDA
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        bad = {k: getattr(self, k) for k in ("hidden", "n_layers", "batch_size", "log_every", "timesteps")
+               if getattr(self, k) < 1}
+        if self.lr <= 0 or not 0 <= self.ema_decay < 1:
+            bad.update(lr=self.lr, ema_decay=self.ema_decay)
+        if bad:
+            raise ValueError(f"invalid PretrainConfig values: {bad}")
+
+    def model_config(self, dataset: dict) -> ModelConfig:
+        return ModelConfig(hidden=self.hidden, n_layers=self.n_layers, timesteps=self.timesteps,
+                           atom_decoder=list(dataset["atom_decoder"]), dataset=dataset)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PretrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class _Loss(nn.Module):
+    """Wraps the training loss as ``forward`` so DistributedDataParallel synchronises gradients."""
+
+    def __init__(self, model: EquivariantDiffusion) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, positions, one_hot, charges, node_mask, generator=None):
+        return self.model.training_loss(MoleculeBatch(positions, one_hot, charges, node_mask), generator).mean()
+
+
+def _lr_factor(step: int, warmup: int) -> float:
+    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
+class Pretrainer:
+    def __init__(self, config: PretrainConfig, data: DenseDataset, device: str | None = None,
+                 on_log: Callable[[dict], None] | None = None) -> None:
+        self.cfg = config
+        self.data = data
+        self.out = Path(config.out_dir)
+        self.on_log = on_log
+        self.rank, self.world = _dist_rank_world()
+        if device is None:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.model_config = config.model_config(data.info.to_dict())
+        torch.manual_seed(config.seed)
+        self.model = build_model(self.model_config).to(self.device)
+        self.ema = build_model(self.model_config).to(self.device)
+        self.ema.load_state_dict(self.model.state_dict())
+        self.ema.requires_grad_(False)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.999))
+        self.step = 0
+        self.elapsed_minutes = 0.0  # cumulative over resumes
+        self.stop_requested = False
+        self.train_idx = data.splits["train"]
+        self.global_batch = config.batch_size * self.world
+        self.steps_per_epoch = len(self.train_idx) // self.global_batch
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"training split of {len(self.train_idx)} molecules is smaller than one global batch "
+                             f"({self.global_batch}); lower --batch-size")
+        loss = _Loss(self.model)
+        if self.world > 1:
+            loss = nn.parallel.DistributedDataParallel(loss, device_ids=[self.device] if self.device.type == "cuda"
+                                                       else None)
+        self.loss_fn = torch.compile(loss) if config.compile else loss
+
+    # ------------------------------------------------------------------------ state
+    @property
+    def state_path(self) -> Path:
+        return self.out / "state.pt"
+
+    def state_dict(self) -> dict:
+        return {
+            "format": "elign-pretrain/1",
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "step": self.step,
+            "elapsed_minutes": self.elapsed_minutes,
+            "config": json.dumps(asdict(self.cfg)),
+            "model_config": json.dumps(self.model_config.to_dict()),
+        }
+
+    def resume(self, path: str | Path | None = None) -> None:
+        path = Path(path) if path else self.state_path
+        if not path.exists():
+            raise FileNotFoundError(f"nothing to resume: {path} does not exist")
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        saved = ModelConfig.from_dict(json.loads(state["model_config"]))
+        if (saved.hidden, saved.n_layers, saved.timesteps) != (self.cfg.hidden, self.cfg.n_layers, self.cfg.timesteps):
+            raise ValueError(f"{path} holds a {saved.n_layers}x{saved.hidden} model with T={saved.timesteps}, "
+                             f"but this run asks for {self.cfg.n_layers}x{self.cfg.hidden}, T={self.cfg.timesteps}")
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.elapsed_minutes = float(state["elapsed_minutes"])
+
+    def save(self) -> None:
+        if self.rank != 0:
+            return
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        atomic_write(self.state_path, buf.getvalue())
+        extra = {"step": self.step, "epochs": round(self.step / self.steps_per_epoch, 3),
+                 "train_minutes": round(self.elapsed_minutes, 2), "device": str(self.device),
+                 "world_size": self.world}
+        save_checkpoint(self.out / "model.safetensors", self.ema, self.model_config, extra=extra)
+
+    def _log(self, record: dict) -> None:
+        if self.rank != 0:
+            return
+        with (self.out / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.on_log is not None:
+            self.on_log(record)
+
+    # ------------------------------------------------------------------------ data
+    def batch_indices(self, step: int) -> torch.Tensor:
+        """The molecules of this process at a global step: a function of (seed, epoch, step) only."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+        perm = self.train_idx[torch.randperm(len(self.train_idx), generator=g)]
+        chunk = perm[k * self.global_batch : (k + 1) * self.global_batch]
+        return chunk[self.rank :: self.world]
+
+    # ------------------------------------------------------------------------ loop
+    def total_steps(self) -> int | None:
+        limits = [self.cfg.max_steps] if self.cfg.max_steps else []
+        if self.cfg.epochs:
+            limits.append(math.ceil(self.cfg.epochs * self.steps_per_epoch))
+        return min(limits) if limits else None
+
+    def train_step(self) -> dict:
+        b = self.data.batch(self.batch_indices(self.step), self.device)
+        gen = torch.Generator(device=self.device).manual_seed(
+            (self.cfg.seed * 1_000_003 + self.step) * 64 + self.rank)
+        for group in self.opt.param_groups:
+            group["lr"] = self.cfg.lr * _lr_factor(self.step, self.cfg.warmup_steps)
+        use_bf16 = self.cfg.bf16 and self.device.type == "cuda"
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = self.loss_fn(b.positions, b.one_hot, b.charges, b.node_mask, gen)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+        self.opt.step()
+        with torch.no_grad():
+            pairs = [(e, p) for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True)
+                     if p.requires_grad]
+            torch._foreach_lerp_([e for e, _ in pairs], [p for _, p in pairs], 1.0 - self.cfg.ema_decay)
+        self.step += 1
+        return {"loss": loss.detach(), "grad_norm": grad_norm, "molecules": b.batch_size * self.world}
+
+    def validate(self) -> dict:
+        from elign.diffusion.sampler import sample_molecules
+        from elign.metrics.stability import stability_metrics
+
+        self.ema.eval()
+        mols = sample_molecules(self.ema, self.cfg.val_samples, self.data.info.size_probabilities(),
+                                steps=min(self.cfg.val_steps, self.cfg.timesteps), seed=12345,
+                                device=self.device, atomic_numbers=self.data.info.atomic_numbers)
+        m = stability_metrics(mols, self.data.info.atom_decoder)
+        return {"val_atom_stability": float(m["atom_stability"]), "val_molecule_stability":
+                float(m["molecule_stability"]), "val_samples": self.cfg.val_samples, "val_steps": self.cfg.val_steps}
+
+    def fit(self, progress: bool = True) -> dict:
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            (self.out / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+        total = self.total_steps()
+        start_wall = time.monotonic()
+        last_ckpt = start_wall
+        window_t, window_mols, window_loss, window_n = time.monotonic(), 0, 0.0, 0
+        previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        bar = tqdm(total=total, initial=self.step, desc="pretrain", unit="step", disable=not progress or self.rank)
+        reason = "max_steps"
+        try:
+            while total is None or self.step < total:
+                out = self.train_step()
+                bar.update(1)
+                window_mols += out["molecules"]
+                if self.step % self.cfg.log_every == 0 or self.step == total:
+                    loss = float(out["loss"])
+                    if not math.isfinite(loss):
+                        reason = "non-finite loss"
+                        raise FloatingPointError(f"loss became {loss} at step {self.step}; last checkpoint kept")
+                    now = time.monotonic()
+                    rec = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), "loss": loss,
+                           "grad_norm": float(out["grad_norm"]), "lr": self.opt.param_groups[0]["lr"],
+                           "mol_per_s": window_mols / max(now - window_t, 1e-9),
+                           "train_minutes": self.elapsed_minutes + (now - start_wall) / 60}
+                    self._log(rec)
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                    window_t, window_mols = now, 0
+                    window_loss, window_n = window_loss + loss, window_n + 1
+                if self.cfg.val_every and self.step % self.cfg.val_every == 0 and self.rank == 0:
+                    self._log({"step": self.step, **self.validate()})
+                minutes = (time.monotonic() - start_wall) / 60
+                if self.stop_requested:
+                    reason = "signal"
+                    break
+                if self.cfg.max_minutes is not None and minutes >= self.cfg.max_minutes:
+                    reason = "max_minutes"
+                    break
+                if (time.monotonic() - last_ckpt) / 60 >= self.cfg.checkpoint_minutes:
+                    self._checkpoint(start_wall)
+                    last_ckpt, start_wall = time.monotonic(), time.monotonic()
+        finally:
+            bar.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if reason != "non-finite loss":
+                self._checkpoint(start_wall)
+        return {"step": self.step, "stopped_by": reason, "train_minutes": self.elapsed_minutes}
+
+    def _checkpoint(self, since: float) -> None:
+        self.elapsed_minutes += (time.monotonic() - since) / 60
+        self.save()
+
+    def _request_stop(self, signum, frame) -> None:  # noqa: ARG002 (signal handler signature)
+        self.stop_requested = True
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    """Initialise torch.distributed under torchrun (gloo on CPU, nccl on CUDA); (rank, world size)."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()

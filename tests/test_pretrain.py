@@ -1,0 +1,92 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from elign.checkpoints import load_checkpoint
+from elign.data.dense import DenseDataset
+from elign.pretrain import PretrainConfig, Pretrainer
+
+TINY = ["--hidden", "16", "--n-layers", "2", "--timesteps", "50", "--batch-size", "8", "--log-every", "1",
+        "--threads", "1", "--no-progress", "--seed", "3", "--warmup-steps", "5"]
+
+
+def _run(data, out, *extra, wait=True):
+    cmd = [sys.executable, "-m", "elign.cli", "pretrain", "--data", str(data), "--out", str(out), *TINY, *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if wait:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    return proc
+
+
+def _losses(out):
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
+
+
+def test_sigterm_then_resume_continues_exactly(tmp_path):
+    data = tmp_path / "tiny.npz"
+    DenseDataset.synthetic(80, seed=1).save(data)
+    killed = tmp_path / "killed"
+    proc = _run(data, killed, "--max-steps", "100000", wait=False)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if (killed / "metrics.jsonl").exists() and len((killed / "metrics.jsonl").read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    stopped_at = max(_losses(killed))
+    assert stopped_at >= 5
+    state = torch.load(killed / "state.pt", weights_only=True)
+    assert state["step"] == stopped_at
+
+    _run(data, killed, "--resume", "--max-steps", str(stopped_at + 6))
+    straight = tmp_path / "straight"
+    _run(data, straight, "--max-steps", str(stopped_at + 6))
+    resumed, reference = _losses(killed), _losses(straight)
+    assert sorted(resumed) == sorted(reference) == list(range(1, stopped_at + 7))
+    for step in range(stopped_at + 1, stopped_at + 7):
+        assert resumed[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-9), step
+    # the shipped weights (EMA) are the same too
+    a, _, meta = load_checkpoint(killed / "model.safetensors")
+    b, _, _ = load_checkpoint(straight / "model.safetensors")
+    assert meta["step"] == stopped_at + 6
+    for (k, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6), k
+
+
+def test_data_order_covers_each_epoch_once(tmp_path):
+    data = DenseDataset.synthetic(70, seed=0)
+    t = Pretrainer(PretrainConfig(out_dir=str(tmp_path), hidden=8, n_layers=1, timesteps=20, batch_size=10), data)
+    spe = t.steps_per_epoch
+    seen = torch.cat([t.batch_indices(s) for s in range(spe)])
+    assert len(set(seen.tolist())) == len(seen) == spe * 10
+    assert set(seen.tolist()) <= set(data.splits["train"].tolist())
+    assert not torch.equal(t.batch_indices(0), t.batch_indices(spe))  # a new order each epoch
+
+
+def test_training_lowers_the_loss_and_ema_tracks(tmp_path):
+    data = DenseDataset.synthetic(64, seed=0)
+    cfg = PretrainConfig(out_dir=str(tmp_path), hidden=16, n_layers=2, timesteps=50, batch_size=16, lr=3e-3,
+                         warmup_steps=1, max_steps=150, log_every=10, ema_decay=0.9)
+    t = Pretrainer(cfg, data)
+    t.fit(progress=False)
+    losses = list(_losses(tmp_path).values())
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:2]) / 2
+    drift = max((p - q).abs().max().item() for p, q in zip(t.model.parameters(), t.ema.parameters(), strict=True))
+    assert 0 < drift < 0.5
+
+
+def test_bad_config_rejected(tmp_path):
+    with pytest.raises(ValueError, match="invalid PretrainConfig"):
+        PretrainConfig(out_dir=str(tmp_path), hidden=0)
+    data = DenseDataset.synthetic(16)
+    with pytest.raises(ValueError, match="smaller than one global batch"):
+        Pretrainer(PretrainConfig(out_dir=str(tmp_path), batch_size=64, hidden=8, n_layers=1), data)
