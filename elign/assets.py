@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["assets_dir", "shipped_backbone", "shipped_aligned", "resolve_checkpoint"]
+__all__ = ["assets_dir", "default_mlff", "shipped_backbone", "shipped_aligned", "resolve_checkpoint"]
 
 
 def assets_dir() -> Path:
@@ -33,3 +33,9 @@ def resolve_checkpoint(name_or_path: str | None) -> Path:
         raise FileNotFoundError(f"the shipped checkpoint {path} is missing; pass --checkpoint PATH "
                                 f"(or set ELIGN_ASSETS to a folder holding backbone/ and aligned/)")
     return path
+
+
+def default_mlff() -> str:
+    """The shipped distilled MACE when present, else the offline AIMNet2 foundation model."""
+    distilled = assets_dir() / "mlff" / "distilled.model"
+    return str(distilled) if distilled.exists() else "aimnet2"

@@ -77,7 +77,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         trainer.resume()
         print(f"resumed {out} at step {trainer.step} ({trainer.elapsed_minutes:.1f} training minutes so far)")
     n_params = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    print(f"pretraining {config.n_layers}x{config.hidden} EDM ({n_params:,} parameters) on {len(data.splits['train']):,} "
+    n_train = len(data.splits["train"])
+    print(f"pretraining {config.n_layers}x{config.hidden} EDM ({n_params:,} parameters) on {n_train:,} "
           f"molecules, device {trainer.device}, world size {trainer.world}")
     result = trainer.fit(progress=not args.no_progress)
     print(json.dumps(result))

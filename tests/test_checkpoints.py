@@ -44,8 +44,9 @@ def test_truncated_and_missing_files(tmp_path):
 
 
 def test_mismatched_config_is_explained(tmp_path):
-    from elign.checkpoints import atomic_write
     from safetensors.torch import save
+
+    from elign.checkpoints import atomic_write
 
     model, config = tiny_model()
     other, _ = tiny_model(hidden=8)
@@ -64,7 +65,8 @@ class _Evil:
 def test_malicious_args_pickle_refused(tmp_path, edm_fixtures):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "generative_model_ema.npy").write_bytes((edm_fixtures / "edm_qm9_tiny/generative_model_ema.npy").read_bytes())
+    weights = (edm_fixtures / "edm_qm9_tiny/generative_model_ema.npy").read_bytes()
+    (run / "generative_model_ema.npy").write_bytes(weights)
     (run / "args.pickle").write_bytes(pickle.dumps(_Evil()))
     with pytest.raises(CheckpointError, match="posix.system|os.system|refusing"):
         load_checkpoint(run)

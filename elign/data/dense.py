@@ -81,7 +81,7 @@ class DenseDataset:
         for _, t in mols[n_val:]:
             hist[len(t)] = hist.get(len(t), 0) + 1
         info = DatasetInfo("synthetic", ["H", "C", "N", "O", "F"], hist, sizes[1])
-        return cls.from_molecules(mols, {"train": np.arange(n_val, num), "val": np.arange(n_val)}, info)
+        return cls.from_molecules(mols, {"train": np.arange(n_val, num), "valid": np.arange(n_val)}, info)
 
     # ----------------------------------------------------------------------------- files
     def save(self, path: str | Path) -> None:

@@ -180,15 +180,19 @@ class EquivariantDiffusion(nn.Module):
         return ReverseStep(z_s, mean, std, gaussian_log_prob(z_s, mean, std, node_mask), x0, eps)
 
     def decode(self, z_0: torch.Tensor, node_mask: torch.Tensor, generator: torch.Generator | None = None,
-               atomic_numbers: list[int] | None = None) -> MoleculeBatch:
-        """p(x, h | z_0): positions ~ N(x0_pred, sigma_0^2), types by argmax of z_0, charges rounded."""
+               atomic_numbers: list[int] | None = None, noise: torch.Tensor | None = None) -> MoleculeBatch:
+        """p(x, h | z_0): positions ~ N(x0_pred, sigma_0^2), types by argmax of z_0, charges rounded.
+
+        ``noise`` [B, N, 3] (CoM free) may be given instead of a generator.
+        """
         B = z_0.shape[0]
         t0 = torch.zeros(B, 1, device=z_0.device, dtype=z_0.dtype)
         gamma_0 = self.gamma(t0).view(B)
         eps = self.predict_eps(z_0, t0, node_mask)
         x0 = self.x0_from_eps(z_0, eps, gamma_0)
         sigma_x = torch.exp(0.5 * gamma_0).view(B, 1, 1)
-        noise = sample_center_gravity_zero_gaussian(node_mask, generator)
+        if noise is None:
+            noise = sample_center_gravity_zero_gaussian(node_mask, generator)
         x = remove_mean_with_mask(x0[..., :3] + sigma_x * noise, node_mask)
         return self.to_batch(torch.cat([x, z_0[..., 3:]], dim=-1), node_mask, atomic_numbers)
 

@@ -70,7 +70,9 @@ class GCL(nn.Module):
 
     def __init__(self, hidden: int, edge_dim: int, attention: bool, factor: float, aggregation: str) -> None:
         super().__init__()
-        self.edge_mlp = nn.Sequential(nn.Linear(2 * hidden + edge_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.edge_mlp = nn.Sequential(
+            nn.Linear(2 * hidden + edge_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU()
+        )
         self.node_mlp = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.attention = attention
         if attention:

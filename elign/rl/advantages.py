@@ -1,0 +1,71 @@
+"""Group-relative, force/energy disentangled advantages (pure functions).
+
+Shapes: G groups of K rollouts, L trained steps per rollout.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["group_zscore", "shaped_energy_returns", "carry_forward", "disentangled_advantages"]
+
+
+def group_zscore(values: torch.Tensor, valid: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """(v - mean_g v) / (std_g v + eps) within each group over its valid members.
+
+    values [G, K, ...], valid [G, K] bool -> [G, K, ...]; invalid members get 0 and do not enter
+    the statistics. The standard deviation is the population one (divides by the valid count).
+    """
+    values = torch.nan_to_num(values)  # invalid members may carry NaN; they are masked below
+    mask = valid.to(values.dtype).view(*valid.shape, *([1] * (values.dim() - 2)))
+    count = mask.sum(dim=1, keepdim=True).clamp(min=1)
+    v = torch.where(mask > 0, values, torch.zeros_like(values))
+    mean = v.sum(dim=1, keepdim=True) / count
+    var = (((v - mean) * mask) ** 2).sum(dim=1, keepdim=True) / count
+    denom = var.sqrt() + eps
+    z = torch.where(denom > 0, (v - mean) / torch.where(denom > 0, denom, 1.0), 0.0)  # a constant group: 0
+    return z * mask
+
+
+def shaped_energy_returns(psi_0: torch.Tensor, psi_t: torch.Tensor, t_index: torch.Tensor, discount: float = 1.0
+                          ) -> torch.Tensor:
+    """G_t = discount^t * Psi_0 - Psi_t.
+
+    psi_0 [..., 1] or [...], psi_t [..., L], t_index [L] (the diffusion time of each trained step).
+    """
+    if psi_0.dim() == psi_t.dim() - 1:
+        psi_0 = psi_0.unsqueeze(-1)
+    return (discount ** t_index.to(psi_t.dtype)) * psi_0 - psi_t
+
+
+def carry_forward(values: torch.Tensor, evaluated: torch.Tensor) -> torch.Tensor:
+    """Fill unevaluated steps with the most recent evaluated one along the last axis.
+
+    values [..., L], evaluated [L] bool with evaluated[0] True -> [..., L].
+    """
+    if not bool(evaluated[0]):
+        raise ValueError("the first trained step must be evaluated")
+    idx = torch.arange(values.shape[-1], device=values.device)
+    last = torch.cummax(torch.where(evaluated, idx, torch.zeros_like(idx)), dim=0).values  # [L]
+    return values[..., last]
+
+
+def disentangled_advantages(
+    reward_force: torch.Tensor,
+    energy_returns: torch.Tensor,
+    valid: torch.Tensor,
+    w_force: float = 1.0,
+    w_energy: float = 0.1,
+    clip: float = 5.0,
+    failed_advantage: float = -1.0,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """A_t = clip(w_F * z(R_F) + w_E * z(G_t), -c, c), each channel normalised within its group.
+
+    reward_force [G, K], energy_returns [G, K, L], valid [G, K] -> advantages [G, K, L].
+    Rollouts the force field could not score get ``failed_advantage`` on every step.
+    """
+    a_f = group_zscore(reward_force, valid, eps).unsqueeze(-1)  # [G, K, 1]
+    a_e = group_zscore(energy_returns, valid, eps)  # [G, K, L]
+    adv = (w_force * a_f + w_energy * a_e).clamp(-clip, clip)
+    return torch.where(valid.unsqueeze(-1), adv, torch.full_like(adv, failed_advantage))

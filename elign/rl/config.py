@@ -1,0 +1,113 @@
+"""AlignConfig: every setting of a FED-GRPO run, validated, with help text per field."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+__all__ = ["AlignConfig", "PRESETS"]
+
+
+def _f(default, help: str):  # noqa: A002 (help is the natural name here)
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class AlignConfig:
+    out_dir: str = _f("runs/align", "run directory: state.pt, model.safetensors, best.safetensors, metrics.jsonl")
+    checkpoint: str | None = _f(None, "backbone to align: native .safetensors, EDM run dir; None = shipped backbone")
+    mlff: str | None = _f(None, "reward force field: name or .model path; None = the shipped default")
+    iterations: int = _f(100, "policy-update iterations (each: rollouts, rewards, update)")
+    prompts: int = _f(4, "P: molecule sizes per iteration, drawn from the size prior")
+    group_size: int = _f(24, "K: rollouts per prompt; advantages are normalised within each group")
+    steps: int = _f(1000, "denoising steps of the (possibly strided) chain")
+    shared_steps: int = _f(600, "steps shared by a group before it branches (paper: 600 of 1000, t_b = 400)")
+    energy_every: int = _f(1, "evaluate the energy potential on the x0 prediction every k-th trained step")
+    discount: float = _f(1.0, "gamma of the shaped return G_t = gamma^t * Psi_0 - Psi_t")
+    w_force: float = _f(1.0, "weight of the normalised force advantage")
+    w_energy: float = _f(0.1, "weight of the normalised energy advantage")
+    adv_clip: float = _f(5.0, "clip of the mixed advantage to [-c, c]")
+    adv_eps: float = _f(1e-6, "added to the group standard deviation")
+    failed_advantage: float = _f(-1.0, "advantage given to every step of a rollout the force field cannot score")
+    clip_eps: float = _f(2e-3, "PPO clip range of the probability ratio")
+    kl_beta: float = _f(0.04, "weight of the KL penalty to the frozen reference policy")
+    lr: float = _f(4e-6, "peak AdamW learning rate")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    warmup_iterations: int = _f(5, "linear warm-up iterations")
+    min_lr_ratio: float = _f(0.1, "cosine floor as a fraction of lr; held after the last iteration")
+    max_grad_norm: float = _f(1.0, "gradient-norm clip")
+    minibatches: int = _f(1, "optimiser steps per iteration (rollouts split into this many minibatches)")
+    chunk: int = _f(64, "(rollout, step) pairs per forward/backward; a memory knob, not a hyperparameter")
+    eval_every: int = _f(10, "iterations between held-out sampling evaluations (0: off)")
+    eval_samples: int = _f(64, "molecules in the held-out evaluation (fresh samples, fixed seed)")
+    seed: int = _f(0, "seed of prompts, rollout noise and evaluation")
+    device: str = _f("auto", "'auto', 'cpu' or 'cuda[:i]'")
+    mlff_dtype: str = _f("float32", "force-field precision: float32 or float64")
+    checkpoint_every: int = _f(1, "iterations between checkpoints")
+
+    def __post_init__(self) -> None:
+        errors = []
+        for name in ("iterations", "prompts", "group_size", "steps", "energy_every", "minibatches", "chunk",
+                     "checkpoint_every"):
+            if getattr(self, name) < 1:
+                errors.append(f"{name}={getattr(self, name)} must be >= 1")
+        if self.group_size < 2:
+            errors.append(f"group_size={self.group_size}: group normalisation needs at least 2 rollouts")
+        if not 0 <= self.shared_steps < self.steps:
+            errors.append(f"shared_steps={self.shared_steps} must be in [0, steps={self.steps})")
+        if self.clip_eps <= 0 or self.adv_clip <= 0 or self.lr <= 0:
+            errors.append(f"clip_eps={self.clip_eps}, adv_clip={self.adv_clip}, lr={self.lr} must be > 0")
+        if self.kl_beta < 0 or self.w_force < 0 or self.w_energy < 0:
+            errors.append(f"kl_beta={self.kl_beta}, w_force={self.w_force}, w_energy={self.w_energy} must be >= 0")
+        if not 0 <= self.min_lr_ratio <= 1:
+            errors.append(f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+        if self.minibatches > self.prompts * self.group_size:
+            errors.append(f"minibatches={self.minibatches} exceeds the {self.prompts * self.group_size} rollouts")
+        if self.mlff_dtype not in ("float32", "float64"):
+            errors.append(f"mlff_dtype={self.mlff_dtype!r} must be 'float32' or 'float64'")
+        if errors:
+            raise ValueError("invalid AlignConfig: " + "; ".join(errors))
+
+    @property
+    def trained_steps(self) -> int:
+        return self.steps - self.shared_steps
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> AlignConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> AlignConfig:
+        data = json.loads(Path(path).read_text())
+        preset = data.pop("preset", None)
+        base = PRESETS[preset] if preset else {}
+        return cls.from_dict({**base, **data, **overrides})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AlignConfig:
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown AlignConfig fields: {unknown}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+
+PRESETS: dict[str, dict] = {
+    # the published hyperparameters (Elign paper): 4 x 24 rollouts, T = 1000, branch at t_b = 400
+    "paper": dict(prompts=4, group_size=24, steps=1000, shared_steps=600, energy_every=1, w_force=1.0,
+                  w_energy=0.1, adv_clip=5.0, clip_eps=2e-3, kl_beta=0.04, lr=4e-6, iterations=100, minibatches=4,
+                  eval_every=10, eval_samples=256),
+    # two CPU cores, about a minute an iteration: a strided chain, small groups, a larger step size
+    "cpu-demo": dict(prompts=2, group_size=6, steps=50, shared_steps=20, energy_every=5, w_force=1.0,
+                     w_energy=0.1, adv_clip=5.0, clip_eps=0.2, kl_beta=0.01, lr=2e-4, iterations=20, minibatches=2,
+                     warmup_iterations=2, eval_every=5, eval_samples=32, chunk=128),
+}

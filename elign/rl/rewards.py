@@ -1,0 +1,69 @@
+"""FED-GRPO rewards: the terminal force reward and energy potentials on x0 predictions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from elign.data.batch import MoleculeBatch
+from elign.diffusion.edm import EquivariantDiffusion
+from elign.mlff.base import ForceField, formation_energy_per_atom, rms_force
+from elign.rl.rollout import Rollouts
+
+__all__ = ["RewardOutput", "score_molecules", "potentials_on_x0", "energy_schedule"]
+
+
+@dataclass
+class RewardOutput:
+    reward_force: torch.Tensor  # [R] -RMS force (eV/A), NaN where invalid
+    psi_0: torch.Tensor  # [R] -formation energy per atom (eV/atom) of the final molecule
+    valid: torch.Tensor  # [R] bool: the force field scored the final molecule
+    reasons: list[str | None]
+
+
+def _concat(batches: list[MoleculeBatch]) -> MoleculeBatch:
+    return MoleculeBatch(*(torch.cat([getattr(b, f) for b in batches]) for f in
+                           ("positions", "one_hot", "charges", "node_mask")))
+
+
+def _call_chunked(ff: ForceField, batch: MoleculeBatch, chunk: int):
+    """ff on ``batch`` in chunks of ``chunk`` molecules -> (energy-per-atom potential [B], rms [B], valid [B])."""
+    psi, rms, valid, reasons = [], [], [], []
+    for start in range(0, batch.batch_size, chunk):
+        part = batch.index(slice(start, start + chunk))
+        res = ff(part.to(ff.device))
+        psi.append(-formation_energy_per_atom(part.to(ff.device), res, ff.reference_energies).float().cpu())
+        rms.append(rms_force(part.to(ff.device), res).float().cpu())
+        valid.append(res.valid.cpu())
+        reasons.extend(res.reason)
+    return torch.cat(psi), torch.cat(rms), torch.cat(valid), reasons
+
+
+def score_molecules(ff: ForceField, molecules: MoleculeBatch, chunk: int = 256) -> RewardOutput:
+    """R_F = -sqrt(mean_i |F_i|^2) and Psi_0 = -(E - sum E_ref)/N of decoded molecules."""
+    psi, rms, valid, reasons = _call_chunked(ff, molecules.to("cpu"), chunk)
+    return RewardOutput(-rms, psi, valid, reasons)
+
+
+def energy_schedule(num_steps: int, every: int) -> torch.Tensor:
+    """[L] bool: the trained steps whose x0 prediction is scored (0, k, 2k, ...)."""
+    return torch.arange(num_steps) % every == 0
+
+
+def potentials_on_x0(model: EquivariantDiffusion, ff: ForceField, rollouts: Rollouts, evaluated: torch.Tensor,
+                     atomic_numbers: list[int], chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Psi_t on the x0 prediction of the evaluated trained steps -> (psi [R, L], valid [R, L] bool).
+
+    Unevaluated steps hold NaN and valid=False.
+    """
+    L, R = rollouts.x0_pred.shape[:2]
+    idx = torch.nonzero(evaluated.cpu()).flatten().tolist()
+    mask = rollouts.node_mask
+    batches = [model.to_batch(rollouts.x0_pred[l], mask, atomic_numbers).to("cpu") for l in idx]
+    psi_eval, _, valid_eval, _ = _call_chunked(ff, _concat(batches), chunk)
+    psi = torch.full((R, L), float("nan"))
+    valid = torch.zeros(R, L, dtype=torch.bool)
+    psi[:, idx] = psi_eval.view(len(idx), R).T
+    valid[:, idx] = valid_eval.view(len(idx), R).T
+    return psi, valid

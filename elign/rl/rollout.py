@@ -1,0 +1,103 @@
+"""Grouped rollouts of the reverse chain with a shared prefix, storing what FED-GRPO trains on.
+
+Each group draws its noise from its own generator, so a group's rollouts do not depend on which
+other groups share the batch (or the process, under DDP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from elign.data.batch import MoleculeBatch
+from elign.data.geometry import sample_center_gravity_zero_gaussian
+from elign.diffusion.edm import EquivariantDiffusion
+from elign.diffusion.sampler import node_mask_from_sizes, timestep_grid
+
+__all__ = ["Rollouts", "grouped_rollouts"]
+
+
+@dataclass
+class Rollouts:
+    """R = G * K rollouts (group-major), L trained (branched) steps each."""
+
+    group_size: int  # K
+    node_mask: torch.Tensor  # [R, N, 1]
+    t: torch.Tensor  # [L] long, diffusion time of the input of each trained step
+    s: torch.Tensor  # [L] long, time of its output
+    z_t: torch.Tensor  # [L, R, N, D] inputs of the trained steps
+    z_s: torch.Tensor  # [L, R, N, D] sampled outputs
+    std: torch.Tensor  # [L, R]
+    logp: torch.Tensor  # [L, R] log-probability under the rollout policy
+    x0_pred: torch.Tensor  # [L, R, N, D] x0 predictions at the inputs
+    molecules: MoleculeBatch  # the decoded final molecules (R of them)
+
+    @property
+    def num_groups(self) -> int:
+        return self.node_mask.shape[0] // self.group_size
+
+    @property
+    def num_steps(self) -> int:
+        return self.t.shape[0]
+
+
+def _group_noise(model: EquivariantDiffusion, mask: torch.Tensor, generators: list[torch.Generator],
+                 per_group: int, positions_only: bool = False) -> torch.Tensor:
+    """Noise for ``len(generators) * per_group`` molecules, block g drawn from generators[g]."""
+    parts = []
+    for g, gen in enumerate(generators):
+        m = mask[g * per_group : (g + 1) * per_group]
+        parts.append(sample_center_gravity_zero_gaussian(m, gen) if positions_only else model.sample_noise(m, gen))
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def grouped_rollouts(
+    model: EquivariantDiffusion,
+    sizes: torch.Tensor,
+    group_size: int,
+    steps: int,
+    shared_steps: int,
+    generators: list[torch.Generator],
+    atomic_numbers: list[int] | None = None,
+    max_atoms: int | None = None,
+) -> Rollouts:
+    """sizes [G]: one molecule size per group; generators: one per group, on the model's device."""
+    if len(generators) != len(sizes):
+        raise ValueError(f"{len(sizes)} groups but {len(generators)} generators")
+    device = model.gamma.gamma.device
+    grid = timestep_grid(model.T, steps)
+    pairs = list(zip(grid[:-1], grid[1:], strict=True))
+    K = group_size
+    mask = node_mask_from_sizes(sizes, max_atoms, device)  # [G, N, 1]
+    z = _group_noise(model, mask, generators, 1)
+
+    def step(z, mask, t_int, s_int, per_group):
+        B = z.shape[0]
+        ones = torch.ones(B, 1, device=device)
+        noise = _group_noise(model, mask, generators, per_group)
+        return model.reverse_step(z, ones * (s_int / model.T), ones * (t_int / model.T), mask, noise=noise)
+
+    for t_int, s_int in pairs[:shared_steps]:
+        z = step(z, mask, t_int, s_int, 1).z_s
+    mask = mask.repeat_interleave(K, 0)  # [R, N, 1]
+    z = z.repeat_interleave(K, 0)
+    record = {"z_t": [], "z_s": [], "std": [], "logp": [], "x0_pred": []}
+    for t_int, s_int in pairs[shared_steps:]:
+        out = step(z, mask, t_int, s_int, K)
+        for key, value in (("z_t", z), ("z_s", out.z_s), ("std", out.std), ("logp", out.log_prob),
+                           ("x0_pred", out.x0_pred)):
+            record[key].append(value)
+        z = out.z_s
+    noise_x = _group_noise(model, mask, generators, K, positions_only=True)
+    molecules = model.decode(z, mask, atomic_numbers=atomic_numbers, noise=noise_x)
+    trained = pairs[shared_steps:]
+    return Rollouts(
+        group_size=K,
+        node_mask=mask,
+        t=torch.tensor([t for t, _ in trained], device=device),
+        s=torch.tensor([s for _, s in trained], device=device),
+        **{k: torch.stack(v) for k, v in record.items()},
+        molecules=molecules,
+    )

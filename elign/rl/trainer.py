@@ -1,0 +1,324 @@
+"""FED-GRPO orchestration: rollouts -> rewards -> advantages -> clipped policy update, with
+checkpoints, exact resume, held-out evaluation, callbacks and DistributedDataParallel-style
+gradient synchronisation (an explicit all-reduce; rollouts split by whole groups).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from elign.checkpoints import atomic_write, load_checkpoint, save_checkpoint
+from elign.diffusion.edm import gaussian_log_prob
+from elign.metrics.stability import stability_metrics
+from elign.rl.advantages import carry_forward, disentangled_advantages, shaped_energy_returns
+from elign.rl.config import AlignConfig
+from elign.rl.loss import clipped_surrogate, gaussian_kl, warmup_cosine
+from elign.rl.rewards import energy_schedule, potentials_on_x0, score_molecules
+from elign.rl.rollout import Rollouts, grouped_rollouts
+
+__all__ = ["FedGrpoTrainer", "Callback"]
+
+
+class Callback(Protocol):
+    def on_step_end(self, step: int, metrics: dict[str, float]) -> None: ...
+
+
+def _nanstats(x: torch.Tensor) -> tuple[float, float]:
+    x = x[torch.isfinite(x)]
+    if x.numel() == 0:
+        return math.nan, math.nan
+    return x.mean().item(), x.std(unbiased=False).item()
+
+
+class FedGrpoTrainer:
+    def __init__(self, config: AlignConfig, callbacks: list[Callback] | None = None, force_field=None,
+                 model=None, model_config=None) -> None:
+        """``force_field``, ``model`` and ``model_config`` may be given directly (tests, the studio)."""
+        self.cfg = config
+        self.callbacks = list(callbacks or [])
+        self.rank, self.world = _dist_rank_world()
+        self.device = torch.device(_resolve_device(config.device, self.rank))
+        if config.prompts % self.world:
+            raise ValueError(f"prompts={config.prompts} must be divisible by the {self.world} processes "
+                             "(groups are never cut across processes)")
+        if model is None:
+            from elign.assets import resolve_checkpoint
+
+            model, model_config, _ = load_checkpoint(resolve_checkpoint(config.checkpoint))
+        self.model_config = model_config
+        self.info = model_config.dataset_info()
+        self.policy = model.to(self.device).float()
+        self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        self.ff = force_field if force_field is not None else _load_ff(config, self.device)
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.iteration = 0
+        self.best_score = -math.inf
+        self.out = Path(config.out_dir)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {"format": "elign-align/1", "policy": self.policy.state_dict(),
+                "reference": self.reference.state_dict(), "optimizer": self.opt.state_dict(),
+                "iteration": self.iteration, "best_score": self.best_score,
+                "config": json.dumps(self.cfg.to_dict()), "model_config": json.dumps(self.model_config.to_dict())}
+
+    def save(self) -> None:
+        if self.rank:
+            return
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        atomic_write(self.out / "state.pt", buf.getvalue())
+        save_checkpoint(self.out / "model.safetensors", self.policy, self.model_config,
+                        extra={"aligned_iterations": self.iteration, "backbone": str(self.cfg.checkpoint),
+                               "mlff": str(self.cfg.mlff), "method": "FED-GRPO"})
+
+    def maybe_resume(self) -> bool:
+        path = self.out / "state.pt"
+        if not path.exists():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.policy.load_state_dict(state["policy"])
+        self.reference.load_state_dict(state["reference"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.iteration = int(state["iteration"])
+        self.best_score = float(state["best_score"])
+        return True
+
+    # ------------------------------------------------------------------ data
+    def prompts(self, iteration: int) -> tuple[torch.Tensor, list[torch.Generator]]:
+        """This process's group sizes [G] and one generator per group: functions of (seed, iteration, group)."""
+        g = torch.Generator().manual_seed(self.cfg.seed * 7919 + iteration)
+        sizes = torch.multinomial(self.info.size_probabilities(), self.cfg.prompts, replacement=True, generator=g)
+        per = self.cfg.prompts // self.world
+        mine = range(self.rank * per, (self.rank + 1) * per)
+        gens = [torch.Generator(device=self.device).manual_seed((self.cfg.seed * 100_003 + iteration) * 1009 + k)
+                for k in mine]
+        return sizes[self.rank * per : (self.rank + 1) * per], gens
+
+    # ------------------------------------------------------------------ one iteration
+    def rollout_and_score(self, iteration: int):
+        sizes, gens = self.prompts(iteration)
+        t0 = time.perf_counter()
+        self.policy.eval()
+        ro = grouped_rollouts(self.policy, sizes, self.cfg.group_size, self.cfg.steps, self.cfg.shared_steps, gens,
+                              self.info.atomic_numbers)
+        t1 = time.perf_counter()
+        final = score_molecules(self.ff, ro.molecules)
+        evaluated = energy_schedule(ro.num_steps, self.cfg.energy_every)
+        psi_t, psi_valid = potentials_on_x0(self.policy, self.ff, ro, evaluated, self.info.atomic_numbers)
+        t2 = time.perf_counter()
+        return ro, final, evaluated, psi_t, psi_valid, {"time_rollout": t1 - t0, "time_reward": t2 - t1}
+
+    def advantages(self, ro: Rollouts, final, evaluated, psi_t, psi_valid) -> tuple[torch.Tensor, dict]:
+        """[R, L] mixed advantages and the count of substitutions made."""
+        G, K, L = ro.num_groups, ro.group_size, ro.num_steps
+        # an x0 prediction the force field cannot score gets its group's mean potential at that step
+        psi = psi_t.view(G, K, L)
+        ok = psi_valid.view(G, K, L) & final.valid.view(G, K, 1)
+        group_mean = torch.where(ok, psi, 0).sum(1, keepdim=True) / ok.sum(1, keepdim=True).clamp(min=1)
+        psi = torch.where(ok, psi, group_mean.expand_as(psi))
+        psi = carry_forward(psi, evaluated)
+        returns = shaped_energy_returns(final.psi_0.view(G, K), psi, ro.t.cpu(), self.cfg.discount)
+        adv = disentangled_advantages(final.reward_force.view(G, K), returns, final.valid.view(G, K),
+                                      self.cfg.w_force, self.cfg.w_energy, self.cfg.adv_clip,
+                                      self.cfg.failed_advantage, self.cfg.adv_eps)
+        psi_failed = int((~psi_valid[:, evaluated] & final.valid[:, None]).sum())
+        return adv.view(G * K, L), {"psi_failed": psi_failed}
+
+    def _items(self, ro: Rollouts, rollout_ids: torch.Tensor):
+        """All (step, rollout) pairs of the given rollouts, in chunks of ``cfg.chunk``."""
+        L = ro.num_steps
+        steps = torch.arange(L).repeat_interleave(len(rollout_ids))
+        rolls = rollout_ids.repeat(L)
+        for start in range(0, len(steps), self.cfg.chunk):
+            yield steps[start : start + self.cfg.chunk], rolls[start : start + self.cfg.chunk]
+
+    def _forward(self, model, ro: Rollouts, l_idx, r_idx):
+        """Mean [M, N, D] and log-prob [M] of the stored z_s under ``model`` for items (l, r)."""
+        dev = self.device
+        l_idx, r_idx = l_idx.to(dev), r_idx.to(dev)
+        z_t, z_s, mask = ro.z_t[l_idx, r_idx], ro.z_s[l_idx, r_idx], ro.node_mask[r_idx]
+        T = self.policy.T
+        mean, std, _, _ = model.reverse_mean_std(z_t, (ro.s[l_idx] / T).float(), (ro.t[l_idx] / T).float(), mask)
+        return mean, std, gaussian_log_prob(z_s, mean, std, mask), mask
+
+    def update(self, ro: Rollouts, adv: torch.Tensor, iteration: int) -> dict[str, float]:
+        """Minibatches of whole rollouts; gradients accumulated over chunks, all-reduced, one step each."""
+        R = ro.node_mask.shape[0]
+        L = ro.num_steps
+        with torch.no_grad():  # old log-probs and reference means, in the same layout as the update
+            logp_old = torch.empty(L, R, device=self.device)
+            kl_ref_mean = torch.empty(L, R, *ro.z_t.shape[2:], device=self.device)
+            for l_idx, r_idx in self._items(ro, torch.arange(R)):
+                _, _, lp, _ = self._forward(self.policy, ro, l_idx, r_idx)
+                mean_ref, _, _, _ = self._forward(self.reference, ro, l_idx, r_idx)
+                logp_old[l_idx, r_idx] = lp
+                kl_ref_mean[l_idx, r_idx] = mean_ref
+        adv = adv.to(self.device)
+        factor = warmup_cosine(iteration, self.cfg.iterations, self.cfg.warmup_iterations, self.cfg.min_lr_ratio)
+        for group in self.opt.param_groups:
+            group["lr"] = self.cfg.lr * factor
+        order = torch.randperm(R, generator=torch.Generator().manual_seed(self.cfg.seed * 31 + iteration))
+        stats: dict[str, list[float]] = {}
+        self.policy.train()
+        for mb in order.tensor_split(self.cfg.minibatches):
+            total = len(mb) * L
+            self.opt.zero_grad(set_to_none=True)
+            for l_idx, r_idx in self._items(ro, mb):
+                mean, std, logp, mask = self._forward(self.policy, ro, l_idx, r_idx)
+                a = adv[r_idx.to(self.device), l_idx.to(self.device)]
+                surrogate, s = clipped_surrogate(logp, logp_old[l_idx, r_idx], a, self.cfg.clip_eps)
+                kl = gaussian_kl(mean, kl_ref_mean[l_idx, r_idx], std, mask).mean()
+                loss = (surrogate + self.cfg.kl_beta * kl) * (len(l_idx) / total)
+                loss.backward()
+                for k, v in {**s, "kl": kl.detach(), "loss": loss.detach() * total / len(l_idx)}.items():
+                    stats.setdefault(k, []).append(float(v))
+            _all_reduce_grads(self.policy, self.world)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
+            stats.setdefault("grad_norm", []).append(float(grad_norm))
+            self.opt.step()
+        out = {k: sum(v) / len(v) for k, v in stats.items()}
+        out["ratio_min"] = min(stats["ratio_min"])
+        out["ratio_max"] = max(stats["ratio_max"])
+        out["lr"] = self.cfg.lr * factor
+        return out
+
+    def run_iteration(self) -> dict[str, float]:
+        it = self.iteration
+        t_start = time.perf_counter()
+        ro, final, evaluated, psi_t, psi_valid, timing = self.rollout_and_score(it)
+        adv, adv_info = self.advantages(ro, final, evaluated, psi_t, psi_valid)
+        t_update = time.perf_counter()
+        upd = self.update(ro, adv, it)
+        timing["time_update"] = time.perf_counter() - t_update
+        self.iteration += 1
+        rf_mean, rf_std = _nanstats(final.reward_force)
+        re_mean, re_std = _nanstats(final.psi_0)
+        stab = stability_metrics(ro.molecules.to("cpu"), self.info.atom_decoder)
+        metrics = {
+            "iteration": self.iteration,
+            "reward_force_mean": rf_mean, "reward_force_std": rf_std,
+            "reward_energy_mean": re_mean, "reward_energy_std": re_std,
+            "failed": int((~final.valid).sum()), "psi_failed": adv_info["psi_failed"],
+            "rollout_atom_stability": stab["atom_stability"],
+            "rollout_molecule_stability": stab["molecule_stability"],
+            "advantage_abs_mean": float(adv.abs().mean()),
+            **upd, **timing, "time_iteration": time.perf_counter() - t_start,
+        }
+        return _reduce_metrics(metrics, self.world)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, num: int | None = None) -> dict[str, float]:
+        """Fresh samples (fixed seed, held out from training) scored by the reward force field."""
+        from elign.diffusion.sampler import sample_molecules
+
+        self.policy.eval()
+        mols = sample_molecules(self.policy, num or self.cfg.eval_samples, self.info.size_probabilities(),
+                                steps=self.cfg.steps, seed=10_000 + self.cfg.seed, device=self.device,
+                                atomic_numbers=self.info.atomic_numbers)
+        scored = score_molecules(self.ff, mols)
+        rms = -scored.reward_force
+        stab = stability_metrics(mols.to("cpu"), self.info.atom_decoder)
+        return {"eval_rms_force": _nanstats(rms)[0], "eval_energy": -_nanstats(scored.psi_0)[0],
+                "eval_failed": int((~scored.valid).sum()), "eval_molecule_stability": stab["molecule_stability"],
+                "eval_atom_stability": stab["atom_stability"]}
+
+    # ------------------------------------------------------------------ loop
+    def train(self, stop_event: threading.Event | None = None, progress: bool = False) -> dict:
+        from tqdm.auto import tqdm
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        resumed = self.maybe_resume()
+        bar = tqdm(total=self.cfg.iterations, initial=self.iteration, desc="align", unit="it",
+                   disable=not progress or self.rank)
+        stopped = False
+        try:
+            while self.iteration < self.cfg.iterations:
+                if stop_event is not None and stop_event.is_set():
+                    stopped = True
+                    break
+                metrics = self.run_iteration()
+                if self.cfg.eval_every and self.iteration % self.cfg.eval_every == 0:
+                    metrics.update(self.evaluate())
+                    score = -metrics["eval_rms_force"]
+                    if math.isfinite(score) and score > self.best_score:
+                        self.best_score = score
+                        if self.rank == 0:
+                            save_checkpoint(self.out / "best.safetensors", self.policy, self.model_config,
+                                            extra={"aligned_iterations": self.iteration, **metrics})
+                if self.iteration % self.cfg.checkpoint_every == 0 or self.iteration == self.cfg.iterations:
+                    self.save()
+                self._log(metrics)
+                bar.update(1)
+                bar.set_postfix(force=f"{metrics['reward_force_mean']:.3f}")
+        finally:
+            bar.close()
+            self.save()
+        return {"iteration": self.iteration, "stopped": stopped, "resumed": resumed}
+
+    def _log(self, metrics: dict) -> None:
+        if self.rank:
+            return
+        with (self.out / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        for cb in self.callbacks:
+            cb.on_step_end(self.iteration, metrics)
+
+
+# ---------------------------------------------------------------------- helpers
+def _resolve_device(name: str, rank: int) -> str:
+    if name == "auto":
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _load_ff(cfg: AlignConfig, device: torch.device):
+    from elign.assets import default_mlff
+    from elign.mlff import load_force_field
+
+    dtype = torch.float64 if cfg.mlff_dtype == "float64" else torch.float32
+    return load_force_field(cfg.mlff or default_mlff(), device=device, dtype=dtype)
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    from elign.pretrain import _dist_rank_world as init
+
+    return init()
+
+
+def _all_reduce_grads(model: torch.nn.Module, world: int) -> None:
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= world
+
+
+def _reduce_metrics(metrics: dict, world: int) -> dict:
+    """Average the scalar metrics over processes (sums for counts)."""
+    if world == 1:
+        return metrics
+    import torch.distributed as dist
+
+    keys = sorted(metrics)
+    vals = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
+    dist.all_reduce(vals)
+    counts = {"failed", "psi_failed"}
+    return {k: (v if k in counts else v / world) for k, v in zip(keys, vals.tolist(), strict=True)}

@@ -1,0 +1,76 @@
+"""create_app(): the studio layout for one session (served by ``panel serve elign_studio`` or in Jupyter)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import holoviews as hv
+import panel as pn
+
+from elign_studio.session import StudioSession
+from elign_studio.settings import StudioSettings
+from elign_studio.views.checkpoints import checkpoint_view
+from elign_studio.views.molecules import molecules_view
+from elign_studio.views.training import training_view
+from elign_studio.views.trajectory import trajectory_view
+
+__all__ = ["create_app"]
+
+POLL_MS = 300
+
+
+def _messages(session: StudioSession) -> pn.viewable.Viewable:
+    status = pn.pane.Alert(
+        "", alert_type="info", visible=False, sizing_mode="stretch_width", css_classes=["elign-status"]
+    )
+    error = pn.pane.Alert(
+        "", alert_type="danger", visible=False, sizing_mode="stretch_width", css_classes=["elign-error"]
+    )
+
+    def _update(*_) -> None:
+        status.param.update(object=session.status, visible=bool(session.status))
+        error.param.update(object=session.error.replace("\n", "  \n"), visible=bool(session.error))
+
+    session.param.watch(_update, ["status", "error"])
+    _update()
+    return pn.Column(status, error, sizing_mode="stretch_width")
+
+
+def create_app(
+    session: StudioSession | None = None, settings: StudioSettings | None = None, **session_kwargs: Any
+) -> pn.viewable.Viewable:
+    """Build the studio for one browser session (or one notebook cell).
+
+    Background work reports through a periodic callback; the session's training thread is stopped
+    (with a checkpoint) when the browser session ends.
+    """
+    pn.extension("tabulator", notifications=False)
+    hv.extension("bokeh", logo=False)
+    session = session or StudioSession(settings=settings, **session_kwargs)
+    layout = pn.Column(
+        pn.pane.Markdown(
+            "## Elign Studio\nEDM molecules aligned to machine-learning force fields (FED-GRPO)."
+        ),
+        _messages(session),
+        pn.Tabs(
+            ("Trajectories", pn.Column(trajectory_view(session), molecules_view(session))),
+            ("Alignment", training_view(session)),
+            ("Checkpoints", checkpoint_view(session)),
+            dynamic=False,
+            sizing_mode="stretch_width",
+        ),
+        sizing_mode="stretch_width",
+    )
+    layout.session = session  # for notebooks and tests: the state behind the view
+
+    def _start_polling(*_: Any) -> None:
+        pn.state.add_periodic_callback(session.poll, period=POLL_MS)
+        pn.state.add_periodic_callback(session.warm_up, period=1500, count=1)  # after the first render
+
+    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+        pn.state.onload(_start_polling)
+        pn.state.on_session_destroyed(lambda _ctx: session.close())
+    else:  # notebook: poll once the layout is displayed
+        pn.state.add_periodic_callback(session.poll, period=POLL_MS)
+        session.warm_up()
+    return layout

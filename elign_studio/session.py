@@ -1,0 +1,379 @@
+"""Per-session state of the studio (param.Parameterized), apart from any view; testable without a server.
+
+A session owns its training worker and its sampling executor. Background work reports through queues
+and futures; :meth:`StudioSession.poll` (a periodic callback in the app) moves results into params.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import math
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import param
+
+from elign_studio.sampling import ModelCache, SampledSet, sample_set
+from elign_studio.settings import DEFAULT_FORCE_FIELDS, PathNotAllowed, StudioSettings
+from elign_studio.worker import TrainerFactory, TrainingWorker
+
+__all__ = ["METRIC_KEYS", "StudioSession", "preset_settings"]
+
+METRIC_KEYS = ("reward_force_mean", "reward_energy_mean", "kl", "clip_fraction", "rollout_molecule_stability")
+EDITABLE = ("iterations", "prompts", "group_size", "steps", "lr")
+FALLBACK_PRESETS: dict[str, dict[str, Any]] = {
+    "cpu-demo": {"iterations": 20, "prompts": 2, "group_size": 4, "steps": 50, "lr": 1e-5},
+    "paper": {"iterations": 1000, "prompts": 32, "group_size": 16, "steps": 1000, "lr": 4e-6},
+}
+SHIPPED = {"backbone (shipped)": "shipped_backbone", "aligned (shipped)": "shipped_aligned"}
+
+ConfigBuilder = Callable[[str, dict[str, Any]], Any]
+
+
+def preset_settings(name: str) -> dict[str, Any]:
+    """The editable settings of an alignment preset (from AlignConfig when it is installed)."""
+    try:
+        from elign.rl.config import AlignConfig
+
+        cfg = AlignConfig.preset(name)
+        return {k: getattr(cfg, k) for k in EDITABLE if hasattr(cfg, k)}
+    except Exception:  # noqa: BLE001 - trainer not installed yet: the documented defaults
+        return dict(FALLBACK_PRESETS.get(name, FALLBACK_PRESETS["cpu-demo"]))
+
+
+def default_config_builder(preset: str, overrides: dict[str, Any]) -> Any:
+    try:
+        from elign.rl.config import AlignConfig
+    except ImportError as e:
+        raise RuntimeError(f"the alignment trainer is not available in this installation ({e})") from e
+    return AlignConfig.preset(preset, **overrides)
+
+
+def _fmt_error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}" if not isinstance(e, ValueError | RuntimeError | OSError) else str(e)
+
+
+class StudioSession(param.Parameterized):
+    # ---------------------------------------------------------------- checkpoints
+    model_names = param.List(default=[], doc="models this session can sample from or align")
+    force_field = param.Selector(default="synthetic", objects=list(DEFAULT_FORCE_FIELDS))
+    status = param.String(default="")
+    error = param.String(default="")
+    # ---------------------------------------------------------------- alignment
+    align_model = param.String(default="")
+    preset = param.Selector(default="cpu-demo", objects=["cpu-demo", "paper"])
+    iterations = param.Integer(default=20, bounds=(1, None))
+    prompts = param.Integer(default=2, bounds=(1, None))
+    group_size = param.Integer(default=4, bounds=(2, None))
+    steps = param.Integer(default=50, bounds=(1, None))
+    lr = param.Number(default=1e-5, bounds=(0, None))
+    run_name = param.String(default="")
+    training = param.Boolean(default=False)
+    step = param.Integer(default=-1, doc="last iteration reported by the trainer")
+    # ---------------------------------------------------------------- sampling
+    sample_model = param.String(default="")
+    compare_model = param.String(default="")
+    side_by_side = param.Boolean(default=False)
+    seed = param.Integer(default=0, bounds=(0, None))
+    num = param.Integer(default=1, bounds=(1, 64))
+    sample_steps = param.Integer(default=100, bounds=(1, None))
+    n_atoms = param.Integer(default=0, bounds=(0, None), doc="0: draw sizes from the prior")
+    sampling = param.Boolean(default=False)
+    sets = param.List(default=[], doc="SampledSet per model (one, or two side by side)")
+    selected = param.Integer(default=0, doc="molecule index shown in the viewer")
+    frame = param.Integer(default=0)
+
+    def __init__(
+        self,
+        settings: StudioSettings | None = None,
+        trainer_factory: TrainerFactory | None = None,
+        config_builder: ConfigBuilder | None = None,
+        **params: Any,
+    ) -> None:
+        self.settings = settings or StudioSettings.from_env()
+        super().__init__(**params)
+        ffs = list(dict.fromkeys([self.settings.force_field, *DEFAULT_FORCE_FIELDS]))
+        self.param.force_field.objects = ffs
+        if "force_field" not in params:
+            self.force_field = self.settings.force_field
+        if trainer_factory is None and self.settings.trainer:
+            trainer_factory = self.settings.load_object(self.settings.trainer)
+        if config_builder is None and self.settings.config_builder:
+            config_builder = self.settings.load_object(self.settings.config_builder)
+        self.worker = TrainingWorker(trainer_factory)
+        self.config_builder = config_builder or default_config_builder
+        self.history: list[dict[str, float]] = []
+        self.models: dict[str, Path] = {}
+        self._executor = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="elign-sample")
+        self._sample_job: cf.Future | None = None
+        self._sample_started = 0.0
+        self.last_sample_seconds = math.nan
+        self.refresh_models()
+        self._apply_preset()
+
+    def warm_up(self) -> None:
+        """Load the default model and force field in the background (the app calls it once the page shows)."""
+        self._executor.submit(self._warm_up, self.models.get(self.sample_model), self.force_field)
+
+    @staticmethod
+    def _warm_up(path: Path | None, force_field_name: str) -> None:
+        """Load the default model, the force field and the metric modules before the first click."""
+        try:
+            import elign.export  # noqa: F401  (rdkit)
+            import elign.metrics.stability  # noqa: F401
+            from elign_studio.sampling import force_field
+
+            if path is not None:
+                ModelCache.load(path)
+            force_field(force_field_name)
+        except Exception:  # noqa: BLE001 - the real call reports the error
+            pass
+
+    # ================================================================ checkpoints
+    def refresh_models(self) -> None:
+        """Shipped models that exist, user checkpoints and this session's run checkpoints."""
+        from elign import assets
+
+        missing = []
+        for name, fn in SHIPPED.items():
+            path = getattr(assets, fn)()
+            if path.exists():
+                self.models[name] = path
+            else:
+                missing.append(str(path))
+        self.model_names = list(self.models)
+        if not self.sample_model and self.model_names:
+            self.sample_model = self.model_names[0]
+        if not self.align_model and self.model_names:
+            self.align_model = self.model_names[0]
+        if not self.compare_model and len(self.model_names) > 1:
+            self.compare_model = self.model_names[1]
+        if missing and not self.model_names:
+            self.status = (
+                "No shipped checkpoint found (" + "; ".join(missing) + "). Load one by path or "
+                "upload a .safetensors file."
+            )
+
+    def _register(self, name: str, path: Path) -> str:
+        self.models[name] = path
+        self.model_names = list(self.models)
+        if not self.sample_model:
+            self.sample_model = name
+        if not self.align_model:
+            self.align_model = name
+        return name
+
+    def add_checkpoint(self, user_path: str, name: str | None = None) -> str | None:
+        """Validate and register a native checkpoint or an original EDM run folder. None on error."""
+        self.error = ""
+        try:
+            path = self.settings.readable(user_path)
+            model, config, _ = ModelCache.load(path)
+        except (PathNotAllowed, ValueError, OSError) as e:
+            self.error = f"Cannot load {user_path}: {_fmt_error(e)}"
+            return None
+        label = name or (
+            path.name if path.is_dir() else path.stem if path.stem != "model" else path.parent.name
+        )
+        label = self._register(f"{label} ({path.parent.name})" if label in self.models else label, path)
+        self.status = f"Loaded {label}: {config.dataset_info().name}, T={model.T}"
+        return label
+
+    def add_upload(self, filename: str, data: bytes) -> str | None:
+        """Save an uploaded .safetensors file into the uploads folder and register it."""
+        self.error = ""
+        if not filename.endswith(".safetensors"):
+            self.error = (
+                f"{filename}: upload a native .safetensors checkpoint; original EDM runs are "
+                f"folders, load them by path"
+            )
+            return None
+        if not data:
+            self.error = f"{filename} is empty"
+            return None
+        target = self.settings.writable("uploads", f"{uuid.uuid4().hex[:8]}-{filename}")
+        target.write_bytes(data)
+        label = self.add_checkpoint(str(target), name=Path(filename).stem)
+        if label is None:
+            target.unlink(missing_ok=True)
+        return label
+
+    def model_path(self, name: str) -> Path:
+        if name not in self.models:
+            raise ValueError(f"no model named {name!r}; load a checkpoint first")
+        return self.models[name]
+
+    # ================================================================ alignment
+    @param.depends("preset", watch=True)
+    def _apply_preset(self) -> None:
+        for k, v in preset_settings(self.preset).items():
+            if k in self.param:
+                setattr(self, k, type(getattr(self, k))(v))
+
+    @property
+    def run_dir(self) -> Path:
+        return self.settings.folder("runs") / self.run_name
+
+    def start_alignment(self, resume: bool = False) -> bool:
+        """Start (or resume, same run folder) alignment in the background. False with ``error`` set."""
+        self.error = ""
+        if self.worker.running:
+            self.error = "Alignment is already running in this session."
+            return False
+        if not resume or not self.run_name:
+            self.run_name = time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+            self.history = []
+            self.step = -1
+        try:
+            checkpoint = self.model_path(self.align_model)
+            overrides = {k: getattr(self, k) for k in EDITABLE}
+            overrides.update(out_dir=str(self.run_dir), checkpoint=str(checkpoint), mlff=self.force_field)
+            config = self.config_builder(self.preset, overrides)
+            self.worker.start(config, self.run_dir)
+        except Exception as e:  # noqa: BLE001 - shown in the app
+            self.error = f"Cannot start alignment: {_fmt_error(e)}"
+            return False
+        self.training = True
+        self.status = (
+            f"{'Resumed' if resume else 'Started'} alignment of {self.align_model} into {self.run_dir}"
+        )
+        return True
+
+    def stop_alignment(self, timeout: float | None = None) -> None:
+        """Ask the trainer to write a checkpoint and stop (pause: resume continues the same run)."""
+        if self.worker.running:
+            self.worker.stop(timeout)
+            self.status = "Stopping: the trainer writes a checkpoint after the current iteration..."
+        self.poll()
+
+    def _finish_run(self, how: str) -> None:
+        ckpts = sorted(self.run_dir.glob("**/*.safetensors"), key=lambda p: p.stat().st_mtime)
+        if ckpts:
+            label = self._register(f"{self.run_name}", ckpts[-1])
+            self.status = (
+                f"Alignment {how} after {self.step + 1} iterations; checkpoint {ckpts[-1]} ({label})"
+            )
+        else:
+            self.status = f"Alignment {how}; no checkpoint was written in {self.run_dir}"
+
+    # ================================================================ sampling
+    def sample(self) -> bool:
+        """Sample in the background from ``sample_model`` (and ``compare_model`` side by side)."""
+        self.error = ""
+        if self._sample_job is not None and not self._sample_job.done():
+            self.error = "Sampling is already running."
+            return False
+        names = [self.sample_model] + ([self.compare_model] if self.side_by_side else [])
+        try:
+            if self.side_by_side and self.compare_model == self.sample_model:
+                raise ValueError("pick two different models to compare")
+            paths = [self.model_path(n) for n in names]
+        except ValueError as e:
+            self.error = str(e)
+            return False
+        args = dict(
+            seed=self.seed,
+            num=self.num,
+            steps=self.sample_steps,
+            n_atoms=self.n_atoms or None,
+            force_field_name=self.force_field,
+        )
+        self._sample_started = time.perf_counter()
+        self._sample_job = self._executor.submit(self._sample_many, names, paths, args)
+        self.sampling = True
+        self.status = (
+            f"Sampling {self.num} molecule(s), {self.sample_steps} steps, from {', '.join(names)}..."
+        )
+        return True
+
+    @staticmethod
+    def _sample_many(names: list[str], paths: list[Path], args: dict[str, Any]) -> list[SampledSet]:
+        out = []
+        for name, path in zip(names, paths, strict=True):
+            model, config, _ = ModelCache.load(path)
+            out.append(sample_set(model, config, name, **args))
+        return out
+
+    def wait_sampling(self, timeout: float = 60.0) -> None:
+        if self._sample_job is not None:
+            cf.wait([self._sample_job], timeout=timeout)
+        self.poll()
+
+    @property
+    def rows(self) -> list[dict]:
+        return [dict(r, set=k) for k, s in enumerate(self.sets) for r in s.rows]
+
+    def export_sdf(self, which: str = "all", indices: list[int] | None = None) -> Path:
+        """Write all (or the selected table rows') molecules with their metrics to an SDF in exports/."""
+        from elign.export import write_sdf
+
+        rows = self.rows
+        chosen = list(range(len(rows))) if which == "all" or not indices else sorted(set(indices))
+        if not chosen:
+            raise ValueError("nothing to export: sample molecules first")
+        pairs, props = [], []
+        for i in chosen:
+            r = rows[i]
+            s: SampledSet = self.sets[r["set"]]
+            pairs.append(s.batch.molecule(r["index"]))
+            props.append(
+                {
+                    "name": f"{r['model']} seed {r['seed']} #{r['index']}",
+                    "model": r["model"],
+                    "seed": r["seed"],
+                    "force_field": s.force_field,
+                    **{
+                        k: r[k]
+                        for k in ("stable", "atom_stability", "valid", "energy_per_atom_eV", "rms_force_eV_A")
+                    },
+                }
+            )
+        path = self.settings.writable("exports", time.strftime("molecules-%Y%m%d-%H%M%S.sdf"))
+        write_sdf(path, pairs, self.sets[rows[chosen[0]]["set"]].decoder, props)
+        return path
+
+    # ================================================================ polling
+    def poll(self) -> list[dict[str, float]]:
+        """Move finished background work into params; returns metric rows that arrived now."""
+        new: list[dict[str, float]] = []
+        for ev in self.worker.drain():
+            if ev.kind == "metrics":
+                row = {"step": float(ev.step), **ev.metrics}
+                self.history.append(row)
+                new.append(row)
+                self.step = ev.step
+            elif ev.kind == "error":
+                self.error = f"Alignment failed: {ev.message}"
+                self.training = False
+                self._finish_run("failed")
+            elif ev.kind == "finished" and not self.error.startswith("Alignment failed"):
+                self.training = False
+                self._finish_run(ev.message)
+        if self.training and not self.worker.running and not new:
+            self.training = False
+        job = self._sample_job
+        if job is not None and job.done() and self.sampling:
+            self.sampling = False
+            self.last_sample_seconds = time.perf_counter() - self._sample_started
+            try:
+                sets = job.result()
+            except Exception as e:  # noqa: BLE001 - shown in the app
+                self.error = f"Sampling failed: {_fmt_error(e)}"
+            else:
+                self.selected = 0
+                self.frame = 0
+                self.sets = sets
+                self.frame = sets[0].num_frames - 1
+                self.status = (
+                    f"Sampled {len(sets[0].rows)} molecule(s) from {', '.join(s.model_name for s in sets)}"
+                    f" in {self.last_sample_seconds:.1f} s ({sets[0].num_frames} frames)"
+                )
+        return new
+
+    def close(self) -> None:
+        """End of the browser session: stop training (with a checkpoint) and the sampler."""
+        self.worker.stop()
+        self._executor.shutdown(wait=False, cancel_futures=True)

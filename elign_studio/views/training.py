@@ -1,0 +1,117 @@
+"""Alignment: preset and settings, start / stop (pause) / resume, live HoloViews curves per channel."""
+
+from __future__ import annotations
+
+import holoviews as hv
+import pandas as pd
+import panel as pn
+from holoviews.streams import Buffer
+
+from elign_studio.session import METRIC_KEYS, StudioSession
+
+__all__ = ["training_view"]
+
+LABELS = {
+    "reward_force_mean": "reward (force)",
+    "reward_energy_mean": "reward (energy)",
+    "kl": "KL to reference",
+    "clip_fraction": "clip fraction",
+    "rollout_molecule_stability": "molecule stability",
+}
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame({"step": pd.Series(dtype=float), **{k: pd.Series(dtype=float) for k in METRIC_KEYS}})
+
+
+def training_view(session: StudioSession) -> pn.viewable.Viewable:
+    buffer = Buffer(_empty(), length=100_000, index=False)
+    streamed = {"n": 0, "run": ""}
+
+    def curves(data: pd.DataFrame, keys: tuple[str, ...], title: str, ylabel: str) -> hv.Overlay:
+        items = [hv.Curve(data, "step", (k, ylabel), label=LABELS[k]).opts(tools=["hover"]) for k in keys]
+        items += [hv.Scatter(data, "step", (k, ylabel)).opts(size=4) for k in keys]
+        return hv.Overlay(items).opts(title=title, responsive=True, height=220, legend_position="bottom_left")
+
+    opts = dict(streams=[buffer])
+    reward = hv.DynamicMap(
+        lambda data: curves(data, METRIC_KEYS[:2], "Rewards per channel", "reward"), **opts
+    )
+    kl = hv.DynamicMap(lambda data: curves(data, ("kl",), "KL", "KL"), **opts)
+    clip = hv.DynamicMap(lambda data: curves(data, ("clip_fraction",), "Clip fraction", "fraction"), **opts)
+    stab = hv.DynamicMap(
+        lambda data: curves(data, ("rollout_molecule_stability",), "Stability", "fraction"), **opts
+    )
+
+    def _stream(*_) -> None:
+        if streamed["run"] != session.run_name:
+            buffer.clear()
+            streamed.update(n=0, run=session.run_name)
+        rows = session.history[streamed["n"] :]
+        if rows:
+            df = pd.DataFrame(rows).reindex(columns=["step", *METRIC_KEYS])
+            buffer.send(df.astype(float))
+            streamed["n"] += len(rows)
+
+    session.param.watch(_stream, ["step", "run_name"])
+
+    align_model = pn.widgets.Select(
+        name="Model to align", options=session.model_names, value=session.align_model or None
+    )
+    session.param.watch(lambda e: setattr(align_model, "options", e.new), "model_names")
+    align_model.param.watch(lambda e: setattr(session, "align_model", e.new or ""), "value")
+    settings = pn.Param(
+        session.param,
+        parameters=["preset", "iterations", "prompts", "group_size", "steps", "lr"],
+        show_name=False,
+        widgets={"lr": {"type": pn.widgets.FloatInput, "format": "0.0e0"}},
+    )
+    start = pn.widgets.Button(name="Start new run", button_type="success")
+    stop = pn.widgets.Button(name="Stop / pause", button_type="warning")
+    resume = pn.widgets.Button(name="Resume", button_type="primary")
+    start.on_click(lambda _: session.start_alignment(resume=False))
+    stop.on_click(lambda _: session.stop_alignment())
+    resume.on_click(lambda _: session.start_alignment(resume=True))
+
+    def _buttons(*_) -> None:
+        start.disabled = session.training
+        resume.disabled = session.training or not session.run_name
+        stop.disabled = not session.training
+
+    session.param.watch(_buttons, ["training", "run_name"])
+    _buttons()
+
+    @pn.depends(session.param.step, session.param.training, session.param.run_name)
+    def progress(step: int, training: bool, run: str) -> pn.pane.Markdown:
+        if not run:
+            return pn.pane.Markdown("No run yet.", css_classes=["elign-train-state"])
+        last = session.history[-1] if session.history else {}
+        vals = ", ".join(f"{LABELS[k]} {last[k]:.3g}" for k in METRIC_KEYS if k in last)
+        state = "running" if training else "stopped"
+        return pn.pane.Markdown(
+            f"**{run}** ({state}): {len(session.history)} iterations received. {vals}",
+            css_classes=["elign-train-state"],
+        )
+
+    return pn.Column(
+        pn.pane.Markdown(
+            "### Alignment (FED-GRPO)\nTraining runs in a background thread; stop writes a "
+            "checkpoint and resume continues the same run."
+        ),
+        pn.Row(
+            pn.Column(align_model, settings, pn.Row(start, stop, resume), width=330),
+            pn.Column(
+                progress,
+                pn.pane.HoloViews(reward, sizing_mode="stretch_width"),
+                pn.Row(
+                    pn.pane.HoloViews(kl, sizing_mode="stretch_width"),
+                    pn.pane.HoloViews(clip, sizing_mode="stretch_width"),
+                    pn.pane.HoloViews(stab, sizing_mode="stretch_width"),
+                    sizing_mode="stretch_width",
+                ),
+                sizing_mode="stretch_width",
+            ),
+            sizing_mode="stretch_width",
+        ),
+        sizing_mode="stretch_width",
+    )

@@ -1,0 +1,96 @@
+"""The 3D molecule viewer: vendored 3Dmol.js in a Panel JSComponent, atoms coloured by |F|, colour bar."""
+
+from __future__ import annotations
+
+import param
+
+from elign_studio.resources import ThreeDmolComponent
+
+__all__ = ["MoleculeViewer"]
+
+
+class MoleculeViewer(ThreeDmolComponent):
+    """Shows ``frames[frame]``: {elements, xyz, force (|F| per atom, eV/A, null if unscored), bonds}."""
+
+    frames = param.List(default=[], doc="viewer frames of one molecule's trajectory")
+    frame = param.Integer(default=0)
+    fmax = param.Number(default=1.0, doc="|F| at the top of the colour bar (eV/A)")
+    color_by = param.Selector(default="force", objects=["force", "element"])
+    label = param.String(default="")
+    drawn = param.Integer(default=0, doc="count of frames drawn (for tests)")
+
+    _esm = """
+const STOPS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];  // viridis
+function colour(v, vmax) {
+  if (v === null || v === undefined || !isFinite(v)) return '#9e9e9e';
+  const x = Math.max(0, Math.min(1, v / (vmax || 1))) * (STOPS.length - 1);
+  const i = Math.min(STOPS.length - 2, Math.floor(x)), f = x - i;
+  const c = STOPS[i].map((a, k) => Math.round(a + f * (STOPS[i + 1][k] - a)));
+  return 'rgb(' + c.join(',') + ')';
+}
+
+export function render({ model, el }) {
+  const wrap = document.createElement('div');
+  wrap.style.cssText = 'display:flex;flex-direction:column;width:100%;height:100%;min-height:380px';
+  const title = document.createElement('div');
+  title.style.cssText = 'font:13px sans-serif;padding:2px 4px;height:18px';
+  const host = document.createElement('div');
+  host.className = 'elign-viewer';
+  host.style.cssText = 'position:relative;width:100%;height:330px;flex:1 1 auto';
+  const bar = document.createElement('div');
+  bar.style.cssText = 'display:flex;align-items:center;gap:6px;font:12px sans-serif;padding:4px';
+  const grad = document.createElement('div');
+  grad.style.cssText = 'flex:1;height:12px;border:1px solid #888;background:linear-gradient(to right,' +
+    STOPS.map(c => 'rgb(' + c.join(',') + ')').join(',') + ')';
+  const lo = document.createElement('span'), hi = document.createElement('span');
+  bar.append(document.createTextNode('|F| (eV/\u00c5)'), lo, grad, hi);
+  wrap.append(title, host, bar);
+  el.append(wrap);
+  let viewer = null, zoomed = false;
+
+  function draw(rezoom) {
+    if (!viewer) {
+      if (!window.$3Dmol) { title.textContent = '3Dmol.js failed to load'; return; }
+      viewer = window.$3Dmol.createViewer(host, { backgroundColor: 'white', antialias: true });
+    }
+    viewer.removeAllModels();
+    const frames = model.frames || [];
+    const fr = frames[Math.max(0, Math.min(model.frame, frames.length - 1))];
+    lo.textContent = '0'; hi.textContent = (model.fmax || 0).toFixed(2);
+    bar.style.visibility = model.color_by === 'force' ? 'visible' : 'hidden';
+    if (!fr) { title.textContent = model.label + ' (no molecule yet)'; viewer.render(); return; }
+    const n = fr.elements.length;
+    const atoms = fr.elements.map((e, i) => ({
+      elem: e, x: fr.xyz[i][0], y: fr.xyz[i][1], z: fr.xyz[i][2], serial: i, index: i,
+      bonds: [], bondOrder: [], properties: { force: fr.force[i] },
+    }));
+    for (const [i, j, o] of fr.bonds) {
+      atoms[i].bonds.push(j); atoms[i].bondOrder.push(o);
+      atoms[j].bonds.push(i); atoms[j].bondOrder.push(o);
+    }
+    const m = viewer.addModel();
+    m.addAtoms(atoms);
+    if (model.color_by === 'force') {
+      const cf = (a) => colour(a.properties.force, model.fmax);
+      viewer.setStyle({}, { stick: { radius: 0.14, colorfunc: cf }, sphere: { scale: 0.3, colorfunc: cf } });
+    } else {
+      const cs = 'Jmol';
+      viewer.setStyle({}, { stick: { radius: 0.14, colorscheme: cs },
+                            sphere: { scale: 0.3, colorscheme: cs } });
+    }
+    const scored = fr.force.filter(v => v !== null && isFinite(v));
+    const fmaxFrame = scored.length ? Math.max(...scored).toFixed(2) : 'not scored';
+    title.textContent = model.label + '  t = ' + fr.t + '  (' + n + ' atoms, ' + fr.bonds.length +
+      ' bonds, max |F| ' + fmaxFrame + ')';
+    if (rezoom || !zoomed) { viewer.zoomTo(); zoomed = true; }
+    viewer.render();
+    model.drawn = model.drawn + 1;
+  }
+  model.on('frames', () => draw(true));
+  model.on('frame', () => draw(false));
+  model.on('fmax', () => draw(false));
+  model.on('color_by', () => draw(false));
+  model.on('after_layout', () => { if (viewer) { viewer.resize(); viewer.render(); } });
+  setTimeout(() => draw(true), 50);
+}
+"""

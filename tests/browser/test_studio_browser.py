@@ -1,0 +1,138 @@
+"""The studio in Chromium: load, sample and draw, step frames, align live and stop, download SDF.
+
+Screenshots of each step go to test-artifacts/. Run with ``pytest -m browser tests/browser``.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+pytestmark = pytest.mark.browser
+
+CDS_LENGTH = """(key) => {
+  let n = 0;
+  for (const doc of window.Bokeh.documents) {
+    for (const m of doc.all_models) {
+      const data = m.data;
+      if (!data) continue;
+      const col = data instanceof Map ? data.get(key) : data[key];
+      if (col) n = Math.max(n, col.length);
+    }
+  }
+  return n;
+}"""
+
+
+@pytest.fixture(scope="module")
+def page(studio_server, browser):
+    url, _ = studio_server
+    context = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+    pg = context.new_page()
+    pg.errors = []  # type: ignore[attr-defined]
+    pg.external = []  # type: ignore[attr-defined]
+    pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+
+    def offline(route) -> None:  # the studio must not need the network
+        if route.request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")):
+            route.continue_()
+        else:
+            pg.external.append(route.request.url)
+            route.abort()
+
+    pg.route("**/*", offline)
+    pg.goto(url)
+    yield pg
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def canvas_colours(page) -> int:
+    from PIL import Image
+
+    png = page.locator(".elign-viewer canvas").first.screenshot()
+    img = Image.open(io.BytesIO(png)).convert("RGB").resize((200, 200))
+    return len(img.getcolors(200 * 200) or [])
+
+
+def test_page_loads_without_console_errors(page) -> None:
+    page.get_by_role("button", name="Sample").wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)
+    shot(page, "01-loaded")
+    assert page.errors == []
+    assert page.external == []
+    assert page.locator(".elign-viewer canvas").count() >= 1
+
+
+def test_sampling_draws_a_molecule(page) -> None:
+    blank = canvas_colours(page)
+    page.get_by_role("button", name="Sample").click()
+    page.get_by_text("Sampled 1 molecule").wait_for(timeout=60_000)
+    page.get_by_text("atoms,").first.wait_for(timeout=10_000)
+    page.wait_for_timeout(500)
+    shot(page, "02-sampled")
+    assert canvas_colours(page) > max(blank, 10), "the WebGL canvas shows no molecule"
+    assert page.errors == []
+
+
+def test_slider_changes_frame(page) -> None:
+    title = page.get_by_text("t = ").first
+    before = title.inner_text()
+    png_before = page.locator(".elign-viewer canvas").first.screenshot()
+    handle = page.locator(".noUi-handle").first.bounding_box()
+    track = page.locator(".noUi-target").first.bounding_box()
+    page.mouse.move(handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(track["x"] + 1, handle["y"] + handle["height"] / 2, steps=8)
+    page.mouse.up()
+    page.wait_for_timeout(1000)
+    after = page.get_by_text("t = ").first.inner_text()
+    shot(page, "03-first-frame")
+    assert before != after, (before, after)
+    assert page.locator(".elign-viewer canvas").first.screenshot() != png_before
+
+
+def test_alignment_streams_and_stops(page) -> None:
+    page.locator(".bk-tab", has_text="Alignment").click()
+    iterations = page.get_by_label("Iterations")
+    iterations.fill("200")
+    iterations.press("Enter")
+    page.get_by_role("button", name="Start new run").click()
+    page.wait_for_function(f"() => ({CDS_LENGTH})('reward_force_mean') >= 3", timeout=60_000)
+    n1 = page.evaluate(CDS_LENGTH, "reward_force_mean")
+    page.wait_for_function(f"() => ({CDS_LENGTH})('reward_force_mean') > {n1}", timeout=60_000)
+    shot(page, "04-alignment-running")
+    page.get_by_role("button", name="Stop / pause").click()
+    page.get_by_text("Alignment stopped").wait_for(timeout=60_000)
+    n2 = page.evaluate(CDS_LENGTH, "reward_force_mean")
+    time.sleep(1.0)
+    assert page.evaluate(CDS_LENGTH, "reward_force_mean") == n2, "the thread kept reporting after stop"
+    assert page.get_by_role("button", name="Start new run").is_enabled()
+    shot(page, "05-alignment-stopped")
+    assert page.errors == []
+
+
+def test_sdf_download_reads_in_rdkit(page) -> None:
+    from rdkit import Chem
+
+    page.locator(".bk-tab", has_text="Trajectories").click()
+    with page.expect_download(timeout=30_000) as info:
+        page.get_by_role("button", name="Download SDF").click()
+    target = ARTIFACTS / "molecules.sdf"
+    info.value.save_as(target)
+    shot(page, "06-downloaded")
+    mols = list(Chem.SDMolSupplier(str(target), sanitize=False, removeHs=False))
+    assert mols and all(m is not None and m.GetNumAtoms() > 0 for m in mols)
+    assert mols[0].HasProp("rms_force_eV_A") and mols[0].HasProp("model")
+    assert Path(target).stat().st_size > 0
+    assert page.errors == []

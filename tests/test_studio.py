@@ -1,0 +1,190 @@
+"""Studio state and worker classes, without a server: start, metrics arrive, stop, error path, paths."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("panel")
+pytest.importorskip("holoviews")
+
+from elign.checkpoints import save_checkpoint  # noqa: E402
+from elign.testing import tiny_model  # noqa: E402
+from elign_studio.session import StudioSession  # noqa: E402
+from elign_studio.settings import PathNotAllowed, StudioSettings  # noqa: E402
+from elign_studio.worker import TrainingWorker  # noqa: E402
+
+METRICS = {
+    "reward_force_mean": 0.1,
+    "reward_energy_mean": 0.2,
+    "kl": 0.01,
+    "clip_fraction": 0.05,
+    "rollout_molecule_stability": 0.5,
+    "time_iteration": 0.01,
+}
+
+
+class FakeTrainer:
+    """The FedGrpoTrainer contract: callbacks per iteration, checkpoint on stop, resume from out_dir."""
+
+    def __init__(self, config: dict, callbacks: list) -> None:
+        self.config, self.callbacks = config, callbacks
+
+    def train(self, stop_event: threading.Event | None = None) -> None:
+        out = Path(self.config["out_dir"])
+        out.mkdir(parents=True, exist_ok=True)
+        state = out / "state.txt"
+        start = int(state.read_text()) if state.exists() else 0
+        for step in range(start, self.config["iterations"]):
+            if stop_event is not None and stop_event.is_set():
+                break
+            for cb in self.callbacks:
+                cb.on_step_end(step, dict(METRICS, reward_force_mean=0.1 * step))
+            state.write_text(str(step + 1))
+            time.sleep(0.01)
+        model, config = tiny_model()
+        save_checkpoint(out / "model.safetensors", model, config)
+
+
+class FailingTrainer(FakeTrainer):
+    def train(self, stop_event: threading.Event | None = None) -> None:
+        self.callbacks[0].on_step_end(0, METRICS)
+        raise RuntimeError("reward is NaN")
+
+
+@pytest.fixture
+def studio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StudioSession:
+    monkeypatch.setenv("ELIGN_ASSETS", str(tmp_path / "no-assets"))
+    model, config = tiny_model()
+    save_checkpoint(tmp_path / "tiny.safetensors", model, config)
+    s = StudioSession(
+        StudioSettings(tmp_path, force_field="synthetic"),
+        trainer_factory=FakeTrainer,
+        config_builder=lambda preset, overrides: dict(overrides, preset=preset),
+    )
+    assert s.add_checkpoint("tiny.safetensors") == "tiny", s.error
+    yield s
+    s.close()
+
+
+def _wait(cond, timeout: float = 10.0) -> None:
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < timeout, "timed out"
+        time.sleep(0.01)
+
+
+def test_worker_start_metrics_stop(tmp_path: Path) -> None:
+    worker = TrainingWorker(FakeTrainer)
+    worker.start({"out_dir": str(tmp_path / "run"), "iterations": 10_000}, tmp_path / "run")
+    events = []
+    _wait(lambda: len([e for e in events if e.kind == "metrics"]) >= 3 or events.extend(worker.drain()))
+    assert events[0].kind == "started"
+    assert events[1].metrics["reward_force_mean"] == 0.0
+    with pytest.raises(RuntimeError, match="already running"):
+        worker.start({}, tmp_path / "run")
+    assert worker.stop(timeout=5)
+    assert not worker.running
+    kinds = [e.kind for e in events + worker.drain()]
+    assert kinds[-1] == "finished"
+    assert (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_worker_error_reaches_queue(tmp_path: Path) -> None:
+    worker = TrainingWorker(FailingTrainer)
+    worker.start({"out_dir": str(tmp_path / "run")}, tmp_path / "run")
+    worker._thread.join(5)
+    events = worker.drain()
+    assert [e.kind for e in events] == ["started", "metrics", "error"]
+    assert "reward is NaN" in events[-1].message
+
+
+def test_two_workers_cannot_share_a_run_folder(tmp_path: Path) -> None:
+    a, b = TrainingWorker(FakeTrainer), TrainingWorker(FakeTrainer)
+    a.start({"out_dir": str(tmp_path), "iterations": 10_000}, tmp_path)
+    try:
+        with pytest.raises(RuntimeError, match="another session"):
+            b.start({"out_dir": str(tmp_path), "iterations": 10}, tmp_path)
+    finally:
+        a.stop(5)
+
+
+def test_session_alignment_stop_resume(studio: StudioSession) -> None:
+    studio.iterations = 10_000
+    assert studio.start_alignment(), studio.error
+    assert studio.training
+    _wait(lambda: studio.poll() is not None and len(studio.history) >= 3)
+    run = studio.run_name
+    studio.stop_alignment(timeout=5)
+    _wait(lambda: studio.poll() is not None and not studio.training)
+    n = len(studio.history)
+    assert run in studio.model_names  # the stopped run left a loadable checkpoint
+    assert "stopped" in studio.status
+    assert studio.start_alignment(resume=True) and studio.run_name == run
+    _wait(lambda: studio.poll() is not None and len(studio.history) > n + 2)
+    assert studio.history[n]["step"] == n  # resumed where it stopped
+    studio.stop_alignment(timeout=5)
+
+
+def test_session_alignment_error_is_shown(studio: StudioSession) -> None:
+    studio.worker.trainer_factory = FailingTrainer
+    assert studio.start_alignment()
+    _wait(lambda: studio.poll() is not None and not studio.training)
+    assert "reward is NaN" in studio.error
+
+
+def test_session_sample_and_export(studio: StudioSession) -> None:
+    from rdkit import Chem
+
+    studio.param.update(num=2, sample_steps=10, seed=3)
+    assert studio.sample()
+    studio.wait_sampling(60)
+    assert not studio.error and len(studio.rows) == 2
+    s = studio.sets[0]
+    assert s.num_frames == 11 and len(s.frames[0][0]["elements"]) == s.rows[0]["atoms"]
+    path = studio.export_sdf("selected", [1])
+    assert path.parent == studio.settings.data_dir / "exports"
+    mols = [m for m in Chem.SDMolSupplier(str(path), sanitize=False)]
+    assert len(mols) == 1 and mols[0].HasProp("rms_force_eV_A")
+
+
+def test_side_by_side_same_seed(studio: StudioSession) -> None:
+    studio.add_checkpoint(str(studio.settings.data_dir / "tiny.safetensors"), name="copy")
+    studio.param.update(
+        side_by_side=True, sample_model="tiny", compare_model="copy", sample_steps=5, n_atoms=4
+    )
+    assert studio.sample(), studio.error
+    studio.wait_sampling(60)
+    a, b = studio.sets
+    assert a.frames[0][0]["xyz"] == b.frames[0][0]["xyz"]  # same weights, same seed: same chain
+
+
+def test_bad_checkpoints_and_paths(studio: StudioSession, tmp_path: Path) -> None:
+    (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 20)
+    assert studio.add_checkpoint("broken.safetensors") is None
+    assert "broken.safetensors" in studio.error
+    assert studio.add_checkpoint("missing.safetensors") is None and "not found" in studio.error
+    assert studio.add_checkpoint("/etc/hostname") is None and "outside" in studio.error
+    assert studio.add_checkpoint("../../etc/hostname") is None and "outside" in studio.error
+    assert studio.add_upload("x.pt", b"abc") is None and ".safetensors" in studio.error
+    assert studio.add_upload("y.safetensors", b"garbage!") is None
+    assert not list((tmp_path / "uploads").iterdir())
+    with pytest.raises(PathNotAllowed):
+        studio.settings.readable("/")
+    assert studio.settings.writable("exports", "../../evil.sdf").parent == tmp_path / "exports"
+
+
+def test_upload_registers_model(studio: StudioSession, tmp_path: Path) -> None:
+    data = (tmp_path / "tiny.safetensors").read_bytes()
+    assert studio.add_upload("mine.safetensors", data) == "mine"
+    assert studio.models["mine"].parent == tmp_path / "uploads"
+
+
+def test_create_app_builds_without_server(studio: StudioSession) -> None:
+    from elign_studio import create_app
+
+    layout = create_app(session=studio)
+    assert layout.session is studio
