@@ -1,4 +1,4 @@
-"""The ``elign`` command line: data, pretrain, sample, evaluate."""
+"""The ``elign`` command line: data, pretrain, sample, evaluate, align, score."""
 
 from __future__ import annotations
 
@@ -97,10 +97,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     path = resolve_checkpoint(args.checkpoint)
     model, config, _ = load_checkpoint(path, device)
     info = config.dataset_info()
+    guidance = None
+    if args.guidance_mlff:
+        from elign.diffusion.sampler import ForceGuidance
+        from elign.mlff import load_force_field
+
+        guidance = ForceGuidance(load_force_field(args.guidance_mlff, device=device), args.guidance_scale,
+                                 args.guidance_threshold, info.atomic_numbers)
     t0 = time.perf_counter()
     mols = sample_molecules(model, args.num, info.size_probabilities(), steps=args.steps, seed=args.seed,
                             batch_size=args.batch_size, device=device, atomic_numbers=info.atomic_numbers,
-                            progress=True)
+                            progress=True, guidance=guidance)
     dt = time.perf_counter() - t0
     stab = stability_metrics(mols, info.atom_decoder)
     per = stab["per_molecule"]
@@ -109,6 +116,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
               "molecule_stable": int(per["molecule_stable"][i])} for i in range(mols.batch_size)]
     counts = write_sdf(args.out, mols, info.atom_decoder, props)
     print(f"sampled {args.num} molecules in {dt:.1f} s ({args.num / dt:.2f} molecules/s, {steps} steps, {device})")
+    if guidance is not None:
+        print(f"guidance by {args.guidance_mlff} (scale {args.guidance_scale}): {guidance.calls / args.num:.0f} "
+              f"force-field calls per molecule, {guidance.seconds:.1f} s of the {dt:.1f} s in the force field, "
+              f"{guidance.skipped} unscorable evaluations left unguided")
     print(f"atom stability {stab['atom_stability']:.3f}, molecule stability {stab['molecule_stability']:.3f}; "
           f"wrote {counts['written']} molecules to {args.out} ({counts['invalid']} flagged invalid)")
     return 0
@@ -126,6 +137,92 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"report written to {args.json}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- align
+def cmd_align(args: argparse.Namespace) -> int:
+    from elign.rl.config import AlignConfig
+
+    overrides = {k: v for k, v in (("checkpoint", args.checkpoint), ("mlff", args.mlff),
+                                   ("iterations", args.iterations), ("seed", args.seed), ("device", args.device))
+                 if v is not None}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    overrides["out_dir"] = args.out
+    config = (AlignConfig.from_file(args.config, **overrides) if args.config
+              else AlignConfig.preset(args.preset, **overrides))
+    if args.show_config:
+        for name, text in AlignConfig.help().items():
+            print(f"{name:>18} = {getattr(config, name)!r:<24} {text}")
+        return 0
+    from elign.rl.trainer import FedGrpoTrainer
+
+    trainer = FedGrpoTrainer(config)
+    print(f"aligning {config.checkpoint or 'the shipped backbone'} to {trainer.ff!r}: {config.prompts} x "
+          f"{config.group_size} rollouts, {config.steps} steps ({config.trained_steps} trained), "
+          f"device {trainer.device}")
+    print(json.dumps(trainer.train(progress=True)))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- score
+def cmd_score(args: argparse.Namespace) -> int:
+    import csv
+
+    import torch
+
+    from elign.assets import default_mlff
+    from elign.data.batch import MoleculeBatch
+    from elign.data.info import ATOMIC_NUMBERS
+    from elign.export import read_sdf
+    from elign.mlff import formation_energy_per_atom, load_force_field, rms_force
+
+    records = read_sdf(args.sdf)
+    if not records:
+        raise ValueError(f"{args.sdf} holds no readable molecules")
+    symbols = sorted({s for _, syms, _ in records for s in syms}, key=lambda e: ATOMIC_NUMBERS.get(e, 999))
+    unknown = [s for s in symbols if s not in ATOMIC_NUMBERS]
+    if unknown:
+        raise ValueError(f"{args.sdf}: elements {unknown} are not supported")
+    index = {s: i for i, s in enumerate(symbols)}
+    batch = MoleculeBatch.from_lists([torch.as_tensor(p) for p, _, _ in records],
+                                     [torch.tensor([index[s] for s in syms]) for _, syms, _ in records],
+                                     [ATOMIC_NUMBERS[s] for s in symbols])
+    device = _device(args.device)
+    ff = load_force_field(args.mlff or default_mlff(), device=device)
+    result = ff(batch.to(device))
+    e_form = formation_energy_per_atom(batch.to(device), result, ff.reference_energies).cpu()
+    rms = rms_force(batch.to(device), result).cpu()
+    out = args.out or f"{args.sdf}.scores.csv"
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "n_atoms", "energy_eV", "formation_energy_per_atom_eV", "rms_force_eV_per_A", "valid",
+                    "reason"])
+        for b in range(batch.batch_size):
+            w.writerow([b, int(batch.num_atoms[b]), f"{float(result.energy[b]):.6f}", f"{float(e_form[b]):.6f}",
+                        f"{float(rms[b]):.6f}", int(result.valid[b]), result.reason[b] or ""])
+    if args.atoms:
+        with open(args.atoms, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["molecule", "atom", "element", "fx", "fy", "fz", "force_norm"])
+            for b, (_, syms, _) in enumerate(records):
+                for i, sym in enumerate(syms):
+                    fx, fy, fz = result.forces[b, i].tolist()
+                    w.writerow([b, i, sym, f"{fx:.6f}", f"{fy:.6f}", f"{fz:.6f}",
+                                f"{(fx * fx + fy * fy + fz * fz) ** 0.5:.6f}"])
+    valid = result.valid.cpu()
+    print(f"{ff!r}: {int(valid.sum())}/{len(valid)} molecules scored")
+    if valid.any():
+        print(f"formation energy per atom: mean {e_form[valid].mean():.4f} eV; RMS force: mean {rms[valid].mean():.4f} "
+              f"eV/A, median {rms[valid].median():.4f} eV/A")
+    for b in torch.nonzero(~valid).flatten().tolist():
+        print(f"molecule {b} not scored: {result.reason[b]}")
+    print(f"per-molecule scores: {out}" + (f"; per-atom forces: {args.atoms}" if args.atoms else ""))
     return 0
 
 
@@ -177,7 +274,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=256)
     s.add_argument("--device", default="auto")
     s.add_argument("--out", required=True, help="output SDF file")
+    s.add_argument("--guidance-mlff", help="baseline: move positions along this force field's forces while sampling")
+    s.add_argument("--guidance-scale", type=float, default=0.1, help="step size of force guidance (A^2/eV)")
+    s.add_argument("--guidance-threshold", type=float, default=0.8, help="guide once sigma_t is below this")
     s.set_defaults(func=cmd_sample)
+
+    a = sub.add_parser("align", help="align a backbone to a force field with FED-GRPO (torchrun for several GPUs)")
+    a.add_argument("--out", required=True, help="run directory (resumed when it holds a state.pt)")
+    a.add_argument("--checkpoint", help="backbone (default: the shipped one)")
+    a.add_argument("--mlff", help="reward force field name or .model path (default: the shipped one, else aimnet2)")
+    a.add_argument("--preset", choices=["paper", "cpu-demo"], default="cpu-demo")
+    a.add_argument("--config", help="JSON file of AlignConfig fields (may name a preset)")
+    a.add_argument("--iterations", type=int)
+    a.add_argument("--seed", type=int)
+    a.add_argument("--device", help="auto, cpu or cuda")
+    a.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override any AlignConfig field")
+    a.add_argument("--show-config", action="store_true", help="print every field with its help and exit")
+    a.set_defaults(func=cmd_align)
+
+    c = sub.add_parser("score", help="energies and forces of the molecules of an SDF file")
+    c.add_argument("sdf", help="SDF file")
+    c.add_argument("--mlff", default=None, help="force field name or .model path (default: the shipped one)")
+    c.add_argument("--out", help="per-molecule CSV (default: <sdf>.scores.csv)")
+    c.add_argument("--atoms", help="also write a per-atom force table (CSV) here")
+    c.add_argument("--device", default="auto")
+    c.set_defaults(func=cmd_score)
 
     e = sub.add_parser("evaluate", help="chemistry metrics of sampled molecules")
     e.add_argument("--samples", required=True, help="SDF file of generated molecules")

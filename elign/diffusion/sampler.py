@@ -6,6 +6,7 @@ reverse step between consecutive ones; S = T is the original full chain.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -14,9 +15,10 @@ import torch
 from tqdm.auto import tqdm
 
 from elign.data.batch import MoleculeBatch
+from elign.data.geometry import remove_mean_with_mask
 from elign.diffusion.edm import EquivariantDiffusion
 
-__all__ = ["timestep_grid", "node_mask_from_sizes", "Trajectory", "sample_chain", "sample_molecules"]
+__all__ = ["timestep_grid", "node_mask_from_sizes", "Trajectory", "ForceGuidance", "sample_chain", "sample_molecules"]
 
 
 def timestep_grid(T: int, steps: int) -> list[int]:
@@ -62,6 +64,41 @@ class Trajectory:
         return len(self.times)
 
 
+class ForceGuidance:
+    """MLFF-guided sampling, the inference-time baseline that alignment removes.
+
+    Once sigma_s < ``sigma_threshold``, positions move along the force field's forces after each
+    reverse step: ``x <- x + scale * (1 - sigma_s) * F(x)``, then re-centred. Molecules the force field
+    cannot score are not moved (counted in ``skipped``). ``calls`` counts molecule evaluations.
+    """
+
+    def __init__(self, force_field, scale: float, sigma_threshold: float = 0.8,
+                 atomic_numbers: list[int] | None = None) -> None:
+        if scale < 0:
+            raise ValueError(f"guidance scale must be >= 0, got {scale}")
+        self.ff, self.scale, self.sigma_threshold = force_field, scale, sigma_threshold
+        self.atomic_numbers = atomic_numbers
+        self.calls = 0
+        self.skipped = 0
+        self.seconds = 0.0
+
+    def __call__(self, model: EquivariantDiffusion, z: torch.Tensor, s: torch.Tensor, node_mask: torch.Tensor
+                 ) -> torch.Tensor:
+        sigma = model.sigma(model.gamma(s)).view(-1)  # [B]
+        if float(sigma.max()) >= self.sigma_threshold:
+            return z
+        t0 = time.perf_counter()
+        mols = model.to_batch(z, node_mask, self.atomic_numbers)
+        result = self.ff(mols.to(self.ff.device))
+        forces = torch.nan_to_num(result.forces.to(z.device, z.dtype)) * result.valid.to(z.device).view(-1, 1, 1)
+        self.calls += z.shape[0]
+        self.skipped += int((~result.valid).sum())
+        step = (self.scale * (1 - sigma)).view(-1, 1, 1) * forces / model.norm_values[0]
+        x = remove_mean_with_mask(z[..., :3] + step * node_mask, node_mask)
+        self.seconds += time.perf_counter() - t0
+        return torch.cat([x, z[..., 3:]], dim=-1)
+
+
 @torch.inference_mode()
 def sample_chain(
     model: EquivariantDiffusion,
@@ -72,6 +109,7 @@ def sample_chain(
     atomic_numbers: list[int] | None = None,
     z_T: torch.Tensor | None = None,
     step_callback: Callable[[int, int], None] | None = None,
+    guidance: ForceGuidance | None = None,
 ) -> tuple[MoleculeBatch, Trajectory | None]:
     """Run the reverse chain for the molecules of ``node_mask`` [B, N, 1] and decode them.
 
@@ -88,6 +126,8 @@ def sample_chain(
         if traj is not None and (i % trajectory_every == 0):
             traj.add_latent(model, t_int, z, step.x0_pred, node_mask)
         z = step.z_s
+        if guidance is not None:
+            z = guidance(model, z, ones * (s_int / model.T), node_mask)
         if step_callback is not None:
             step_callback(i + 1, len(grid) - 1)
     molecules = model.decode(z, node_mask, generator, atomic_numbers)
@@ -107,6 +147,7 @@ def sample_molecules(
     atomic_numbers: list[int] | None = None,
     progress: bool = False,
     sizes: torch.Tensor | None = None,
+    guidance: ForceGuidance | None = None,
 ) -> MoleculeBatch:
     """Sample ``num`` molecules, sizes drawn from ``sizes_prob`` [N_max + 1] (or given), in batches.
 
@@ -125,7 +166,7 @@ def sample_molecules(
     bar = tqdm(total=num, desc=f"sampling ({steps_total} steps)", unit="mol", disable=not progress)
     for start in range(0, num, batch_size):
         mask = node_mask_from_sizes(sizes[start : start + batch_size], n_max, device)
-        mols, _ = sample_chain(model, mask, steps, gen, atomic_numbers=atomic_numbers)
+        mols, _ = sample_chain(model, mask, steps, gen, atomic_numbers=atomic_numbers, guidance=guidance)
         out.append(mols.to("cpu"))
         bar.update(mask.shape[0])
     bar.close()

@@ -46,9 +46,13 @@ def _group_noise(model: EquivariantDiffusion, mask: torch.Tensor, generators: li
                  per_group: int, positions_only: bool = False) -> torch.Tensor:
     """Noise for ``len(generators) * per_group`` molecules, block g drawn from generators[g]."""
     parts = []
+    N = mask.shape[1]
     for g, gen in enumerate(generators):
         m = mask[g * per_group : (g + 1) * per_group]
-        parts.append(sample_center_gravity_zero_gaussian(m, gen) if positions_only else model.sample_noise(m, gen))
+        n = int(m[0, :, 0].sum())  # draw for the group's own size, so padding never shifts the stream
+        m = m[:, :n]
+        eps = sample_center_gravity_zero_gaussian(m, gen) if positions_only else model.sample_noise(m, gen)
+        parts.append(torch.nn.functional.pad(eps, (0, 0, 0, N - n)))
     return torch.cat(parts)
 
 
