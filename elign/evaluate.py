@@ -1,9 +1,23 @@
-"""Evaluation of generated molecules: EDM's chemistry metrics from an SDF file or a MoleculeBatch."""
+"""Evaluation of generated molecules against independent physics (EVALUATION.md).
+
+``evaluate_sdf`` / ``evaluate_molecules``: EDM's chemistry metrics of one set of molecules.
+``evaluate_models``: the full report of several models sampled on the same sizes and seeds (or read from
+SDF files): chemistry, reward-model and independent-model physics, GFN2-xTB relaxation, DFT on a random
+subsample (cached per molecule), sampling throughput, and comparisons with the first model as baseline.
+It writes ``report.json``, ``molecules.csv``, one SDF file per model, PNG plots and ``report.html``.
+Molecules a referee cannot evaluate are counted by reason and left out of that referee's statistics.
+"""
 
 from __future__ import annotations
 
+import csv
 import logging
+import math
 import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +29,20 @@ from elign.export import read_sdf
 from elign.metrics.rdkit_metrics import chemistry_metrics_from_batch, molecule_smiles
 from elign.metrics.stability import stability_metrics
 
-__all__ = ["evaluate_molecules", "evaluate_sdf", "qm9_train_smiles", "sdf_molecules"]
+__all__ = [
+    "METRICS",
+    "EvaluationSettings",
+    "Metric",
+    "ModelSamples",
+    "evaluate_models",
+    "evaluate_molecules",
+    "evaluate_sdf",
+    "force_field_figures",
+    "qm9_train_smiles",
+    "sample_checkpoint",
+    "samples_from_sdf",
+    "sdf_molecules",
+]
 
 log = logging.getLogger(__name__)
 
@@ -89,4 +116,476 @@ def evaluate_sdf(path: str | os.PathLike, info: DatasetInfo | None = None, train
         smiles = set(Path(train_smiles).read_text().split()) if train_smiles else qm9_train_smiles()
     report = evaluate_molecules(molecules, info, smiles)
     report["samples"] = str(path)
+    return report
+
+
+# =========================================================================== several models, full physics
+Pair = tuple[np.ndarray, np.ndarray]  # (positions [n, 3] A, type indices [n])
+
+QM9_DFT_FORMATION_ENERGY = {"mean": -4.466, "median": -4.443, "p10": -4.700, "p90": -4.262,
+                            "unit": "eV/atom", "level": "B3LYP/6-31G(2df,p)",
+                            "note": "QM9's own molecules (equilibrium geometries, RMS force ~ 0)"}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A per-molecule column that is summarised per model and compared between models."""
+
+    column: str
+    label: str
+    unit: str
+    better: str  # 'lower' or 'higher'
+    group: str  # 'chemistry', 'reward', 'independent', 'xtb', 'dft'
+    plot: bool = True
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("molecule_stable", "molecule stability", "fraction", "higher", "chemistry", plot=False),
+    Metric("reward_rms_force", "RMS force (reward model)", "eV/A", "lower", "reward"),
+    Metric("reward_formation_energy", "formation energy (reward model)", "eV/atom", "lower", "reward"),
+    Metric("independent_rms_force", "RMS force (independent model)", "eV/A", "lower", "independent"),
+    Metric("independent_formation_energy", "formation energy (independent model)", "eV/atom", "lower",
+           "independent"),
+    Metric("xtb_rms_force", "RMS force (GFN2-xTB)", "eV/A", "lower", "xtb"),
+    Metric("xtb_delta_e_relax", "relaxation energy dE_relax (GFN2-xTB)", "kcal/mol", "lower", "xtb"),
+    Metric("xtb_rmsd", "relaxation RMSD (GFN2-xTB)", "A", "lower", "xtb"),
+    Metric("dft_formation_energy", "formation energy (DFT)", "eV/atom", "lower", "dft"),
+    Metric("dft_rms_force", "RMS force (DFT)", "eV/A", "lower", "dft"),
+)
+
+
+@dataclass
+class ModelSamples:
+    """One row of the report: a model's molecules and where they came from."""
+
+    name: str
+    molecules: list[Pair]
+    info: DatasetInfo
+    source: dict[str, Any]
+    throughput: dict[str, Any] | None = None
+
+
+@dataclass
+class EvaluationSettings:
+    """What ``evaluate_models`` computes; None for a force field or referee skips it."""
+
+    mlff: str | None = None  # reward model (name or .model path)
+    independent: str | None = "xtb"  # a force field that did not train the model
+    referees: tuple[str, ...] = ()  # subset of ('xtb', 'dft')
+    device: str = "cpu"
+    seed: int = 0
+    novelty: bool = False
+    train_smiles: str | None = None  # text file of training SMILES (else built from the QM9 cache)
+    ff_batch_size: int = 64
+    xtb_workers: int = 1
+    xtb_time_limit: float | None = 120.0
+    relax_fmax: float = 0.05  # eV/A
+    relax_steps: int = 500
+    relax_max_step: float = 0.2  # A, BFGS step cap
+    rmsd_atoms: str = "heavy"
+    dft_num: int = 10
+    dft_xc: str = "b3lyp"
+    dft_basis: str = "6-31g(2df,p)"
+    dft_density_fit: bool = True
+    dft_workers: int = 1
+    dft_time_limit: float | None = 900.0
+    n_boot: int = 2000
+    confidence: float = 0.95
+    plots: bool = True
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.referees) - {"xtb", "dft"})
+        if bad:
+            raise ValueError(f"unknown referees {bad}: use 'xtb' and/or 'dft'")
+        if self.dft_num < 0:
+            raise ValueError(f"dft_num must be >= 0, got {self.dft_num}")
+        if self.rmsd_atoms not in ("heavy", "all"):
+            raise ValueError(f"rmsd_atoms must be 'heavy' or 'all', got {self.rmsd_atoms!r}")
+
+
+# ------------------------------------------------------------------------------------------- inputs
+def _checkpoint_name(spec: str) -> str:
+    if spec in ("backbone", "aligned"):
+        return spec
+    p = Path(spec)
+    return p.parent.name if p.stem in ("model", "model_ema") and p.parent.name else (p.stem or p.name)
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", name) or "model"
+    out, k = base, 2
+    while out in taken:
+        out, k = f"{base}-{k}", k + 1
+    taken.add(out)
+    return out
+
+
+def sample_checkpoint(checkpoint: str, name: str, num: int, sizes: Any, steps: int | None = None, seed: int = 0,
+                      batch_size: int = 256, device: str = "cpu", guidance: tuple[str, float] | None = None,
+                      progress: bool = False) -> ModelSamples:
+    """Sample ``num`` molecules of the given sizes [num] from a checkpoint, timing it (throughput)."""
+    from elign.assets import resolve_checkpoint
+    from elign.checkpoints import load_checkpoint
+    from elign.diffusion.sampler import ForceGuidance, sample_molecules
+    from elign.metrics.bonds import split_molecules
+
+    path = resolve_checkpoint(checkpoint)
+    model, config, _ = load_checkpoint(path, device)
+    info = config.dataset_info()
+    guide = None
+    if guidance is not None:
+        from elign.mlff import load_force_field
+
+        guide = ForceGuidance(load_force_field(guidance[0], device=device), guidance[1], 0.8, info.atomic_numbers)
+    t0 = time.perf_counter()
+    mols = sample_molecules(model, num, info.size_probabilities(), steps=steps, seed=seed, batch_size=batch_size,
+                            device=device, atomic_numbers=info.atomic_numbers, progress=progress, sizes=sizes,
+                            guidance=guide)
+    seconds = time.perf_counter() - t0
+    throughput = {"seconds": seconds, "molecules_per_second": num / seconds if seconds > 0 else None,
+                  "device": str(device), "batch_size": batch_size, "steps": steps or model.T, "num": num}
+    if guide is not None:
+        throughput["guidance"] = {"force_field": guidance[0], "scale": guidance[1], "calls": guide.calls,
+                                  "force_field_seconds": guide.seconds, "skipped": guide.skipped}
+    source = {"kind": "guided" if guide else "checkpoint", "checkpoint": str(path), "seed": seed,
+              "steps": steps or model.T}
+    if guide is not None:
+        source |= {"guidance_mlff": guidance[0], "guidance_scale": guidance[1]}
+    return ModelSamples(name, list(split_molecules(mols)), info, source, throughput)
+
+
+def samples_from_sdf(path: str | os.PathLike, name: str, info: DatasetInfo) -> ModelSamples:
+    molecules = sdf_molecules(path, info)
+    if not molecules:
+        raise ValueError(f"{path} holds no readable molecules")
+    return ModelSamples(name, [(x.astype(np.float64), t) for x, t in molecules], info,
+                        {"kind": "sdf", "path": str(path)})
+
+
+def parse_guided(spec: str) -> tuple[str, str, float]:
+    """'MODEL:MLFF:SCALE' -> (model, mlff, scale); MODEL may itself hold colons."""
+    parts = spec.rsplit(":", 2)
+    if len(parts) != 3:
+        raise ValueError(f"--guided expects MODEL:MLFF:SCALE, got {spec!r}")
+    try:
+        scale = float(parts[2])
+    except ValueError as err:
+        raise ValueError(f"--guided {spec!r}: SCALE {parts[2]!r} is not a number") from err
+    return parts[0], parts[1], scale
+
+
+# ------------------------------------------------------------------------------------- force fields
+def force_field_figures(ff: Any, molecules: Sequence[Pair], atomic_numbers: Sequence[int],
+                        batch_size: int = 64) -> dict[str, list]:
+    """Per molecule: formation_energy (eV/atom), rms_force (eV/A), reason (None where scored), in order."""
+    import torch
+
+    from elign.data.batch import MoleculeBatch
+    from elign.mlff import formation_energy_per_atom, rms_force
+
+    out: dict[str, list] = {"formation_energy": [], "rms_force": [], "reason": []}
+    for start in range(0, len(molecules), batch_size):
+        chunk = molecules[start:start + batch_size]
+        batch = MoleculeBatch.from_lists([torch.as_tensor(x) for x, _ in chunk],
+                                         [torch.as_tensor(t) for _, t in chunk], list(atomic_numbers))
+        batch = batch.to(ff.device, ff.dtype)
+        result = ff(batch)
+        e_form = formation_energy_per_atom(batch, result, ff.reference_energies).cpu().tolist()  # [b]
+        rms = rms_force(batch, result).cpu().tolist()  # [b]
+        for b in range(len(chunk)):
+            reason = result.reason[b]
+            if reason is None and not math.isfinite(e_form[b]):
+                reason = f"{ff.name}: no reference energy for an element of this molecule"
+            ok = reason is None
+            out["formation_energy"].append(e_form[b] if ok else math.nan)
+            out["rms_force"].append(rms[b] if ok and math.isfinite(rms[b]) else math.nan)
+            out["reason"].append(reason)
+    return out
+
+
+def reason_category(reason: str) -> str:
+    """A short, countable category of a failure reason."""
+    r = reason.lower()
+    for key, cat in (("disconnected", "disconnected fragments"), ("element", "unsupported element"),
+                     ("odd electron", "odd electron count (open shell)"), ("converge", "SCF not converged"),
+                     ("time limit", "time limit exceeded"), ("non-finite", "non-finite output"),
+                     ("reference energy", "no atom reference energy"), ("empty", "empty molecule")):
+        if key in r:
+            return cat
+    return reason.splitlines()[0][:80]
+
+
+def _flat(samples: Sequence[ModelSamples]) -> tuple[list[Pair], list[tuple[int, int]]]:
+    mols, where = [], []
+    for m, s in enumerate(samples):
+        for i, pair in enumerate(s.molecules):
+            mols.append(pair)
+            where.append((m, i))
+    return mols, where
+
+
+def _ff_columns(spec: str, prefix: str, samples: Sequence[ModelSamples], rows: list[list[dict]],
+                settings: EvaluationSettings) -> dict[str, Any]:
+    import torch
+
+    from elign.mlff import load_force_field
+
+    kwargs = {"dtype": torch.float64} if spec.lower() in ("xtb", "gfn2-xtb", "dft") else {}
+    ff = load_force_field(spec, device=settings.device, **kwargs)
+    t0 = time.perf_counter()
+    for m, s in enumerate(samples):
+        fig = force_field_figures(ff, s.molecules, s.info.atomic_numbers, settings.ff_batch_size)
+        for i, row in enumerate(rows[m]):
+            row[f"{prefix}_formation_energy"] = fig["formation_energy"][i]
+            row[f"{prefix}_rms_force"] = fig["rms_force"][i]
+            row[f"{prefix}_reason"] = fig["reason"][i]
+    if hasattr(ff, "close"):
+        ff.close()
+    return {"force_field": spec, "name": getattr(ff, "name", spec), "seconds": time.perf_counter() - t0}
+
+
+def _xtb_columns(samples: Sequence[ModelSamples], rows: list[list[dict]], settings: EvaluationSettings
+                 ) -> dict[str, Any]:
+    from elign.referees import xtb_relax_all
+
+    t0 = time.perf_counter()
+    for m, s in enumerate(samples):
+        res = xtb_relax_all(s.molecules, s.info.atom_decoder, s.info.atomic_numbers, settings.xtb_workers,
+                            settings.xtb_time_limit, settings.relax_fmax, settings.relax_steps,
+                            settings.relax_max_step, settings.rmsd_atoms, settings.progress,
+                            desc=f"GFN2-xTB relaxation [{s.name}]")
+        for row, r in zip(rows[m], res, strict=True):
+            ok = r["reason"] is None
+            for key in ("rms_force", "delta_e_relax", "rmsd"):
+                row[f"xtb_{key}"] = r[key] if ok else math.nan
+            row["xtb_converged"] = r.get("converged") if ok else None
+            row["xtb_steps"] = r.get("steps") if ok else None
+            row["xtb_reason"] = r["reason"]
+    return {"method": "GFN2-xTB (tblite, ASE BFGS)", "fmax": settings.relax_fmax, "max_steps": settings.relax_steps,
+            "max_step": settings.relax_max_step, "rmsd_atoms": settings.rmsd_atoms,
+            "time_limit": settings.xtb_time_limit, "seconds": time.perf_counter() - t0}
+
+
+def _dft_columns(samples: Sequence[ModelSamples], rows: list[list[dict]], settings: EvaluationSettings,
+                 out_dir: Path) -> dict[str, Any]:
+    from elign.mlff.base import GROUND_STATE_UNPAIRED
+    from elign.mlff.dft import DFTLevel
+    from elign.referees import DFT_ELEMENTS, dft_cached, dft_rms_force, precheck
+
+    level = DFTLevel(xc=settings.dft_xc, basis=settings.dft_basis, density_fit=settings.dft_density_fit)
+    n = min(len(s.molecules) for s in samples)
+    k = min(settings.dft_num, n)
+    subsample = sorted(np.random.default_rng(settings.seed).choice(n, size=k, replace=False).tolist())
+    jobs, owners, elements = [], [], set()
+    for m, s in enumerate(samples):
+        for i in range(len(rows[m])):
+            rows[m][i]["dft_selected"] = i in subsample
+        for i in subsample:
+            x, t = s.molecules[i]
+            z = [int(s.info.atomic_numbers[j]) for j in t]
+            reason = precheck(z, x, t, s.info.atom_decoder, DFT_ELEMENTS)
+            rows[m][i]["dft_reason"] = reason
+            if reason is None:
+                jobs.append((z, np.asarray(x, dtype=np.float64), 0, True))
+                owners.append((m, i, z))
+                elements.update(z)
+    atom_jobs = [([z], np.zeros((1, 3)), GROUND_STATE_UNPAIRED[z], False) for z in sorted(elements)]
+    threads = max(1, (os.cpu_count() or 1) // max(1, settings.dft_workers))
+    t0 = time.perf_counter()
+    records, n_cached = dft_cached(atom_jobs + jobs, level, out_dir / "dft_cache", settings.dft_workers, threads,
+                                   settings.dft_time_limit, settings.progress, desc=f"DFT {level.xc}/{level.basis}")
+    atom_e = {z: r["energy"] for z, r in zip(sorted(elements), records[: len(atom_jobs)], strict=True)}
+    for (m, i, z), rec in zip(owners, records[len(atom_jobs):], strict=True):
+        row = rows[m][i]
+        missing = sorted({a for a in z if atom_e.get(a) is None})
+        if rec["reason"] is not None:
+            row["dft_reason"] = rec["reason"]
+        elif missing:
+            row["dft_reason"] = f"no DFT atom reference energy for Z={missing}"
+        else:
+            row["dft_formation_energy"] = (rec["energy"] - sum(atom_e[a] for a in z)) / len(z)
+            row["dft_rms_force"] = dft_rms_force(rec["forces"])
+    return {"level": {"xc": level.xc, "basis": level.basis, "density_fit": level.density_fit},
+            "subsample": subsample, "n_jobs": len(atom_jobs) + len(jobs), "n_cached": n_cached,
+            "atom_energies_eV": {str(z): e for z, e in atom_e.items()}, "time_limit": settings.dft_time_limit,
+            "seconds": time.perf_counter() - t0, "cache": str(out_dir / "dft_cache"),
+            "reference_qm9": QM9_DFT_FORMATION_ENERGY}
+
+
+# ---------------------------------------------------------------------------------------- statistics
+def _group_summary(rows: list[dict], group: str, metrics: Sequence[Metric], selected: str | None = None
+                   ) -> dict[str, Any]:
+    from elign.stats import count_reasons, summarize
+
+    considered = [r for r in rows if selected is None or r.get(selected)]
+    reasons = [r.get(f"{group}_reason") for r in considered]
+    failed = [reason_category(x) for x in reasons if x is not None]
+    out: dict[str, Any] = {"n_considered": len(considered), "n_evaluated": len(considered) - len(failed),
+                           "n_failed": len(failed), "failures": count_reasons(failed)}
+    for metric in metrics:
+        out[metric.column.removeprefix(f"{group}_")] = summarize([r.get(metric.column, math.nan)
+                                                                  for r in considered])
+    return out
+
+
+def _model_physics(rows: list[dict], groups: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for g in groups:
+        metrics = [m for m in METRICS if m.group == g]
+        out[g] = _group_summary(rows, g, metrics, "dft_selected" if g == "dft" else None)
+        if g == "xtb":
+            conv = [r.get("xtb_converged") for r in rows if r.get("xtb_reason") is None]
+            out[g]["n_not_converged"] = sum(c is False for c in conv)
+    return out
+
+
+def _column(rows: list[dict], col: str) -> list[float]:
+    return [float(r[col]) if r.get(col) is not None else math.nan for r in rows]
+
+
+def _comparisons(samples: Sequence[ModelSamples], rows: list[list[dict]], groups: Sequence[str],
+                 settings: EvaluationSettings) -> list[dict[str, Any]]:
+    from elign.stats import compare
+
+    metrics = [m for m in METRICS if m.group in ("chemistry", *groups)]
+    out = []
+    for m in range(1, len(samples)):
+        entry: dict[str, Any] = {"baseline": samples[0].name, "model": samples[m].name, "metrics": {}}
+        for k, metric in enumerate(metrics):
+            entry["metrics"][metric.column] = compare(
+                _column(rows[0], metric.column), _column(rows[m], metric.column), metric.better,
+                settings.n_boot, settings.confidence, seed=settings.seed + 1000 * m + k)
+        out.append(entry)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- outputs
+def _chemistry_rows(s: ModelSamples, settings: EvaluationSettings, train: set[str] | None
+                    ) -> tuple[dict[str, Any], list[dict]]:
+    from elign.referees import n_fragments
+
+    chem = evaluate_molecules(s.molecules, s.info, train)
+    per = chem.pop("per_molecule")
+    rows = []
+    for i, (x, t) in enumerate(s.molecules):
+        rows.append({"model": s.name, "index": i, "n_atoms": int(per["n_atoms"][i]),
+                     "formula": _formula(t, s.info.atom_decoder), "smiles": per["smiles"][i] or "",
+                     "valid": per["smiles"][i] is not None, "molecule_stable": float(per["molecule_stable"][i]),
+                     "n_fragments": n_fragments(x, t, s.info.atom_decoder)})
+    return chem, rows
+
+
+def _formula(types: np.ndarray, decoder: Sequence[str]) -> str:
+    counts = {a: int((np.asarray(types) == k).sum()) for k, a in enumerate(decoder)}
+    order = sorted(counts, key=lambda a: (a != "C", a != "H", a))
+    return "".join(f"{a}{c if c > 1 else ''}" for a in order if (c := counts[a]))
+
+
+CSV_COLUMNS = ("model", "index", "n_atoms", "formula", "smiles", "valid", "molecule_stable", "n_fragments",
+               "reward_formation_energy", "reward_rms_force", "reward_reason",
+               "independent_formation_energy", "independent_rms_force", "independent_reason",
+               "xtb_rms_force", "xtb_delta_e_relax", "xtb_rmsd", "xtb_converged", "xtb_steps", "xtb_reason",
+               "dft_selected", "dft_formation_energy", "dft_rms_force", "dft_reason")
+
+
+def _write_csv(path: Path, rows: list[list[dict]]) -> None:
+    present = [c for c in CSV_COLUMNS if any(c in r for model in rows for r in model)]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(present)
+        for model in rows:
+            for r in model:
+                w.writerow([_csv_value(r.get(c)) for c in present])
+
+
+def _csv_value(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return str(int(v))
+    if isinstance(v, float):
+        return "" if not math.isfinite(v) else f"{v:.6g}"
+    return str(v)
+
+
+def _write_sdf(path: Path, s: ModelSamples, rows: list[dict]) -> dict[str, int]:
+    from elign.export import write_sdf
+
+    keep = ("index", "molecule_stable", "reward_rms_force", "xtb_rms_force", "xtb_delta_e_relax")
+    props = [{"name": f"{s.name}_{r['index']}", "model": s.name,
+              **{k: _csv_value(r[k]) for k in keep if k in r and _csv_value(r[k]) != ""}} for r in rows]
+    return write_sdf(path, s.molecules, s.info.atom_decoder, props)
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
+
+
+def evaluate_models(samples: Sequence[ModelSamples], settings: EvaluationSettings, out_dir: str | os.PathLike,
+                    run_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Chemistry, physics and comparisons of several models; writes the report files into ``out_dir``.
+
+    The first entry of ``samples`` is the baseline of every comparison.
+    """
+    import json
+
+    if not samples:
+        raise ValueError("evaluate_models needs at least one set of molecules")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train = None
+    if settings.novelty:
+        train = (set(Path(settings.train_smiles).read_text().split()) if settings.train_smiles
+                 else qm9_train_smiles(progress=settings.progress))
+    chemistry, rows = [], []
+    for s in samples:
+        chem, model_rows = _chemistry_rows(s, settings, train)
+        chemistry.append(chem)
+        rows.append(model_rows)
+    groups, physics_info = [], {}
+    if settings.mlff:
+        physics_info["reward"] = _ff_columns(settings.mlff, "reward", samples, rows, settings)
+        groups.append("reward")
+    if settings.independent:
+        physics_info["independent"] = _ff_columns(settings.independent, "independent", samples, rows, settings)
+        groups.append("independent")
+    if "xtb" in settings.referees:
+        physics_info["xtb"] = _xtb_columns(samples, rows, settings)
+        groups.append("xtb")
+    if "dft" in settings.referees and settings.dft_num > 0:
+        physics_info["dft"] = _dft_columns(samples, rows, settings, out)
+        groups.append("dft")
+    models = []
+    for s, chem, model_rows in zip(samples, chemistry, rows, strict=True):
+        sdf = out / f"{s.name}.sdf"
+        _write_sdf(sdf, s, model_rows)
+        models.append({"name": s.name, "source": s.source, "sdf": sdf.name, "n": len(s.molecules),
+                       "throughput": s.throughput, "chemistry": chem, "physics": _model_physics(model_rows, groups)})
+    report = {
+        "settings": {k: v for k, v in vars(settings).items() if k not in ("extra", "progress")} | settings.extra
+        | (run_info or {}),
+        "physics": physics_info,
+        "models": models,
+        "comparisons": _comparisons(samples, rows, groups, settings),
+        "metrics": [vars(m) for m in METRICS if m.group in ("chemistry", *groups)],
+        "files": {"report": "report.json", "molecules": "molecules.csv", "sdf": [m["sdf"] for m in models]},
+    }
+    _write_csv(out / "molecules.csv", rows)
+    if settings.plots:
+        from elign.report import write_html, write_plots
+
+        report["files"]["plots"] = write_plots(report, rows, out)
+        report["files"]["html"] = write_html(report, out).name
+    report = _json_safe(report)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
     return report

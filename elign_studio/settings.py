@@ -48,7 +48,9 @@ class StudioSettings:
 
         data = Path(os.environ.get("ELIGN_STUDIO_DATA", "studio-data"))
         extra = [Path(p) for p in os.environ.get("ELIGN_STUDIO_READ", "").split(os.pathsep) if p]
-        ff = os.environ.get("ELIGN_STUDIO_FORCE_FIELD", "aimnet2")
+        from elign.assets import default_mlff
+
+        ff = os.environ.get("ELIGN_STUDIO_FORCE_FIELD") or default_mlff()
         return cls(
             data_dir=data,
             read_dirs=[assets_dir(), *extra],

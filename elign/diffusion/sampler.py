@@ -99,7 +99,7 @@ class ForceGuidance:
         return torch.cat([x, z[..., 3:]], dim=-1)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def sample_chain(
     model: EquivariantDiffusion,
     node_mask: torch.Tensor,
