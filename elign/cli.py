@@ -126,10 +126,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------- evaluate
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def _evaluate_one_sdf(args: argparse.Namespace) -> int:
+    """The chemistry-only report of one SDF file (``--samples FILE.sdf [--json REPORT.json]`` without --out)."""
     from elign.evaluate import evaluate_sdf
 
-    report = evaluate_sdf(args.samples, train_smiles=args.train_smiles, novelty=not args.no_novelty)
+    report = evaluate_sdf(args.samples[0], train_smiles=args.train_smiles, novelty=not args.no_novelty)
     keys = ("n", "atom_stability", "molecule_stability", "validity", "uniqueness", "novelty", "vxu")
     for k in keys:
         v = report[k]
@@ -137,6 +138,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"report written to {args.json}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.out is None:
+        if args.checkpoint or args.guided or len(args.samples) != 1:
+            raise ValueError("--out DIR is required unless a single --samples FILE.sdf is evaluated for chemistry")
+        return _evaluate_one_sdf(args)
+    if not (args.checkpoint or args.guided or args.samples):
+        raise ValueError("nothing to evaluate: give --checkpoint, --guided or --samples")
+    from elign.assets import default_mlff
+    from elign.evaluate import EvaluationSettings, collect_samples, evaluate_models
+
+    device = _device(args.device)
+    mlff = args.mlff or default_mlff()
+    settings = EvaluationSettings(
+        mlff=None if mlff.lower() == "none" else mlff,
+        independent=None if args.independent.lower() == "none" else args.independent,
+        referees=tuple(dict.fromkeys(args.referee)), device=device, seed=args.seed, novelty=not args.no_novelty,
+        train_smiles=args.train_smiles, xtb_workers=args.xtb_workers, xtb_time_limit=args.xtb_time_limit,
+        relax_fmax=args.relax_fmax, relax_steps=args.relax_steps, rmsd_atoms=args.rmsd_atoms, dft_num=args.dft_num,
+        dft_xc=args.dft_xc, dft_basis=args.dft_basis, dft_density_fit=not args.dft_no_density_fit,
+        dft_workers=args.dft_workers, dft_time_limit=args.dft_time_limit, n_boot=args.n_boot,
+        plots=not args.no_plots, progress=not args.no_progress)
+    samples = collect_samples(args.checkpoint, args.guided, args.samples, num=args.num, steps=args.steps,
+                              seed=args.seed, batch_size=args.batch_size, device=device, progress=not args.no_progress)
+    run_info = {"num": args.num, "steps": args.steps, "batch_size": args.batch_size,
+                "checkpoints": args.checkpoint, "guided": args.guided, "samples": args.samples}
+    report = evaluate_models(samples, settings, args.out, run_info)
+    for m in report["models"]:
+        c, tp = m["chemistry"], m["throughput"] or {}
+        rate = f", {tp['molecules_per_second']:.2f} molecules/s" if tp.get("molecules_per_second") else ""
+        fig = {k: "n/a" if c.get(k) is None else f"{c[k]:.3f}" for k in ("atom_stability", "molecule_stability",
+                                                                       "validity")}
+        print(f"{m['name']}: n {m['n']}, atom stability {fig['atom_stability']}, molecule stability "
+              f"{fig['molecule_stability']}, validity {fig['validity']}{rate}")
+        for group, g in m["physics"].items():
+            figures = ", ".join(f"{k} median {v['median']:.4g}" for k, v in g.items()
+                                if isinstance(v, dict) and "median" in v and v["median"] is not None)
+            print(f"  {group}: {g['n_evaluated']} evaluated, {g['n_failed']} failed {g['failures'] or ''} {figures}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    print(f"report written to {Path(args.out) / 'report.json'}" + (" and report.html" if not args.no_plots else ""))
     return 0
 
 
@@ -160,13 +204,19 @@ def cmd_align(args: argparse.Namespace) -> int:
         for name, text in AlignConfig.help().items():
             print(f"{name:>18} = {getattr(config, name)!r:<24} {text}")
         return 0
+    import signal
+    import threading
+
     from elign.rl.trainer import FedGrpoTrainer
 
     trainer = FedGrpoTrainer(config)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # finish the iteration, checkpoint, exit
+        signal.signal(sig, lambda *_: stop.set())
     print(f"aligning {config.checkpoint or 'the shipped backbone'} to {trainer.ff!r}: {config.prompts} x "
           f"{config.group_size} rollouts, {config.steps} steps ({config.trained_steps} trained), "
           f"device {trainer.device}")
-    print(json.dumps(trainer.train(progress=True)))
+    print(json.dumps(trainer.train(stop, progress=True)))
     return 0
 
 
@@ -300,9 +350,37 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="auto")
     c.set_defaults(func=cmd_score)
 
-    e = sub.add_parser("evaluate", help="chemistry metrics of sampled molecules")
-    e.add_argument("--samples", required=True, help="SDF file of generated molecules")
-    e.add_argument("--json", help="write the report here")
+    e = sub.add_parser("evaluate", help="evaluate models against independent physics (report, plots, HTML)")
+    e.add_argument("--checkpoint", action="append", default=[], help="model to sample (repeatable; the first is "
+                   "the baseline): a .safetensors path, an EDM run directory, 'backbone' or 'aligned'")
+    e.add_argument("--samples", action="append", default=[], help="SDF file of generated molecules (repeatable)")
+    e.add_argument("--guided", action="append", default=[], metavar="MODEL:MLFF:SCALE",
+                   help="baseline row: MODEL sampled with force guidance by MLFF at SCALE (repeatable)")
+    e.add_argument("--num", type=int, default=100, help="molecules per model")
+    e.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's T)")
+    e.add_argument("--seed", type=int, default=0, help="seed of sizes, sampling, DFT subsample and bootstrap")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--out", help="report directory (report.json, molecules.csv, SDF files, plots, report.html)")
+    e.add_argument("--json", help="also write the report here (alone with one --samples: chemistry only)")
+    e.add_argument("--mlff", help="reward force field (default: the shipped one, else aimnet2; 'none' to skip)")
+    e.add_argument("--independent", default="xtb", help="independent force field (default xtb; 'none' to skip)")
+    e.add_argument("--referee", action="append", default=[], choices=["xtb", "dft"],
+                   help="xtb: GFN2-xTB RMS force and relaxation (dE_relax, RMSD); dft: PySCF on a subsample")
+    e.add_argument("--xtb-workers", type=int, default=2)
+    e.add_argument("--xtb-time-limit", type=float, default=120.0, help="seconds per molecule")
+    e.add_argument("--relax-fmax", type=float, default=0.05, help="relaxation converged below this force (eV/A)")
+    e.add_argument("--relax-steps", type=int, default=500, help="maximum BFGS steps")
+    e.add_argument("--rmsd-atoms", choices=["heavy", "all"], default="heavy")
+    e.add_argument("--dft-num", type=int, default=10, help="size of the random DFT subsample (same indices per model)")
+    e.add_argument("--dft-xc", default="b3lyp")
+    e.add_argument("--dft-basis", default="6-31g(2df,p)")
+    e.add_argument("--dft-no-density-fit", action="store_true")
+    e.add_argument("--dft-workers", type=int, default=1)
+    e.add_argument("--dft-time-limit", type=float, default=900.0, help="seconds per molecule")
+    e.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
+    e.add_argument("--no-plots", action="store_true")
+    e.add_argument("--no-progress", action="store_true")
     e.add_argument("--train-smiles", help="text file of training SMILES for novelty (default: from the QM9 cache)")
     e.add_argument("--no-novelty", action="store_true", help="skip novelty (no training set needed)")
     e.set_defaults(func=cmd_evaluate)

@@ -34,10 +34,12 @@ __all__ = [
     "EvaluationSettings",
     "Metric",
     "ModelSamples",
+    "collect_samples",
     "evaluate_models",
     "evaluate_molecules",
     "evaluate_sdf",
     "force_field_figures",
+    "parse_guided",
     "qm9_train_smiles",
     "sample_checkpoint",
     "samples_from_sdf",
@@ -276,32 +278,72 @@ def parse_guided(spec: str) -> tuple[str, str, float]:
     return parts[0], parts[1], scale
 
 
+def collect_samples(checkpoints: Sequence[str] = (), guided: Sequence[str] = (), sdf_files: Sequence[str] = (),
+                    num: int = 100, steps: int | None = None, seed: int = 0, batch_size: int = 256,
+                    device: str = "cpu", progress: bool = False) -> list[ModelSamples]:
+    """The report's rows: each checkpoint, then each guided baseline ('MODEL:MLFF:SCALE'), sampled on the same
+    sizes (drawn from the first model's size prior) and seed; then each SDF file. Names are unique."""
+    import torch
+
+    from elign.assets import resolve_checkpoint
+    from elign.checkpoints import load_checkpoint
+    from elign.data.info import qm9_info
+
+    parsed = [parse_guided(g) for g in guided]
+    specs = list(checkpoints) + [g[0] for g in parsed]
+    info = load_checkpoint(resolve_checkpoint(specs[0]), "cpu")[1].dataset_info() if specs else qm9_info()
+    sizes = None
+    if specs:
+        sizes = torch.multinomial(info.size_probabilities(), num, replacement=True,
+                                  generator=torch.Generator().manual_seed(seed))  # [num]
+    taken: set[str] = set()
+    common = dict(num=num, sizes=sizes, steps=steps, seed=seed, batch_size=batch_size, device=device,
+                  progress=progress)
+    out = [sample_checkpoint(c, _unique(_checkpoint_name(c), taken), **common) for c in checkpoints]
+    for model, mlff, scale in parsed:
+        name = _unique(f"{_checkpoint_name(model)}+guided-{Path(mlff).stem}-{scale:g}", taken)
+        out.append(sample_checkpoint(model, name, guidance=(mlff, scale), **common))
+    out += [samples_from_sdf(p, _unique(Path(p).stem, taken), info) for p in sdf_files]
+    return out
+
+
 # ------------------------------------------------------------------------------------- force fields
 def force_field_figures(ff: Any, molecules: Sequence[Pair], atomic_numbers: Sequence[int],
-                        batch_size: int = 64) -> dict[str, list]:
-    """Per molecule: formation_energy (eV/atom), rms_force (eV/A), reason (None where scored), in order."""
+                        batch_size: int = 64, decoder: Sequence[str] | None = None) -> dict[str, list]:
+    """Per molecule: formation_energy (eV/atom), rms_force (eV/A), reason (None where scored), in order.
+
+    With ``decoder``, molecules in several fragments (EDM's bond rules) are not scored: reason
+    'disconnected fragments' (isolated atoms would otherwise look perfect: no force, no formation energy).
+    """
     import torch
 
     from elign.data.batch import MoleculeBatch
     from elign.mlff import formation_energy_per_atom, rms_force
+    from elign.referees import n_fragments
 
-    out: dict[str, list] = {"formation_energy": [], "rms_force": [], "reason": []}
-    for start in range(0, len(molecules), batch_size):
-        chunk = molecules[start:start + batch_size]
-        batch = MoleculeBatch.from_lists([torch.as_tensor(x) for x, _ in chunk],
-                                         [torch.as_tensor(t) for _, t in chunk], list(atomic_numbers))
+    n = len(molecules)
+    out: dict[str, list] = {"formation_energy": [math.nan] * n, "rms_force": [math.nan] * n, "reason": [None] * n}
+    todo = list(range(n))
+    if decoder is not None:
+        for i in range(n):
+            if n_fragments(*molecules[i], decoder) > 1:
+                out["reason"][i] = "disconnected fragments"
+        todo = [i for i in todo if out["reason"][i] is None]
+    for start in range(0, len(todo), batch_size):
+        idx = todo[start:start + batch_size]
+        batch = MoleculeBatch.from_lists([torch.as_tensor(molecules[i][0]) for i in idx],
+                                         [torch.as_tensor(molecules[i][1]) for i in idx], list(atomic_numbers))
         batch = batch.to(ff.device, ff.dtype)
         result = ff(batch)
         e_form = formation_energy_per_atom(batch, result, ff.reference_energies).cpu().tolist()  # [b]
         rms = rms_force(batch, result).cpu().tolist()  # [b]
-        for b in range(len(chunk)):
+        for b, i in enumerate(idx):
             reason = result.reason[b]
-            if reason is None and not math.isfinite(e_form[b]):
+            if reason is None and not (math.isfinite(e_form[b]) and math.isfinite(rms[b])):
                 reason = f"{ff.name}: no reference energy for an element of this molecule"
-            ok = reason is None
-            out["formation_energy"].append(e_form[b] if ok else math.nan)
-            out["rms_force"].append(rms[b] if ok and math.isfinite(rms[b]) else math.nan)
-            out["reason"].append(reason)
+            out["reason"][i] = reason
+            if reason is None:
+                out["formation_energy"][i], out["rms_force"][i] = e_form[b], rms[b]
     return out
 
 
@@ -336,7 +378,8 @@ def _ff_columns(spec: str, prefix: str, samples: Sequence[ModelSamples], rows: l
     ff = load_force_field(spec, device=settings.device, **kwargs)
     t0 = time.perf_counter()
     for m, s in enumerate(samples):
-        fig = force_field_figures(ff, s.molecules, s.info.atomic_numbers, settings.ff_batch_size)
+        fig = force_field_figures(ff, s.molecules, s.info.atomic_numbers, settings.ff_batch_size,
+                                  s.info.atom_decoder)
         for i, row in enumerate(rows[m]):
             row[f"{prefix}_formation_energy"] = fig["formation_energy"][i]
             row[f"{prefix}_rms_force"] = fig["rms_force"][i]
@@ -358,7 +401,7 @@ def _xtb_columns(samples: Sequence[ModelSamples], rows: list[list[dict]], settin
                             desc=f"GFN2-xTB relaxation [{s.name}]")
         for row, r in zip(rows[m], res, strict=True):
             ok = r["reason"] is None
-            for key in ("rms_force", "delta_e_relax", "rmsd"):
+            for key in ("energy", "rms_force", "delta_e_relax", "rmsd"):
                 row[f"xtb_{key}"] = r[key] if ok else math.nan
             row["xtb_converged"] = r.get("converged") if ok else None
             row["xtb_steps"] = r.get("steps") if ok else None
@@ -366,6 +409,22 @@ def _xtb_columns(samples: Sequence[ModelSamples], rows: list[list[dict]], settin
     return {"method": "GFN2-xTB (tblite, ASE BFGS)", "fmax": settings.relax_fmax, "max_steps": settings.relax_steps,
             "max_step": settings.relax_max_step, "rmsd_atoms": settings.rmsd_atoms,
             "time_limit": settings.xtb_time_limit, "seconds": time.perf_counter() - t0}
+
+
+def _independent_from_xtb(samples: Sequence[ModelSamples], rows: list[list[dict]]) -> dict[str, Any]:
+    """Independent-model figures from the xTB referee's single point at the sampled geometry (no second run)."""
+    from elign.mlff.xtb import XTBForceField
+
+    refs = XTBForceField().reference_energies  # eV, by atomic number
+    for s, model_rows in zip(samples, rows, strict=True):
+        for (_, t), row in zip(s.molecules, model_rows, strict=True):
+            z = [int(s.info.atomic_numbers[k]) for k in t]
+            row["independent_reason"] = row["xtb_reason"]
+            row["independent_rms_force"] = row["xtb_rms_force"]
+            e = row.pop("xtb_energy", math.nan)
+            ok = row["xtb_reason"] is None and all(a in refs for a in z)
+            row["independent_formation_energy"] = (e - sum(refs[a] for a in z)) / len(z) if ok else math.nan
+    return {"force_field": "xtb", "name": "gfn2-xtb", "note": "single point of the xTB referee, reused"}
 
 
 def _dft_columns(samples: Sequence[ModelSamples], rows: list[list[dict]], settings: EvaluationSettings,
@@ -462,8 +521,7 @@ def _comparisons(samples: Sequence[ModelSamples], rows: list[list[dict]], groups
 
 
 # ------------------------------------------------------------------------------------------- outputs
-def _chemistry_rows(s: ModelSamples, settings: EvaluationSettings, train: set[str] | None
-                    ) -> tuple[dict[str, Any], list[dict]]:
+def _chemistry_rows(s: ModelSamples, train: set[str] | None) -> tuple[dict[str, Any], list[dict]]:
     from elign.referees import n_fragments
 
     chem = evaluate_molecules(s.molecules, s.info, train)
@@ -549,19 +607,20 @@ def evaluate_models(samples: Sequence[ModelSamples], settings: EvaluationSetting
                  else qm9_train_smiles(progress=settings.progress))
     chemistry, rows = [], []
     for s in samples:
-        chem, model_rows = _chemistry_rows(s, settings, train)
+        chem, model_rows = _chemistry_rows(s, train)
         chemistry.append(chem)
         rows.append(model_rows)
     groups, physics_info = [], {}
     if settings.mlff:
         physics_info["reward"] = _ff_columns(settings.mlff, "reward", samples, rows, settings)
         groups.append("reward")
-    if settings.independent:
-        physics_info["independent"] = _ff_columns(settings.independent, "independent", samples, rows, settings)
-        groups.append("independent")
     if "xtb" in settings.referees:
         physics_info["xtb"] = _xtb_columns(samples, rows, settings)
-        groups.append("xtb")
+    if settings.independent and settings.independent.lower() in ("xtb", "gfn2-xtb") and "xtb" in settings.referees:
+        physics_info["independent"] = _independent_from_xtb(samples, rows)
+    elif settings.independent:
+        physics_info["independent"] = _ff_columns(settings.independent, "independent", samples, rows, settings)
+    groups += [g for g in ("independent", "xtb") if g in physics_info]
     if "dft" in settings.referees and settings.dft_num > 0:
         physics_info["dft"] = _dft_columns(samples, rows, settings, out)
         groups.append("dft")
@@ -581,11 +640,11 @@ def evaluate_models(samples: Sequence[ModelSamples], settings: EvaluationSetting
         "files": {"report": "report.json", "molecules": "molecules.csv", "sdf": [m["sdf"] for m in models]},
     }
     _write_csv(out / "molecules.csv", rows)
+    report = _json_safe(report)
     if settings.plots:
         from elign.report import write_html, write_plots
 
         report["files"]["plots"] = write_plots(report, rows, out)
         report["files"]["html"] = write_html(report, out).name
-    report = _json_safe(report)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     return report

@@ -30,6 +30,7 @@ class AlignConfig:
     adv_clip: float = _f(5.0, "clip of the mixed advantage to [-c, c]")
     adv_eps: float = _f(1e-6, "added to the group standard deviation")
     failed_advantage: float = _f(-1.0, "advantage given to every step of a rollout the force field cannot score")
+    validity_penalty: float = _f(0.0, "subtracted from the force reward of RDKit-invalid molecules (off by default)")
     clip_eps: float = _f(2e-3, "PPO clip range of the probability ratio")
     kl_beta: float = _f(0.04, "weight of the KL penalty to the frozen reference policy")
     lr: float = _f(4e-6, "peak AdamW learning rate")
@@ -58,7 +59,7 @@ class AlignConfig:
             errors.append(f"shared_steps={self.shared_steps} must be in [0, steps={self.steps})")
         if self.clip_eps <= 0 or self.adv_clip <= 0 or self.lr <= 0:
             errors.append(f"clip_eps={self.clip_eps}, adv_clip={self.adv_clip}, lr={self.lr} must be > 0")
-        if self.kl_beta < 0 or self.w_force < 0 or self.w_energy < 0:
+        if self.kl_beta < 0 or self.w_force < 0 or self.w_energy < 0 or self.validity_penalty < 0:
             errors.append(f"kl_beta={self.kl_beta}, w_force={self.w_force}, w_energy={self.w_energy} must be >= 0")
         if not 0 <= self.min_lr_ratio <= 1:
             errors.append(f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")

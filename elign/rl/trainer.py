@@ -19,6 +19,7 @@ import torch
 
 from elign.checkpoints import atomic_write, load_checkpoint, save_checkpoint
 from elign.diffusion.edm import gaussian_log_prob
+from elign.metrics.rdkit_metrics import chemistry_metrics_from_batch
 from elign.metrics.stability import stability_metrics
 from elign.rl.advantages import carry_forward, disentangled_advantages, shaped_energy_returns
 from elign.rl.config import AlignConfig
@@ -115,6 +116,10 @@ class FedGrpoTrainer:
                               self.info.atomic_numbers)
         t1 = time.perf_counter()
         final = score_molecules(self.ff, ro.molecules)
+        chem = chemistry_metrics_from_batch(ro.molecules.to("cpu"), self.info.atom_decoder)
+        final.rdkit_valid = torch.tensor([s is not None for s in chem["smiles"]])
+        if self.cfg.validity_penalty:
+            final.reward_force = final.reward_force - self.cfg.validity_penalty * (~final.rdkit_valid).float()
         evaluated = energy_schedule(ro.num_steps, self.cfg.energy_every)
         psi_t, psi_valid = potentials_on_x0(self.policy, self.ff, ro, evaluated, self.info.atomic_numbers)
         t2 = time.perf_counter()
@@ -213,6 +218,7 @@ class FedGrpoTrainer:
             "failed": int((~final.valid).sum()), "psi_failed": adv_info["psi_failed"],
             "rollout_atom_stability": stab["atom_stability"],
             "rollout_molecule_stability": stab["molecule_stability"],
+            "rollout_validity": float(final.rdkit_valid.float().mean()),
             "advantage_abs_mean": float(adv.abs().mean()),
             **upd, **timing, "time_iteration": time.perf_counter() - t_start,
         }
