@@ -1,0 +1,186 @@
+"""Evaluation: statistics with known answers, referee helpers, and `elign evaluate` end to end on CPU."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from elign.stats import bootstrap_mean_diff, compare, count_reasons, mann_whitney_better, summarize
+
+has = {m: importlib.util.find_spec(m) is not None for m in ("tblite", "pyscf", "matplotlib", "ase")}
+
+QM9_DECODER = ["H", "C", "N", "O", "F"]
+WATER = np.array([[0.0, 0.0, 0.117], [0.0, 0.757, -0.467], [0.0, -0.757, -0.467]])
+METHANOL = np.array(
+    [[-0.046, 0.663, 0.0], [-0.046, -0.758, 0.0], [-1.086, 0.975, 0.0], [0.438, 1.079, 0.887],
+     [0.438, 1.079, -0.887], [0.861, -1.081, 0.0]]
+)  # fmt: skip
+METHANE = np.array([[0, 0, 0], [0.629, 0.629, 0.629], [-0.629, -0.629, 0.629], [-0.629, 0.629, -0.629],
+                    [0.629, -0.629, -0.629]], dtype=float)  # fmt: skip
+AMMONIA = np.array([[0, 0, 0.116], [0, 0.939, -0.271], [0.813, -0.470, -0.271], [-0.813, -0.470, -0.271]])
+REAL = [(WATER, np.array([3, 0, 0])), (METHANOL, np.array([1, 3, 0, 0, 0, 0])),
+        (METHANE, np.array([1, 0, 0, 0, 0])), (AMMONIA, np.array([2, 0, 0, 0]))]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------- statistics
+def test_summary_known_values_ignores_nan() -> None:
+    s = summarize([*range(1, 12), math.nan, None, math.inf])  # 1..11 plus three non-values
+    assert s["n"] == 11
+    assert s["mean"] == pytest.approx(6.0) and s["median"] == pytest.approx(6.0)
+    assert s["p10"] == pytest.approx(2.0) and s["p90"] == pytest.approx(10.0)
+    empty = summarize([math.nan])
+    assert empty["n"] == 0 and empty["mean"] is None
+
+
+def test_shifted_distribution_ci_excludes_zero_and_p_small() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(1.0, 0.3, 300)  # e.g. RMS forces of the baseline
+    better = rng.normal(0.7, 0.3, 300)  # the second model: lower by 0.3
+    r = compare(base, better, better="lower", seed=1)
+    assert r["diff"] == pytest.approx(better.mean() - base.mean())
+    assert r["ci_high"] < 0 and r["ci_excludes_zero"]
+    assert r["ci_low"] < r["diff"] < r["ci_high"]
+    assert abs((r["ci_high"] - r["ci_low"]) - 2 * 1.96 * 0.3 * math.sqrt(2 / 300)) < 0.02  # normal-theory width
+    assert r["p_value"] < 1e-6
+    # the alternative is one-sided: the same data read as 'higher is better' give a p near 1
+    assert mann_whitney_better(base, better, better="higher") > 0.99
+    # and for a higher-is-better figure, a higher model is the better one
+    assert mann_whitney_better(base, better + 0.6, better="higher") < 1e-6
+
+
+def test_identical_inputs_ci_includes_zero() -> None:
+    x = np.random.default_rng(3).normal(0.0, 1.0, 200)
+    r = compare(x, x.copy(), better="lower", seed=0)
+    assert r["diff"] == 0.0 and r["ci_low"] < 0 < r["ci_high"] and not r["ci_excludes_zero"]
+    assert r["p_value"] > 0.4
+    same = compare(np.ones(10), np.ones(10))  # all ties: no evidence either way
+    assert same["p_value"] == 1.0 and same["ci_low"] == same["ci_high"] == 0.0
+
+
+def test_bootstrap_is_seeded_and_excludes_nan() -> None:
+    a, b = [1.0, 2.0, 3.0, math.nan], [2.0, 3.0, 4.0, math.nan, math.nan]
+    assert bootstrap_mean_diff(a, b, seed=5) == bootstrap_mean_diff(a, b, seed=5)
+    assert bootstrap_mean_diff(a, b)[0] == pytest.approx(1.0)
+    r = compare(a, b)
+    assert (r["n_baseline"], r["n_model"]) == (3, 3)
+    assert all(math.isnan(v) for v in bootstrap_mean_diff([math.nan], b))
+    assert count_reasons(["x", None, "y", "x"]) == {"x": 2, "y": 1}
+
+
+# ---------------------------------------------------------------------------------------- referees
+def test_kabsch_rmsd_and_fragments() -> None:
+    from elign.referees import kabsch_rmsd, n_fragments, precheck
+
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))
+    q *= np.sign(np.linalg.det(q))
+    assert kabsch_rmsd(METHANOL, METHANOL @ q.T + 3.0) < 1e-9
+    moved = METHANOL.copy()
+    moved[:, 0] += np.where(np.arange(6) % 2 == 0, 0.1, -0.1)  # not a rigid motion
+    assert 0.0 < kabsch_rmsd(METHANOL, moved) <= 0.1 + 1e-9
+    t = np.array([3, 0, 0])
+    assert n_fragments(WATER, t, QM9_DECODER) == 1
+    two = np.concatenate([WATER, WATER + 10.0]), np.concatenate([t, t])
+    assert n_fragments(*two, QM9_DECODER) == 2
+    assert precheck([8, 1, 1, 8, 1, 1], *two, QM9_DECODER, frozenset({1, 8})) == "disconnected fragments"
+    assert "unsupported element" in precheck([8, 1, 1], WATER, t, QM9_DECODER, frozenset({1}))
+    assert "odd electron" in precheck([8, 1], WATER[:2], t[:2], QM9_DECODER, frozenset({1, 8}))
+
+
+def test_deadline_pool_kills_slow_tasks_and_reports_errors() -> None:
+    from elign.referees import DeadlinePool
+
+    with DeadlinePool(time.sleep, n_workers=1, time_limit=2.0) as pool:
+        results = {k: (v, err) for k, v, err in pool.imap([0.0, 60.0, -1.0, 0.0])}
+    assert results[0] == (None, None) and results[3] == (None, None)  # the worker was replaced after the kill
+    assert "time limit exceeded" in results[1][1]
+    assert results[2][1].startswith("ValueError")
+
+
+# ------------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    from elign.checkpoints import save_checkpoint
+    from elign.export import write_sdf
+    from elign.testing import tiny_model
+
+    folder = tmp_path_factory.mktemp("evaluate_inputs")
+    paths = {}
+    for seed in (0, 1):
+        model, config = tiny_model(seed=seed)
+        paths[f"tiny{seed}"] = save_checkpoint(folder / f"tiny{seed}.safetensors", model, config)
+    paths["real"] = folder / "real.sdf"
+    write_sdf(paths["real"], REAL, QM9_DECODER)
+    return paths
+
+
+def test_legacy_single_sdf_chemistry(inputs, tmp_path) -> None:
+    from elign.cli import main
+
+    out = tmp_path / "chem.json"
+    assert main(["evaluate", "--samples", str(inputs["real"]), "--json", str(out), "--no-novelty"]) == 0
+    report = json.loads(out.read_text())
+    assert report["n"] == 4 and report["molecule_stability"] == 1.0 and report["validity"] == 1.0
+
+
+@pytest.mark.skipif(not all(has.values()), reason="needs tblite, ase, pyscf and matplotlib")
+def test_evaluate_end_to_end_with_xtb_and_dft(inputs, tmp_path) -> None:
+    from elign.cli import main
+
+    out = tmp_path / "report"
+    common = ["--samples", str(inputs["real"]), "--num", "4", "--steps", "3", "--seed", "0", "--referee", "dft",
+              "--dft-num", "3", "--dft-basis", "sto-3g", "--dft-no-density-fit", "--dft-time-limit", "60",
+              "--no-novelty", "--no-progress", "--device", "cpu", "--n-boot", "200", "--out", str(out)]
+    argv = ["evaluate", "--checkpoint", str(inputs["tiny0"]), "--checkpoint", str(inputs["tiny1"]),
+            "--mlff", "synthetic", "--referee", "xtb", "--relax-steps", "30", "--xtb-workers", "1", *common]
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report) >= {"settings", "physics", "models", "comparisons", "metrics", "files"}
+    names = [m["name"] for m in report["models"]]
+    assert names == ["tiny0", "tiny1", "real"]
+    for m in report["models"]:
+        assert m["n"] == 4 and set(m["physics"]) == {"reward", "independent", "xtb", "dft"}
+        for g in m["physics"].values():
+            assert g["n_evaluated"] + g["n_failed"] == g["n_considered"]
+            assert sum(g["failures"].values()) == g["n_failed"]
+        assert m["physics"]["dft"]["n_considered"] == 3
+    # same sizes for every sampled model, and a throughput figure for each
+    rows = list(csv.DictReader(open(out / "molecules.csv")))
+    assert len(rows) == 12
+    sizes = {name: [r["n_atoms"] for r in rows if r["model"] == name] for name in names}
+    assert sizes["tiny0"] == sizes["tiny1"]
+    assert all(m["throughput"]["molecules_per_second"] > 0 for m in report["models"][:2])
+    assert report["models"][2]["throughput"] is None
+    # real molecules: every referee evaluates them; DFT at sto-3g gives a negative formation energy
+    real = report["models"][2]["physics"]
+    assert real["xtb"]["n_evaluated"] == 4 and real["independent"]["n_evaluated"] == 4
+    assert real["xtb"]["delta_e_relax"]["median"] >= -1e-6 and real["xtb"]["rmsd"]["n"] == 4
+    assert real["dft"]["n_evaluated"] == 3 and real["dft"]["formation_energy"]["mean"] < -1.0
+    # untrained tiny models: what a referee cannot evaluate is counted, never scored
+    tiny = report["models"][0]["physics"]["xtb"]
+    assert tiny["rms_force"]["n"] == tiny["n_evaluated"]
+    failed = [r for r in rows if r["model"] == "tiny0" and r["xtb_reason"]]
+    assert all(r["xtb_rms_force"] == "" for r in failed)
+    # comparisons against the first model, with every metric
+    assert [(c["baseline"], c["model"]) for c in report["comparisons"]] == [("tiny0", "tiny1"), ("tiny0", "real")]
+    assert {"molecule_stable", "xtb_rms_force", "dft_formation_energy"} <= set(report["comparisons"][1]["metrics"])
+    # files: SDF per model, plots, HTML embedding them
+    for name in names:
+        assert (out / f"{name}.sdf").stat().st_size > 0
+    assert "plots/stability.png" in report["files"]["plots"] and "plots/xtb_rms_force.png" in report["files"]["plots"]
+    html = (out / "report.html").read_text()
+    for plot in report["files"]["plots"]:
+        assert (out / plot).read_bytes()[:4] == b"\x89PNG" and f'src="{plot}"' in html
+    # an interrupted DFT run resumes from the cache: the same subsample again needs no new calculation
+    n_jobs = report["physics"]["dft"]["n_jobs"]
+    assert len(list((out / "dft_cache").glob("*.json"))) == n_jobs
+    assert main(["evaluate", "--mlff", "none", "--independent", "none", "--no-plots", *common]) == 0
+    again = json.loads((out / "report.json").read_text())
+    assert again["physics"]["dft"]["n_cached"] == again["physics"]["dft"]["n_jobs"] == n_jobs
+    assert again["models"][0]["physics"]["dft"]["formation_energy"] == real["dft"]["formation_energy"]
