@@ -40,6 +40,9 @@ def test_seeded_sampling_is_reproducible_and_seed_sensitive():
     assert torch.equal(a.positions, b.positions)
     assert not torch.equal(a.positions, c.positions)
     assert a.batch_size == 5
+    sizes = torch.tensor([3, 6, 4, 6, 5])  # batched by size internally, returned in the given order
+    d = sample_molecules(model, 5, p, steps=5, seed=1, batch_size=2, sizes=sizes)
+    assert d.num_atoms.tolist() == sizes.tolist() and d.max_atoms == 6
 
 
 def test_reverse_step_log_prob_matches_com_free_gaussian():

@@ -151,7 +151,9 @@ def sample_molecules(
 ) -> MoleculeBatch:
     """Sample ``num`` molecules, sizes drawn from ``sizes_prob`` [N_max + 1] (or given), in batches.
 
-    The same seed, sizes and batch size give the same molecules.
+    Molecules are batched by size (largest first) so that little padding is computed; the result is
+    in the order of ``sizes``, padded to the largest. The same seed, sizes and batch size give the
+    same molecules.
     """
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")
@@ -161,14 +163,20 @@ def sample_molecules(
         sizes = torch.multinomial(sizes_prob.double(), num, replacement=True, generator=size_gen)
     sizes = torch.as_tensor(sizes, dtype=torch.long)
     n_max = int(sizes.max())
+    order = torch.argsort(sizes, descending=True, stable=True)  # [num]
     steps_total = steps if steps is not None else model.T
-    out: list[MoleculeBatch] = []
+    fields = ("positions", "one_hot", "charges", "node_mask")
+    out = None
     bar = tqdm(total=num, desc=f"sampling ({steps_total} steps)", unit="mol", disable=not progress)
-    for start in range(0, num, batch_size):
-        mask = node_mask_from_sizes(sizes[start : start + batch_size], n_max, device)
+    for idx in order.split(batch_size):
+        mask = node_mask_from_sizes(sizes[idx], device=device)
         mols, _ = sample_chain(model, mask, steps, gen, atomic_numbers=atomic_numbers, guidance=guidance)
-        out.append(mols.to("cpu"))
-        bar.update(mask.shape[0])
+        pad = n_max - mask.shape[1]
+        parts = [torch.nn.functional.pad(getattr(mols, f).cpu(), (0, 0, 0, pad)) for f in fields]
+        if out is None:
+            out = [torch.zeros(num, *p.shape[1:], dtype=p.dtype) for p in parts]
+        for buf, part in zip(out, parts, strict=True):
+            buf[idx] = part
+        bar.update(len(idx))
     bar.close()
-    return MoleculeBatch(*(torch.cat([getattr(b, f) for b in out]) for f in
-                           ("positions", "one_hot", "charges", "node_mask")))
+    return MoleculeBatch(*out)

@@ -97,7 +97,7 @@ class DistillConfig:
     batch_size: int = 16
     label_batch_size: int = 32  # teacher labelling and speed measurement batch size
     lr: float = 5e-3
-    energy_weight: float = 1.0  # w_E on MSE of the energy per atom (eV/atom)^2
+    energy_weight: float = 100.0  # w_E on MSE of the energy per atom (eV/atom)^2
     forces_weight: float = 10.0  # w_F on MSE of force components (eV/A)^2
     ema_decay: float = 0.99  # 0 switches the exponential moving average off
     scaling: str = "rms_forces"  # "rms_forces" (mace-torch's default) or "energy_std"
@@ -427,8 +427,8 @@ def _z_index(model: torch.nn.Module, device: torch.device) -> torch.Tensor:  # [
 
 
 def predict(model: torch.nn.Module, positions: torch.Tensor, numbers: torch.Tensor, training: bool = False
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Interaction energy [B] (eV, E - sum E0) and forces [B, N, 3] of a dense batch in one graph."""
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Total energy [B] (eV), interaction energy [B] (E - sum E0) and forces [B, N, 3] in one graph."""
     mask = numbers > 0  # [B, N]
     data, _ = build_graph(positions, numbers, mask, _z_index(model, positions.device), len(model.atomic_numbers),
                           float(model.r_max))
@@ -436,21 +436,58 @@ def predict(model: torch.nn.Module, positions: torch.Tensor, numbers: torch.Tens
         out = model(data, training=training, compute_force=True)
     forces = torch.zeros_like(positions)  # [B, N, 3]
     forces[mask] = out["forces"]
-    return out["interaction_energy"], forces
+    return out["energy"], out["interaction_energy"], forces
 
 
-def loss_terms(model: torch.nn.Module, batch: LabelledSet, e0: torch.Tensor, device: torch.device
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """MSE of the energy per atom (eV/atom)^2 and of the force components (eV/A)^2 on one batch."""
-    pos = batch.positions.to(device)  # [B, N, 3]
-    num = batch.numbers.to(device)  # [B, N]
-    e_pred, f_pred = predict(model, pos, num, training=True)  # [B], [B, N, 3]
-    n = batch.n_atoms.to(device, pos.dtype)  # [B]
-    target = (batch.energy - e0).to(device, pos.dtype)  # [B] interaction energy
-    mse_e = (((e_pred - target) / n) ** 2).mean()
-    mask = (num > 0) & (batch.kind != 3).to(device)[:, None]  # [B, N] real atoms, lone atoms excluded
-    mse_f = ((f_pred - batch.forces.to(device))[mask] ** 2).mean()
+def element_counts(numbers: torch.Tensor, elements: Sequence[int]) -> torch.Tensor:  # [B, n_el] float
+    table = torch.full((128,), -1, dtype=torch.long, device=numbers.device)
+    table[torch.tensor(list(elements), device=numbers.device)] = torch.arange(len(elements), device=numbers.device)
+    col = table[numbers]  # [B, N], -1 on padding
+    counts = torch.zeros(numbers.shape[0], len(elements) + 1, device=numbers.device)
+    counts.scatter_add_(1, (col + 1), torch.ones_like(col, dtype=counts.dtype))
+    return counts[:, 1:]
+
+
+def loss_terms(model: torch.nn.Module, batch: LabelledSet, atoms: LabelledSet, e0: torch.Tensor,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """MSE of the energy per atom (eV/atom)^2 and of the force components (eV/A)^2 on one batch.
+
+    The energy learnt is relative to the student's own lone atoms: ``E(mol) - sum_i E(atom Z_i)`` against
+    the teacher's ``E(mol) - sum_i E_ref(Z_i)``. ``atoms`` (one per element, in the model's element order)
+    ride in the same graph; :func:`fold_isolated_atoms` later makes the lone atoms exact.
+    """
+    both = LabelledSet.cat(batch, atoms)
+    pos = both.positions.to(device)  # [b + n_el, N, 3]
+    num = both.numbers.to(device)  # [b + n_el, N]
+    b = len(batch)
+    _, inter, f_pred = predict(model, pos, num, training=True)  # [b + n_el], [b + n_el, N, 3]
+    counts = element_counts(num[:b], atoms.numbers[:, 0].tolist())  # [b, n_el]
+    e_rel = inter[:b] - counts @ inter[b:]  # [b]
+    n = batch.n_atoms.to(device, pos.dtype)  # [b]
+    target = (batch.energy - e0).to(device, pos.dtype)  # [b] teacher's E - sum E_ref
+    mse_e = (((e_rel - target) / n) ** 2).mean()
+    mask = num[:b] > 0  # [b, N]
+    mse_f = ((f_pred[:b] - batch.forces.to(device)[:, : num.shape[1]])[mask] ** 2).mean()
     return mse_e, mse_f
+
+
+@torch.no_grad()
+def fold_isolated_atoms(model: torch.nn.Module, reference_energies: dict[int, float]) -> torch.nn.Module:
+    """Set the model's E0 so that a lone atom's energy is exactly the teacher's reference energy.
+
+    MACE gives a lone atom ``E0(Z) + scale * readout + shift``, not ``E0(Z)``. With
+    ``E0'(Z) = E_ref(Z) - inter(atom Z)`` a lone atom gets ``E_ref(Z)`` and a molecule gets
+    ``sum E_ref + inter(mol) - sum inter(atom Z_i)``: the quantity the loss trained. Returns ``model``.
+    """
+    zs = [int(z) for z in model.atomic_numbers.tolist()]
+    device = model.atomic_numbers.device
+    dtype = next(model.parameters()).dtype
+    _, inter, _ = predict(model, torch.zeros(len(zs), 1, 3, device=device, dtype=dtype),
+                          torch.tensor(zs, device=device)[:, None])  # [n_el]
+    buf = model.atomic_energies_fn.atomic_energies
+    ref = torch.tensor([reference_energies[z] for z in zs], dtype=torch.float64, device=device)
+    buf.copy_((ref - inter.detach().double()).to(buf.dtype).reshape(buf.shape))
+    return model
 
 
 # --------------------------------------------------------------------------------------- evaluation
@@ -472,16 +509,15 @@ def _errors(e_pred: torch.Tensor, f_pred: torch.Tensor, data: LabelledSet) -> di
     return out
 
 
-def evaluate_model(model: torch.nn.Module, data: LabelledSet, e0: torch.Tensor, batch_size: int,
-                   device: torch.device) -> dict[str, float]:
-    """Held-out errors of the student (total energy = interaction energy + teacher's E0)."""
+def evaluate_model(model: torch.nn.Module, data: LabelledSet, batch_size: int, device: torch.device
+                   ) -> dict[str, float]:
+    """Held-out errors of a (folded) student model, called directly in batches."""
     model.eval()
     e_all, f_all = [], []
     for start in range(0, len(data), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(data)))
-        part = data.take(idx)
-        e, f = predict(model, part.positions.to(device), part.numbers.to(device))
-        e_all.append(e.detach().double().cpu() + e0[idx])
+        part = data.take(torch.arange(start, min(start + batch_size, len(data))))
+        e, _, f = predict(model, part.positions.to(device), part.numbers.to(device))
+        e_all.append(e.detach().double().cpu())
         f_all.append(torch.nn.functional.pad(f.detach().cpu(), (0, 0, 0, data.numbers.shape[1] - f.shape[1])))
     return _errors(torch.cat(e_all), torch.cat(f_all), data)
 
@@ -527,7 +563,6 @@ class _Run:
 
             self.ema = ExponentialMovingAverage(self.model.parameters(), decay=config.ema_decay)
         self.e0_train = _e0(labels.train.numbers, labels.reference_energies)  # [M_train]
-        self.e0_val = _e0(labels.val.numbers, labels.reference_energies)  # [M_val]
         self.atoms = isolated_atoms(self.elements, labels.reference_energies)  # [n_el] single atoms
         self.epoch = 0
         self.step = 0
@@ -568,19 +603,17 @@ class _Run:
         return self.config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
 
     def final_model(self) -> torch.nn.Module:
-        """A CPU float32 copy in eval mode, with the EMA weights when EMA is on."""
+        """A CPU float32 copy in eval mode: EMA weights (when on), E0 folded (see fold_isolated_atoms)."""
         model = copy.deepcopy(self.model)
         if self.ema is not None:
             self.ema.copy_to(model.parameters())
         model.zero_grad(set_to_none=True)
-        return model.to("cpu", torch.float32).eval()
+        model = model.to("cpu", torch.float32).eval()
+        return fold_isolated_atoms(model, self.labels.reference_energies)
 
     def evaluate(self) -> dict[str, float]:
         model = self.final_model().to(self.device)
-        out = evaluate_model(model, self.labels.val, self.e0_val, self.config.label_batch_size, self.device)
-        e_atoms, _ = predict(model, self.atoms.positions.to(self.device), self.atoms.numbers.to(self.device))
-        out["isolated_atom_max_error_mev"] = float(e_atoms.detach().abs().max()) * 1000.0
-        return out
+        return evaluate_model(model, self.labels.val, self.config.label_batch_size, self.device)
 
     def train_epoch(self, deadline: float | None, progress: bool) -> tuple[dict[str, float], bool]:
         """One pass over a fresh permutation; returns (train losses, stopped by the deadline)."""
@@ -590,7 +623,7 @@ class _Run:
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + self.epoch)
         order = torch.randperm(len(data), generator=gen)
         n_batches = math.ceil(len(data) / cfg.batch_size)
-        sums = {"loss": 0.0, "mse_energy": 0.0, "mse_forces": 0.0}
+        sums = torch.zeros(3, device=self.device)  # loss, mse_energy, mse_forces (no sync per step)
         self.model.train()
         stopped, done = False, 0
         t0 = time.perf_counter()
@@ -599,9 +632,7 @@ class _Run:
             idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size]
             for g in self.optimizer.param_groups:
                 g["lr"] = self.lr_at(self.epoch + k / n_batches)
-            batch = LabelledSet.cat(data.take(idx), self.atoms)
-            e0 = torch.cat([self.e0_train[idx], self.atoms.energy])  # [b + n_el]
-            mse_e, mse_f = loss_terms(self.model, batch, e0, self.device)
+            mse_e, mse_f = loss_terms(self.model, data.take(idx), self.atoms, self.e0_train[idx], self.device)
             loss = cfg.energy_weight * mse_e + cfg.forces_weight * mse_f
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -611,13 +642,13 @@ class _Run:
                 self.ema.update()
             self.step += 1
             done += 1
-            for key, v in (("loss", loss), ("mse_energy", mse_e), ("mse_forces", mse_f)):
-                sums[key] += float(v.detach())
+            sums += torch.stack([loss, mse_e, mse_f]).detach()
             if deadline is not None and time.perf_counter() > deadline:
                 stopped = done < n_batches
                 break
         self.seconds += time.perf_counter() - t0
-        return {k: v / max(done, 1) for k, v in sums.items()}, stopped
+        means = (sums / max(done, 1)).tolist()
+        return dict(zip(("loss", "mse_energy", "mse_forces"), means, strict=True)), stopped
 
 
 # ------------------------------------------------------------------------------------ orchestration
@@ -697,6 +728,7 @@ def _speed_and_check(path: Path, labels: Labels, config: DistillConfig) -> tuple
         "teacher_molecules_per_s": labels.teacher_molecules_val / max(labels.teacher_seconds_val, 1e-9),
         "batch_size": config.label_batch_size, "device": str(config.device),
         "threads": torch.get_num_threads(), "molecules": len(labels.val),
+        "teacher_timing": "measured while labelling the held-out set (possibly in an earlier session)",
     }  # fmt: skip
     speed["speedup"] = speed["student_molecules_per_s"] / max(speed["teacher_molecules_per_s"], 1e-9)
     return errors, speed
@@ -728,7 +760,7 @@ def distill(config: DistillConfig, teacher: TeacherSource = None,
         _append_jsonl(log_path, run.history[-1])
     deadline = time.perf_counter() + 60 * config.max_minutes if config.max_minutes else None  # training only
     stopped = False
-    while run.epoch < config.epochs and not stopped:
+    while run.epoch < config.epochs and not stopped and (deadline is None or time.perf_counter() < deadline):
         losses, stopped = run.train_epoch(deadline, config.progress)
         run.epoch += 1
         val = run.evaluate()
@@ -750,7 +782,7 @@ def distill(config: DistillConfig, teacher: TeacherSource = None,
         "elements": list(run.elements), "parameters": n_params, "statistics": run.stats,
         "data": {"train": len(labels.train), "held_out": len(labels.val), "invalid_dropped": labels.n_invalid,
                  "invalid_reasons": labels.invalid_reasons,
-                 "train_kinds": {KIND_NAMES[k]: int((labels.train.kind == k).sum()) for k in KIND_NAMES}},
+                 "train_kinds": {KIND_NAMES[k]: int((labels.train.kind == k).sum()) for k in (0, 1, 2)}},
         "epochs": run.epoch, "steps": run.step, "train_seconds": run.seconds, "stopped_by_time": stopped,
         "held_out_before": {k.removeprefix("val_"): v for k, v in run.history[0].items() if k.startswith("val_")},
         "held_out": errors, "speed": speed,

@@ -64,7 +64,7 @@ def training_view(session: StudioSession) -> pn.viewable.Viewable:
         session.param,
         parameters=["preset", "iterations", "prompts", "group_size", "steps", "lr"],
         show_name=False,
-        widgets={"lr": {"type": pn.widgets.FloatInput, "format": "0.0e0"}},
+        widgets={"lr": {"type": pn.widgets.FloatInput, "format": "0.0000000", "step": 1e-6}},
     )
     start = pn.widgets.Button(name="Start new run", button_type="success")
     stop = pn.widgets.Button(name="Stop / pause", button_type="warning")
