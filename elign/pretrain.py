@@ -228,7 +228,7 @@ class Pretrainer:
         if self.rank == 0:
             (self.out / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
         total = self.total_steps()
-        start_wall = time.monotonic()
+        run_start = start_wall = time.monotonic()  # run_start: this invocation; start_wall: since the last save
         last_ckpt = start_wall
         window_t, window_mols, window_loss, window_n = time.monotonic(), 0, 0.0, 0
         previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -255,7 +255,7 @@ class Pretrainer:
                     window_loss, window_n = window_loss + loss, window_n + 1
                 if self.cfg.val_every and self.step % self.cfg.val_every == 0 and self.rank == 0:
                     self._log({"step": self.step, **self.validate()})
-                minutes = (time.monotonic() - start_wall) / 60
+                minutes = (time.monotonic() - run_start) / 60
                 if self.stop_requested:
                     reason = "signal"
                     break

@@ -90,3 +90,13 @@ def test_bad_config_rejected(tmp_path):
     data = DenseDataset.synthetic(16)
     with pytest.raises(ValueError, match="smaller than one global batch"):
         Pretrainer(PretrainConfig(out_dir=str(tmp_path), batch_size=64, hidden=8, n_layers=1), data)
+
+
+def test_max_minutes_ends_cleanly_despite_periodic_checkpoints(tmp_path):
+    data = DenseDataset.synthetic(64, seed=0)
+    cfg = PretrainConfig(out_dir=str(tmp_path), hidden=8, n_layers=1, timesteps=20, batch_size=8, max_steps=100_000,
+                         max_minutes=0.03, checkpoint_minutes=0.005, log_every=1000)
+    result = Pretrainer(cfg, data).fit(progress=False)
+    assert result["stopped_by"] == "max_minutes"
+    assert 0.03 <= result["train_minutes"] < 0.5
+    assert torch.load(tmp_path / "state.pt", weights_only=True)["step"] == result["step"]

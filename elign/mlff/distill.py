@@ -804,7 +804,8 @@ def summary_markdown(report: dict[str, Any]) -> str:
         "",
         f"- Student: mace-torch ScaleShiftMACE, hidden irreps {_irreps(st)}, max_ell {st['max_ell']}, "
         f"r_max {st['r_max']} A, {st['num_interactions']} interactions, correlation {st['correlation']}, "
-        f"{report['parameters']:,} parameters; elements {report['elements']}; E0 = the teacher's isolated atoms.",
+        f"{report['parameters']:,} parameters; elements {report['elements']}; a lone atom's energy is the "
+        f"teacher's isolated-atom energy (E0 folded), so formation energies per atom are on the teacher's scale.",
         f"- Data: {d['train']} training molecules ({d['train_kinds']}), {d['held_out']} held-out "
         f"(perturbation sigma {cfg['perturb']} A); {sum(d['invalid_dropped'].values())} dropped as invalid.",
         f"- Training: {report['epochs']} epochs, {report['steps']} steps, {report['train_seconds'] / 60:.1f} min "
