@@ -70,7 +70,7 @@ def serve(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
     return proc
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if proc.poll() is not None:
