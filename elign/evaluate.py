@@ -318,8 +318,8 @@ def force_field_figures(ff: Any, molecules: Sequence[Pair], atomic_numbers: Sequ
     import torch
 
     from elign.data.batch import MoleculeBatch
+    from elign.metrics.bonds import n_fragments
     from elign.mlff import formation_energy_per_atom, rms_force
-    from elign.referees import n_fragments
 
     n = len(molecules)
     out: dict[str, list] = {"formation_energy": [math.nan] * n, "rms_force": [math.nan] * n, "reason": [None] * n}
@@ -522,7 +522,7 @@ def _comparisons(samples: Sequence[ModelSamples], rows: list[list[dict]], groups
 
 # ------------------------------------------------------------------------------------------- outputs
 def _chemistry_rows(s: ModelSamples, train: set[str] | None) -> tuple[dict[str, Any], list[dict]]:
-    from elign.referees import n_fragments
+    from elign.metrics.bonds import n_fragments
 
     chem = evaluate_molecules(s.molecules, s.info, train)
     per = chem.pop("per_molecule")

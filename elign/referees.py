@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from elign.metrics.bonds import bond_orders
+from elign.metrics.bonds import n_fragments
 
 __all__ = [
     "EV_TO_KCAL_MOL",
@@ -31,7 +31,6 @@ __all__ = [
     "dft_cached",
     "dft_rms_force",
     "kabsch_rmsd",
-    "n_fragments",
     "precheck",
     "xtb_relax",
     "xtb_relax_all",
@@ -43,16 +42,6 @@ DFT_ELEMENTS = frozenset(range(1, 37))
 
 
 # ------------------------------------------------------------------------------------ checks
-def n_fragments(positions: np.ndarray, types: np.ndarray, decoder: Sequence[str]) -> int:
-    """Connected components of the bond graph (EDM's distance rules, elign.metrics.bonds)."""
-    from scipy.sparse.csgraph import connected_components
-
-    if len(types) <= 1:
-        return len(types)
-    adjacency = bond_orders(positions, types, decoder) > 0  # [n, n]
-    return int(connected_components(adjacency, directed=False)[0])
-
-
 def precheck(numbers: Sequence[int], positions: np.ndarray, types: np.ndarray, decoder: Sequence[str],
              supported: frozenset[int], require_connected: bool = True) -> str | None:
     """Why a referee cannot evaluate this molecule (None if it can)."""

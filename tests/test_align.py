@@ -30,7 +30,7 @@ def backbone(tmp_path_factory):
 
 def tiny_align(out, backbone, **overrides):
     base = dict(out_dir=str(out), checkpoint=str(backbone), mlff="synthetic", steps=20, shared_steps=8,
-                prompts=2, group_size=4, eval_every=0, device="cpu")
+                prompts=2, group_size=4, eval_every=0, device="cpu", disconnected_failed=False)
     return AlignConfig.preset("cpu-demo", **{**base, **overrides})
 
 
@@ -167,3 +167,14 @@ def test_save_native_checkpoint_for_sampling(tmp_path, backbone):
     model, config, extra = load_checkpoint(tmp_path / "model.safetensors")
     assert extra["method"] == "FED-GRPO" and config.hidden == 32
     save_checkpoint(tmp_path / "copy.safetensors", model, config)
+
+
+def test_disconnected_molecules_can_count_as_failed(tmp_path, backbone):
+    base = make_trainer(tiny_align(tmp_path / "a", backbone, iterations=1, disconnected_failed=False))
+    strict = make_trainer(tiny_align(tmp_path / "b", backbone, iterations=1, disconnected_failed=True))
+    m_base, m_strict = base.run_iteration(), strict.run_iteration()  # same rollouts: same seed and weights
+    R = 2 * 4
+    n_disconnected = round((1 - m_strict["rollout_connected"]) * R)
+    assert m_base["rollout_connected"] == m_strict["rollout_connected"]
+    assert m_strict["failed"] == m_base["failed"] + n_disconnected or n_disconnected == 0
+    assert AlignConfig().disconnected_failed is False and AlignConfig.preset("cpu-demo").disconnected_failed

@@ -76,7 +76,8 @@ def test_bootstrap_is_seeded_and_excludes_nan() -> None:
 
 # ---------------------------------------------------------------------------------------- referees
 def test_kabsch_rmsd_and_fragments() -> None:
-    from elign.referees import kabsch_rmsd, n_fragments, precheck
+    from elign.metrics.bonds import n_fragments
+    from elign.referees import kabsch_rmsd, precheck
 
     q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))
     q *= np.sign(np.linalg.det(q))

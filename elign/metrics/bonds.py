@@ -28,6 +28,7 @@ __all__ = [
     "bond_order",
     "bond_orders",
     "decoder_symbols",
+    "n_fragments",
     "split_molecules",
     "valence",
 ]
@@ -184,3 +185,13 @@ def split_molecules(molecules: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         pairs = molecules
     for x, t in pairs:
         yield _as_numpy(x, np.float64).reshape(-1, 3), _as_numpy(t, np.int64).reshape(-1)
+
+
+def n_fragments(positions: Any, types: Any, decoder: Any) -> int:
+    """Connected components of the bond graph under the rules above (1 for a connected molecule)."""
+    from scipy.sparse.csgraph import connected_components
+
+    if len(types) <= 1:
+        return len(types)
+    adjacency = bond_orders(positions, types, decoder) > 0  # [n, n]
+    return int(connected_components(adjacency, directed=False)[0])

@@ -21,6 +21,7 @@ class RewardOutput:
     valid: torch.Tensor  # [R] bool: the force field scored the final molecule
     reasons: list[str | None]
     rdkit_valid: torch.Tensor | None = None  # [R] bool, filled by the trainer
+    connected: torch.Tensor | None = None  # [R] bool: one fragment, filled by the trainer
 
 
 def _concat(batches: list[MoleculeBatch]) -> MoleculeBatch:

@@ -19,6 +19,7 @@ import torch
 
 from elign.checkpoints import atomic_write, load_checkpoint, save_checkpoint
 from elign.diffusion.edm import gaussian_log_prob
+from elign.metrics.bonds import n_fragments, split_molecules
 from elign.metrics.rdkit_metrics import chemistry_metrics_from_batch
 from elign.metrics.stability import stability_metrics
 from elign.rl.advantages import carry_forward, disentangled_advantages, shaped_energy_returns
@@ -116,6 +117,9 @@ class FedGrpoTrainer:
                               self.info.atomic_numbers)
         t1 = time.perf_counter()
         final = score_molecules(self.ff, ro.molecules)
+        final.connected = self._connected(ro.molecules)
+        if self.cfg.disconnected_failed:
+            final.valid = final.valid & final.connected
         chem = chemistry_metrics_from_batch(ro.molecules.to("cpu"), self.info.atom_decoder)
         final.rdkit_valid = torch.tensor([s is not None for s in chem["smiles"]])
         if self.cfg.validity_penalty:
@@ -124,6 +128,10 @@ class FedGrpoTrainer:
         psi_t, psi_valid = potentials_on_x0(self.policy, self.ff, ro, evaluated, self.info.atomic_numbers)
         t2 = time.perf_counter()
         return ro, final, evaluated, psi_t, psi_valid, {"time_rollout": t1 - t0, "time_reward": t2 - t1}
+
+    def _connected(self, molecules) -> torch.Tensor:  # [B] bool: one fragment under EDM's bond rules
+        return torch.tensor([n_fragments(x, t, self.info.atom_decoder) == 1
+                             for x, t in split_molecules(molecules.to("cpu"))])
 
     def advantages(self, ro: Rollouts, final, evaluated, psi_t, psi_valid) -> tuple[torch.Tensor, dict]:
         """[R, L] mixed advantages and the count of substitutions made."""
@@ -219,6 +227,7 @@ class FedGrpoTrainer:
             "rollout_atom_stability": stab["atom_stability"],
             "rollout_molecule_stability": stab["molecule_stability"],
             "rollout_validity": float(final.rdkit_valid.float().mean()),
+            "rollout_connected": float(final.connected.float().mean()),
             "advantage_abs_mean": float(adv.abs().mean()),
             **upd, **timing, "time_iteration": time.perf_counter() - t_start,
         }
@@ -235,11 +244,14 @@ class FedGrpoTrainer:
                                 steps=self.cfg.steps, seed=10_000 + self.cfg.seed, device=self.device,
                                 atomic_numbers=self.info.atomic_numbers)
         scored = score_molecules(self.ff, mols)
-        rms = -scored.reward_force
+        connected = self._connected(mols)
+        valid = scored.valid & connected if self.cfg.disconnected_failed else scored.valid
+        rms = torch.where(valid, -scored.reward_force, torch.nan)
+        energy = torch.where(valid, -scored.psi_0, torch.nan)
         stab = stability_metrics(mols.to("cpu"), self.info.atom_decoder)
-        return {"eval_rms_force": _nanstats(rms)[0], "eval_energy": -_nanstats(scored.psi_0)[0],
-                "eval_failed": int((~scored.valid).sum()), "eval_molecule_stability": stab["molecule_stability"],
-                "eval_atom_stability": stab["atom_stability"]}
+        return {"eval_rms_force": _nanstats(rms)[0], "eval_energy": _nanstats(energy)[0],
+                "eval_failed": int((~valid).sum()), "eval_connected": float(connected.float().mean()),
+                "eval_molecule_stability": stab["molecule_stability"], "eval_atom_stability": stab["atom_stability"]}
 
     # ------------------------------------------------------------------ loop
     def train(self, stop_event: threading.Event | None = None, progress: bool = False) -> dict:
