@@ -114,6 +114,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     steps = args.steps or model.T
     props = [{"index": i, "seed": args.seed, "steps": steps, "checkpoint": str(path), "n_atoms": int(per["n_atoms"][i]),
               "molecule_stable": int(per["molecule_stable"][i])} for i in range(mols.batch_size)]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     counts = write_sdf(args.out, mols, info.atom_decoder, props)
     print(f"sampled {args.num} molecules in {dt:.1f} s ({args.num / dt:.2f} molecules/s, {steps} steps, {device})")
     if guidance is not None:
