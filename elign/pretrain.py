@@ -263,8 +263,7 @@ class Pretrainer:
                     reason = "max_minutes"
                     break
                 if (time.monotonic() - last_ckpt) / 60 >= self.cfg.checkpoint_minutes:
-                    self._checkpoint(start_wall)
-                    last_ckpt, start_wall = time.monotonic(), time.monotonic()
+                    start_wall = last_ckpt = self._checkpoint(start_wall)
         finally:
             bar.close()
             for sig, handler in previous.items():
@@ -273,9 +272,12 @@ class Pretrainer:
                 self._checkpoint(start_wall)
         return {"step": self.step, "stopped_by": reason, "train_minutes": self.elapsed_minutes}
 
-    def _checkpoint(self, since: float) -> None:
-        self.elapsed_minutes += (time.monotonic() - since) / 60
+    def _checkpoint(self, since: float) -> float:
+        """Add the minutes since ``since`` to the cumulative count, save; the time counted up to."""
+        now = time.monotonic()
+        self.elapsed_minutes += (now - since) / 60
         self.save()
+        return now
 
     def _request_stop(self, signum, frame) -> None:  # noqa: ARG002 (signal handler signature)
         self.stop_requested = True
