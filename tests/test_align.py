@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -120,6 +121,9 @@ tr = FedGrpoTrainer(cfg, force_field=load_force_field("synthetic"), model=model,
 tr.run_iteration()
 grads = {f"grad.{k}": p.grad for k, p in tr.policy.named_parameters() if p.grad is not None}
 torch.save({**tr.policy.state_dict(), **grads}, f"{out}/rank{tr.rank}.pt")
+if torch.distributed.is_initialized():
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 """
 
 
@@ -127,7 +131,10 @@ def test_ddp_two_processes_match_single_process(tmp_path, backbone):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", str(script),
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", str(script),
            str(backbone), str(tmp_path / "ddp")]
     (tmp_path / "ddp").mkdir()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)

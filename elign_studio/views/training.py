@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import holoviews as hv
 import pandas as pd
 import panel as pn
@@ -20,13 +22,16 @@ LABELS = {
 }
 
 
+MIN_REDRAW_S = 1.0
+
+
 def _empty() -> pd.DataFrame:
     return pd.DataFrame({"step": pd.Series(dtype=float), **{k: pd.Series(dtype=float) for k in METRIC_KEYS}})
 
 
 def training_view(session: StudioSession) -> pn.viewable.Viewable:
     buffer = Buffer(_empty(), length=100_000, index=False)
-    streamed = {"n": 0, "run": ""}
+    streamed = {"n": 0, "run": "", "sent": 0.0}
 
     def curves(data: pd.DataFrame, keys: tuple[str, ...], title: str, ylabel: str) -> hv.Overlay:
         items = [hv.Curve(data, "step", (k, ylabel), label=LABELS[k]).opts(tools=["hover"]) for k in keys]
@@ -43,17 +48,35 @@ def training_view(session: StudioSession) -> pn.viewable.Viewable:
         lambda data: curves(data, ("rollout_molecule_stability",), "Stability", "fraction"), **opts
     )
 
-    def _stream(*_) -> None:
+    progress = pn.pane.Markdown("No run yet.", css_classes=["elign-train-state"])
+
+    def _progress() -> None:  # one pane whose text changes: no re-layout of the page
+        if not session.run_name:
+            progress.object = "No run yet."
+            return
+        last = session.history[-1] if session.history else {}
+        vals = ", ".join(f"{LABELS[k]} {last[k]:.3g}" for k in METRIC_KEYS if k in last)
+        state = "running" if session.training else "stopped"
+        progress.object = f"**{session.run_name}** ({state}): {len(session.history)} iterations received. {vals}"
+
+    def _stream(*events) -> None:
         if streamed["run"] != session.run_name:
             buffer.clear()
             streamed.update(n=0, run=session.run_name)
+        # at most one redraw per second while training (fast iterations would keep the browser busy);
+        # everything left is flushed when training ends
+        now = time.monotonic()
+        if session.training and now - streamed["sent"] < MIN_REDRAW_S:
+            return
+        _progress()
         rows = session.history[streamed["n"] :]
         if rows:
             df = pd.DataFrame(rows).reindex(columns=["step", *METRIC_KEYS])
             buffer.send(df.astype(float))
             streamed["n"] += len(rows)
+            streamed["sent"] = now
 
-    session.param.watch(_stream, ["step", "run_name"])
+    session.param.watch(_stream, ["step", "run_name", "training"])
 
     align_model = pn.widgets.Select(
         name="Model to align", options=session.model_names, value=session.align_model or None
@@ -81,17 +104,6 @@ def training_view(session: StudioSession) -> pn.viewable.Viewable:
     session.param.watch(_buttons, ["training", "run_name"])
     _buttons()
 
-    @pn.depends(session.param.step, session.param.training, session.param.run_name)
-    def progress(step: int, training: bool, run: str) -> pn.pane.Markdown:
-        if not run:
-            return pn.pane.Markdown("No run yet.", css_classes=["elign-train-state"])
-        last = session.history[-1] if session.history else {}
-        vals = ", ".join(f"{LABELS[k]} {last[k]:.3g}" for k in METRIC_KEYS if k in last)
-        state = "running" if training else "stopped"
-        return pn.pane.Markdown(
-            f"**{run}** ({state}): {len(session.history)} iterations received. {vals}",
-            css_classes=["elign-train-state"],
-        )
 
     return pn.Column(
         pn.pane.Markdown(
