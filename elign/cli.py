@@ -23,13 +23,17 @@ def _device(name: str | None) -> str:
 
 # ----------------------------------------------------------------------------------------- data
 def cmd_data(args: argparse.Namespace) -> int:
-    from elign.data.qm9 import build_cache, load_qm9
+    from elign.data.qm9 import build_cache, default_cache_path, load_qm9
 
-    summary = build_cache(cache_path=args.cache, source=args.source, archive_path=args.archive)
-    print(json.dumps(summary, indent=1))
+    cache = Path(args.cache) if args.cache else default_cache_path()
+    if cache.exists() and not args.rebuild:
+        print(f"QM9 cache: {cache} (already built; --rebuild to parse the source again)")
+    else:
+        print(json.dumps(build_cache(cache_path=cache, source=args.source, archive_path=args.archive), indent=1))
     if args.dense:
-        data = load_qm9(cache_path=summary["cache_path"])
+        data = load_qm9(cache_path=cache)
         dense = dense_from_qm9(data)
+        Path(args.dense).parent.mkdir(parents=True, exist_ok=True)
         dense.save(args.dense)
         print(f"dense training file: {args.dense} ({Path(args.dense).stat().st_size / 1e6:.1f} MB)")
     return 0
@@ -328,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--source", default="auto", choices=["auto", "qm9pack", "archive"])
     d.add_argument("--archive", help="path to dsgdb9nsd.xyz.tar.bz2 when the qm9pack wheel is absent")
     d.add_argument("--dense", help="also write a dense training file (.npz) that a GPU run can carry")
+    d.add_argument("--rebuild", action="store_true", help="parse the source again even if the cache exists")
     d.set_defaults(func=cmd_data)
 
     t = sub.add_parser("pretrain", help="pretrain an EDM on QM9 (resumable; torchrun for several GPUs)")
