@@ -183,5 +183,6 @@ def test_disconnected_molecules_can_count_as_failed(tmp_path, backbone):
     R = 2 * 4
     n_disconnected = round((1 - m_strict["rollout_connected"]) * R)
     assert m_base["rollout_connected"] == m_strict["rollout_connected"]
-    assert m_strict["failed"] == m_base["failed"] + n_disconnected or n_disconnected == 0
+    assert n_disconnected > 0  # the tiny synthetic backbone makes fragments: the rule has something to count
+    assert m_strict["failed"] == m_base["failed"] + n_disconnected
     assert AlignConfig().disconnected_failed is False and AlignConfig.preset("cpu-demo").disconnected_failed
