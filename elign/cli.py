@@ -86,17 +86,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
           f"molecules, device {trainer.device}, world size {trainer.world}")
     result = trainer.fit(progress=not args.no_progress)
     print(json.dumps(result))
-    _finish_distributed()
+    from elign.distributed import finish
+
+    finish()
     return 0
 
-
-def _finish_distributed() -> None:
-    """Under torchrun: wait for every process, then close the process group (a clean exit for gloo/nccl)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------------------- sample
@@ -232,7 +226,9 @@ def cmd_align(args: argparse.Namespace) -> int:
           f"{config.group_size} rollouts, {config.steps} steps ({config.trained_steps} trained), "
           f"device {trainer.device}")
     print(json.dumps(trainer.train(stop, progress=True)))
-    _finish_distributed()
+    from elign.distributed import finish
+
+    finish()
     return 0
 
 

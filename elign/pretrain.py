@@ -27,6 +27,7 @@ from elign.config import ModelConfig
 from elign.data.batch import MoleculeBatch
 from elign.data.dense import DenseDataset
 from elign.diffusion.edm import EquivariantDiffusion
+from elign.distributed import rank_world
 from elign.models.factory import build_model
 
 __all__ = ["PretrainConfig", "Pretrainer"]
@@ -96,7 +97,7 @@ class Pretrainer:
         self.data = data
         self.out = Path(config.out_dir)
         self.on_log = on_log
-        self.rank, self.world = _dist_rank_world()
+        self.rank, self.world = rank_world()
         if device is None:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -282,15 +283,3 @@ class Pretrainer:
     def _request_stop(self, signum, frame) -> None:  # noqa: ARG002 (signal handler signature)
         self.stop_requested = True
 
-
-def _dist_rank_world() -> tuple[int, int]:
-    """Initialise torch.distributed under torchrun (gloo on CPU, nccl on CUDA); (rank, world size)."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()

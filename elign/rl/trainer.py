@@ -19,6 +19,7 @@ import torch
 
 from elign.checkpoints import atomic_write, load_checkpoint, save_checkpoint
 from elign.diffusion.edm import gaussian_log_prob
+from elign.distributed import rank_world
 from elign.metrics.bonds import n_fragments, split_molecules
 from elign.metrics.rdkit_metrics import chemistry_metrics_from_batch
 from elign.metrics.stability import stability_metrics
@@ -48,7 +49,7 @@ class FedGrpoTrainer:
         """``force_field``, ``model`` and ``model_config`` may be given directly (tests, the studio)."""
         self.cfg = config
         self.callbacks = list(callbacks or [])
-        self.rank, self.world = _dist_rank_world()
+        self.rank, self.world = rank_world()
         self.device = torch.device(_resolve_device(config.device, self.rank))
         if config.prompts % self.world:
             raise ValueError(f"prompts={config.prompts} must be divisible by the {self.world} processes "
@@ -310,12 +311,6 @@ def _load_ff(cfg: AlignConfig, device: torch.device):
 
     dtype = torch.float64 if cfg.mlff_dtype == "float64" else torch.float32
     return load_force_field(cfg.mlff or default_mlff(), device=device, dtype=dtype)
-
-
-def _dist_rank_world() -> tuple[int, int]:
-    from elign.pretrain import _dist_rank_world as init
-
-    return init()
 
 
 def _all_reduce_grads(model: torch.nn.Module, world: int) -> None:
