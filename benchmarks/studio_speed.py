@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,26 +19,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-gl=angle",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
@@ -49,6 +28,7 @@ def main() -> None:
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
     from elign.assets import shipped_backbone
+    from elign_studio.serving import CHROMIUM, CHROMIUM_ARGS, free_port, serve_command
 
     tmp = Path(tempfile.mkdtemp(prefix="studio-speed-"))
     env = dict(
@@ -71,21 +51,11 @@ def main() -> None:
     from playwright.sync_api import Error, sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "panel",
-                "serve",
-                str(ROOT / "elign_studio"),
-                "--port",
-                str(port),
-                "--address",
-                "127.0.0.1",
-            ],
+            serve_command(port),
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

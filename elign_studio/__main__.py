@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
-from pathlib import Path
+
+from elign_studio.serving import serve_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,17 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--address", default="127.0.0.1", help="interface to listen on (default: localhost only)")
     p.add_argument("--show", action="store_true", help="open a browser")
     args = p.parse_args(argv)
-    cmd = [
-        sys.executable,
-        "-m",
-        "panel",
-        "serve",
-        str(Path(__file__).resolve().parent),
-        "--port",
-        str(args.port),
-        "--address",
-        args.address,
-    ]
+    cmd = serve_command(args.port, args.address)
     if args.show:
         cmd.append("--show")
     return subprocess.call(cmd)

@@ -1,15 +1,13 @@
 """Browser tests: `panel serve elign_studio` in a subprocess, Debian's Chromium driven by Playwright.
 
 The served app is pointed at a temporary data folder holding a tiny checkpoint, scores with the
-synthetic force field, and (until the real trainer is installed) aligns with a fake trainer.
+synthetic force field, and aligns with the real FED-GRPO trainer on that tiny model.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,28 +15,10 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
+from elign_studio.serving import CHROMIUM, CHROMIUM_ARGS, free_port, serve_command
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-gl=angle",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--ignore-gpu-blocklist",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_assets(folder: Path) -> Path:
@@ -53,21 +33,8 @@ def make_assets(folder: Path) -> Path:
 
 
 def serve(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "panel",
-        "serve",
-        str(ROOT / "elign_studio"),
-        "--port",
-        str(port),
-        "--address",
-        "127.0.0.1",
-        "--num-procs",
-        "1",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    return proc
+    cmd = [*serve_command(port), "--num-procs", "1"]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -95,13 +62,8 @@ def studio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         ELIGN_ASSETS=str(assets),
         ELIGN_STUDIO_DATA=str(tmp / "data"),
         ELIGN_STUDIO_FORCE_FIELD="synthetic",
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(Path(__file__).parent)]),
+        PYTHONPATH=str(ROOT),
     )
-    try:
-        import elign.rl.trainer  # noqa: F401
-    except ImportError:
-        env["ELIGN_STUDIO_TRAINER"] = "fake_trainer:FakeTrainer"
-        env["ELIGN_STUDIO_CONFIG"] = "fake_trainer:make_config"
     port = free_port()
     ARTIFACTS.mkdir(exist_ok=True)
     proc = serve(port, env, ARTIFACTS / "panel-serve.log")
