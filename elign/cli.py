@@ -168,9 +168,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         referees=tuple(dict.fromkeys(args.referee)), device=device, seed=args.seed, novelty=not args.no_novelty,
         train_smiles=args.train_smiles, xtb_workers=args.xtb_workers, xtb_time_limit=args.xtb_time_limit,
         relax_fmax=args.relax_fmax, relax_steps=args.relax_steps, rmsd_atoms=args.rmsd_atoms, dft_num=args.dft_num,
-        dft_xc=args.dft_xc, dft_basis=args.dft_basis, dft_density_fit=not args.dft_no_density_fit,
-        dft_workers=args.dft_workers, dft_time_limit=args.dft_time_limit, n_boot=args.n_boot,
-        plots=not args.no_plots, progress=not args.no_progress)
+        dft_pool=args.dft_pool, dft_xc=args.dft_xc, dft_basis=args.dft_basis,
+        dft_density_fit=not args.dft_no_density_fit, dft_workers=args.dft_workers,
+        dft_time_limit=args.dft_time_limit, n_boot=args.n_boot, plots=not args.no_plots, progress=not args.no_progress)
     samples = collect_samples(args.checkpoint, args.guided, args.samples, num=args.num, steps=args.steps,
                               seed=args.seed, batch_size=args.batch_size, device=device, progress=not args.no_progress)
     run_info = {"num": args.num, "steps": args.steps, "batch_size": args.batch_size,
@@ -415,7 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--relax-fmax", type=float, default=0.05, help="relaxation converged below this force (eV/A)")
     e.add_argument("--relax-steps", type=int, default=500, help="maximum BFGS steps")
     e.add_argument("--rmsd-atoms", choices=["heavy", "all"], default="heavy")
-    e.add_argument("--dft-num", type=int, default=10, help="size of the random DFT subsample (same indices per model)")
+    e.add_argument("--dft-num", type=int, default=10, help="size of the random DFT subsample per model")
+    e.add_argument("--dft-pool", choices=("eligible", "all"), default="eligible",
+                   help="eligible: draw each model's subsample from the molecules DFT can evaluate (connected, "
+                        "even electron count); all: the same random indices for every model, exclusions counted")
     e.add_argument("--dft-xc", default="b3lyp")
     e.add_argument("--dft-basis", default="6-31g(2df,p)")
     e.add_argument("--dft-no-density-fit", action="store_true")

@@ -186,6 +186,7 @@ class EvaluationSettings:
     relax_max_step: float = 0.2  # A, BFGS step cap
     rmsd_atoms: str = "heavy"
     dft_num: int = 10
+    dft_pool: str = "eligible"  # draw the subsample from 'eligible' molecules (per model) or from 'all' indices
     dft_xc: str = "b3lyp"
     dft_basis: str = "6-31g(2df,p)"
     dft_density_fit: bool = True
@@ -203,6 +204,8 @@ class EvaluationSettings:
             raise ValueError(f"unknown referees {bad}: use 'xtb' and/or 'dft'")
         if self.dft_num < 0:
             raise ValueError(f"dft_num must be >= 0, got {self.dft_num}")
+        if self.dft_pool not in ("eligible", "all"):
+            raise ValueError(f"dft_pool must be 'eligible' or 'all', got {self.dft_pool!r}")
         if self.rmsd_atoms not in ("heavy", "all"):
             raise ValueError(f"rmsd_atoms must be 'heavy' or 'all', got {self.rmsd_atoms!r}")
 
@@ -432,24 +435,33 @@ def _dft_columns(samples: Sequence[ModelSamples], rows: list[list[dict]], settin
     from elign.mlff.base import GROUND_STATE_UNPAIRED
     from elign.mlff.dft import DFTLevel
     from elign.referees import DFT_ELEMENTS, dft_cached, dft_rms_force, precheck
+    from elign.stats import count_reasons
 
     level = DFTLevel(xc=settings.dft_xc, basis=settings.dft_basis, density_fit=settings.dft_density_fit)
     n = min(len(s.molecules) for s in samples)
-    k = min(settings.dft_num, n)
-    subsample = sorted(np.random.default_rng(settings.seed).choice(n, size=k, replace=False).tolist())
-    jobs, owners, elements = [], [], set()
+    jobs, owners, elements, subsamples, eligibility = [], [], set(), [], []
     for m, s in enumerate(samples):
+        numbers = [[int(s.info.atomic_numbers[j]) for j in t] for _, t in s.molecules[:n]]
+        reasons = [precheck(z, x, t, s.info.atom_decoder, DFT_ELEMENTS)
+                   for z, (x, t) in zip(numbers, s.molecules[:n], strict=True)]
+        # 'eligible': each model's subsample is drawn from the molecules DFT can evaluate, so the budget is not
+        # spent on exclusions; 'all': the same random indices for every model, exclusions counted among them
+        pool = [i for i in range(n) if reasons[i] is None] if settings.dft_pool == "eligible" else list(range(n))
+        k = min(settings.dft_num, len(pool))
+        rng = np.random.default_rng(settings.seed)
+        subsample = sorted(int(pool[j]) for j in rng.choice(len(pool), size=k, replace=False))
+        subsamples.append(subsample)
+        eligibility.append({"n_eligible": reasons.count(None), "n": n,
+                            "excluded": count_reasons([reason_category(r) for r in reasons if r is not None])})
+        chosen = set(subsample)
         for i in range(len(rows[m])):
-            rows[m][i]["dft_selected"] = i in subsample
+            rows[m][i]["dft_selected"] = i in chosen
         for i in subsample:
-            x, t = s.molecules[i]
-            z = [int(s.info.atomic_numbers[j]) for j in t]
-            reason = precheck(z, x, t, s.info.atom_decoder, DFT_ELEMENTS)
-            rows[m][i]["dft_reason"] = reason
-            if reason is None:
-                jobs.append((z, np.asarray(x, dtype=np.float64), 0, True))
-                owners.append((m, i, z))
-                elements.update(z)
+            rows[m][i]["dft_reason"] = reasons[i]
+            if reasons[i] is None:
+                jobs.append((numbers[i], np.asarray(s.molecules[i][0], dtype=np.float64), 0, True))
+                owners.append((m, i, numbers[i]))
+                elements.update(numbers[i])
     atom_jobs = [([z], np.zeros((1, 3)), GROUND_STATE_UNPAIRED[z], False) for z in sorted(elements)]
     threads = max(1, (os.cpu_count() or 1) // max(1, settings.dft_workers))
     t0 = time.perf_counter()
@@ -467,7 +479,9 @@ def _dft_columns(samples: Sequence[ModelSamples], rows: list[list[dict]], settin
             row["dft_formation_energy"] = (rec["energy"] - sum(atom_e[a] for a in z)) / len(z)
             row["dft_rms_force"] = dft_rms_force(rec["forces"])
     return {"level": {"xc": level.xc, "basis": level.basis, "density_fit": level.density_fit},
-            "subsample": subsample, "n_jobs": len(atom_jobs) + len(jobs), "n_cached": n_cached,
+            "pool": settings.dft_pool, "subsample": {s.name: sub for s, sub in zip(samples, subsamples, strict=True)},
+            "eligibility": {s.name: e for s, e in zip(samples, eligibility, strict=True)},
+            "n_jobs": len(atom_jobs) + len(jobs), "n_cached": n_cached,
             "atom_energies_eV": {str(z): e for z, e in atom_e.items()}, "time_limit": settings.dft_time_limit,
             "seconds": time.perf_counter() - t0, "cache": str(out_dir / "dft_cache"),
             "reference_qm9": QM9_DFT_FORMATION_ENERGY}

@@ -150,7 +150,11 @@ def test_evaluate_end_to_end_with_xtb_and_dft(inputs, tmp_path) -> None:
         for g in m["physics"].values():
             assert g["n_evaluated"] + g["n_failed"] == g["n_considered"]
             assert sum(g["failures"].values()) == g["n_failed"]
-        assert m["physics"]["dft"]["n_considered"] == 3
+        # the DFT subsample is drawn from each model's eligible molecules: none is excluded by the precheck
+        eligible = report["physics"]["dft"]["eligibility"][m["name"]]
+        assert m["physics"]["dft"]["n_considered"] == min(3, eligible["n_eligible"])
+        assert eligible["n_eligible"] + sum(eligible["excluded"].values()) == 4
+        assert not any(k in m["physics"]["dft"]["failures"] for k in eligible["excluded"])
     # same sizes for every sampled model, and a throughput figure for each
     rows = list(csv.DictReader(open(out / "molecules.csv")))
     assert len(rows) == 12
