@@ -98,7 +98,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from elign.assets import resolve_checkpoint
     from elign.checkpoints import load_checkpoint
     from elign.diffusion.sampler import sample_molecules
-    from elign.export import write_sdf
+    from elign.export import write_npz, write_sdf
     from elign.metrics.stability import stability_metrics
 
     device = _device(args.device)
@@ -123,23 +123,27 @@ def cmd_sample(args: argparse.Namespace) -> int:
     props = [{"index": i, "seed": args.seed, "steps": steps, "checkpoint": str(path), "n_atoms": int(per["n_atoms"][i]),
               "molecule_stable": int(per["molecule_stable"][i])} for i in range(mols.batch_size)]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    counts = write_sdf(args.out, mols, info.atom_decoder, props)
+    if Path(args.out).suffix.lower() == ".npz":  # lossless, and needs no RDKit
+        written = f"wrote {write_npz(args.out, mols, info.atom_decoder, props)} molecules to {args.out}"
+    else:
+        counts = write_sdf(args.out, mols, info.atom_decoder, props)
+        written = f"wrote {counts['written']} molecules to {args.out} ({counts['invalid']} flagged invalid)"
     print(f"sampled {args.num} molecules in {dt:.1f} s ({args.num / dt:.2f} molecules/s, {steps} steps, {device})")
     if guidance is not None:
         print(f"guidance by {args.guidance_mlff} (scale {args.guidance_scale}): {guidance.calls / args.num:.0f} "
               f"force-field calls per molecule, {guidance.seconds:.1f} s of the {dt:.1f} s in the force field, "
               f"{guidance.skipped} unscorable evaluations left unguided")
     print(f"atom stability {stab['atom_stability']:.3f}, molecule stability {stab['molecule_stability']:.3f}; "
-          f"wrote {counts['written']} molecules to {args.out} ({counts['invalid']} flagged invalid)")
+          f"{written}")
     return 0
 
 
 # ------------------------------------------------------------------------------------- evaluate
-def _evaluate_one_sdf(args: argparse.Namespace) -> int:
-    """The chemistry-only report of one SDF file (``--samples FILE.sdf [--json REPORT.json]`` without --out)."""
-    from elign.evaluate import evaluate_sdf
+def _evaluate_one_file(args: argparse.Namespace) -> int:
+    """The chemistry-only report of one file (``--samples FILE.sdf|.npz [--json REPORT.json]`` without --out)."""
+    from elign.evaluate import evaluate_file
 
-    report = evaluate_sdf(args.samples[0], train_smiles=args.train_smiles, novelty=not args.no_novelty)
+    report = evaluate_file(args.samples[0], train_smiles=args.train_smiles, novelty=not args.no_novelty)
     keys = ("n", "atom_stability", "molecule_stability", "validity", "uniqueness", "novelty", "vxu")
     for k in keys:
         v = report[k]
@@ -153,8 +157,8 @@ def _evaluate_one_sdf(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out is None:
         if args.checkpoint or args.guided or len(args.samples) != 1:
-            raise ValueError("--out DIR is required unless a single --samples FILE.sdf is evaluated for chemistry")
-        return _evaluate_one_sdf(args)
+            raise ValueError("--out DIR is required unless a single --samples FILE is evaluated for chemistry")
+        return _evaluate_one_file(args)
     if not (args.checkpoint or args.guided or args.samples):
         raise ValueError("nothing to evaluate: give --checkpoint, --guided or --samples")
     from elign.assets import default_mlff
@@ -241,10 +245,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     from elign.assets import default_mlff
     from elign.data.batch import MoleculeBatch
     from elign.data.info import ATOMIC_NUMBERS
-    from elign.export import read_sdf
+    from elign.export import read_molecules
     from elign.mlff import formation_energy_per_atom, load_force_field, rms_force
 
-    records = read_sdf(args.sdf)
+    records = read_molecules(args.sdf)
     if not records:
         raise ValueError(f"{args.sdf} holds no readable molecules")
     symbols = sorted({s for _, syms, _ in records for s in syms}, key=lambda e: ATOMIC_NUMBERS.get(e, 999))
@@ -366,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=256)
     s.add_argument("--device", default="auto")
-    s.add_argument("--out", required=True, help="output SDF file")
+    s.add_argument("--out", required=True,
+                   help="output file: .sdf (bonds, validity tags) or .npz (lossless coordinates, no RDKit)")
     s.add_argument("--guidance-mlff", help="baseline: move positions along this force field's forces while sampling")
     s.add_argument("--guidance-scale", type=float, default=0.1, help="step size of force guidance (A^2/eV)")
     s.add_argument("--guidance-threshold", type=float, default=0.8, help="guide once sigma_t is below this")
@@ -386,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_align)
 
     c = sub.add_parser("score", help="energies and forces of the molecules of an SDF file")
-    c.add_argument("sdf", help="SDF file")
+    c.add_argument("sdf", help="SDF or .npz file of molecules")
     c.add_argument("--mlff", default=None, help="force field name or .model path (default: the shipped one)")
     c.add_argument("--out", help="per-molecule CSV (default: <sdf>.scores.csv)")
     c.add_argument("--atoms", help="also write a per-atom force table (CSV) here")
@@ -396,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="evaluate models against independent physics (report, plots, HTML)")
     e.add_argument("--checkpoint", action="append", default=[], help="model to sample (repeatable; the first is "
                    "the baseline): a .safetensors path, an EDM run directory, 'backbone' or 'aligned'")
-    e.add_argument("--samples", action="append", default=[], help="SDF file of generated molecules (repeatable)")
+    e.add_argument("--samples", action="append", default=[],
+                   help="SDF or .npz file of generated molecules (repeatable)")
     e.add_argument("--guided", action="append", default=[], metavar="MODEL:MLFF:SCALE",
                    help="baseline row: MODEL sampled with force guidance by MLFF at SCALE (repeatable)")
     e.add_argument("--num", type=int, default=100, help="molecules per model")

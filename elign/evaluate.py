@@ -1,6 +1,6 @@
 """Evaluation of generated molecules against independent physics (EVALUATION.md).
 
-``evaluate_sdf`` / ``evaluate_molecules``: EDM's chemistry metrics of one set of molecules.
+``evaluate_file`` / ``evaluate_molecules``: EDM's chemistry metrics of one set of molecules.
 ``evaluate_models``: the full report of several models sampled on the same sizes and seeds (or read from
 SDF files): chemistry, reward-model and independent-model physics, GFN2-xTB relaxation, DFT on a random
 subsample (cached per molecule), sampling throughput, and comparisons with the first model as baseline.
@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from elign.data.info import DatasetInfo, qm9_info
-from elign.export import read_sdf
+from elign.export import read_molecules
 from elign.metrics.rdkit_metrics import chemistry_metrics_from_batch, molecule_smiles
 from elign.metrics.stability import stability_metrics
 
@@ -37,23 +37,24 @@ __all__ = [
     "collect_samples",
     "evaluate_models",
     "evaluate_molecules",
-    "evaluate_sdf",
+    "evaluate_file",
     "force_field_figures",
     "parse_guided",
     "qm9_train_smiles",
     "sample_checkpoint",
-    "samples_from_sdf",
-    "sdf_molecules",
+    "samples_from_file",
+    "file_molecules",
 ]
 
 log = logging.getLogger(__name__)
 
 
-def sdf_molecules(path: str | os.PathLike, info: DatasetInfo) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(positions [n, 3], type indices [n]) per SDF record; an element outside the decoder is an error."""
+def file_molecules(path: str | os.PathLike, info: DatasetInfo) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(positions [n, 3], type indices [n]) per molecule of an .sdf or .npz file; an element outside the decoder
+    is an error."""
     index = {a: i for i, a in enumerate(info.atom_decoder)}
     out = []
-    for k, (pos, symbols, _) in enumerate(read_sdf(path)):
+    for k, (pos, symbols, _) in enumerate(read_molecules(path)):
         unknown = sorted(set(symbols) - set(index))
         if unknown:
             raise ValueError(f"{path}: molecule {k} has elements {unknown} outside {info.atom_decoder}")
@@ -106,11 +107,13 @@ def evaluate_molecules(molecules: Any, info: DatasetInfo, train_smiles: set[str]
     }
 
 
-def evaluate_sdf(path: str | os.PathLike, info: DatasetInfo | None = None, train_smiles: str | None = None,
+def evaluate_file(path: str | os.PathLike, info: DatasetInfo | None = None, train_smiles: str | None = None,
                  novelty: bool = True) -> dict[str, Any]:
-    """Chemistry report of an SDF file; ``train_smiles``: a text file, else built from the QM9 cache."""
+    """Chemistry report of an .sdf or .npz file of molecules.
+
+    ``train_smiles``: a text file of training SMILES for novelty, else built from the QM9 cache."""
     info = info or qm9_info()
-    molecules = sdf_molecules(path, info)
+    molecules = file_molecules(path, info)
     if not molecules:
         raise ValueError(f"{path} holds no readable molecules")
     smiles = None
@@ -261,12 +264,12 @@ def sample_checkpoint(checkpoint: str, name: str, num: int, sizes: Any, steps: i
     return ModelSamples(name, list(split_molecules(mols)), info, source, throughput)
 
 
-def samples_from_sdf(path: str | os.PathLike, name: str, info: DatasetInfo) -> ModelSamples:
-    molecules = sdf_molecules(path, info)
+def samples_from_file(path: str | os.PathLike, name: str, info: DatasetInfo) -> ModelSamples:
+    molecules = file_molecules(path, info)
     if not molecules:
         raise ValueError(f"{path} holds no readable molecules")
     return ModelSamples(name, [(x.astype(np.float64), t) for x, t in molecules], info,
-                        {"kind": "sdf", "path": str(path)})
+                        {"kind": Path(path).suffix.lower().lstrip("."), "path": str(path)})
 
 
 def parse_guided(spec: str) -> tuple[str, str, float]:
@@ -306,7 +309,7 @@ def collect_samples(checkpoints: Sequence[str] = (), guided: Sequence[str] = (),
     for model, mlff, scale in parsed:
         name = _unique(f"{_checkpoint_name(model)}+guided-{Path(mlff).stem}-{scale:g}", taken)
         out.append(sample_checkpoint(model, name, guidance=(mlff, scale), **common))
-    out += [samples_from_sdf(p, _unique(Path(p).stem, taken), info) for p in sdf_files]
+    out += [samples_from_file(p, _unique(Path(p).stem, taken), info) for p in sdf_files]
     return out
 
 

@@ -1,4 +1,5 @@
-"""Export of generated molecules: SDF (V2000, bonds from the distance tables, 3D coordinates) and XYZ.
+"""Export of generated molecules: SDF (V2000, bonds from the distance tables, 3D coordinates), XYZ, and a
+lossless NumPy archive (``.npz``: float32 coordinates as sampled, no RDKit needed to write or read it).
 
 Every molecule is written as built from its geometry (bond orders 1/2/3 from
 :mod:`elign.metrics.bonds`, no aromaticity, no charges), whether or not RDKit can sanitize it; the SD
@@ -8,18 +9,18 @@ With ``invalid='skip'`` molecules that do not sanitize are left out and counted 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from rdkit import Chem
 
 from elign.metrics.bonds import decoder_symbols, split_molecules
-from elign.metrics.rdkit_metrics import build_molecule, mol_to_smiles, quiet_rdkit
 
-__all__ = ["read_sdf", "write_sdf", "write_xyz"]
+__all__ = ["read_molecules", "read_npz", "read_sdf", "write_npz", "write_sdf", "write_xyz"]
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,12 @@ def _check_properties(properties: Sequence[dict[str, Any]] | None, n: int) -> li
 
 def _prepare(
     x: np.ndarray, t: np.ndarray, symbols: tuple[str, ...], props: dict[str, Any], name: str
-) -> tuple[Chem.Mol, bool]:
-    """Molecule ready for the writer, with its tags, and whether it sanitizes."""
+) -> tuple[Any, bool]:
+    """RDKit molecule ready for the writer, with its tags, and whether it sanitizes."""
+    from rdkit import Chem
+
+    from elign.metrics.rdkit_metrics import build_molecule, mol_to_smiles, quiet_rdkit
+
     if not np.isfinite(x).all():
         raise ValueError("non-finite coordinates")
     mol = build_molecule(x, t, symbols)  # [n atoms], unsanitized
@@ -69,6 +74,10 @@ def write_sdf(
     cannot be written at all, e.g. non-finite coordinates), invalid (molecules RDKit cannot sanitize,
     written with ``elign_valid`` = 0 or skipped).
     """
+    from rdkit import Chem
+
+    from elign.metrics.rdkit_metrics import quiet_rdkit
+
     if invalid not in ("flag", "skip"):
         raise ValueError(f"invalid must be 'flag' or 'skip', got {invalid!r}")
     symbols = decoder_symbols(decoder)
@@ -100,6 +109,10 @@ def read_sdf(path: str | os.PathLike) -> list[tuple[np.ndarray, list[str], dict[
     Properties come back through RDKit's type conversion (numbers as int/float, the rest as str);
     the title line is under ``name``. Records RDKit cannot parse at all are skipped with a warning.
     """
+    from rdkit import Chem
+
+    from elign.metrics.rdkit_metrics import quiet_rdkit
+
     out: list[tuple[np.ndarray, list[str], dict[str, Any]]] = []
     with quiet_rdkit():
         supplier = Chem.SDMolSupplier(os.fspath(path), sanitize=False, removeHs=False)
@@ -140,3 +153,50 @@ def write_xyz(
     with open(path, "w") as fh:
         fh.write("\n".join(lines) + ("\n" if lines else ""))
     return len(mols)
+
+
+def write_npz(
+    path: str | os.PathLike, molecules: Any, decoder: Any, properties: Sequence[dict[str, Any]] | None = None
+) -> int:
+    """Write molecules losslessly (coordinates as float32, as sampled) to ``path`` (.npz); returns the count.
+
+    Arrays: ``positions`` [total atoms, 3], ``types`` [total atoms] (indices into ``decoder``), ``n_atoms`` [B],
+    ``decoder`` [K] and ``properties`` (one JSON list of per-molecule dicts). Needs NumPy only.
+    """
+    symbols = decoder_symbols(decoder)
+    mols = list(split_molecules(molecules))
+    props = _check_properties(properties, len(mols))
+    positions = np.concatenate([np.asarray(x, np.float32).reshape(-1, 3) for x, _ in mols]) if mols \
+        else np.zeros((0, 3), np.float32)
+    types = np.concatenate([np.asarray(t, np.int64) for _, t in mols]) if mols else np.zeros(0, np.int64)
+    tmp = Path(f"{os.fspath(path)}.tmp.npz")
+    np.savez_compressed(tmp, positions=positions, types=types, n_atoms=np.array([len(t) for _, t in mols]),
+                        decoder=np.array(symbols), properties=np.array(json.dumps(props, default=str)))
+    os.replace(tmp, path)
+    return len(mols)
+
+
+def read_npz(path: str | os.PathLike) -> list[tuple[np.ndarray, list[str], dict[str, Any]]]:
+    """Read a file of :func:`write_npz`: per molecule (positions [n,3] float32, symbols, props)."""
+    with np.load(os.fspath(path), allow_pickle=False) as f:
+        missing = {"positions", "types", "n_atoms", "decoder"} - set(f.files)
+        if missing:
+            raise ValueError(f"{path} is not a molecule archive of elign (missing {sorted(missing)})")
+        positions, types, n_atoms = f["positions"], f["types"], f["n_atoms"]
+        decoder = [str(a) for a in f["decoder"]]
+        props = json.loads(str(f["properties"])) if "properties" in f.files else [{} for _ in n_atoms]
+    if int(n_atoms.sum()) != len(types) or len(types) != len(positions) or len(props) != len(n_atoms):
+        raise ValueError(f"{path}: inconsistent array lengths")
+    ends = np.cumsum(n_atoms)
+    return [(positions[e - n:e], [decoder[int(i)] for i in types[e - n:e]], p)
+            for n, e, p in zip(n_atoms, ends, props, strict=True)]
+
+
+def read_molecules(path: str | os.PathLike) -> list[tuple[np.ndarray, list[str], dict[str, Any]]]:
+    """Molecules of an ``.sdf`` or ``.npz`` file: per molecule (positions [n,3] float32, symbols, props)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".npz":
+        return read_npz(path)
+    if suffix in (".sdf", ".sd", ".mol"):
+        return read_sdf(path)
+    raise ValueError(f"{path}: expected an .sdf or .npz file of molecules")

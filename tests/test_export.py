@@ -1,4 +1,4 @@
-"""SDF / XYZ export: round trip of coordinates, elements, bonds and properties; invalid molecules."""
+"""SDF / XYZ / NPZ export: round trip of coordinates, elements, bonds and properties; invalid molecules."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rdkit import Chem
 from test_metrics import DECODER, Z, ethylene, methane, pentavalent_carbon, water
 
 from elign.data.batch import MoleculeBatch
-from elign.export import read_sdf, write_sdf, write_xyz
+from elign.export import read_molecules, read_npz, read_sdf, write_npz, write_sdf, write_xyz
 from elign.metrics.bonds import bond_orders
 
 MOLS = [water(), methane(), ethylene(), pentavalent_carbon()]
@@ -99,3 +99,23 @@ def test_write_xyz(tmp_path: Path) -> None:
     assert lines[0] == "3" and lines[1] == "w" and lines[2].split()[0] == "O"
     assert lines[5] == "5" and lines[6] == "m"
     np.testing.assert_allclose([float(v) for v in lines[3].split()[1:]], water()[0][1], atol=1e-7)
+
+
+def test_npz_round_trip_is_lossless_and_needs_no_rdkit(tmp_path: Path) -> None:
+    batch = make_batch()
+    path = tmp_path / "out.npz"
+    assert write_npz(path, batch, DECODER, properties=PROPS) == 4
+    records = read_molecules(path)
+    assert len(records) == 4
+    for b, (pos, symbols, props) in enumerate(records):
+        x, t = batch.molecule(b)
+        assert pos.dtype == np.float32
+        np.testing.assert_array_equal(pos, x.numpy().astype(np.float32))  # exact, unlike SDF's four decimals
+        assert symbols == [DECODER[i] for i in t.tolist()]
+        assert props == PROPS[b]
+    # a file that is not a molecule archive, and an unknown suffix, are clear errors
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(ValueError, match="not a molecule archive"):
+        read_npz(tmp_path / "other.npz")
+    with pytest.raises(ValueError, match=r"\.sdf or \.npz"):
+        read_molecules(tmp_path / "out.pdb")
