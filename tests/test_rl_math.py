@@ -70,6 +70,24 @@ def test_mixing_clips_and_penalises_failures():
     assert a[0, 4, 0] == -2.0  # failed rollout: explicit penalty, not a zero, not in the statistics
 
 
+def test_success_channel_by_hand():
+    # group 0: two scorable members (force z +1 / -1) and two failed ones; success z = (+1, +1, -1, -1)
+    # group 1: every member failed: no channel has anything to compare, so no push at all
+    r_f = torch.tensor([[-1.0, -3.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    g_e = torch.zeros(2, 4, 1)
+    valid = torch.tensor([[True, True, False, False], [False, False, False, False]])
+    a = disentangled_advantages(r_f, g_e, valid, w_force=1.0, w_energy=0.1, clip=5.0, failed_advantage=-2.0,
+                                eps=0.0, w_success=0.5)
+    assert torch.allclose(a[0, :, 0], torch.tensor([1 + 0.5, -1 + 0.5, -0.5, -0.5]))
+    assert torch.equal(a[1], torch.zeros(4, 1))
+    # one success among four: z(S) = (+sqrt(3), -1/sqrt(3) x 3); the group's advantages sum to zero
+    one = torch.tensor([[True, False, False, False]])
+    b = disentangled_advantages(torch.tensor([[-2.0, 0, 0, 0]]), torch.zeros(1, 4, 1), one, eps=0.0, w_success=1.0)
+    assert torch.allclose(b[0, :, 0], torch.tensor([math.sqrt(3), -1 / math.sqrt(3), -1 / math.sqrt(3),
+                                                    -1 / math.sqrt(3)]), atol=1e-6)
+    assert abs(float(b.sum())) < 1e-5
+
+
 def test_clipped_surrogate_by_hand():
     logp_old = torch.zeros(4)
     logp_new = torch.log(torch.tensor([1.0, 1.5, 0.5, 1.05]))
@@ -114,6 +132,8 @@ def test_config_validation_names_the_bad_values():
         AlignConfig(group_size=1)
     with pytest.raises(ValueError, match="shared_steps=50"):
         AlignConfig(steps=50, shared_steps=50)
+    with pytest.raises(ValueError, match="failed_mode='zero'"):
+        AlignConfig(failed_mode="zero")
     with pytest.raises(ValueError, match="unknown preset"):
         AlignConfig.preset("fast")
     paper = AlignConfig.preset("paper")

@@ -59,13 +59,22 @@ def disentangled_advantages(
     clip: float = 5.0,
     failed_advantage: float = -1.0,
     eps: float = 1e-6,
+    w_success: float | None = None,
 ) -> torch.Tensor:
     """A_t = clip(w_F * z(R_F) + w_E * z(G_t), -c, c), each channel normalised within its group.
 
     reward_force [G, K], energy_returns [G, K, L], valid [G, K] -> advantages [G, K, L].
-    Rollouts the force field could not score get ``failed_advantage`` on every step.
+    Failed rollouts (the force field cannot score them) never enter the force and energy statistics. With
+    ``w_success`` None they get ``failed_advantage`` on every step. With a weight, success is a third channel
+    instead: the indicator valid (1/0) z-scored over all K members of the group and added as w_S * z(S), so
+    a failed member is pushed down only relative to scorable members of its own group (a group that failed
+    or succeeded entirely gets no push from it) and the group's advantages keep a zero mean.
     """
     a_f = group_zscore(reward_force, valid, eps).unsqueeze(-1)  # [G, K, 1]
     a_e = group_zscore(energy_returns, valid, eps)  # [G, K, L]
-    adv = (w_force * a_f + w_energy * a_e).clamp(-clip, clip)
-    return torch.where(valid.unsqueeze(-1), adv, torch.full_like(adv, failed_advantage))
+    if w_success is None:
+        adv = (w_force * a_f + w_energy * a_e).clamp(-clip, clip)
+        return torch.where(valid.unsqueeze(-1), adv, torch.full_like(adv, failed_advantage))
+    everyone = torch.ones_like(valid)
+    a_s = group_zscore(valid.to(reward_force.dtype), everyone, eps).unsqueeze(-1)  # [G, K, 1]
+    return (w_force * a_f + w_energy * a_e + w_success * a_s).clamp(-clip, clip)

@@ -29,7 +29,12 @@ class AlignConfig:
     w_energy: float = _f(0.1, "weight of the normalised energy advantage")
     adv_clip: float = _f(5.0, "clip of the mixed advantage to [-c, c]")
     adv_eps: float = _f(1e-6, "added to the group standard deviation")
-    failed_advantage: float = _f(-1.0, "advantage given to every step of a rollout the force field cannot score")
+    failed_advantage: float = _f(-1.0, "advantage given to every step of a rollout the force field cannot score "
+                                 "(failed_mode 'fixed')")
+    failed_mode: str = _f("fixed", "'fixed': failed rollouts get failed_advantage; 'group': success (scorable or "
+                          "not) is a third group-normalised channel weighted by w_success, so failures are "
+                          "penalised only against scorable members of the same group")
+    w_success: float = _f(1.0, "weight of the normalised success channel (failed_mode 'group')")
     disconnected_failed: bool = _f(False, "treat molecules of several fragments (EDM bond rules) as failed: their "
                                    "separated atoms feel no force, which would reward falling apart")
     validity_penalty: float = _f(0.0, "subtracted from the force reward of RDKit-invalid molecules (off by default)")
@@ -67,6 +72,10 @@ class AlignConfig:
             errors.append(f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
         if self.minibatches > self.prompts * self.group_size:
             errors.append(f"minibatches={self.minibatches} exceeds the {self.prompts * self.group_size} rollouts")
+        if self.failed_mode not in ("fixed", "group"):
+            errors.append(f"failed_mode={self.failed_mode!r} must be 'fixed' or 'group'")
+        if self.w_success < 0:
+            errors.append(f"w_success={self.w_success} must be >= 0")
         if self.mlff_dtype not in ("float32", "float64"):
             errors.append(f"mlff_dtype={self.mlff_dtype!r} must be 'float32' or 'float64'")
         if errors:

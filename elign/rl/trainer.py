@@ -146,7 +146,8 @@ class FedGrpoTrainer:
         returns = shaped_energy_returns(final.psi_0.view(G, K), psi, ro.t.cpu(), self.cfg.discount)
         adv = disentangled_advantages(final.reward_force.view(G, K), returns, final.valid.view(G, K),
                                       self.cfg.w_force, self.cfg.w_energy, self.cfg.adv_clip,
-                                      self.cfg.failed_advantage, self.cfg.adv_eps)
+                                      self.cfg.failed_advantage, self.cfg.adv_eps,
+                                      self.cfg.w_success if self.cfg.failed_mode == "group" else None)
         psi_failed = int((~psi_valid[:, evaluated] & final.valid[:, None]).sum())
         return adv.view(G * K, L), {"psi_failed": psi_failed}
 
