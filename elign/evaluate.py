@@ -1,9 +1,9 @@
 """Evaluation of generated molecules against independent physics (EVALUATION.md).
 
 ``evaluate_file`` / ``evaluate_molecules``: EDM's chemistry metrics of one set of molecules.
-``evaluate_models``: the full report of several models sampled on the same sizes and seeds (or read from
-SDF files): chemistry, reward-model and independent-model physics, GFN2-xTB relaxation, DFT on a random
-subsample (cached per molecule), sampling throughput, and comparisons with the first model as baseline.
+``evaluate_models``: the full report of several models sampled on the same sizes and seeds (or read
+from .sdf / .npz files): chemistry, reward-model and independent-model physics, GFN2-xTB relaxation, DFT on
+a random subsample of eligible molecules (cached per molecule), sampling throughput, and comparisons with the first model as baseline.
 It writes ``report.json``, ``molecules.csv``, one SDF file per model, PNG plots and ``report.html``.
 Molecules a referee cannot evaluate are counted by reason and left out of that referee's statistics.
 """
@@ -35,15 +35,15 @@ __all__ = [
     "Metric",
     "ModelSamples",
     "collect_samples",
+    "evaluate_file",
     "evaluate_models",
     "evaluate_molecules",
-    "evaluate_file",
+    "file_molecules",
     "force_field_figures",
     "parse_guided",
     "qm9_train_smiles",
     "sample_checkpoint",
     "samples_from_file",
-    "file_molecules",
 ]
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def evaluate_molecules(molecules: Any, info: DatasetInfo, train_smiles: set[str]
 
 
 def evaluate_file(path: str | os.PathLike, info: DatasetInfo | None = None, train_smiles: str | None = None,
-                 novelty: bool = True) -> dict[str, Any]:
+                  novelty: bool = True) -> dict[str, Any]:
     """Chemistry report of an .sdf or .npz file of molecules.
 
     ``train_smiles``: a text file of training SMILES for novelty, else built from the QM9 cache."""
