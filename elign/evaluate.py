@@ -3,8 +3,8 @@
 ``evaluate_file`` / ``evaluate_molecules``: EDM's chemistry metrics of one set of molecules.
 ``evaluate_models``: the full report of several models sampled on the same sizes and seeds (or read
 from .sdf / .npz files): chemistry, reward-model and independent-model physics, GFN2-xTB relaxation, DFT on
-a random subsample of eligible molecules (cached per molecule), sampling throughput, and comparisons with the first model as baseline.
-It writes ``report.json``, ``molecules.csv``, one SDF file per model, PNG plots and ``report.html``.
+a random subsample of eligible molecules (cached per molecule), sampling throughput, and comparisons with
+the first model as baseline. It writes ``report.json``, ``molecules.csv``, one SDF file per model, PNG plots and ``report.html``.
 Molecules a referee cannot evaluate are counted by reason and left out of that referee's statistics.
 """
 
