@@ -4,8 +4,9 @@
 ``evaluate_models``: the full report of several models sampled on the same sizes and seeds (or read
 from .sdf / .npz files): chemistry, reward-model and independent-model physics, GFN2-xTB relaxation, DFT on
 a random subsample of eligible molecules (cached per molecule), sampling throughput, and comparisons with
-the first model as baseline. It writes ``report.json``, ``molecules.csv``, one SDF file per model, PNG plots and ``report.html``.
-Molecules a referee cannot evaluate are counted by reason and left out of that referee's statistics.
+the first model as baseline. It writes ``report.json``, ``molecules.csv``, one SDF file per model, PNG
+plots and ``report.html``. Molecules a referee cannot evaluate are counted by reason and left out of that
+referee's statistics.
 """
 
 from __future__ import annotations
