@@ -71,6 +71,7 @@ def kabsch_rmsd(a: np.ndarray, b: np.ndarray) -> float:
 
 # ------------------------------------------------------------------------------------- pool
 def _worker(fn: Callable[[Any], Any], conn: Any) -> None:
+    conn.send("ready")  # imports done: a task's time limit starts when it is handed to a ready worker
     while True:
         try:
             msg = conn.recv()
@@ -103,6 +104,13 @@ class DeadlinePool:
         proc = self._ctx.Process(target=_worker, args=(self.fn, child), daemon=True)
         proc.start()
         child.close()
+        try:
+            ready = parent.recv()  # waits out the spawn and imports, which a loaded machine can make slow
+        except EOFError:
+            ready = None
+        if ready != "ready":
+            proc.join(timeout=5)
+            raise RuntimeError(f"a referee worker failed to start (exit code {proc.exitcode})")
         return proc, parent
 
     def imap(self, tasks: Sequence[Any]) -> Iterator[tuple[int, Any, str | None]]:

@@ -141,6 +141,19 @@ def _comparison_table(report: dict[str, Any]) -> str:
                    "one-sided Mann–Whitney p", "better is", "n baseline", "n model"], body)
 
 
+def _dft_pool_note(dft: dict[str, Any]) -> str:
+    """Where the DFT subsample came from: each model's eligible molecules, or the same indices for all."""
+    if not dft.get("eligibility"):
+        return ""
+    parts = []
+    for name, e in dft["eligibility"].items():
+        excluded = ", ".join(f"{k}: {v}" for k, v in e["excluded"].items()) or "none"
+        parts.append(f"{html.escape(name)}: {e['n_eligible']} of {e['n']} eligible (excluded: {html.escape(excluded)})")
+    how = ("drawn at random from each model's eligible molecules" if dft.get("pool") == "eligible"
+           else "the same random indices for every model, exclusions counted among them")
+    return f"<p>DFT subsample {how}. " + "; ".join(parts) + ".</p>"
+
+
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0;
 font-size:13px}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#f0f0f0}
 td:first-child{text-align:left}img{max-width:600px;margin:4px;border:1px solid #eee}"""
@@ -152,9 +165,11 @@ def write_html(report: dict[str, Any], out_dir: str | Path) -> Path:
     settings = report.get("settings", {})
     setting_rows = [[k, v if not isinstance(v, list | tuple | dict) else str(v)] for k, v in settings.items()]
     images = "".join(f'<img src="{html.escape(p)}" alt="{html.escape(p)}">' for p in report["files"].get("plots", []))
-    ref = report.get("physics", {}).get("dft", {}).get("reference_qm9")
+    dft = report.get("physics", {}).get("dft", {})
+    ref = dft.get("reference_qm9")
     ref_html = (f"<p>Reference: QM9's own molecules at {html.escape(ref['level'])}: formation energy mean "
                 f"{ref['mean']}, median {ref['median']}, p10/p90 {ref['p10']}/{ref['p90']} eV/atom.</p>" if ref else "")
+    ref_html += _dft_pool_note(dft)
     page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>elign evaluation</title>
 <style>{STYLE}</style></head><body>
 <h1>elign evaluation</h1>
