@@ -24,31 +24,22 @@ __all__ = ["METRIC_KEYS", "StudioSession", "preset_settings"]
 
 METRIC_KEYS = ("reward_force_mean", "reward_energy_mean", "kl", "clip_fraction", "rollout_molecule_stability")
 EDITABLE = ("iterations", "prompts", "group_size", "steps", "lr")
-FALLBACK_PRESETS: dict[str, dict[str, Any]] = {
-    "cpu-demo": {"iterations": 20, "prompts": 2, "group_size": 4, "steps": 50, "lr": 1e-5},
-    "paper": {"iterations": 1000, "prompts": 32, "group_size": 16, "steps": 1000, "lr": 4e-6},
-}
 SHIPPED = {"backbone (shipped)": "shipped_backbone", "aligned (shipped)": "shipped_aligned"}
 
 ConfigBuilder = Callable[[str, dict[str, Any]], Any]
 
 
 def preset_settings(name: str) -> dict[str, Any]:
-    """The editable settings of an alignment preset (from AlignConfig when it is installed)."""
-    try:
-        from elign.rl.config import AlignConfig
+    """The editable settings of an alignment preset, as AlignConfig defines it."""
+    from elign.rl.config import AlignConfig
 
-        cfg = AlignConfig.preset(name)
-        return {k: getattr(cfg, k) for k in EDITABLE if hasattr(cfg, k)}
-    except Exception:  # noqa: BLE001 - trainer not installed yet: the documented defaults
-        return dict(FALLBACK_PRESETS.get(name, FALLBACK_PRESETS["cpu-demo"]))
+    cfg = AlignConfig.preset(name)
+    return {k: getattr(cfg, k) for k in EDITABLE}
 
 
 def default_config_builder(preset: str, overrides: dict[str, Any]) -> Any:
-    try:
-        from elign.rl.config import AlignConfig
-    except ImportError as e:
-        raise RuntimeError(f"the alignment trainer is not available in this installation ({e})") from e
+    from elign.rl.config import AlignConfig
+
     return AlignConfig.preset(preset, **overrides)
 
 
