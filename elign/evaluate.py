@@ -396,8 +396,8 @@ def _ff_columns(spec: str, prefix: str, samples: Sequence[ModelSamples], rows: l
     return {"force_field": spec, "name": getattr(ff, "name", spec), "seconds": time.perf_counter() - t0}
 
 
-def _xtb_columns(samples: Sequence[ModelSamples], rows: list[list[dict]], settings: EvaluationSettings
-                 ) -> dict[str, Any]:
+def _xtb_columns(samples: Sequence[ModelSamples], rows: list[list[dict]], settings: EvaluationSettings,
+                 out_dir: Path) -> dict[str, Any]:
     from elign.referees import xtb_relax_all
 
     t0 = time.perf_counter()
@@ -405,7 +405,7 @@ def _xtb_columns(samples: Sequence[ModelSamples], rows: list[list[dict]], settin
         res = xtb_relax_all(s.molecules, s.info.atom_decoder, s.info.atomic_numbers, settings.xtb_workers,
                             settings.xtb_time_limit, settings.relax_fmax, settings.relax_steps,
                             settings.relax_max_step, settings.rmsd_atoms, settings.progress,
-                            desc=f"GFN2-xTB relaxation [{s.name}]")
+                            desc=f"GFN2-xTB relaxation [{s.name}]", cache_dir=out_dir / "xtb_cache")
         for row, r in zip(rows[m], res, strict=True):
             ok = r["reason"] is None
             for key in ("energy", "rms_force", "delta_e_relax", "rmsd"):
@@ -415,7 +415,8 @@ def _xtb_columns(samples: Sequence[ModelSamples], rows: list[list[dict]], settin
             row["xtb_reason"] = r["reason"]
     return {"method": "GFN2-xTB (tblite, ASE BFGS)", "fmax": settings.relax_fmax, "max_steps": settings.relax_steps,
             "max_step": settings.relax_max_step, "rmsd_atoms": settings.rmsd_atoms,
-            "time_limit": settings.xtb_time_limit, "seconds": time.perf_counter() - t0}
+            "time_limit": settings.xtb_time_limit, "seconds": time.perf_counter() - t0,
+            "cache": str(out_dir / "xtb_cache")}
 
 
 def _independent_from_xtb(samples: Sequence[ModelSamples], rows: list[list[dict]]) -> dict[str, Any]:
@@ -633,7 +634,7 @@ def evaluate_models(samples: Sequence[ModelSamples], settings: EvaluationSetting
         physics_info["reward"] = _ff_columns(settings.mlff, "reward", samples, rows, settings)
         groups.append("reward")
     if "xtb" in settings.referees:
-        physics_info["xtb"] = _xtb_columns(samples, rows, settings)
+        physics_info["xtb"] = _xtb_columns(samples, rows, settings, out)
     if settings.independent and settings.independent.lower() in ("xtb", "gfn2-xtb") and "xtb" in settings.referees:
         physics_info["independent"] = _independent_from_xtb(samples, rows)
     elif settings.independent:

@@ -1,8 +1,9 @@
 """Independent physics referees of generated molecules: GFN2-xTB relaxation and a cached DFT oracle.
 
 Both run in :class:`DeadlinePool`, long-lived spawned workers with a hard per-molecule time limit (a worker
-past it is killed and replaced), and yield results as molecules finish, so progress bars move and DFT
-results can be cached one by one (``dft_cached``: an interrupted run resumes from what is on disk).
+past it is killed and replaced), and yield results as molecules finish, so progress bars move and each
+result can be cached on disk at once (``xtb_relax_all(cache_dir=...)``, ``dft_cached``): an interrupted run
+resumes from what is there.
 A molecule a referee cannot evaluate comes back with a reason (unsupported element, odd electron count,
 disconnected fragments, SCF failure, time limit), never with a number.
 """
@@ -30,6 +31,7 @@ __all__ = [
     "dft_cache_key",
     "dft_cached",
     "dft_rms_force",
+    "geometry_key",
     "kabsch_rmsd",
     "precheck",
     "xtb_relax",
@@ -167,6 +169,37 @@ class DeadlinePool:
         self.close()
 
 
+# ------------------------------------------------------------------------------ per-molecule cache
+def geometry_key(kind: str, numbers: Sequence[int], positions: np.ndarray, settings: dict[str, Any],
+                 settings_name: str = "settings") -> str:
+    """sha256 of what a result depends on: kind, elements, geometry (rounded to 1e-5 A) and settings."""
+    payload = json.dumps({"kind": kind, "z": [int(z) for z in numbers],
+                          "x": np.round(np.asarray(positions, dtype=np.float64), 5).tolist(),
+                          settings_name: settings}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def _cache_read(folder: Path, key: str) -> dict[str, Any] | None:
+    path = folder / f"{key}.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError):  # a file cut short by an interruption: compute again
+        return None
+
+
+def _cache_write(folder: Path, key: str, record: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{key}.tmp"
+    tmp.write_text(json.dumps(record))
+    tmp.replace(folder / f"{key}.json")
+
+
+def _retryable(reason: str) -> bool:
+    return "time limit" in reason or "worker died" in reason
+
+
 # -------------------------------------------------------------------------------------- xTB
 def xtb_relax(task: tuple[list[int], np.ndarray, float, int, float, str]) -> dict[str, Any]:
     """GFN2-xTB single point and BFGS relaxation through ASE (runs in a worker).
@@ -207,25 +240,40 @@ def xtb_relax(task: tuple[list[int], np.ndarray, float, int, float, str]) -> dic
 def xtb_relax_all(molecules: Sequence[tuple[np.ndarray, np.ndarray]], decoder: Sequence[str],
                   atomic_numbers: Sequence[int], n_workers: int = 1, time_limit: float | None = 120.0,
                   fmax: float = 0.05, max_steps: int = 500, max_step: float = 0.2, rmsd_atoms: str = "heavy",
-                  progress: bool = False, desc: str = "GFN2-xTB relaxation") -> list[dict[str, Any]]:
-    """Relax every molecule (positions [n, 3], type indices [n]); one dict per molecule, 'reason' None if done."""
+                  progress: bool = False, desc: str = "GFN2-xTB relaxation", cache_dir: str | Path | None = None
+                  ) -> list[dict[str, Any]]:
+    """Relax every molecule (positions [n, 3], type indices [n]); one dict per molecule, 'reason' None if done.
+
+    With ``cache_dir`` every finished molecule is written there at once, so an interrupted run resumes.
+    """
     from tqdm.auto import tqdm
 
+    settings = {"fmax": fmax, "max_steps": max_steps, "max_step": max_step, "rmsd_atoms": rmsd_atoms}
+    folder = Path(cache_dir) if cache_dir is not None else None
     out: list[dict[str, Any]] = [{"reason": None} for _ in molecules]
-    tasks, where = [], []
+    tasks, where, keys = [], [], []
     for i, (x, t) in enumerate(molecules):
         z = [int(atomic_numbers[k]) for k in t]
         reason = precheck(z, x, t, decoder, XTB_ELEMENTS)
         if reason is not None:
             out[i]["reason"] = reason
             continue
+        key = geometry_key("xtb-relax", z, x, settings)
+        cached = _cache_read(folder, key) if folder is not None else None
+        if cached is not None:
+            out[i] = cached
+            continue
         tasks.append((z, np.asarray(x, dtype=np.float64), fmax, max_steps, max_step, rmsd_atoms))
         where.append(i)
+        keys.append(key)
     if tasks:
         with DeadlinePool(xtb_relax, n_workers, time_limit) as pool, \
                 tqdm(total=len(tasks), desc=desc, unit="mol", disable=not progress) as bar:
             for k, value, err in pool.imap(tasks):
-                out[where[k]] = value | {"reason": None} if err is None else {"reason": f"xTB failed: {err}"}
+                rec = value | {"reason": None} if err is None else {"reason": f"xTB failed: {err}"}
+                if folder is not None and (err is None or not _retryable(err)):
+                    _cache_write(folder, keys[k], rec)
+                out[where[k]] = rec
                 bar.update(1)
     return out
 
@@ -233,31 +281,7 @@ def xtb_relax_all(molecules: Sequence[tuple[np.ndarray, np.ndarray]], decoder: S
 # -------------------------------------------------------------------------------------- DFT
 def dft_cache_key(numbers: Sequence[int], positions: np.ndarray, level: Any, kind: str = "molecule") -> str:
     """sha256 of the geometry (rounded to 1e-5 A) and the level of theory."""
-    payload = json.dumps({"kind": kind, "z": [int(z) for z in numbers],
-                          "x": np.round(np.asarray(positions, dtype=np.float64), 5).tolist(),
-                          "level": asdict(level)}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:32]
-
-
-def _cache_read(folder: Path, key: str) -> dict[str, Any] | None:
-    path = folder / f"{key}.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError):  # a file cut short by an interruption: compute again
-        return None
-
-
-def _cache_write(folder: Path, key: str, record: dict[str, Any]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{key}.tmp"
-    tmp.write_text(json.dumps(record))
-    tmp.replace(folder / f"{key}.json")
-
-
-def _retryable(reason: str) -> bool:
-    return "time limit" in reason or "worker died" in reason
+    return geometry_key(kind, numbers, positions, asdict(level), settings_name="level")
 
 
 def dft_cached(jobs: Sequence[tuple[list[int], np.ndarray, int, bool]], level: Any, cache_dir: str | Path,

@@ -104,6 +104,23 @@ def test_deadline_pool_kills_slow_tasks_and_reports_errors() -> None:
     assert results[2][1].startswith("ValueError")
 
 
+@pytest.mark.skipif(not (has["tblite"] and has["ase"]), reason="needs tblite and ase")
+def test_xtb_relaxations_are_cached_and_resume(tmp_path) -> None:
+    from elign.referees import xtb_relax_all
+
+    QM9_Z = [1, 6, 7, 8, 9]
+    mols = [REAL[0], REAL[2]]
+    first = xtb_relax_all(mols, QM9_DECODER, QM9_Z, time_limit=60, max_steps=20, cache_dir=tmp_path / "c")
+    assert all(r["reason"] is None for r in first) and len(list((tmp_path / "c").glob("*.json"))) == 2
+    # everything comes from the cache: a limit no calculation could meet changes nothing
+    again = xtb_relax_all(mols, QM9_DECODER, QM9_Z, time_limit=1e-9, max_steps=20, cache_dir=tmp_path / "c")
+    assert again == first
+    # other settings are other results: computed again (and here cut off by the limit, which is not cached)
+    other = xtb_relax_all(mols, QM9_DECODER, QM9_Z, time_limit=1e-9, max_steps=21, cache_dir=tmp_path / "c")
+    assert all("time limit" in r["reason"] for r in other)
+    assert len(list((tmp_path / "c").glob("*.json"))) == 2
+
+
 # ------------------------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
