@@ -173,7 +173,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         train_smiles=args.train_smiles, xtb_workers=args.xtb_workers, xtb_time_limit=args.xtb_time_limit,
         relax_fmax=args.relax_fmax, relax_steps=args.relax_steps, rmsd_atoms=args.rmsd_atoms, dft_num=args.dft_num,
         dft_pool=args.dft_pool, dft_xc=args.dft_xc, dft_basis=args.dft_basis,
-        dft_density_fit=not args.dft_no_density_fit, dft_workers=args.dft_workers,
+        dft_density_fit=not args.dft_no_density_fit, dft_grid_level=args.dft_grid_level,
+        dft_conv_tol=args.dft_conv_tol, dft_workers=args.dft_workers,
         dft_time_limit=args.dft_time_limit, n_boot=args.n_boot, plots=not args.no_plots, progress=not args.no_progress)
     samples = collect_samples(args.checkpoint, args.guided, args.samples, num=args.num, steps=args.steps,
                               seed=args.seed, batch_size=args.batch_size, device=device, progress=not args.no_progress)
@@ -428,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dft-xc", default="b3lyp")
     e.add_argument("--dft-basis", default="6-31g(2df,p)")
     e.add_argument("--dft-no-density-fit", action="store_true")
+    e.add_argument("--dft-grid-level", type=int, default=3,
+                   help="PySCF integration grid; 1 halves the cost (16-atom sample: energy within 0.2 meV)")
+    e.add_argument("--dft-conv-tol", type=float, default=1e-9, help="SCF convergence threshold (Hartree)")
     e.add_argument("--dft-workers", type=int, default=1)
     e.add_argument("--dft-time-limit", type=float, default=900.0, help="seconds per molecule")
     e.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")

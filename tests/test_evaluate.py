@@ -147,6 +147,18 @@ def test_legacy_single_sdf_chemistry(inputs, tmp_path) -> None:
     assert report["n"] == 4 and report["molecule_stability"] == 1.0 and report["validity"] == 1.0
 
 
+@pytest.mark.parametrize(("bad", "message"), [
+    (dict(dft_grid_level=10), "dft_grid_level=10"), (dict(dft_grid_level=-1), "dft_grid_level=-1"),
+    (dict(dft_conv_tol=0.0), "dft_conv_tol=0.0"), (dict(dft_pool="some"), "dft_pool"), (dict(dft_num=-1), "dft_num"),
+    (dict(referees=("xtb", "mp2")), "mp2"),
+])  # fmt: skip
+def test_evaluation_settings_reject_bad_values(bad, message) -> None:
+    from elign.evaluate import EvaluationSettings
+
+    with pytest.raises(ValueError, match=message):
+        EvaluationSettings(**bad)
+
+
 @pytest.mark.skipif(not all(has.values()), reason="needs tblite, ase, pyscf and matplotlib")
 def test_evaluate_end_to_end_with_xtb_and_dft(inputs, tmp_path) -> None:
     from elign.cli import main
@@ -154,12 +166,15 @@ def test_evaluate_end_to_end_with_xtb_and_dft(inputs, tmp_path) -> None:
     out = tmp_path / "report"
     common = ["--samples", str(inputs["real"]), "--num", "4", "--steps", "3", "--seed", "0", "--referee", "dft",
               "--dft-num", "3", "--dft-basis", "sto-3g", "--dft-no-density-fit", "--dft-time-limit", "60",
+              "--dft-grid-level", "1", "--dft-conv-tol", "1e-7",
               "--no-novelty", "--no-progress", "--device", "cpu", "--n-boot", "200", "--out", str(out)]
     argv = ["evaluate", "--checkpoint", str(inputs["tiny0"]), "--checkpoint", str(inputs["tiny1"]),
             "--mlff", "synthetic", "--referee", "xtb", "--relax-steps", "30", "--xtb-workers", "1", *common]
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert set(report) >= {"settings", "physics", "models", "comparisons", "metrics", "files"}
+    level = report["physics"]["dft"]["level"]  # the level of theory actually run is on record
+    assert (level["basis"], level["density_fit"], level["grid_level"], level["conv_tol"]) == ("sto-3g", False, 1, 1e-7)
     names = [m["name"] for m in report["models"]]
     assert names == ["tiny0", "tiny1", "real"]
     for m in report["models"]:
