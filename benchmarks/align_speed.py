@@ -3,13 +3,17 @@
 CPU: the cpu-demo preset on the shipped backbone (or --checkpoint) with the given force field.
 CUDA (when present): the paper preset (4 x 24 rollouts, 1000 steps, branch at 400, energy every step).
 
-    python benchmarks/align_speed.py [--checkpoint PATH] [--mlff NAME] [--iterations 2]
+    python benchmarks/align_speed.py [--checkpoint PATH] [--mlff NAME] [--iterations 2] [--skip-cpu]
+
+``--mlff mace-off-small-like`` times a MACE of MACE-OFF23-small's shape with random weights (the issue's
+reference size; MACE-OFF weights cannot be downloaded here), built as in mlff_speed.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+from pathlib import Path
 
 import torch
 from common import append_results, device_name
@@ -18,9 +22,9 @@ from elign.rl.config import AlignConfig
 from elign.rl.trainer import FedGrpoTrainer
 
 
-def measure(preset: str, device: str, args) -> str:
+def measure(preset: str, device: str, args, mlff: str | None) -> str:
     with tempfile.TemporaryDirectory() as out:
-        cfg = AlignConfig.preset(preset, out_dir=out, checkpoint=args.checkpoint, mlff=args.mlff, device=device,
+        cfg = AlignConfig.preset(preset, out_dir=out, checkpoint=args.checkpoint, mlff=mlff, device=device,
                                  iterations=args.iterations, eval_every=0)
         trainer = FedGrpoTrainer(cfg)
         rows = [trainer.run_iteration() for _ in range(args.iterations)]
@@ -37,16 +41,25 @@ def measure(preset: str, device: str, args) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=None, help="backbone (default: the shipped one)")
-    p.add_argument("--mlff", default=None, help="reward force field (default: the shipped one)")
+    p.add_argument("--mlff", default=None,
+                   help="reward force field (default: the shipped one); mace-off-small-like: a random MACE of "
+                        "MACE-OFF23-small's size")
     p.add_argument("--iterations", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--skip-cpu", action="store_true", help="time only the paper preset on CUDA")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    lines = [measure("cpu-demo", "cpu", args)]
-    if torch.cuda.is_available():
-        lines.append(measure("paper", "cuda", args))
-    else:
-        lines.append("CUDA: not available on this machine; the paper preset was not timed")
+    with tempfile.TemporaryDirectory() as tmp:
+        mlff = args.mlff
+        if mlff == "mace-off-small-like":
+            from mlff_speed import build_mace_off_small_like
+
+            mlff = str(build_mace_off_small_like(Path(tmp) / "mace_off_small_like.model"))
+        lines = [] if args.skip_cpu else [measure("cpu-demo", "cpu", args, mlff)]
+        if torch.cuda.is_available():
+            lines.append(measure("paper", "cuda", args, mlff))
+        else:
+            lines.append("CUDA: not available on this machine; the paper preset was not timed")
     append_results("Alignment speed (benchmarks/align_speed.py)", lines)
 
 

@@ -12,7 +12,11 @@
 # file with the new block appended). The lent machine's python3 already holds torch, numpy, safetensors
 # and tqdm; nothing is installed. Environment: PRETRAIN_ARGS (extra `elign pretrain` options, e.g. a
 # larger --batch-size; any change of batch size changes the data order), SPEED_STEPS (0 skips the speed
-# benchmark), DEVICE (default cuda), DATA, PYTHON, RUN (the run folder, default runs/backbone_continued).
+# benchmark), DEVICE (default cuda), DATA, PYTHON, RUN (the run folder, default runs/backbone_continued),
+# ALIGN_ITERATIONS (default 0: off; N > 0 times N iterations of the paper alignment preset on CUDA with a
+# MACE-OFF23-small-shaped reward, benchmarks/align_speed.py, after the sampling). The MACE needs mace-torch,
+# which the image lacks: run scripts/gpu_wheels.sh here once and carry .whl as well; it is installed into
+# /tmp/site there.
 set -euo pipefail
 minutes=${1:?usage: scripts/gpu_session.sh MINUTES [SAMPLES]}
 samples=${2:-1000}
@@ -37,6 +41,15 @@ log="$out/session.log"
         --no-progress ${PRETRAIN_ARGS:-}
     "$py" -m elign.cli sample --checkpoint "$run/model.safetensors" --num "$samples" --steps 1000 --seed 0 \
         --batch-size "$samples" --device "$device" --out "$out/samples.npz"
+    if [ "${ALIGN_ITERATIONS:-0}" -gt 0 ]; then
+        if [ -d .whl ]; then
+            "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+                .whl/*.whl
+            export PYTHONPATH="/tmp/site:$PYTHONPATH"
+        fi
+        "$py" benchmarks/align_speed.py --mlff mace-off-small-like --skip-cpu --iterations "$ALIGN_ITERATIONS"
+        cp benchmarks/RESULTS.md "$out/RESULTS.md"
+    fi
     date -u
 } 2>&1 | tee "$log"
 name=$(basename "$run")
