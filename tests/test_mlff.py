@@ -314,6 +314,29 @@ def test_dft_time_limit_reports_failure() -> None:
     assert torch.isnan(r.energy[0])
 
 
+def test_dft_unconverged_scf_is_completed_by_second_order_scf(monkeypatch) -> None:
+    """Two DIIS cycles cannot converge water; the second-order fallback reaches the same state as a full SCF,
+    and without it the molecule is reported as not converged (never scored)."""
+    if not has["pyscf"]:
+        pytest.skip("pyscf not installed")
+    from dataclasses import asdict
+
+    import numpy as np
+
+    from elign.mlff import dft
+
+    water = ([8, 1, 1], np.array([[0.0, 0.0, 0.117], [0.0, 0.757, -0.467], [0.0, -0.757, -0.467]]))
+    full = dft.DFTLevel(basis="sto-3g", density_fit=False)
+    short = dft.DFTLevel(basis="sto-3g", density_fit=False, max_cycle=2)
+    e_full, f_full = dft.dft_single_point((*water, 0, asdict(full), 1, True))
+    e_short, f_short = dft.dft_single_point((*water, 0, asdict(short), 1, True))
+    assert abs(e_short - e_full) < 1e-6  # eV
+    np.testing.assert_allclose(f_short, f_full, atol=1e-4)
+    monkeypatch.setattr(dft, "SECOND_ORDER_MAX_CYCLE", 0)
+    with pytest.raises(RuntimeError, match="nor with second-order SCF"):
+        dft.dft_single_point((*water, 0, asdict(short), 1, True))
+
+
 def test_dft_reproduces_qm9_methane_at_qm9_level() -> None:
     """QM9's methane (molecule 1) at B3LYP/6-31G(2df,p): the oracle's energy matches QM9's U0 - ZPVE (the
     electronic energy) within a milli-hartree and its forces vanish at this equilibrium geometry (EVALUATION.md).

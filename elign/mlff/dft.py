@@ -30,6 +30,8 @@ from elign.mlff.base import (
 
 __all__ = ["DFTForceField", "DFTLevel", "QM9_ATOM_U0_HARTREE", "dft_single_point"]
 
+SECOND_ORDER_MAX_CYCLE = 50  # iterations of the second-order (Newton) SCF tried when DIIS does not converge
+
 # QM9's isolated-atom U0 at B3LYP/6-31G(2df,p) (Gaussian), Hartree: for comparison only.
 QM9_ATOM_U0_HARTREE = {1: -0.500273, 6: -37.846772, 7: -54.583861, 8: -75.064579, 9: -99.718730}
 
@@ -67,7 +69,13 @@ def dft_single_point(
         mf = mf.density_fit()
     energy = mf.kernel()
     if not mf.converged:
-        raise RuntimeError(f"SCF did not converge in {level.max_cycle} cycles")
+        # DIIS can stall on a distorted geometry; second-order SCF from its last density usually converges to
+        # the same state (a converged first SCF is never touched, so cached results stay valid)
+        mf = mf.newton()
+        mf.max_cycle = SECOND_ORDER_MAX_CYCLE
+        energy = mf.kernel(mf.make_rdm1())
+        if not mf.converged:
+            raise RuntimeError(f"SCF did not converge in {level.max_cycle} cycles, nor with second-order SCF")
     forces = np.zeros((len(numbers), 3))
     if with_forces:
         forces = -np.asarray(mf.nuc_grad_method().kernel()) * (HARTREE_TO_EV / BOHR_TO_ANGSTROM)  # [n, 3]
