@@ -46,18 +46,22 @@ DFT_ELEMENTS = frozenset(range(1, 37))
 # ------------------------------------------------------------------------------------ checks
 def precheck(numbers: Sequence[int], positions: np.ndarray, types: np.ndarray, decoder: Sequence[str],
              supported: frozenset[int], require_connected: bool = True) -> str | None:
-    """Why a referee cannot evaluate this molecule (None if it can)."""
+    """Why a referee cannot evaluate this molecule (None if it can).
+
+    Fragments are named before the element and electron checks, in the order the force-field figures use
+    (``evaluate.force_field_figures``), so every referee of a report counts a molecule under the same reason.
+    """
     if len(numbers) == 0:
         return "empty molecule"
     if not np.isfinite(positions).all():
         return "non-finite positions"
+    if require_connected and n_fragments(positions, types, decoder) > 1:
+        return "disconnected fragments"
     bad = sorted(set(numbers) - supported)
     if bad:
         return f"unsupported element (Z={bad})"
     if sum(numbers) % 2 == 1:
         return "odd electron count (open shell)"
-    if require_connected and n_fragments(positions, types, decoder) > 1:
-        return "disconnected fragments"
     return None
 
 

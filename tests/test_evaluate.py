@@ -94,6 +94,25 @@ def test_kabsch_rmsd_and_fragments() -> None:
     assert "odd electron" in precheck([8, 1], WATER[:2], t[:2], QM9_DECODER, frozenset({1, 8}))
 
 
+def test_referees_and_force_fields_count_a_molecule_under_the_same_reason() -> None:
+    """A fragmented radical (water and a distant H atom) is 'disconnected' for every referee of a report."""
+    from elign.evaluate import force_field_figures, reason_category
+    from elign.mlff import load_force_field
+    from elign.referees import DFT_ELEMENTS, XTB_ELEMENTS, precheck
+
+    t = np.array([3, 0, 0])
+    molecules = [(np.concatenate([WATER, [[8.0, 0.0, 0.0]]]), np.array([3, 0, 0, 0])),  # fragments, 11 electrons
+                 (WATER[:2], t[:2]), (WATER, t)]  # OH radical (one fragment, odd), water
+    numbers = [[[1, 6, 7, 8, 9][k] for k in types] for _, types in molecules]
+    ff = load_force_field("synthetic", closed_shell_only=True)  # flags odd electron counts, as AIMNet2 does
+    figures = force_field_figures(ff, molecules, [1, 6, 7, 8, 9], decoder=QM9_DECODER)
+    expected = ["disconnected fragments", "odd electron count (open shell)", None]
+    assert [reason_category(r) if r else None for r in figures["reason"]] == expected
+    for supported in (XTB_ELEMENTS, DFT_ELEMENTS):
+        reasons = [precheck(z, x, ty, QM9_DECODER, supported) for z, (x, ty) in zip(numbers, molecules, strict=True)]
+        assert [reason_category(r) if r else None for r in reasons] == expected
+
+
 def test_deadline_pool_kills_slow_tasks_and_reports_errors() -> None:
     from elign.referees import DeadlinePool
 
