@@ -5,8 +5,8 @@ CUDA (when present): the paper preset (4 x 24 rollouts, 1000 steps, branch at 40
 
     python benchmarks/align_speed.py [--checkpoint PATH] [--mlff NAME] [--iterations 2] [--skip-cpu]
 
-``--mlff mace-off-small-like`` times a MACE of MACE-OFF23-small's shape with random weights (the issue's
-reference size; MACE-OFF weights cannot be downloaded here), built as in mlff_speed.py.
+``--mlff mace-off-small-like`` times a MACE of MACE-OFF23-small's shape with random weights (the size the
+paper-preset target refers to; MACE-OFF weights cannot be downloaded here), built as in mlff_speed.py.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 # into .whl/ (ignored by git). gpu_session.sh installs them there into /tmp/site when .whl/ travels (carry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dest=${1:-.whl}
+dest=.whl  # the folder gpu_session.sh installs from
 grep -qxF "/$dest/" .git/info/exclude 2>/dev/null || echo "/$dest/" >> .git/info/exclude
 # what `from mace import modules, calculators` imports and the image lacks (measured with sys.modules here)
 wheels=(mace-torch==0.3.16 e3nn==0.4.4 ase==3.29.0 matscipy==1.3.1 torch-ema==0.3 lmdb orjson)
