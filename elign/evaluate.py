@@ -12,6 +12,7 @@ referee's statistics.
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import math
 import os
@@ -236,6 +237,14 @@ def _unique(name: str, taken: set[str]) -> str:
     return out
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def sample_checkpoint(checkpoint: str, name: str, num: int, sizes: Any, steps: int | None = None, seed: int = 0,
                       batch_size: int = 256, device: str = "cpu", guidance: tuple[str, float] | None = None,
                       progress: bool = False) -> ModelSamples:
@@ -263,8 +272,9 @@ def sample_checkpoint(checkpoint: str, name: str, num: int, sizes: Any, steps: i
     if guide is not None:
         throughput["guidance"] = {"force_field": guidance[0], "scale": guidance[1], "calls": guide.calls,
                                   "force_field_seconds": guide.seconds, "skipped": guide.skipped}
-    source = {"kind": "guided" if guide else "checkpoint", "checkpoint": str(path), "seed": seed,
-              "steps": steps or model.T}
+    # the checkpoint as named (a shipped name stays a name, not this machine's path) and its content hash
+    source = {"kind": "guided" if guide else "checkpoint", "checkpoint": str(checkpoint), "sha256": _sha256(path),
+              "seed": seed, "steps": steps or model.T}
     if guide is not None:
         source |= {"guidance_mlff": guidance[0], "guidance_scale": guidance[1]}
     return ModelSamples(name, list(split_molecules(mols)), info, source, throughput)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.util
 import json
 import math
@@ -196,6 +197,10 @@ def test_evaluate_end_to_end_with_xtb_and_dft(inputs, tmp_path) -> None:
     assert (level["basis"], level["density_fit"], level["grid_level"], level["conv_tol"]) == ("sto-3g", False, 1, 1e-7)
     names = [m["name"] for m in report["models"]]
     assert names == ["tiny0", "tiny1", "real"]
+    # each sampled model's provenance: the checkpoint as named on the command line and its content hash
+    for m, key in zip(report["models"][:2], ("tiny0", "tiny1"), strict=True):
+        digest = hashlib.sha256(Path(inputs[key]).read_bytes()).hexdigest()
+        assert m["source"]["checkpoint"] == str(inputs[key]) and m["source"]["sha256"] == digest
     for m in report["models"]:
         assert m["n"] == 4 and set(m["physics"]) == {"reward", "independent", "xtb", "dft"}
         for g in m["physics"].values():
@@ -240,3 +245,12 @@ def test_evaluate_end_to_end_with_xtb_and_dft(inputs, tmp_path) -> None:
     again = json.loads((out / "report.json").read_text())
     assert again["physics"]["dft"]["n_cached"] == again["physics"]["dft"]["n_jobs"] == n_jobs
     assert again["models"][0]["physics"]["dft"]["formation_energy"] == real["dft"]["formation_energy"]
+
+
+def test_a_shipped_checkpoint_is_recorded_by_name_and_hash_not_by_this_machines_path() -> None:
+    from elign.assets import shipped_backbone
+    from elign.evaluate import collect_samples
+
+    (row,) = collect_samples(checkpoints=["backbone"], num=2, steps=2, seed=0, batch_size=2)
+    assert row.source["checkpoint"] == "backbone"
+    assert row.source["sha256"] == hashlib.sha256(shipped_backbone().read_bytes()).hexdigest()
