@@ -37,6 +37,7 @@ __all__ = [
     "Metric",
     "ModelSamples",
     "collect_samples",
+    "dft_subsample",
     "evaluate_file",
     "evaluate_models",
     "evaluate_molecules",
@@ -243,6 +244,13 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def dft_subsample(pool: Sequence[int], num: int, seed: int) -> list[int]:
+    """``num`` indices drawn at random from ``pool``, sorted: a prefix of one seeded permutation, so raising
+    ``num`` keeps every molecule already drawn (and its cached DFT result) and only adds new ones."""
+    order = np.random.default_rng(seed).permutation(len(pool))  # [len(pool)]
+    return sorted(int(pool[j]) for j in order[:num])
 
 
 def sample_checkpoint(checkpoint: str, name: str, num: int, sizes: Any, steps: int | None = None, seed: int = 0,
@@ -468,9 +476,7 @@ def _dft_columns(samples: Sequence[ModelSamples], rows: list[list[dict]], settin
         # 'eligible': each model's subsample is drawn from the molecules DFT can evaluate, so the budget is not
         # spent on exclusions; 'all': the same random indices for every model, exclusions counted among them
         pool = [i for i in range(n) if reasons[i] is None] if settings.dft_pool == "eligible" else list(range(n))
-        k = min(settings.dft_num, len(pool))
-        rng = np.random.default_rng(settings.seed)
-        subsample = sorted(int(pool[j]) for j in rng.choice(len(pool), size=k, replace=False))
+        subsample = dft_subsample(pool, settings.dft_num, settings.seed)
         subsamples.append(subsample)
         eligibility.append({"n_eligible": reasons.count(None), "n": n,
                             "excluded": count_reasons([reason_category(r) for r in reasons if r is not None])})

@@ -254,3 +254,14 @@ def test_a_shipped_checkpoint_is_recorded_by_name_and_hash_not_by_this_machines_
     (row,) = collect_samples(checkpoints=["backbone"], num=2, steps=2, seed=0, batch_size=2)
     assert row.source["checkpoint"] == "backbone"
     assert row.source["sha256"] == hashlib.sha256(shipped_backbone().read_bytes()).hexdigest()
+
+
+def test_dft_subsample_grows_by_prefix_so_a_larger_budget_keeps_the_molecules_already_computed() -> None:
+    from elign.evaluate import dft_subsample
+
+    pool = list(range(3, 400, 2))  # [199] eligible molecule indices
+    small, large = dft_subsample(pool, 10, seed=0), dft_subsample(pool, 40, seed=0)
+    assert len(small) == 10 and len(large) == 40 and small == sorted(small)
+    assert set(small) <= set(large) <= set(pool)
+    assert dft_subsample(pool, 10, seed=0) == small and dft_subsample(pool, 10, seed=1) != small
+    assert dft_subsample(pool, 500, seed=0) == pool and dft_subsample([], 5, seed=0) == []
