@@ -9,6 +9,7 @@ allow-list unpickler) and ``generative_model_ema.npy`` (a ``torch.save``d state 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -30,6 +31,7 @@ __all__ = [
     "read_edm_args",
     "config_from_edm_args",
     "atomic_write",
+    "checkpoint_sha256",
 ]
 
 FORMAT = "elign-edm/1"
@@ -194,14 +196,31 @@ def config_from_edm_args(args: argparse.Namespace) -> ModelConfig:
     )
 
 
+def _edm_weights_file(run_dir: Path) -> Path:
+    """The weights an EDM run directory is loaded from: the EMA weights when present."""
+    for name in ("generative_model_ema.npy", "generative_model.npy"):
+        if (run_dir / name).exists():
+            return run_dir / name
+    raise CheckpointError(f"{run_dir} has neither generative_model_ema.npy nor generative_model.npy")
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """Content hash of what ``load_checkpoint`` reads: the ``.safetensors`` file, or an EDM run directory's
+    ``args.pickle`` followed by the weights file it loads."""
+    path = Path(path)
+    files = [path / "args.pickle", _edm_weights_file(path)] if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        with open(file, "rb") as f:
+            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 def load_edm_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[EquivariantDiffusion, ModelConfig]:
     run_dir = Path(run_dir)
     config = config_from_edm_args(read_edm_args(run_dir / "args.pickle"))
-    weights = run_dir / "generative_model_ema.npy"
-    if not weights.exists():
-        weights = run_dir / "generative_model.npy"
-    if not weights.exists():
-        raise CheckpointError(f"{run_dir} has neither generative_model_ema.npy nor generative_model.npy")
+    weights = _edm_weights_file(run_dir)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for unsafe or corrupt files

@@ -12,7 +12,6 @@ referee's statistics.
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import math
 import os
@@ -238,14 +237,6 @@ def _unique(name: str, taken: set[str]) -> str:
     return out
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def dft_subsample(pool: Sequence[int], num: int, seed: int) -> list[int]:
     """``num`` indices drawn at random from ``pool``, sorted: a prefix of one seeded permutation, so raising
     ``num`` keeps every molecule already drawn (and its cached DFT result) and only adds new ones."""
@@ -258,7 +249,7 @@ def sample_checkpoint(checkpoint: str, name: str, num: int, sizes: Any, steps: i
                       progress: bool = False) -> ModelSamples:
     """Sample ``num`` molecules of the given sizes [num] from a checkpoint, timing it (throughput)."""
     from elign.assets import resolve_checkpoint
-    from elign.checkpoints import load_checkpoint
+    from elign.checkpoints import checkpoint_sha256, load_checkpoint
     from elign.diffusion.sampler import ForceGuidance, sample_molecules
     from elign.metrics.bonds import split_molecules
 
@@ -281,8 +272,8 @@ def sample_checkpoint(checkpoint: str, name: str, num: int, sizes: Any, steps: i
         throughput["guidance"] = {"force_field": guidance[0], "scale": guidance[1], "calls": guide.calls,
                                   "force_field_seconds": guide.seconds, "skipped": guide.skipped}
     # the checkpoint as named (a shipped name stays a name, not this machine's path) and its content hash
-    source = {"kind": "guided" if guide else "checkpoint", "checkpoint": str(checkpoint), "sha256": _sha256(path),
-              "seed": seed, "steps": steps or model.T}
+    source = {"kind": "guided" if guide else "checkpoint", "checkpoint": str(checkpoint),
+              "sha256": checkpoint_sha256(path), "seed": seed, "steps": steps or model.T}
     if guide is not None:
         source |= {"guidance_mlff": guidance[0], "guidance_scale": guidance[1]}
     return ModelSamples(name, list(split_molecules(mols)), info, source, throughput)

@@ -265,3 +265,13 @@ def test_dft_subsample_grows_by_prefix_so_a_larger_budget_keeps_the_molecules_al
     assert set(small) <= set(large) <= set(pool)
     assert dft_subsample(pool, 10, seed=0) == small and dft_subsample(pool, 10, seed=1) != small
     assert dft_subsample(pool, 500, seed=0) == pool and dft_subsample([], 5, seed=0) == []
+
+
+def test_an_original_edm_run_directory_is_recorded_with_the_hash_of_the_files_it_is_loaded_from(edm_fixtures):
+    from elign.evaluate import collect_samples
+
+    run = edm_fixtures / "edm_qm9_tiny"
+    (row,) = collect_samples(checkpoints=[str(run)], num=2, steps=2, seed=0, batch_size=2)
+    weights = run / "generative_model_ema.npy"
+    assert row.source["checkpoint"] == str(run)
+    assert row.source["sha256"] == hashlib.sha256((run / "args.pickle").read_bytes() + weights.read_bytes()).hexdigest()
