@@ -358,6 +358,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--compile", action="store_true", default=None)
     t.add_argument("--no-bf16", dest="bf16", action="store_false", default=None)
+    t.add_argument("--loss-weighting", dest="loss_weighting", choices=["eps", "truncated_snr"],
+                   help="eps: EDM's loss (default); truncated_snr: eps loss x clamp(SNR, snr_min, snr_max) / SNR")
+    t.add_argument("--snr-min", dest="snr_min", type=float, help="lower SNR cap of truncated_snr (default 0.05)")
+    t.add_argument("--snr-max", dest="snr_max", type=float, help="upper SNR cap of truncated_snr (default 1.5)")
+    t.add_argument("--time-sampling", dest="time_sampling", choices=["uniform", "beta"],
+                   help="uniform: EDM's t (default); beta: t ~ Beta(beta_a, beta_b), t = 0 the data end")
+    t.add_argument("--beta-a", dest="beta_a", type=float, help="Beta a of --time-sampling beta (default 1)")
+    t.add_argument("--beta-b", dest="beta_b", type=float, help="Beta b of --time-sampling beta (default 2)")
+    t.add_argument("--importance-weighted", dest="importance_weighted", action="store_true", default=None,
+                   help="weight Beta draws by 1/((T+1) p(t)) so the expected loss is EDM's")
+    t.add_argument("--batching", choices=["random", "size_buckets"],
+                   help="random: EDM's batches (default); size_buckets: molecules of near-equal size together")
     t.add_argument("--device", default="auto")
     t.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     t.add_argument("--no-progress", action="store_true")

@@ -27,10 +27,13 @@ from elign.config import ModelConfig
 from elign.data.batch import MoleculeBatch
 from elign.data.dense import DenseDataset
 from elign.diffusion.edm import EquivariantDiffusion
+from elign.diffusion.objective import TrainingObjective
 from elign.distributed import rank_world
 from elign.models.factory import build_model
 
-__all__ = ["PretrainConfig", "Pretrainer"]
+__all__ = ["BATCHINGS", "PretrainConfig", "Pretrainer"]
+
+BATCHINGS = ("random", "size_buckets")
 
 
 @dataclass
@@ -56,14 +59,32 @@ class PretrainConfig:
     val_steps: int = 100  # sampler steps of the validation sample
     bf16: bool = True  # autocast on CUDA
     compile: bool = False
+    # the objective (elign.diffusion.objective); the defaults are EDM's
+    loss_weighting: str = "eps"  # "eps" (EDM) or "truncated_snr" (eps loss x clamp(SNR, snr_min, snr_max) / SNR)
+    snr_min: float = 0.05
+    snr_max: float = 1.5
+    time_sampling: str = "uniform"  # "uniform" (EDM) or "beta" (t ~ Beta(beta_a, beta_b), t = 0 the data end)
+    beta_a: float = 1.0
+    beta_b: float = 2.0
+    importance_weighted: bool = False  # weight Beta draws by 1 / ((T + 1) p(t)): EDM's objective in expectation
+    # "random" (EDM: each batch a random draw, padded to its largest molecule) or "size_buckets" (each epoch's
+    # molecules sorted by size, cut into batches of near-equal size, batches shuffled: far less padding)
+    batching: str = "random"
 
     def __post_init__(self) -> None:
         bad = {k: getattr(self, k) for k in ("hidden", "n_layers", "batch_size", "log_every", "timesteps")
                if getattr(self, k) < 1}
         if self.lr <= 0 or not 0 <= self.ema_decay < 1:
             bad.update(lr=self.lr, ema_decay=self.ema_decay)
+        if self.batching not in BATCHINGS:
+            bad["batching"] = self.batching
         if bad:
             raise ValueError(f"invalid PretrainConfig values: {bad}")
+        self.objective()  # rejects a bad weighting or time density with its own message
+
+    def objective(self) -> TrainingObjective:
+        return TrainingObjective(self.loss_weighting, self.snr_min, self.snr_max, self.time_sampling,
+                                 self.beta_a, self.beta_b, self.importance_weighted)
 
     def model_config(self, dataset: dict) -> ModelConfig:
         return ModelConfig(hidden=self.hidden, n_layers=self.n_layers, timesteps=self.timesteps,
@@ -78,12 +99,14 @@ class PretrainConfig:
 class _Loss(nn.Module):
     """Wraps the training loss as ``forward`` so DistributedDataParallel synchronises gradients."""
 
-    def __init__(self, model: EquivariantDiffusion) -> None:
+    def __init__(self, model: EquivariantDiffusion, objective: TrainingObjective) -> None:
         super().__init__()
         self.model = model
+        self.objective = objective
 
     def forward(self, positions, one_hot, charges, node_mask, generator=None):
-        return self.model.training_loss(MoleculeBatch(positions, one_hot, charges, node_mask), generator).mean()
+        batch = MoleculeBatch(positions, one_hot, charges, node_mask)
+        return self.model.training_loss(batch, generator, self.objective).mean()
 
 
 def _lr_factor(step: int, warmup: int) -> float:
@@ -118,7 +141,8 @@ class Pretrainer:
         if self.steps_per_epoch < 1:
             raise ValueError(f"training split of {len(self.train_idx)} molecules is smaller than one global batch "
                              f"({self.global_batch}); lower --batch-size")
-        loss = _Loss(self.model)
+        loss = _Loss(self.model, config.objective())
+        self._epoch_plan: tuple[int, torch.Tensor] | None = None  # (epoch, batches [steps, global batch])
         if self.world > 1:
             loss = nn.parallel.DistributedDataParallel(loss, device_ids=[self.device] if self.device.type == "cuda"
                                                        else None)
@@ -179,10 +203,28 @@ class Pretrainer:
     def batch_indices(self, step: int) -> torch.Tensor:
         """The molecules of this process at a global step: a function of (seed, epoch, step) only."""
         epoch, k = divmod(step, self.steps_per_epoch)
+        if self.cfg.batching == "size_buckets":
+            return self._bucketed_epoch(epoch)[k][self.rank :: self.world]
         g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
         perm = self.train_idx[torch.randperm(len(self.train_idx), generator=g)]
         chunk = perm[k * self.global_batch : (k + 1) * self.global_batch]
         return chunk[self.rank :: self.world]
+
+    def _bucketed_epoch(self, epoch: int) -> torch.Tensor:
+        """This epoch's global batches [steps_per_epoch, global_batch], each of molecules of near-equal size.
+
+        A random permutation (the same as ``random`` batching draws) drops its tail beyond whole batches, so
+        no molecule is always left out; the rest is sorted by size (stable, so ties stay in random order),
+        cut into batches and the batches are shuffled.
+        """
+        if self._epoch_plan is None or self._epoch_plan[0] != epoch:
+            g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+            used = self.steps_per_epoch * self.global_batch
+            perm = self.train_idx[torch.randperm(len(self.train_idx), generator=g)][:used]
+            perm = perm[torch.argsort(self.data.n_atoms[perm], stable=True)]
+            batches = perm.view(self.steps_per_epoch, self.global_batch)
+            self._epoch_plan = (epoch, batches[torch.randperm(self.steps_per_epoch, generator=g)])
+        return self._epoch_plan[1]
 
     # ------------------------------------------------------------------------ loop
     def total_steps(self) -> int | None:

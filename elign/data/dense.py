@@ -38,6 +38,11 @@ class DenseDataset:
     def __len__(self) -> int:
         return self.types.shape[0]
 
+    @property
+    def n_atoms(self) -> torch.Tensor:
+        """Atoms per molecule [M] (long)."""
+        return (self.types >= 0).sum(dim=1)
+
     def batch(self, indices: torch.Tensor, device: torch.device | str = "cpu") -> MoleculeBatch:
         """Molecules ``indices`` [B] as a MoleculeBatch trimmed to the largest of them, CoM free."""
         types = self.types[indices].long()  # [B, N]

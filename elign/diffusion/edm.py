@@ -22,6 +22,7 @@ from elign.data.geometry import (
     sample_center_gravity_zero_gaussian,
     sample_gaussian_with_mask,
 )
+from elign.diffusion.objective import TrainingObjective
 from elign.diffusion.schedule import gamma_table
 
 __all__ = ["EquivariantDiffusion", "GammaTable", "ReverseStep", "gaussian_log_prob"]
@@ -137,16 +138,19 @@ class EquivariantDiffusion(nn.Module):
         return (z_t - self.sigma(g) * eps) / self.alpha(g)
 
     # ------------------------------------------------------------ training
-    def training_loss(self, batch: MoleculeBatch, generator: torch.Generator | None = None) -> torch.Tensor:
-        """EDM's l2 objective: ||eps - eps_theta(z_t, t)||^2 averaged over real dimensions. -> [B]
+    def training_loss(self, batch: MoleculeBatch, generator: torch.Generator | None = None,
+                      objective: TrainingObjective | None = None) -> torch.Tensor:
+        """The per-molecule training loss [B]: EDM's ||eps - eps_theta(z_t, t)||^2 per real dimension.
 
-        t is uniform on {0, ..., T}; positions are re-centred first.
+        t is uniform on {0, ..., T} and every molecule counts once, unless ``objective`` draws t from
+        another density or weights the loss (see ``elign.diffusion.objective``). Positions are re-centred.
         """
+        objective = objective or TrainingObjective()
         m = batch.node_mask
         batch = MoleculeBatch(remove_mean_with_mask(batch.positions, m), batch.one_hot, batch.charges, m)
         xh = self.normalize(batch)
         B = xh.shape[0]
-        t_int = torch.randint(0, self.T + 1, (B, 1), device=xh.device, generator=generator)
+        t_int, weight = objective.sample_times(B, self.T, xh.device, generator)  # [B, 1], [B]
         t = t_int.to(xh.dtype) / self.T
         g = self.gamma(t).view(B, 1, 1)
         eps = self.sample_noise(m, generator)
@@ -154,7 +158,10 @@ class EquivariantDiffusion(nn.Module):
         eps_pred = self.predict_eps(z_t, t, m)
         sq = ((eps - eps_pred) ** 2 * m).sum(dim=(1, 2))  # [B]
         dims = m[..., 0].sum(1) * xh.shape[-1]  # [B]
-        return sq / dims
+        loss = sq / dims
+        if objective.is_edm:
+            return loss
+        return loss * weight * objective.loss_weight(g.view(B).float())
 
     # ------------------------------------------------------------ sampling
     def reverse_mean_std(self, z_t, s, t, node_mask):
