@@ -346,6 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", dest="batch_size", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--warmup-steps", dest="warmup_steps", type=int)
+    t.add_argument("--lr-decay-start", dest="lr_decay_start", type=int,
+                   help="global step where a cosine decay of the learning rate begins (default: none, constant)")
+    t.add_argument("--lr-decay-steps", dest="lr_decay_steps", type=int, help="length of that decay (default 10,000)")
+    t.add_argument("--lr-min", dest="lr_min", type=float, help="learning rate after the decay (default 5e-5)")
     t.add_argument("--ema-decay", dest="ema_decay", type=float)
     t.add_argument("--max-steps", dest="max_steps", type=int)
     t.add_argument("--epochs", type=float)

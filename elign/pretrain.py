@@ -31,7 +31,7 @@ from elign.diffusion.objective import TrainingObjective
 from elign.distributed import rank_world
 from elign.models.factory import build_model
 
-__all__ = ["BATCHINGS", "PretrainConfig", "Pretrainer"]
+__all__ = ["BATCHINGS", "PretrainConfig", "Pretrainer", "lr_at"]
 
 BATCHINGS = ("random", "size_buckets")
 
@@ -46,6 +46,11 @@ class PretrainConfig:
     lr: float = 2e-4
     weight_decay: float = 1e-12
     warmup_steps: int = 500
+    # cosine decay of the learning rate from lr at step lr_decay_start to lr_min lr_decay_steps later, then held
+    # there (None: constant after warm-up); an absolute step, so a long run can be annealed from where it is
+    lr_decay_start: int | None = None
+    lr_decay_steps: int = 10_000
+    lr_min: float = 5e-5
     clip_grad: float = 1.0  # max gradient norm
     ema_decay: float = 0.999
     max_steps: int | None = None  # total optimiser steps (None: until max_minutes / epochs)
@@ -76,6 +81,9 @@ class PretrainConfig:
                if getattr(self, k) < 1}
         if self.lr <= 0 or not 0 <= self.ema_decay < 1:
             bad.update(lr=self.lr, ema_decay=self.ema_decay)
+        if self.lr_decay_start is not None and (self.lr_decay_start < 0 or self.lr_decay_steps < 1
+                                                or not 0 < self.lr_min <= self.lr):
+            bad.update(lr_decay_start=self.lr_decay_start, lr_decay_steps=self.lr_decay_steps, lr_min=self.lr_min)
         if self.batching not in BATCHINGS:
             bad["batching"] = self.batching
         if bad:
@@ -109,8 +117,14 @@ class _Loss(nn.Module):
         return self.model.training_loss(batch, generator, self.objective).mean()
 
 
-def _lr_factor(step: int, warmup: int) -> float:
-    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """The learning rate of a step: linear warm-up, then constant or a cosine decay held at its floor."""
+    lr = cfg.lr * (min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0)
+    if cfg.lr_decay_start is None or step < cfg.lr_decay_start:
+        return lr
+    progress = min(1.0, (step - cfg.lr_decay_start) / cfg.lr_decay_steps)
+    floor = cfg.lr_min / cfg.lr
+    return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 class Pretrainer:
@@ -238,7 +252,7 @@ class Pretrainer:
         gen = torch.Generator(device=self.device).manual_seed(
             (self.cfg.seed * 1_000_003 + self.step) * 64 + self.rank)
         for group in self.opt.param_groups:
-            group["lr"] = self.cfg.lr * _lr_factor(self.step, self.cfg.warmup_steps)
+            group["lr"] = lr_at(self.step, self.cfg)
         use_bf16 = self.cfg.bf16 and self.device.type == "cuda"
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):

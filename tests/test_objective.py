@@ -7,7 +7,7 @@ import torch
 
 from elign.data.dense import DenseDataset
 from elign.diffusion.objective import TrainingObjective
-from elign.pretrain import PretrainConfig, Pretrainer
+from elign.pretrain import PretrainConfig, Pretrainer, lr_at
 from elign.testing import tiny_model
 
 
@@ -103,3 +103,17 @@ def test_size_buckets_are_a_function_of_seed_epoch_and_step(tmp_path):
     for s in (spe + 3, 1, 2 * spe + 5, 0):  # any order, as after a resume
         assert torch.equal(a.batch_indices(s), b.batch_indices(s))
     assert sorted(a.batch_indices(2).tolist()) != sorted(a.batch_indices(3).tolist())
+
+
+def test_learning_rate_decays_from_its_start_step_and_holds_its_floor(tmp_path):
+    cfg = PretrainConfig(
+        out_dir=str(tmp_path), lr=4e-4, warmup_steps=10, lr_decay_start=100, lr_decay_steps=50, lr_min=4e-5
+    )
+    assert lr_at(0, cfg) == pytest.approx(4e-5)  # warm-up
+    assert lr_at(99, cfg) == lr_at(100, cfg) == pytest.approx(4e-4)
+    assert lr_at(125, cfg) == pytest.approx((4e-4 + 4e-5) / 2)  # half way down the cosine
+    assert lr_at(150, cfg) == lr_at(10_000, cfg) == pytest.approx(4e-5)  # held at the floor, never rising again
+    constant = PretrainConfig(out_dir=str(tmp_path), lr=4e-4, warmup_steps=10)
+    assert lr_at(10_000, constant) == pytest.approx(4e-4)
+    with pytest.raises(ValueError, match="lr_min"):
+        PretrainConfig(out_dir=str(tmp_path), lr=1e-4, lr_decay_start=0, lr_min=1e-3)

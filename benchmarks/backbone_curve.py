@@ -1,0 +1,137 @@
+"""The backbone's quality against cumulative CPU training minutes: a plot and a table.
+
+Two series: the validation samples the run logs itself (``metrics.jsonl``: 100 molecules at 100 steps,
+seed 12345, every ``val_every`` steps) and the adoption measurements (``evaluations.jsonl``: 1,000
+molecules at 1000 steps, seed 0). A least-squares line of molecule stability against log(minutes) through
+the adoption measurements is drawn as a crude extrapolation and its crossing of 0.50 printed.
+
+    python benchmarks/backbone_curve.py --log assets/relay/metrics.jsonl \\
+        --evaluations assets/backbone/evaluations.jsonl --png assets/relay/curve.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def validation_curve(log: list[dict]) -> list[dict]:
+    """Validation records with the cumulative training minutes of the loss record at the same step."""
+    minutes = {r["step"]: r["train_minutes"] for r in log if "train_minutes" in r}
+    return [
+        {**r, "train_minutes": minutes[r["step"]]}
+        for r in log
+        if "val_molecule_stability" in r and r["step"] in minutes
+    ]
+
+
+def log_fit(evals: list[dict]) -> tuple[float, float] | None:
+    """(slope, intercept) of molecule stability against ln(minutes), or None with fewer than two points."""
+    if len(evals) < 2:
+        return None
+    x = np.log([e["train_minutes"] for e in evals])
+    y = np.array([e["molecule_stability"] for e in evals])
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(slope), float(intercept)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--log", default="assets/relay/metrics.jsonl")
+    p.add_argument("--evaluations", default="assets/backbone/evaluations.jsonl")
+    p.add_argument("--png", default="assets/relay/curve.png")
+    args = p.parse_args()
+
+    val = validation_curve(read_jsonl(args.log))
+    evals = sorted(read_jsonl(args.evaluations), key=lambda e: e["train_minutes"])
+    print("| step | CPU minutes | val atom stab (100 x 100 steps) | val mol stab |")
+    print("|---|---|---|---|")
+    for r in val:
+        print(
+            f"| {r['step']:,} | {r['train_minutes']:.1f} | {r['val_atom_stability']:.3f} | "
+            f"{r['val_molecule_stability']:.2f} |"
+        )
+    print("\n| step | CPU minutes | atom stab (1000 x 1000 steps) | mol stab | validity |")
+    print("|---|---|---|---|---|")
+    for e in evals:
+        print(
+            f"| {e['step']:,} | {e['train_minutes']:.1f} | {e['atom_stability']:.3f} | "
+            f"{e['molecule_stability']:.3f} | {e['validity']:.3f} |"
+        )
+    fit = log_fit(evals)
+    if fit and fit[0] > 0:
+        crossing = math.exp((0.5 - fit[1]) / fit[0])
+        print(
+            f"\nlog-linear fit through the 1000-step points: molecule stability = {fit[0]:.3f} ln(min) "
+            f"{fit[1]:+.3f}; reaches 0.50 at about {crossing:,.0f} CPU minutes ({crossing / 60:.1f} h)"
+        )
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    m = [r["train_minutes"] for r in val]
+    ax.plot(
+        m,
+        [r["val_molecule_stability"] for r in val],
+        "o-",
+        ms=3,
+        color="tab:blue",
+        label="molecule stability, 100 samples x 100 steps (training log)",
+    )
+    ax.plot(
+        m,
+        [r["val_atom_stability"] for r in val],
+        "o-",
+        ms=3,
+        color="tab:blue",
+        alpha=0.35,
+        label="atom stability, same samples",
+    )
+    em = [e["train_minutes"] for e in evals]
+    ax.plot(
+        em,
+        [e["molecule_stability"] for e in evals],
+        "s",
+        ms=7,
+        color="tab:red",
+        label="molecule stability, 1,000 samples x 1000 steps (seed 0)",
+    )
+    ax.plot(
+        em,
+        [e["atom_stability"] for e in evals],
+        "s",
+        ms=7,
+        color="tab:red",
+        alpha=0.35,
+        label="atom stability, same samples",
+    )
+    if fit and fit[0] > 0:
+        xs = np.geomspace(min(em), 12 * 60, 50)
+        ax.plot(xs, fit[0] * np.log(xs) + fit[1], "--", color="tab:red", lw=1, label="log-linear extrapolation")
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("cumulative CPU training minutes (log)")
+    ax.set_ylabel("fraction stable")
+    ax.set_title("Shipped-backbone lineage (4 x 64 EDM, QM9), CPU only")
+    ax.legend(fontsize=7, loc="center right")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    fig.tight_layout()
+    fig.savefig(args.png, dpi=120)
+    print(f"\nwrote {args.png}")
+
+
+if __name__ == "__main__":
+    main()
