@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -60,32 +61,26 @@ ARMS: dict[str, list[str]] = {
     "buckets_6x96": ["--batching", "size_buckets", "--hidden", "96", "--n-layers", "6"],
     "buckets_bs32": ["--batching", "size_buckets", "--batch-size", "32"],
 }
+# Arms that continue a run (``--from DIR``: its state.pt, config.json and log) instead of starting afresh;
+# "{step}" is replaced by the step the run resumes at.
+CONTINUED_ARMS: dict[str, list[str]] = {
+    "continued": [],
+    "continued_cosine": ["--lr-decay-start", "{step}", "--lr-decay-steps", "2000", "--lr-min", "5e-5"],
+    "continued_lr1e-4": ["--lr", "1e-4"],
+}
+RUN_FILES = ("state.pt", "config.json", "metrics.jsonl", "model.safetensors")
 
 
-def arm_command(name: str, data: str, out: Path, minutes: float, threads: int, seed: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "elign.cli",
-        "pretrain",
-        "--data",
-        data,
-        "--out",
-        str(out),
-        *CONTROL,
-        *ARMS[name],
-        "--max-minutes",
-        str(minutes),
-        "--threads",
-        str(threads),
-        "--seed",
-        str(seed),
-        "--log-every",
-        "100",
-        "--checkpoint-minutes",
-        str(max(minutes, 5.0)),
-        "--no-progress",
-    ]
+def arm_command(
+    name: str, data: str, out: Path, minutes: float, threads: int, seed: int, resume_step: int | None = None
+) -> list[str]:
+    if resume_step is None:
+        extra = ARMS[name]
+    else:
+        extra = ["--resume", "--val-every", "0", *(a.replace("{step}", str(resume_step)) for a in CONTINUED_ARMS[name])]
+    return [sys.executable, "-m", "elign.cli", "pretrain", "--data", data, "--out", str(out), *CONTROL, *extra,
+            "--max-minutes", str(minutes), "--threads", str(threads), "--seed", str(seed), "--log-every", "100",
+            "--checkpoint-minutes", str(max(minutes, 5.0)), "--no-progress"]  # fmt: skip
 
 
 def train_arm(cmd: list[str], out: Path) -> dict:
@@ -138,18 +133,36 @@ def sample_figures(checkpoint: Path, num: int, steps: int, seed: int) -> dict:
     }
 
 
-def molecules_per_second(out: Path, step: int) -> float:
-    """Training molecules per second over the whole run (steps x batch / training minutes)."""
+def molecules_per_second(out: Path, step: int, since: tuple[int, float] = (0, 0.0)) -> float:
+    """Training molecules per second of this arm (steps x batch / training minutes since ``since``)."""
     config = json.loads((out / "config.json").read_text())
     state = torch.load(out / "state.pt", map_location="cpu", weights_only=True)
-    return step * config["batch_size"] / (60 * state["elapsed_minutes"])
+    return (step - since[0]) * config["batch_size"] / (60 * (state["elapsed_minutes"] - since[1]))
+
+
+def held_out_loss(checkpoint: Path, data_path: str, num: int = 2000, seed: int = 0) -> float:
+    """EDM's eps loss (uniform t, unweighted) of the EMA weights on the first ``num`` validation molecules,
+    with the same times and noise for every arm: a low-noise proxy that needs no sampling."""
+    from elign.checkpoints import load_checkpoint
+    from elign.data.dense import DenseDataset
+
+    model, _, _ = load_checkpoint(checkpoint, "cpu")
+    data = DenseDataset.load(data_path)
+    idx = data.splits["valid"][:num]
+    losses = []
+    with torch.no_grad():
+        for k, chunk in enumerate(idx.split(100)):
+            gen = torch.Generator().manual_seed(seed * 1_000 + k)
+            losses.append(model.eval().training_loss(data.batch(chunk), gen))
+    return float(torch.cat(losses).mean())
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="runs/qm9_dense.npz", help="dense training file (elign data --dense)")
     p.add_argument("--out", default="runs/recipe", help="one folder per arm")
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=[*ARMS, *CONTINUED_ARMS])
+    p.add_argument("--from", dest="from_dir", help="run folder the continued arms start from (elign pretrain --out)")
     p.add_argument("--minutes", type=float, default=12.0, help="training wall minutes per arm")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="training seed (data order, noise)")
@@ -166,45 +179,64 @@ def main() -> None:
         if result_path.exists():
             result = json.loads(result_path.read_text())
         else:
-            cmd = arm_command(name, args.data, out, args.minutes, args.threads, args.seed)
             if (out / "state.pt").exists():
                 raise SystemExit(f"{out} holds an unfinished arm; remove it to run the arm again")
+            since = (0, 0.0)
+            if name in CONTINUED_ARMS:
+                if not args.from_dir:
+                    raise SystemExit(f"arm {name} continues a run: give --from DIR")
+                out.mkdir(parents=True, exist_ok=True)
+                for f in RUN_FILES:
+                    if (Path(args.from_dir) / f).exists():
+                        shutil.copy2(Path(args.from_dir) / f, out / f)
+                start = torch.load(out / "state.pt", map_location="cpu", weights_only=True)
+                since = (int(start["step"]), float(start["elapsed_minutes"]))
+                cmd = arm_command(name, args.data, out, args.minutes, args.threads, args.seed, since[0])
+            else:
+                cmd = arm_command(name, args.data, out, args.minutes, args.threads, args.seed)
             timing = train_arm(cmd, out)
             t0 = time.monotonic()
             figures = sample_figures(out / "model.safetensors", args.num, args.steps, args.sample_seed)
-            speed = molecules_per_second(out, figures["step"])
             result = {
                 "arm": name,
                 "command": " ".join(["elign", *cmd[3:]]),
+                "from": {"dir": args.from_dir, "step": since[0], "train_minutes": since[1]} if since[0] else None,
                 **timing,
-                "mol_per_s": speed,
+                "mol_per_s": molecules_per_second(out, figures["step"], since),
                 **figures,
                 "sample_seconds": time.monotonic() - t0,
                 "num": args.num,
                 "sample_steps": args.steps,
                 "sample_seed": args.sample_seed,
             }
-            result_path.write_text(json.dumps(result, indent=2))
+        if "held_out_loss" not in result:
+            result["held_out_loss"] = held_out_loss(out / "model.safetensors", args.data)
+        result_path.write_text(json.dumps(result, indent=2))
         rows.append(result)
         print(json.dumps({k: v for k, v in result.items() if k != "command"}))
 
     head = (
-        f"{args.num} samples at {args.steps} steps (seed {args.sample_seed}) per arm, trained from scratch for "
-        f"{args.minutes:g} wall minutes on {args.threads} thread(s), seed {args.seed}, data {args.data}"
+        f"{args.num} samples at {args.steps} steps (seed {args.sample_seed}) per arm, trained for {args.minutes:g} "
+        f"wall minutes on {args.threads} thread(s) (from scratch, or continuing --from {args.from_dir}), seed "
+        f"{args.seed}, data {args.data}; held-out loss: EDM's eps loss of the EMA weights on 2,000 validation "
+        "molecules with the same times and noise for every arm"
     )
     table = [
-        "| arm | CPU min | steps | epochs | mol/s | atom stab | mol stab | connected | even e- | valid |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| arm | CPU min | steps | epochs | mol/s | held-out loss | atom stab | mol stab | connected | even e- "
+        "| valid |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         table.append(
             f"| {r['arm']} | {r['cpu_minutes']:.1f} | {r['step']:,} | {r['epochs']:.2f} | "
-            f"{r['mol_per_s']:.0f} | {r['atom_stability']:.3f} | {r['molecule_stability']:.3f} | "
+            f"{r['mol_per_s']:.0f} | {r['held_out_loss']:.4f} | {r['atom_stability']:.3f} | "
+            f"{r['molecule_stability']:.3f} | "
             f"{r['connected']:.3f} | {r['even_electrons']:.3f} | {r['validity']:.3f} |"
         )
     commands = [f"`{r['arm']}`: `{r['command']}`" for r in rows]
     append_results(
-        "pretrain_recipe.py: recipes at equal CPU minutes", [head, "table:\n\n" + "\n".join(table) + "\n", *commands]
+        "Pretraining recipes at equal CPU minutes (benchmarks/pretrain_recipe.py)",
+        [head, "table:\n\n" + "\n".join(table) + "\n", *commands],
     )
 
 
