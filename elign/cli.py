@@ -11,11 +11,33 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+positive_int = _int_at_least(1)
+non_negative_int = _int_at_least(0)
+
+
 def _device(name: str | None) -> str:
     import torch
 
     if name in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"error: --device {name} requested but CUDA is not available")
     return name
@@ -70,8 +92,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     saved = out / "config.json"
     overrides = {k: v for k, v in vars(args).items() if k in PretrainConfig.__dataclass_fields__ and v is not None}
     if args.resume and saved.exists():
-        base = json.loads(saved.read_text())
-        architecture = {k: base[k] for k in ("hidden", "n_layers", "timesteps", "seed")}
+        try:
+            base = json.loads(saved.read_text())
+            architecture = {k: base[k] for k in ("hidden", "n_layers", "timesteps", "seed")}
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{saved} is not the config.json of an elign pretraining run ({e!r}); "
+                             "cannot resume from it") from None
         config = PretrainConfig.from_dict({**base, **overrides, **architecture, "out_dir": str(out)})
     else:
         config = PretrainConfig.from_dict({**overrides, "out_dir": str(out)})
@@ -202,6 +228,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_align(args: argparse.Namespace) -> int:
     from elign.rl.config import AlignConfig
 
+    if args.device:
+        _device(args.device)  # a clear error now rather than at the first tensor moved
     overrides = {k: v for k, v in (("checkpoint", args.checkpoint), ("mlff", args.mlff),
                                    ("iterations", args.iterations), ("seed", args.seed), ("device", args.device))
                  if v is not None}
@@ -340,25 +368,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory (state.pt, model.safetensors, metrics.jsonl)")
     t.add_argument("--data", help="dense training file (.npz) from `elign data --dense`; default: the QM9 cache")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
-    t.add_argument("--hidden", type=int)
-    t.add_argument("--n-layers", dest="n_layers", type=int)
-    t.add_argument("--timesteps", type=int, help="diffusion steps T (default 1000)")
-    t.add_argument("--batch-size", dest="batch_size", type=int)
+    t.add_argument("--hidden", type=positive_int)
+    t.add_argument("--n-layers", dest="n_layers", type=positive_int)
+    t.add_argument("--timesteps", type=positive_int, help="diffusion steps T (default 1000)")
+    t.add_argument("--batch-size", dest="batch_size", type=positive_int)
     t.add_argument("--lr", type=float)
-    t.add_argument("--warmup-steps", dest="warmup_steps", type=int)
-    t.add_argument("--lr-decay-start", dest="lr_decay_start", type=int,
+    t.add_argument("--warmup-steps", dest="warmup_steps", type=non_negative_int)
+    t.add_argument("--lr-decay-start", dest="lr_decay_start", type=non_negative_int,
                    help="global step where a cosine decay of the learning rate begins (default: none, constant)")
-    t.add_argument("--lr-decay-steps", dest="lr_decay_steps", type=int, help="length of that decay (default 10,000)")
+    t.add_argument("--lr-decay-steps", dest="lr_decay_steps", type=positive_int,
+                   help="length of that decay (default 10,000)")
     t.add_argument("--lr-min", dest="lr_min", type=float, help="learning rate after the decay (default 5e-5)")
     t.add_argument("--ema-decay", dest="ema_decay", type=float)
-    t.add_argument("--max-steps", dest="max_steps", type=int)
+    t.add_argument("--max-steps", dest="max_steps", type=positive_int)
     t.add_argument("--epochs", type=float)
     t.add_argument("--max-minutes", dest="max_minutes", type=float, help="end cleanly with a checkpoint after this")
     t.add_argument("--checkpoint-minutes", dest="checkpoint_minutes", type=float)
-    t.add_argument("--log-every", dest="log_every", type=int)
-    t.add_argument("--val-every", dest="val_every", type=int)
-    t.add_argument("--val-samples", dest="val_samples", type=int)
-    t.add_argument("--val-steps", dest="val_steps", type=int)
+    t.add_argument("--log-every", dest="log_every", type=positive_int)
+    t.add_argument("--val-every", dest="val_every", type=non_negative_int)
+    t.add_argument("--val-samples", dest="val_samples", type=positive_int)
+    t.add_argument("--val-steps", dest="val_steps", type=positive_int)
     t.add_argument("--seed", type=int)
     t.add_argument("--compile", action="store_true", default=None)
     t.add_argument("--no-bf16", dest="bf16", action="store_false", default=None)
@@ -375,17 +404,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batching", choices=["random", "size_buckets"],
                    help="random: EDM's batches (default); size_buckets: molecules of near-equal size together")
     t.add_argument("--device", default="auto")
-    t.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    t.add_argument("--threads", type=positive_int, help="CPU threads (torch.set_num_threads)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_pretrain)
 
     s = sub.add_parser("sample", help="sample molecules from a checkpoint into an SDF file")
     s.add_argument("--checkpoint", help="native .safetensors, an original EDM run directory, 'backbone' (default) "
                    "or 'aligned'")
-    s.add_argument("--num", type=int, default=100)
-    s.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's T)")
+    s.add_argument("--num", type=positive_int, default=100)
+    s.add_argument("--steps", type=positive_int, default=None, help="denoising steps (default: the model's T)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--batch-size", type=positive_int, default=256)
     s.add_argument("--device", default="auto")
     s.add_argument("--out", required=True,
                    help="output file: .sdf (bonds, validity tags) or .npz (lossless coordinates, no RDKit)")
@@ -400,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--mlff", help="reward force field name or .model path (default: the shipped one, else aimnet2)")
     a.add_argument("--preset", choices=["paper", "cpu-demo"], default="cpu-demo")
     a.add_argument("--config", help="JSON file of AlignConfig fields (may name a preset)")
-    a.add_argument("--iterations", type=int)
+    a.add_argument("--iterations", type=positive_int)
     a.add_argument("--seed", type=int)
     a.add_argument("--device", help="auto, cpu or cuda")
     a.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override any AlignConfig field")
@@ -422,10 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SDF or .npz file of generated molecules (repeatable)")
     e.add_argument("--guided", action="append", default=[], metavar="MODEL:MLFF:SCALE",
                    help="baseline row: MODEL sampled with force guidance by MLFF at SCALE (repeatable)")
-    e.add_argument("--num", type=int, default=100, help="molecules per model")
-    e.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's T)")
+    e.add_argument("--num", type=positive_int, default=100, help="molecules per model")
+    e.add_argument("--steps", type=positive_int, default=None, help="denoising steps (default: the model's T)")
     e.add_argument("--seed", type=int, default=0, help="seed of sizes, sampling, DFT subsample and bootstrap")
-    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--batch-size", type=positive_int, default=256)
     e.add_argument("--device", default="auto")
     e.add_argument("--out", help="report directory (report.json, molecules.csv, SDF files, plots, report.html)")
     e.add_argument("--json", help="also write the report here (alone with one --samples: chemistry only)")
@@ -433,24 +462,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--independent", default="xtb", help="independent force field (default xtb; 'none' to skip)")
     e.add_argument("--referee", action="append", default=[], choices=["xtb", "dft"],
                    help="xtb: GFN2-xTB RMS force and relaxation (dE_relax, RMSD); dft: PySCF on a subsample")
-    e.add_argument("--xtb-workers", type=int, default=2)
+    e.add_argument("--xtb-workers", type=positive_int, default=2)
     e.add_argument("--xtb-time-limit", type=float, default=120.0, help="seconds per molecule")
     e.add_argument("--relax-fmax", type=float, default=0.05, help="relaxation converged below this force (eV/A)")
-    e.add_argument("--relax-steps", type=int, default=500, help="maximum BFGS steps")
+    e.add_argument("--relax-steps", type=positive_int, default=500, help="maximum BFGS steps")
     e.add_argument("--rmsd-atoms", choices=["heavy", "all"], default="heavy")
-    e.add_argument("--dft-num", type=int, default=10, help="size of the random DFT subsample per model")
+    e.add_argument("--dft-num", type=non_negative_int, default=10, help="size of the random DFT subsample per model")
     e.add_argument("--dft-pool", choices=("eligible", "all"), default="eligible",
                    help="eligible: draw each model's subsample from the molecules DFT can evaluate (connected, "
                         "even electron count); all: the same random indices for every model, exclusions counted")
     e.add_argument("--dft-xc", default="b3lyp")
     e.add_argument("--dft-basis", default="6-31g(2df,p)")
     e.add_argument("--dft-no-density-fit", action="store_true")
-    e.add_argument("--dft-grid-level", type=int, default=3,
+    e.add_argument("--dft-grid-level", type=non_negative_int, default=3,
                    help="PySCF integration grid; 1 halves the cost (16-atom sample: energy within 0.2 meV)")
     e.add_argument("--dft-conv-tol", type=float, default=1e-9, help="SCF convergence threshold (Hartree)")
-    e.add_argument("--dft-workers", type=int, default=1)
+    e.add_argument("--dft-workers", type=positive_int, default=1)
     e.add_argument("--dft-time-limit", type=float, default=900.0, help="seconds per molecule")
-    e.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
+    e.add_argument("--n-boot", type=positive_int, default=2000, help="bootstrap resamples")
     e.add_argument("--no-plots", action="store_true")
     e.add_argument("--no-progress", action="store_true")
     e.add_argument("--train-smiles", help="text file of training SMILES for novelty (default: from the QM9 cache)")
@@ -464,15 +493,17 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--teacher", default="aimnet2", help="teacher force field: a name or a .model path")
     md.add_argument("--out", required=True, help="run directory (labels.pt, state.pt, distilled.model, log.jsonl, "
                     "report.json)")
-    md.add_argument("--train", type=int, default=300, help="QM9 training-split molecules (plus as many perturbed)")
-    md.add_argument("--val", type=int, default=100, help="held-out QM9 validation molecules (plus as many perturbed)")
+    md.add_argument("--train", type=positive_int, default=300,
+                    help="QM9 training-split molecules (plus as many perturbed)")
+    md.add_argument("--val", type=positive_int, default=100,
+                    help="held-out QM9 validation molecules (plus as many perturbed)")
     md.add_argument("--perturb", type=float, default=0.1, help="sigma of the perturbed copies (Angstrom; 0: none)")
     md.add_argument("--samples-from", dest="samples_from", help="backbone checkpoint whose samples join training")
-    md.add_argument("--num-samples", dest="num_samples", type=int, default=0)
+    md.add_argument("--num-samples", dest="num_samples", type=non_negative_int, default=0)
     md.add_argument("--sample-steps", dest="sample_steps", type=int, help="denoising steps of those samples")
-    md.add_argument("--epochs", type=int, default=20)
-    md.add_argument("--batch-size", dest="batch_size", type=int, default=16)
-    md.add_argument("--label-batch-size", dest="label_batch_size", type=int, default=32,
+    md.add_argument("--epochs", type=positive_int, default=20)
+    md.add_argument("--batch-size", dest="batch_size", type=positive_int, default=16)
+    md.add_argument("--label-batch-size", dest="label_batch_size", type=positive_int, default=32,
                     help="batch size of labelling, held-out evaluation and the speed comparison")
     md.add_argument("--lr", type=float, default=5e-3)
     md.add_argument("--energy-weight", dest="energy_weight", type=float, default=100.0,
@@ -480,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--forces-weight", dest="forces_weight", type=float, default=10.0,
                     help="w_F on the MSE of the force components (eV/A)^2")
     md.add_argument("--ema-decay", dest="ema_decay", type=float, default=0.99, help="0: no EMA")
-    md.add_argument("--channels", type=int, default=32, help="multiplicity C of the hidden irreps")
+    md.add_argument("--channels", type=positive_int, default=32, help="multiplicity C of the hidden irreps")
     md.add_argument("--max-ell", dest="max_ell", type=int, default=2, help="highest l of the edge harmonics")
     md.add_argument("--hidden-l", dest="hidden_l", type=int, default=0,
                     help="highest l of the hidden features (0: Cx0e, 1: Cx0e+Cx1o)")
@@ -490,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--elements", type=int, nargs="*", help="atomic numbers the student knows (default: QM9's "
                     "H C N O F)")
     md.add_argument("--device", default="auto")
-    md.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    md.add_argument("--threads", type=positive_int, help="CPU threads (torch.set_num_threads)")
     md.add_argument("--seed", type=int, default=0)
     md.add_argument("--max-minutes", dest="max_minutes", type=float, help="training minutes of this session, then "
                     "checkpoint, model and report")
@@ -501,12 +532,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a failure is one line on stderr (``ELIGN_TRACEBACK=1`` shows the traceback)."""
+    import os
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if os.environ.get("ELIGN_TRACEBACK"):
+            raise
+        expected = (ValueError, OSError, FloatingPointError)  # bad input, files, a diverged run
+        kind = "" if isinstance(e, expected) else f"{type(e).__name__}: "
+        print(f"error: {kind}{e}", file=sys.stderr)
+        return 2 if isinstance(e, expected) else 1
 
 
 if __name__ == "__main__":

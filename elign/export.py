@@ -115,7 +115,11 @@ def read_sdf(path: str | os.PathLike) -> list[tuple[np.ndarray, list[str], dict[
 
     out: list[tuple[np.ndarray, list[str], dict[str, Any]]] = []
     with quiet_rdkit():
-        supplier = Chem.SDMolSupplier(os.fspath(path), sanitize=False, removeHs=False)
+        try:
+            supplier = Chem.SDMolSupplier(os.fspath(path), sanitize=False, removeHs=False)
+        except OSError as e:  # RDKit's words for a missing, empty or unreadable file
+            reason = "is empty" if Path(path).is_file() and Path(path).stat().st_size == 0 else f"cannot be read ({e})"
+            raise ValueError(f"{path} {reason}: no molecules") from e
         for i, mol in enumerate(supplier):
             if mol is None:
                 log.warning("read_sdf: record %d of %s could not be parsed", i, path)
@@ -187,6 +191,10 @@ def read_npz(path: str | os.PathLike) -> list[tuple[np.ndarray, list[str], dict[
         props = json.loads(str(f["properties"])) if "properties" in f.files else [{} for _ in n_atoms]
     if int(n_atoms.sum()) != len(types) or len(types) != len(positions) or len(props) != len(n_atoms):
         raise ValueError(f"{path}: inconsistent array lengths")
+    if len(types) and (types.min() < 0 or types.max() >= len(decoder)):
+        first_bad = int(np.flatnonzero((types < 0) | (types >= len(decoder)))[0])
+        k = int(np.searchsorted(np.cumsum(n_atoms), first_bad, side="right"))
+        raise ValueError(f"{path}: molecule {k} has an element index outside its decoder {decoder}")
     ends = np.cumsum(n_atoms)
     return [(positions[e - n:e], [decoder[int(i)] for i in types[e - n:e]], p)
             for n, e, p in zip(n_atoms, ends, props, strict=True)]

@@ -152,6 +152,8 @@ class Pretrainer:
         self.train_idx = data.splits["train"]
         self.global_batch = config.batch_size * self.world
         self.steps_per_epoch = len(self.train_idx) // self.global_batch
+        if len(self.train_idx) == 0:
+            raise ValueError("the dataset holds no training molecules (its 'train' split is empty)")
         if self.steps_per_epoch < 1:
             raise ValueError(f"training split of {len(self.train_idx)} molecules is smaller than one global batch "
                              f"({self.global_batch}); lower --batch-size")
@@ -183,8 +185,13 @@ class Pretrainer:
         path = Path(path) if path else self.state_path
         if not path.exists():
             raise FileNotFoundError(f"nothing to resume: {path} does not exist")
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        saved = ModelConfig.from_dict(json.loads(state["model_config"]))
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+            saved = ModelConfig.from_dict(json.loads(state["model_config"]))
+        except Exception as e:  # truncated, foreign or tampered files all end here
+            detail = str(e).split(". ")[0].splitlines()[0][:100] if str(e) else ""
+            raise ValueError(f"{path} is not a readable elign training state ({type(e).__name__}: {detail}); "
+                             "resume from another copy") from None
         if (saved.hidden, saved.n_layers, saved.timesteps) != (self.cfg.hidden, self.cfg.n_layers, self.cfg.timesteps):
             raise ValueError(f"{path} holds a {saved.n_layers}x{saved.hidden} model with T={saved.timesteps}, "
                              f"but this run asks for {self.cfg.n_layers}x{self.cfg.hidden}, T={self.cfg.timesteps}")

@@ -186,3 +186,53 @@ def test_disconnected_molecules_can_count_as_failed(tmp_path, backbone):
     assert n_disconnected > 0  # the tiny synthetic backbone makes fragments: the rule has something to count
     assert m_strict["failed"] == m_base["failed"] + n_disconnected
     assert AlignConfig().disconnected_failed is False and AlignConfig.preset("cpu-demo").disconnected_failed
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)
+
+
+def test_non_finite_alignment_stops_and_keeps_the_last_checkpoint(tmp_path, backbone):
+    tr = make_trainer(tiny_align(tmp_path, backbone, iterations=5))
+    original = tr.update
+
+    def poisoned_update(ro, adv, iteration):
+        out = original(ro, adv, iteration)
+        if iteration == 2:  # the third iteration's update leaves NaN weights, as a diverging run does
+            with torch.no_grad():
+                next(p for p in tr.policy.parameters() if p.requires_grad).fill_(float("nan"))
+        return out
+
+    tr.update = poisoned_update
+    with pytest.raises(FloatingPointError, match="non-finite at iteration 3"):
+        tr.train()
+    state = _weights(tmp_path / "state.pt")
+    assert state["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in state["policy"].values())
+    model, _, extra = load_checkpoint(tmp_path / "model.safetensors")
+    assert extra["aligned_iterations"] == 2
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_an_error_between_minibatches_saves_nothing_of_that_iteration(tmp_path, backbone):
+    tr = make_trainer(tiny_align(tmp_path, backbone, iterations=3, minibatches=2))
+    tr.cfg.iterations = 1
+    tr.train()
+    saved = _weights(tmp_path / "state.pt")
+    tr.cfg.iterations = 3
+    steps = []
+    original_step = tr.opt.step
+
+    def failing_step(*a, **k):
+        steps.append(1)
+        if len(steps) == 2:  # after the first minibatch of iteration 2 has updated the policy
+            raise RuntimeError("worker lost")
+        return original_step(*a, **k)
+
+    tr.opt.step = failing_step
+    with pytest.raises(RuntimeError, match="worker lost"):
+        tr.train()
+    after = _weights(tmp_path / "state.pt")
+    assert after["iteration"] == saved["iteration"] == 1
+    for k, v in saved["policy"].items():
+        assert torch.equal(after["policy"][k], v), k

@@ -104,4 +104,4 @@ class DenseDataset:
                 info = DatasetInfo.from_dict(json.loads(str(f["info"])))
                 return cls(torch.from_numpy(f["positions"]), torch.from_numpy(f["types"]), splits, info)
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path} is not a readable dense dataset ({e}); rebuild it") from e
+            raise ValueError(f"{path} is not a readable dense dataset ({type(e).__name__}: {e}); rebuild it") from e

@@ -89,12 +89,19 @@ class AlignConfig:
     def preset(cls, name: str, **overrides) -> AlignConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+        return cls.from_dict({**PRESETS[name], **overrides})
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> AlignConfig:
-        data = json.loads(Path(path).read_text())
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not a JSON alignment config ({e})") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object of AlignConfig fields")
         preset = data.pop("preset", None)
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"{path}: unknown preset {preset!r}; choose from {sorted(PRESETS)}")
         base = PRESETS[preset] if preset else {}
         return cls.from_dict({**base, **data, **overrides})
 
@@ -102,7 +109,7 @@ class AlignConfig:
     def from_dict(cls, d: dict) -> AlignConfig:
         unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
-            raise ValueError(f"unknown AlignConfig fields: {unknown}")
+            raise ValueError(f"unknown AlignConfig fields: {unknown} (elign align --show-config lists them)")
         return cls(**d)
 
     def to_dict(self) -> dict:

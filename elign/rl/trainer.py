@@ -90,7 +90,11 @@ class FedGrpoTrainer:
         path = self.out / "state.pt"
         if not path.exists():
             return False
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as e:  # truncated, foreign or tampered files all end here
+            raise ValueError(f"{path} is not a readable alignment state ({type(e).__name__}); move it away to "
+                             "start afresh or restore a good copy") from None
         self.policy.load_state_dict(state["policy"])
         self.reference.load_state_dict(state["reference"])
         self.opt.load_state_dict(state["optimizer"])
@@ -266,12 +270,16 @@ class FedGrpoTrainer:
         bar = tqdm(total=self.cfg.iterations, initial=self.iteration, desc="align", unit="it",
                    disable=not progress or self.rank)
         stopped = False
+        consistent = True  # False once an iteration failed part way: its policy is then never saved
         try:
             while self.iteration < self.cfg.iterations:
                 if stop_event is not None and stop_event.is_set():
                     stopped = True
                     break
+                consistent = False
                 metrics = self.run_iteration()
+                self._check_finite(metrics)
+                consistent = True
                 if self.cfg.eval_every and self.iteration % self.cfg.eval_every == 0:
                     metrics.update(self.evaluate())
                     score = -metrics["eval_rms_force"]
@@ -287,8 +295,20 @@ class FedGrpoTrainer:
                 bar.set_postfix(force=f"{metrics['reward_force_mean']:.3f}")
         finally:
             bar.close()
-            self.save()
+            if consistent:
+                self.save()
         return {"iteration": self.iteration, "stopped": stopped, "resumed": resumed}
+
+    def _check_finite(self, metrics: dict) -> None:
+        """Stop before a non-finite loss or weight can overwrite a checkpoint (the last one is kept)."""
+        bad = [k for k in ("loss", "grad_norm", "kl") if k in metrics and not math.isfinite(metrics[k])]
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        if not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            bad.append("policy weights")
+        if bad:
+            raise FloatingPointError(
+                f"alignment became non-finite at iteration {self.iteration} ({', '.join(bad)}); nothing was "
+                f"saved from it: {self.out / 'state.pt'} keeps the last checkpoint")
 
     def _log(self, metrics: dict) -> None:
         if self.rank:

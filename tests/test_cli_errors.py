@@ -1,0 +1,100 @@
+"""Bad input on the command line ends in one line on stderr, never a traceback."""
+
+import json
+
+import numpy as np
+import pytest
+
+from elign.cli import main
+from elign.data.dense import DenseDataset
+
+
+def _one_line_error(capsys, argv, code=2):
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("flag", ["--batch-size", "--num", "--steps"])
+def test_zero_counts_are_refused_by_the_parser(capsys, flag):
+    with pytest.raises(SystemExit) as exc:
+        main(["sample", "--out", "x.sdf", flag, "0"])
+    assert exc.value.code == 2
+    assert f"argument {flag}: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_unknown_device_is_named(capsys, tmp_path):
+    err = _one_line_error(
+        capsys, ["sample", "--num", "1", "--steps", "2", "--device", "tpu", "--out", str(tmp_path / "x.sdf")]
+    )
+    assert "'tpu' is not a device" in err
+    err = _one_line_error(capsys, ["align", "--device", "tpu", "--out", str(tmp_path / "a")])
+    assert "'tpu' is not a device" in err
+
+
+def test_empty_sdf_is_named(capsys, tmp_path):
+    empty = tmp_path / "empty.sdf"
+    empty.write_text("")
+    assert "empty.sdf is empty" in _one_line_error(capsys, ["evaluate", "--samples", str(empty)])
+    assert "empty.sdf is empty" in _one_line_error(capsys, ["score", str(empty), "--mlff", "synthetic"])
+
+
+def test_element_index_outside_the_decoder_names_the_molecule(capsys, tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(
+        path,
+        positions=np.zeros((5, 3), np.float32),
+        types=np.array([0, 1, 1, 0, 9]),
+        n_atoms=np.array([2, 3]),
+        decoder=np.array(["H", "C"]),
+        properties=np.array(json.dumps([{}, {}])),
+    )
+    err = _one_line_error(capsys, ["evaluate", "--samples", str(path)])
+    assert "molecule 1 has an element index outside its decoder" in err
+
+
+def test_unknown_alignment_field_is_named(capsys, tmp_path):
+    err = _one_line_error(capsys, ["align", "--set", "nosuchfield=3", "--out", str(tmp_path / "a")])
+    assert "unknown AlignConfig fields: ['nosuchfield']" in err
+
+
+def test_corrupt_training_state_on_resume(capsys, tmp_path):
+    data = tmp_path / "d.npz"
+    DenseDataset.synthetic(64).save(data)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    base = ["pretrain", "--data", str(data), "--out", str(run), "--resume", "--batch-size", "8", "--no-progress"]
+    assert "not the config.json of an elign pretraining run" in _one_line_error(capsys, base)
+    (run / "config.json").write_text(json.dumps({"hidden": 8, "n_layers": 1, "timesteps": 20, "seed": 0}))
+    (run / "state.pt").write_bytes(b"not a checkpoint")
+    assert "state.pt is not a readable elign training state" in _one_line_error(capsys, base)
+
+
+def test_empty_training_file(capsys, tmp_path):
+    d = DenseDataset.synthetic(16)
+    path = tmp_path / "empty.npz"
+    DenseDataset(d.positions[:0], d.types[:0], {"train": d.splits["train"][:0]}, d.info).save(path)
+    err = _one_line_error(capsys, ["pretrain", "--data", str(path), "--out", str(tmp_path / "r"), "--no-progress"])
+    assert "holds no training molecules" in err
+
+
+def test_unexpected_errors_are_one_line_too(capsys, monkeypatch, tmp_path):
+    import elign.cli
+
+    def broken(args):
+        raise RuntimeError("something deep failed")
+
+    parser = elign.cli.build_parser
+    monkeypatch.setattr(elign.cli, "build_parser", lambda: _with_func(parser(), broken))
+    err = _one_line_error(capsys, ["sample", "--out", str(tmp_path / "x.sdf")], code=1)
+    assert err == "error: RuntimeError: something deep failed"
+    monkeypatch.setenv("ELIGN_TRACEBACK", "1")
+    with pytest.raises(RuntimeError):
+        main(["sample", "--out", str(tmp_path / "x.sdf")])
+
+
+def _with_func(parser, func):
+    parser._subparsers._group_actions[0].choices["sample"].set_defaults(func=func)
+    return parser
