@@ -31,6 +31,7 @@ __all__ = [
     "read_edm_args",
     "config_from_edm_args",
     "atomic_write",
+    "check_writable",
     "checkpoint_sha256",
 ]
 
@@ -58,6 +59,27 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(path: str | Path, directory: bool = False) -> Path:
+    """Make sure ``path`` (a file, or a folder with ``directory``) can be written, before any work is done.
+
+    Creates missing parent folders and writes and removes a probe file; a ValueError names the problem.
+    """
+    path = Path(path)
+    folder = path if directory else path.parent
+    if not directory and path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a directory")
+    if directory and path.exists() and not path.is_dir():
+        raise ValueError(f"cannot write into {path}: it is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".elign-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
 
 
 # ---------------------------------------------------------------------------------------- native

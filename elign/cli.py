@@ -293,7 +293,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     result = ff(batch.to(device))
     e_form = formation_energy_per_atom(batch.to(device), result, ff.reference_energies).cpu()
     rms = rms_force(batch.to(device), result).cpu()
-    out = args.out or f"{args.sdf}.scores.csv"
+    out = args.out
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["index", "n_atoms", "energy_eV", "formation_energy_per_atom_eV", "rms_force_eV_per_A", "valid",
@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto")
     t.add_argument("--threads", type=positive_int, help="CPU threads (torch.set_num_threads)")
     t.add_argument("--no-progress", action="store_true")
-    t.set_defaults(func=cmd_pretrain)
+    t.set_defaults(func=cmd_pretrain, output_dirs=("out",))
 
     s = sub.add_parser("sample", help="sample molecules from a checkpoint into an SDF file")
     s.add_argument("--checkpoint", help="native .safetensors, an original EDM run directory, 'backbone' (default) "
@@ -421,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance-mlff", help="baseline: move positions along this force field's forces while sampling")
     s.add_argument("--guidance-scale", type=float, default=0.1, help="step size of force guidance (A^2/eV)")
     s.add_argument("--guidance-threshold", type=float, default=0.8, help="guide once sigma_t is below this")
-    s.set_defaults(func=cmd_sample)
+    s.set_defaults(func=cmd_sample, output_files=("out",))
 
     a = sub.add_parser("align", help="align a backbone to a force field with FED-GRPO (torchrun for several GPUs)")
     a.add_argument("--out", required=True, help="run directory (resumed when it holds a state.pt)")
@@ -434,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--device", help="auto, cpu or cuda")
     a.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override any AlignConfig field")
     a.add_argument("--show-config", action="store_true", help="print every field with its help and exit")
-    a.set_defaults(func=cmd_align)
+    a.set_defaults(func=cmd_align, output_dirs=("out",))
 
     c = sub.add_parser("score", help="energies and forces of the molecules of an SDF file")
     c.add_argument("sdf", help="SDF or .npz file of molecules")
@@ -442,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="per-molecule CSV (default: <sdf>.scores.csv)")
     c.add_argument("--atoms", help="also write a per-atom force table (CSV) here")
     c.add_argument("--device", default="auto")
-    c.set_defaults(func=cmd_score)
+    c.set_defaults(func=cmd_score, output_files=("out", "atoms"),
+                   derive_out=lambda a: a.out or f"{a.sdf}.scores.csv")
 
     e = sub.add_parser("evaluate", help="evaluate models against independent physics (report, plots, HTML)")
     e.add_argument("--checkpoint", action="append", default=[], help="model to sample (repeatable; the first is "
@@ -484,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-progress", action="store_true")
     e.add_argument("--train-smiles", help="text file of training SMILES for novelty (default: from the QM9 cache)")
     e.add_argument("--no-novelty", action="store_true", help="skip novelty (no training set needed)")
-    e.set_defaults(func=cmd_evaluate)
+    e.set_defaults(func=cmd_evaluate, output_files=("json",), output_dirs=("out",))
 
     m = sub.add_parser("mlff", help="force-field tools: distil a teacher into a small MACE")
     msub = m.add_subparsers(dest="mlff_command", required=True)
@@ -527,8 +528,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "checkpoint, model and report")
     md.add_argument("--resume", action="store_true", help="continue the run in --out from its state.pt")
     md.add_argument("--no-progress", action="store_true")
-    md.set_defaults(func=cmd_mlff_distill)
+    md.set_defaults(func=cmd_mlff_distill, output_dirs=("out",))
     return p
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Every command's output paths (its ``output_files`` / ``output_dirs`` defaults) are checked before work."""
+    from elign.checkpoints import check_writable
+
+    if getattr(args, "derive_out", None):  # an output path that defaults to one derived from the input
+        args.out = args.derive_out(args)
+    for name in getattr(args, "output_files", ()):
+        if getattr(args, name, None):
+            check_writable(getattr(args, name))
+    for name in getattr(args, "output_dirs", ()):
+        if getattr(args, name, None):
+            check_writable(getattr(args, name), directory=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -537,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        _check_outputs(args)
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -98,3 +98,48 @@ def test_unexpected_errors_are_one_line_too(capsys, monkeypatch, tmp_path):
 def _with_func(parser, func):
     parser._subparsers._group_actions[0].choices["sample"].set_defaults(func=func)
     return parser
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Any sampling or scoring fails the test: an output problem must be found before the work."""
+    import elign.diffusion.sampler
+    import elign.mlff
+
+    def forbidden(*a, **k):
+        raise AssertionError("the work started before the output path was checked")
+
+    monkeypatch.setattr(elign.diffusion.sampler, "sample_molecules", forbidden)
+    monkeypatch.setattr(elign.mlff, "load_force_field", forbidden)
+
+
+def test_unwritable_outputs_are_refused_before_the_work(capsys, tmp_path, no_work):
+    sdf = tmp_path / "one.sdf"
+    sdf.write_text(WATER_SDF)
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    sample = ["sample", "--num", "1", "--steps", "1000"]
+    assert "cannot write /proc/x.sdf" in _one_line_error(capsys, [*sample, "--out", "/proc/x.sdf"])
+    assert "it is a directory" in _one_line_error(capsys, [*sample, "--out", str(folder)])
+    err = _one_line_error(capsys, ["evaluate", "--samples", str(sdf), "--json", "/proc/r.json"])
+    assert "cannot write /proc/r.json" in err
+    assert "cannot write /proc/s.csv" in _one_line_error(capsys, ["score", str(sdf), "--out", "/proc/s.csv"])
+    assert "it is a directory" in _one_line_error(capsys, ["score", str(sdf), "--atoms", str(folder)])
+    file = tmp_path / "a_file"
+    file.write_text("x")
+    err = _one_line_error(capsys, ["evaluate", "--samples", str(sdf), "--out", str(file)])
+    assert "it is a file, not a folder" in err
+
+
+WATER_SDF = """water
+  elign
+
+  3  2  0  0  0  0  0  0  0  0999 V2000
+    0.0000    0.0000    0.1173 O   0  0  0  0  0  0  0  0  0  0  0  0
+    0.0000    0.7572   -0.4692 H   0  0  0  0  0  0  0  0  0  0  0  0
+    0.0000   -0.7572   -0.4692 H   0  0  0  0  0  0  0  0  0  0  0  0
+  1  2  1  0
+  1  3  1  0
+M  END
+$$$$
+"""
