@@ -339,16 +339,20 @@ def force_field_figures(ff: Any, molecules: Sequence[Pair], atomic_numbers: Sequ
     import torch
 
     from elign.data.batch import MoleculeBatch
-    from elign.metrics.bonds import n_fragments
+    from elign.metrics.bonds import geometry_problem, n_fragments
     from elign.mlff import formation_energy_per_atom, rms_force
 
     n = len(molecules)
     out: dict[str, list] = {"formation_energy": [math.nan] * n, "rms_force": [math.nan] * n, "reason": [None] * n}
     todo = list(range(n))
-    if decoder is not None:
+    if decoder is not None:  # in the referees' order (referees.precheck): impossible geometry, then fragments
         for i in range(n):
-            if n_fragments(*molecules[i], decoder) > 1:
-                out["reason"][i] = "disconnected fragments"
+            problem = geometry_problem(molecules[i][0])
+            if problem is None and len(molecules[i][1]) == 1:
+                problem = "a single atom (no bonds, forces or relaxation to score)"
+            if problem is None and n_fragments(*molecules[i], decoder) > 1:
+                problem = "disconnected fragments"
+            out["reason"][i] = problem
         todo = [i for i in todo if out["reason"][i] is None]
     for start in range(0, len(todo), batch_size):
         idx = todo[start:start + batch_size]
@@ -373,7 +377,9 @@ def reason_category(reason: str) -> str:
     r = reason.lower()
     for key, cat in (("disconnected", "disconnected fragments"), ("element", "unsupported element"),
                      ("odd electron", "odd electron count (open shell)"), ("converge", "SCF not converged"),
-                     ("time limit", "time limit exceeded"), ("non-finite", "non-finite output"),
+                     ("time limit", "time limit exceeded"), ("overlapping", "overlapping atoms"),
+                     ("single atom", "a single atom"), ("non-finite input", "non-finite positions"),
+                     ("non-finite positions", "non-finite positions"), ("non-finite", "non-finite output"),
                      ("reference energy", "no atom reference energy"), ("empty", "empty molecule")):
         if key in r:
             return cat

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from elign.metrics.bonds import n_fragments
+from elign.metrics.bonds import geometry_problem, n_fragments
 
 __all__ = [
     "EV_TO_KCAL_MOL",
@@ -53,8 +53,11 @@ def precheck(numbers: Sequence[int], positions: np.ndarray, types: np.ndarray, d
     """
     if len(numbers) == 0:
         return "empty molecule"
-    if not np.isfinite(positions).all():
-        return "non-finite positions"
+    problem = geometry_problem(positions)
+    if problem is not None:
+        return problem
+    if len(numbers) == 1:
+        return "a single atom (no bonds, forces or relaxation to score)"
     if require_connected and n_fragments(positions, types, decoder) > 1:
         return "disconnected fragments"
     bad = sorted(set(numbers) - supported)

@@ -28,6 +28,8 @@ __all__ = [
     "bond_order",
     "bond_orders",
     "decoder_symbols",
+    "geometry_problem",
+    "MIN_DISTANCE",
     "n_fragments",
     "split_molecules",
     "valence",
@@ -147,6 +149,26 @@ def bond_orders(positions: Any, types: Any, decoder: Any) -> np.ndarray:
     return orders.astype(np.int64)
 
 
+MIN_DISTANCE = 0.5  # Angstrom; no two atoms of a real molecule are closer (the shortest bond, H-H, is 0.74)
+
+
+def geometry_problem(positions: Any) -> str | None:
+    """Why a geometry is physically impossible (None if it is not): non-finite or overlapping atoms.
+
+    positions [n, 3] Angstrom. Force fields and referees never score such molecules: their energies and
+    forces would be artefacts (H2 at 0.01 A: hundreds of eV per atom).
+    """
+    pos = _as_numpy(positions, np.float64).reshape(-1, 3)  # [n, 3]
+    if not np.isfinite(pos).all():
+        return "non-finite positions"
+    if len(pos) > 1:
+        d = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1))  # [n, n]
+        np.fill_diagonal(d, np.inf)
+        if d.min() < MIN_DISTANCE:
+            return f"atoms closer than {MIN_DISTANCE} A (overlapping atoms)"
+    return None
+
+
 def allowed_valences(symbol: str) -> tuple[int, ...]:
     """Allowed valences of an element; ValueError for an element without an entry."""
     if symbol not in ALLOWED_VALENCE:
@@ -163,10 +185,15 @@ def atom_stability(positions: Any, types: Any, decoder: Any) -> tuple[np.ndarray
     """EDM's stability of one molecule: (stable_per_atom bool [n], molecule_stable).
 
     An atom is stable when its summed bond order is an allowed valence of its element; the molecule
-    is stable when all its atoms are (so, as in EDM, an empty molecule counts as stable).
+    is stable when all its atoms are (so, as in EDM, an empty molecule counts as stable). No atom with a
+    non-finite position is stable. Overlapping atoms keep EDM's verdict (its reference samples include
+    atoms 0.39-0.48 A apart, counted by the same rule), so figures stay comparable with the literature;
+    :func:`geometry_problem` flags them for the physics figures instead.
     """
     symbols = decoder_symbols(decoder)
     t = _as_numpy(types, np.int64).reshape(-1)  # [n]
+    if not np.isfinite(_as_numpy(positions, np.float64)).all():  # no distance, no bond, nothing stable
+        return np.zeros(len(t), dtype=bool), len(t) == 0
     nbonds = valence(bond_orders(positions, t, symbols))  # [n]
     allowed = [allowed_valences(s) for s in symbols]
     stable = np.array([int(v) in allowed[ti] for ti, v in zip(t, nbonds, strict=True)], dtype=bool)

@@ -94,7 +94,10 @@ def mol_to_smiles(mol: Chem.Mol | None) -> str | None:
 
 
 def molecule_smiles(positions: Any, types: Any, decoder: Any) -> str | None:
-    """SMILES of a 3D molecule (positions [n, 3], types [n]) under the metric's rules; None when invalid."""
+    """SMILES of a 3D molecule (positions [n, 3], types [n]) under the metric's rules; None when invalid
+    (non-finite positions are invalid)."""
+    if not np.isfinite(np.asarray(positions, dtype=np.float64)).all():
+        return None
     return mol_to_smiles(build_molecule(positions, types, decoder))
 
 
@@ -126,7 +129,8 @@ def chemistry_metrics_from_batch(
 ) -> dict[str, Any]:
     """:func:`chemistry_metrics` of a MoleculeBatch or a sequence of (positions, types) pairs."""
     symbols = decoder_symbols(decoder)
-    return chemistry_metrics([build_molecule(x, t, symbols) for x, t in split_molecules(batch)], train_smiles)
+    mols = [build_molecule(x, t, symbols) if np.isfinite(x).all() else None for x, t in split_molecules(batch)]
+    return chemistry_metrics(mols, train_smiles)
 
 
 def _figures(smiles: list[str | None], train_smiles: Iterable[str] | None) -> dict[str, Any]:
