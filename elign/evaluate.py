@@ -18,13 +18,14 @@ import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from elign.data.elements import ATOMIC_NUMBERS
 from elign.data.info import DatasetInfo, qm9_info
 from elign.export import read_molecules
 from elign.metrics.rdkit_metrics import chemistry_metrics_from_batch, molecule_smiles
@@ -51,17 +52,26 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def file_molecules(path: str | os.PathLike, info: DatasetInfo) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(positions [n, 3], type indices [n]) per molecule of an .sdf or .npz file; an element outside the decoder
-    is an error."""
+Pair = tuple[np.ndarray, np.ndarray]  # (positions [n, 3] A, type indices [n])
+
+
+def file_molecules(path: str | os.PathLike, info: DatasetInfo) -> tuple[list[Pair], DatasetInfo]:
+    """(positions [n, 3], type indices [n]) per molecule of an .sdf or .npz file, and the decoder they index.
+
+    Elements outside ``info``'s decoder (Sn in a QM9 report, say) extend it, so that such a molecule is
+    flagged by every figure that cannot judge it (never stable; force fields and referees give a reason)
+    rather than refusing the whole file; a symbol that is not an element is an error.
+    """
+    records = read_molecules(path)
+    seen = {s for _, symbols, _ in records for s in symbols}
+    not_elements = sorted(seen - set(ATOMIC_NUMBERS))
+    if not_elements:
+        raise ValueError(f"{path}: {not_elements} are not element symbols")
+    extra = sorted(seen - set(info.atom_decoder), key=ATOMIC_NUMBERS.__getitem__)
+    if extra:
+        info = replace(info, atom_decoder=[*info.atom_decoder, *extra])
     index = {a: i for i, a in enumerate(info.atom_decoder)}
-    out = []
-    for k, (pos, symbols, _) in enumerate(read_molecules(path)):
-        unknown = sorted(set(symbols) - set(index))
-        if unknown:
-            raise ValueError(f"{path}: molecule {k} has elements {unknown} outside {info.atom_decoder}")
-        out.append((pos, np.array([index[s] for s in symbols], dtype=np.int64)))
-    return out
+    return [(pos, np.array([index[s] for s in symbols], dtype=np.int64)) for pos, symbols, _ in records], info
 
 
 def qm9_train_smiles(cache_dir: str | os.PathLike | None = None, progress: bool = True) -> set[str]:
@@ -114,8 +124,7 @@ def evaluate_file(path: str | os.PathLike, info: DatasetInfo | None = None, trai
     """Chemistry report of an .sdf or .npz file of molecules.
 
     ``train_smiles``: a text file of training SMILES for novelty, else built from the QM9 cache."""
-    info = info or qm9_info()
-    molecules = file_molecules(path, info)
+    molecules, info = file_molecules(path, info or qm9_info())
     if not molecules:
         raise ValueError(f"{path} holds no readable molecules")
     smiles = None
@@ -127,7 +136,6 @@ def evaluate_file(path: str | os.PathLike, info: DatasetInfo | None = None, trai
 
 
 # =========================================================================== several models, full physics
-Pair = tuple[np.ndarray, np.ndarray]  # (positions [n, 3] A, type indices [n])
 
 QM9_DFT_FORMATION_ENERGY = {"mean": -4.466, "median": -4.443, "p10": -4.700, "p90": -4.262,
                             "unit": "eV/atom", "level": "B3LYP/6-31G(2df,p)",
@@ -280,7 +288,7 @@ def sample_checkpoint(checkpoint: str, name: str, num: int, sizes: Any, steps: i
 
 
 def samples_from_file(path: str | os.PathLike, name: str, info: DatasetInfo) -> ModelSamples:
-    molecules = file_molecules(path, info)
+    molecules, info = file_molecules(path, info)
     if not molecules:
         raise ValueError(f"{path} holds no readable molecules")
     return ModelSamples(name, [(x.astype(np.float64), t) for x, t in molecules], info,

@@ -143,3 +143,48 @@ WATER_SDF = """water
 M  END
 $$$$
 """
+
+
+SNH4_SDF = """stannane
+  elign
+
+  5  4  0  0  0  0  0  0  0  0999 V2000
+    0.0000    0.0000    0.0000 Sn  0  0  0  0  0  0  0  0  0  0  0  0
+    0.9850    0.9850    0.9850 H   0  0  0  0  0  0  0  0  0  0  0  0
+   -0.9850   -0.9850    0.9850 H   0  0  0  0  0  0  0  0  0  0  0  0
+   -0.9850    0.9850   -0.9850 H   0  0  0  0  0  0  0  0  0  0  0  0
+    0.9850   -0.9850   -0.9850 H   0  0  0  0  0  0  0  0  0  0  0  0
+  1  2  1  0
+  1  3  1  0
+  1  4  1  0
+  1  5  1  0
+M  END
+$$$$
+"""
+
+
+def test_one_unsupported_element_flags_its_molecule_not_the_file(capsys, tmp_path):
+    sdf = tmp_path / "mixed.sdf"
+    sdf.write_text(WATER_SDF + SNH4_SDF)
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(sdf), "--mlff", "synthetic", "--out", str(out)]) == 0
+    rows = out.read_text().splitlines()
+    assert len(rows) == 3
+    assert rows[1].split(",")[5] == "1"  # water scored
+    assert rows[2].split(",")[5] == "0" and "Sn (Z=50)" in rows[2]  # stannane flagged with its reason
+    capsys.readouterr()
+    report = tmp_path / "r.json"
+    assert main(["evaluate", "--samples", str(sdf), "--no-novelty", "--json", str(report)]) == 0
+    r = json.loads(report.read_text())
+    assert r["n"] == 2 and r["per_molecule"]["molecule_stable"] == [True, False]  # no valence table for Sn
+    bogus = tmp_path / "bogus.npz"  # a symbol that is no element is still the file's error
+    np.savez(
+        bogus,
+        positions=np.zeros((2, 3), np.float32),
+        types=np.array([0, 1]),
+        n_atoms=np.array([2]),
+        decoder=np.array(["H", "Xx"]),
+        properties=np.array(json.dumps([{}])),
+    )
+    err = _one_line_error(capsys, ["evaluate", "--samples", str(bogus), "--no-novelty"])
+    assert "['Xx'] are not element symbols" in err

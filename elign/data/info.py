@@ -8,9 +8,10 @@ from importlib import resources
 
 import torch
 
+from elign.data.elements import ATOMIC_NUMBERS
+
 __all__ = ["DatasetInfo", "qm9_info"]
 
-ATOMIC_NUMBERS = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9, "S": 16, "Cl": 17, "Br": 35, "P": 15, "I": 53, "B": 5}
 
 
 @dataclass

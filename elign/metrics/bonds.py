@@ -195,7 +195,7 @@ def atom_stability(positions: Any, types: Any, decoder: Any) -> tuple[np.ndarray
     if not np.isfinite(_as_numpy(positions, np.float64)).all():  # no distance, no bond, nothing stable
         return np.zeros(len(t), dtype=bool), len(t) == 0
     nbonds = valence(bond_orders(positions, t, symbols))  # [n]
-    allowed = [allowed_valences(s) for s in symbols]
+    allowed = [allowed_valences(s) if s in ALLOWED_VALENCE else () for s in symbols]  # no entry: never stable
     stable = np.array([int(v) in allowed[ti] for ti, v in zip(t, nbonds, strict=True)], dtype=bool)
     return stable, bool(stable.all())
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from elign.data.batch import MoleculeBatch
+from elign.data.elements import ELEMENT_SYMBOLS
 from elign.metrics.bonds import MIN_DISTANCE
 
 __all__ = [
@@ -37,12 +38,6 @@ __all__ = [
 
 HARTREE_TO_EV = 27.211386245988
 BOHR_TO_ANGSTROM = 0.529177210903
-
-ELEMENT_SYMBOLS: dict[int, str] = {
-    1: "H", 2: "He", 3: "Li", 4: "Be", 5: "B", 6: "C", 7: "N", 8: "O", 9: "F", 10: "Ne",
-    11: "Na", 12: "Mg", 13: "Al", 14: "Si", 15: "P", 16: "S", 17: "Cl", 18: "Ar",
-    33: "As", 34: "Se", 35: "Br", 53: "I",
-}  # fmt: skip
 
 # Unpaired electrons of the isolated neutral atom in its ground state (Hund's rule).
 GROUND_STATE_UNPAIRED: dict[int, int] = {
