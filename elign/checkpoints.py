@@ -135,20 +135,26 @@ def _read_metadata(raw: bytes) -> dict:
 
 
 def _build_and_load(config: ModelConfig, state: dict[str, torch.Tensor], path: Path) -> EquivariantDiffusion:
+    """The model of ``config`` holding ``state``; shapes are checked on a skeleton first, so a config that
+    declares a larger model than its file holds is refused before any memory is allocated for it."""
+    with torch.device("meta"):
+        skeleton = build_model(config)  # shapes only
+    _check_fit({k: v.shape for k, v in skeleton.state_dict().items()}, state, path)
     model = build_model(config)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    own = model.state_dict()
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model.eval()
+
+
+def _check_fit(own: dict[str, torch.Size], state: dict[str, torch.Tensor], path: Path) -> None:
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state
-             and state[k].shape != own[k].shape]
+    wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k])}" for k in own if k in state
+             and state[k].shape != own[k]]
     if missing or unexpected or wrong:
         raise CheckpointError(
             f"{path} does not fit its model config: missing {missing[:5]}, unexpected {unexpected[:5]}, "
             f"shape mismatches {wrong[:5]}"
         )
-    model.load_state_dict(state)
-    return model.eval()
 
 
 # ------------------------------------------------------------------------------ original EDM

@@ -9,6 +9,9 @@ from elign.data.info import DatasetInfo
 __all__ = ["ModelConfig"]
 
 
+MODEL_LIMITS = {"hidden": 4096, "n_layers": 64, "inv_sublayers": 16, "timesteps": 100_000}  # far above any EDM
+
+
 @dataclass
 class ModelConfig:
     atom_decoder: list[str] = field(default_factory=lambda: ["H", "C", "N", "O", "F"])
@@ -36,6 +39,9 @@ class ModelConfig:
             problems.append(f"hidden={self.hidden}, n_layers={self.n_layers}, inv_sublayers={self.inv_sublayers}")
         if self.timesteps < 1:
             problems.append(f"timesteps={self.timesteps}")
+        too_large = {k: getattr(self, k) for k, cap in MODEL_LIMITS.items() if getattr(self, k) > cap}
+        if too_large:
+            problems.append(f"implausibly large {too_large} (limits {MODEL_LIMITS})")
         if self.aggregation not in ("sum", "mean"):
             problems.append(f"aggregation={self.aggregation!r} (use 'sum' or 'mean')")
         if len(self.norm_values) != 3 or min(self.norm_values) <= 0:

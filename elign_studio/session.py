@@ -187,9 +187,12 @@ class StudioSession(param.Parameterized):
             return None
         target = self.settings.writable("uploads", f"{uuid.uuid4().hex[:8]}-{filename}")
         target.write_bytes(data)
-        label = self.add_checkpoint(str(target), name=Path(filename).stem)
-        if label is None:
-            target.unlink(missing_ok=True)
+        label = None
+        try:
+            label = self.add_checkpoint(str(target), name=Path(filename).stem)
+        finally:  # a refused (or crashing) upload never stays on disk
+            if label is None:
+                target.unlink(missing_ok=True)
         return label
 
     def model_path(self, name: str) -> Path:

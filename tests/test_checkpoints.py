@@ -96,3 +96,38 @@ def test_old_edm_args_get_defaults(edm_fixtures):
     assert not hasattr(args, "aggregation_method")
     config = config_from_edm_args(args)
     assert config.aggregation == "sum" and config.normalization_factor == 1.0
+
+
+def _declaring(tmp_path, **config_overrides):
+    """The tiny model's file with its stored config claiming other sizes (the tensors unchanged)."""
+    import json as _json
+
+    from safetensors.torch import load, save
+
+    model, config = tiny_model()
+    path = save_checkpoint(tmp_path / "honest.safetensors", model, config)
+    raw = path.read_bytes()
+    meta = _json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])["__metadata__"]
+    meta["config"] = _json.dumps({**_json.loads(meta["config"]), **config_overrides})
+    lying = tmp_path / "lying.safetensors"
+    lying.write_bytes(save(load(raw), metadata=meta))
+    return lying
+
+
+def test_declared_sizes_are_bounded_before_any_allocation(tmp_path, monkeypatch):
+    import elign.checkpoints
+
+    devices = []
+    real_build = elign.checkpoints.build_model
+
+    def recording_build(config):
+        devices.append(torch.get_default_device().type)
+        return real_build(config)
+
+    monkeypatch.setattr(elign.checkpoints, "build_model", recording_build)
+    with pytest.raises(CheckpointError, match="implausibly large"):
+        load_checkpoint(_declaring(tmp_path, hidden=10**6))
+    assert devices == []  # refused from the config alone
+    with pytest.raises(CheckpointError, match="does not fit its model config"):
+        load_checkpoint(_declaring(tmp_path, hidden=3000))
+    assert devices == ["meta"]  # only a shape skeleton was built

@@ -188,3 +188,16 @@ def test_create_app_builds_without_server(studio: StudioSession) -> None:
 
     layout = create_app(session=studio)
     assert layout.session is studio
+
+
+def test_upload_declaring_a_huge_model_is_refused_and_removed(studio: StudioSession, tmp_path: Path) -> None:
+    import json
+
+    from safetensors.torch import load, save
+
+    raw = (tmp_path / "tiny.safetensors").read_bytes()
+    meta = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])["__metadata__"]
+    meta["config"] = json.dumps({**json.loads(meta["config"]), "hidden": 10**6})
+    assert studio.add_upload("huge.safetensors", save(load(raw), metadata=meta)) is None
+    assert "implausibly large" in studio.error
+    assert not list((tmp_path / "uploads").iterdir())
