@@ -66,7 +66,16 @@ ARMS: dict[str, list[str]] = {
 CONTINUED_ARMS: dict[str, list[str]] = {
     "continued": [],
     "continued_cosine": ["--lr-decay-start", "{step}", "--lr-decay-steps", "2000", "--lr-min", "5e-5"],
-    "continued_lr1e-4": ["--lr", "1e-4"],
+    "continued_buckets+beta": [
+        "--batching",
+        "size_buckets",
+        "--time-sampling",
+        "beta",
+        "--beta-a",
+        "1",
+        "--beta-b",
+        "2",
+    ],
 }
 RUN_FILES = ("state.pt", "config.json", "metrics.jsonl", "model.safetensors")
 

@@ -32,6 +32,8 @@ __all__ = [
     "config_from_edm_args",
     "atomic_write",
     "check_writable",
+    "remove_stale_temporaries",
+    "truncate_log",
     "checkpoint_sha256",
 ]
 
@@ -59,6 +61,36 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files an interrupted :func:`atomic_write` left in ``folder``; the removed paths."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def truncate_log(path: str | Path, key: str, last: int) -> int:
+    """Keep only the records of a JSON-lines log whose ``key`` is at most ``last`` (a resumed run's log
+    then continues where its state does, without repeated steps); the number of records dropped."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
+        if not isinstance(record, dict) or record.get(key, last) <= last:
+            kept.append(line)
+    if len(kept) != len(lines):
+        atomic_write(path, ("\n".join(kept) + "\n" if kept else "").encode())
+    return len(lines) - len(kept)
 
 
 def check_writable(path: str | Path, directory: bool = False) -> Path:

@@ -341,8 +341,10 @@ def force_field_figures(ff: Any, molecules: Sequence[Pair], atomic_numbers: Sequ
                         batch_size: int = 64, decoder: Sequence[str] | None = None) -> dict[str, list]:
     """Per molecule: formation_energy (eV/atom), rms_force (eV/A), reason (None where scored), in order.
 
-    With ``decoder``, molecules in several fragments (EDM's bond rules) are not scored: reason
-    'disconnected fragments' (isolated atoms would otherwise look perfect: no force, no formation energy).
+    With ``decoder``, impossible geometries (overlapping atoms), lone atoms and molecules in several fragments
+    (EDM's bond rules) are not scored, each with its reason: their figures would be artefacts (isolated atoms
+    look perfect, overlapping ones poison every mean). The force field itself only refuses what it cannot
+    compute, so an alignment reward still sees every finite molecule.
     """
     import torch
 

@@ -84,22 +84,28 @@ def write_sdf(
     mols = list(split_molecules(molecules))
     props = _check_properties(properties, len(mols))
     counts = {"written": 0, "skipped": 0, "invalid": 0}
-    with quiet_rdkit(), Chem.SDWriter(os.fspath(path)) as writer:
-        writer.SetKekulize(False)
-        for i, ((x, t), p) in enumerate(zip(mols, props, strict=True)):
-            try:
-                mol, ok = _prepare(x, t, symbols, p, name=f"mol_{i}")
-            except Exception as err:  # a molecule that cannot be written is counted, never fatal
-                log.warning("write_sdf: molecule %d not written: %s", i, err)
-                counts["skipped"] += 1
-                counts["invalid"] += 1
-                continue
-            counts["invalid"] += not ok
-            if not ok and invalid == "skip":
-                counts["skipped"] += 1
-                continue
-            writer.write(mol)
-            counts["written"] += 1
+    tmp = Path(f"{os.fspath(path)}.tmp.sdf")  # written whole, then renamed: never a half-written file
+    try:
+        with quiet_rdkit(), Chem.SDWriter(os.fspath(tmp)) as writer:
+            writer.SetKekulize(False)
+            for i, ((x, t), p) in enumerate(zip(mols, props, strict=True)):
+                try:
+                    mol, ok = _prepare(x, t, symbols, p, name=f"mol_{i}")
+                except Exception as err:  # a molecule that cannot be written is counted, never fatal
+                    log.warning("write_sdf: molecule %d not written: %s", i, err)
+                    counts["skipped"] += 1
+                    counts["invalid"] += 1
+                    continue
+                counts["invalid"] += not ok
+                if not ok and invalid == "skip":
+                    counts["skipped"] += 1
+                    continue
+                writer.write(mol)
+                counts["written"] += 1
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return counts
 
 

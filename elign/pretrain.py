@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from elign.checkpoints import atomic_write, save_checkpoint
+from elign.checkpoints import atomic_write, remove_stale_temporaries, save_checkpoint, truncate_log
 from elign.config import ModelConfig
 from elign.data.batch import MoleculeBatch
 from elign.data.dense import DenseDataset
@@ -200,13 +200,20 @@ class Pretrainer:
         self.opt.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.elapsed_minutes = float(state["elapsed_minutes"])
+        if self.rank == 0 and path == self.state_path:  # the log and weights of this run follow its state
+            truncate_log(self.out / "metrics.jsonl", "step", self.step)
+            self._save_weights()
 
     def save(self) -> None:
+        """The EMA weights, then the full state: a kill between the two never leaves the weights behind."""
         if self.rank != 0:
             return
+        self._save_weights()
         buf = io.BytesIO()
         torch.save(self.state_dict(), buf)
         atomic_write(self.state_path, buf.getvalue())
+
+    def _save_weights(self) -> None:
         extra = {"step": self.step, "epochs": round(self.step / self.steps_per_epoch, 3),
                  "train_minutes": round(self.elapsed_minutes, 2), "device": str(self.device),
                  "world_size": self.world}
@@ -290,7 +297,8 @@ class Pretrainer:
     def fit(self, progress: bool = True) -> dict:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
-            (self.out / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+            remove_stale_temporaries(self.out)
+            atomic_write(self.out / "config.json", json.dumps(asdict(self.cfg), indent=2).encode())
         total = self.total_steps()
         run_start = start_wall = time.monotonic()  # run_start: this invocation; start_wall: since the last save
         last_ckpt = start_wall

@@ -243,8 +243,17 @@ class StudioSession(param.Parameterized):
             self.status = "Stopping: the trainer writes a checkpoint after the current iteration..."
         self.poll()
 
+    def _readable(self, path: Path) -> bool:
+        """True when ``path`` (resolved, so a symlink is followed) lies in a folder this studio may read."""
+        try:
+            self.settings.readable(path)
+        except (PathNotAllowed, OSError):
+            return False
+        return True
+
     def _finish_run(self, how: str) -> None:
-        ckpts = sorted(self.run_dir.glob("**/*.safetensors"), key=lambda p: p.stat().st_mtime)
+        ckpts = sorted((p for p in self.run_dir.glob("**/*.safetensors") if self._readable(p)),
+                       key=lambda p: p.stat().st_mtime)
         if ckpts:
             label = self._register(f"{self.run_name}", ckpts[-1])
             self.status = (

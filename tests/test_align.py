@@ -236,3 +236,15 @@ def test_an_error_between_minibatches_saves_nothing_of_that_iteration(tmp_path, 
     assert after["iteration"] == saved["iteration"] == 1
     for k, v in saved["policy"].items():
         assert torch.equal(after["policy"][k], v), k
+
+
+def test_resume_drops_log_records_beyond_the_state(tmp_path, backbone):
+    cfg = tiny_align(tmp_path, backbone, iterations=2)
+    make_trainer(cfg).train()
+    with (tmp_path / "metrics.jsonl").open("a") as f:  # logged after the last checkpoint, then killed
+        f.write(json.dumps({"iteration": 3, "loss": 0.0}) + "\n")
+    (tmp_path / ".state.pt.abc.tmp").write_bytes(b"half")
+    make_trainer(tiny_align(tmp_path, backbone, iterations=3)).train()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in lines] == [1, 2, 3]
+    assert not (tmp_path / ".state.pt.abc.tmp").exists()

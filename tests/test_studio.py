@@ -201,3 +201,15 @@ def test_upload_declaring_a_huge_model_is_refused_and_removed(studio: StudioSess
     assert studio.add_upload("huge.safetensors", save(load(raw), metadata=meta)) is None
     assert "implausibly large" in studio.error
     assert not list((tmp_path / "uploads").iterdir())
+
+
+def test_finished_run_never_registers_a_symlink_out_of_bounds(studio: StudioSession, tmp_path: Path) -> None:
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.safetensors"
+    outside.write_bytes((tmp_path / "tiny.safetensors").read_bytes())
+    studio.run_name = "run-x"
+    studio.run_dir.mkdir(parents=True)
+    (studio.run_dir / "model.safetensors").symlink_to(outside)
+    before = dict(studio.models)
+    studio._finish_run("finished")
+    assert studio.models == before and "no checkpoint" in studio.status
+    outside.unlink()

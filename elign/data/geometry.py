@@ -7,6 +7,7 @@ import torch
 __all__ = [
     "remove_mean_with_mask",
     "assert_mean_zero_with_mask",
+    "check_generator",
     "sample_center_gravity_zero_gaussian",
     "sample_gaussian_with_mask",
     "com_free_dimension",
@@ -31,11 +32,20 @@ def assert_mean_zero_with_mask(x: torch.Tensor, node_mask: torch.Tensor, eps: fl
         raise ValueError(f"centre of mass is not zero (relative error {err.item():.2e})")
 
 
+def check_generator(generator: torch.Generator | None, device: torch.device) -> None:
+    """A generator must live on the device it draws for (a CPU generator cannot fill a CUDA tensor); this
+    says so in words, on any machine, instead of failing deep inside a CUDA kernel call."""
+    if generator is not None and generator.device.type != torch.device(device).type:
+        raise ValueError(f"a generator on {generator.device} cannot draw noise for tensors on {device}; "
+                         f"create it with torch.Generator(device={str(device)!r})")
+
+
 def sample_center_gravity_zero_gaussian(
     node_mask: torch.Tensor, generator: torch.Generator | None = None, dims: int = 3
 ) -> torch.Tensor:
     """Standard Gaussian projected on the centre-of-mass-free subspace: [B, N, dims]."""
     B, N, _ = node_mask.shape
+    check_generator(generator, node_mask.device)
     x = torch.randn(B, N, dims, generator=generator, device=node_mask.device, dtype=node_mask.dtype)
     return remove_mean_with_mask(x * node_mask, node_mask)
 
@@ -45,6 +55,7 @@ def sample_gaussian_with_mask(
 ) -> torch.Tensor:
     """Standard Gaussian [B, N, features], zero on padding."""
     B, N, _ = node_mask.shape
+    check_generator(generator, node_mask.device)
     h = torch.randn(B, N, features, generator=generator, device=node_mask.device, dtype=node_mask.dtype)
     return h * node_mask
 

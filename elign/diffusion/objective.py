@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from elign.data.geometry import check_generator
+
 __all__ = ["TrainingObjective", "WEIGHTINGS", "TIME_SAMPLINGS"]
 
 WEIGHTINGS = ("eps", "truncated_snr")
@@ -62,6 +64,7 @@ class TrainingObjective:
         self, batch: int, timesteps: int, device: torch.device | str, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Integer times t_int [B, 1] (long) and their importance weights [B] (ones unless weighted)."""
+        check_generator(generator, torch.device(device))
         if self.time_sampling == "uniform":  # EDM's draw, unchanged, so EDM runs resume bit for bit
             t_int = torch.randint(0, timesteps + 1, (batch, 1), device=device, generator=generator)
             return t_int, torch.ones(batch, device=device)

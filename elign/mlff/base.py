@@ -22,7 +22,6 @@ import torch
 
 from elign.data.batch import MoleculeBatch
 from elign.data.elements import ELEMENT_SYMBOLS
-from elign.metrics.bonds import MIN_DISTANCE
 
 __all__ = [
     "ELEMENT_SYMBOLS",
@@ -55,17 +54,6 @@ def missing_extra(package: str, err: Exception) -> MissingExtraError:
         f"this force field needs the optional package {package!r}, which could not be imported ({err}). "
         "Install the extra with: pip install elign[mlff]"
     )
-
-
-def _closest_pair(positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Smallest distance between two real atoms per molecule [B] (inf with fewer than two atoms).
-
-    positions [B, N, 3], mask [B, N] bool. Non-finite positions give NaN distances, which compare False.
-    """
-    N = positions.shape[1]
-    d = torch.cdist(positions.double(), positions.double())  # [B, N, N]
-    pair = mask[:, :, None] & mask[:, None, :] & ~torch.eye(N, dtype=torch.bool, device=positions.device)
-    return torch.where(pair, d, torch.inf).amin(dim=(1, 2)) if N > 1 else torch.full_like(d[:, 0, 0], torch.inf)
 
 
 @dataclass
@@ -137,22 +125,19 @@ class ForceField(ABC):
         n_electrons = z.sum(dim=1)  # [B]
         n_atoms = mask.sum(dim=1)  # [B]
         finite = torch.isfinite(batch.positions).all(dim=(1, 2))  # [B]
-        overlapping = _closest_pair(batch.positions, mask) < MIN_DISTANCE  # [B]
-        bad = unknown.any(dim=1) | (n_atoms == 0) | ~finite | overlapping
+        bad = unknown.any(dim=1) | (n_atoms == 0) | ~finite
         if self.closed_shell_only:
             bad = bad | (n_electrons % 2 == 1)
         reasons: list[str | None] = [None] * batch.batch_size
         if not bool(bad.any()):
             return reasons
         z_cpu, unknown_cpu, ne_cpu, na_cpu = z.cpu(), unknown.cpu(), n_electrons.cpu(), n_atoms.cpu()
-        finite_cpu, overlapping_cpu = finite.cpu(), overlapping.cpu()
+        finite_cpu = finite.cpu()
         for b in torch.nonzero(bad.cpu())[:, 0].tolist():
             if int(na_cpu[b]) == 0:
                 reasons[b] = "empty molecule (no atoms)"
             elif not bool(finite_cpu[b]):
                 reasons[b] = "non-finite input positions"
-            elif bool(overlapping_cpu[b]):
-                reasons[b] = f"atoms closer than {MIN_DISTANCE} A (overlapping atoms)"
             elif bool(unknown_cpu[b].any()):
                 els = sorted(set(z_cpu[b][unknown_cpu[b]].tolist()))
                 names = ", ".join(f"{ELEMENT_SYMBOLS.get(e, '?')} (Z={e})" for e in els)

@@ -17,7 +17,13 @@ from typing import Protocol
 
 import torch
 
-from elign.checkpoints import atomic_write, load_checkpoint, save_checkpoint
+from elign.checkpoints import (
+    atomic_write,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+    truncate_log,
+)
 from elign.diffusion.edm import gaussian_log_prob
 from elign.distributed import rank_world
 from elign.metrics.bonds import n_fragments, split_molecules
@@ -79,12 +85,12 @@ class FedGrpoTrainer:
     def save(self) -> None:
         if self.rank:
             return
-        buf = io.BytesIO()
-        torch.save(self.state_dict(), buf)
-        atomic_write(self.out / "state.pt", buf.getvalue())
         save_checkpoint(self.out / "model.safetensors", self.policy, self.model_config,
                         extra={"aligned_iterations": self.iteration, "backbone": str(self.cfg.checkpoint),
                                "mlff": str(self.cfg.mlff), "method": "FED-GRPO"})
+        buf = io.BytesIO()  # the state last: a kill between the two never leaves the weights behind it
+        torch.save(self.state_dict(), buf)
+        atomic_write(self.out / "state.pt", buf.getvalue())
 
     def maybe_resume(self) -> bool:
         path = self.out / "state.pt"
@@ -100,6 +106,8 @@ class FedGrpoTrainer:
         self.opt.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
         self.best_score = float(state["best_score"])
+        if self.rank == 0:
+            truncate_log(self.out / "metrics.jsonl", "iteration", self.iteration)
         return True
 
     # ------------------------------------------------------------------ data
@@ -237,7 +245,7 @@ class FedGrpoTrainer:
             "advantage_abs_mean": float(adv.abs().mean()),
             **upd, **timing, "time_iteration": time.perf_counter() - t_start,
         }
-        return _reduce_metrics(metrics, self.world)
+        return _reduce_metrics(metrics, self.world, self.device)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -265,7 +273,8 @@ class FedGrpoTrainer:
 
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
-            (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+            remove_stale_temporaries(self.out)
+            atomic_write(self.out / "config.json", json.dumps(self.cfg.to_dict(), indent=2).encode())
         resumed = self.maybe_resume()
         bar = tqdm(total=self.cfg.iterations, initial=self.iteration, desc="align", unit="it",
                    disable=not progress or self.rank)
@@ -335,24 +344,32 @@ def _load_ff(cfg: AlignConfig, device: torch.device):
 
 
 def _all_reduce_grads(model: torch.nn.Module, world: int) -> None:
+    """Average gradients over processes in one collective: the gradients flattened into a single buffer on
+    their own device (NCCL needs CUDA tensors; one call instead of one per parameter)."""
     if world == 1:
         return
     import torch.distributed as dist
 
-    for p in model.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad /= world
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])  # [total], on the gradients' device
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
-def _reduce_metrics(metrics: dict, world: int) -> dict:
-    """Average the scalar metrics over processes (sums for counts)."""
+def _reduce_metrics(metrics: dict, world: int, device: torch.device) -> dict:
+    """Average the scalar metrics over processes (sums for counts), reduced on the process's device."""
     if world == 1:
         return metrics
     import torch.distributed as dist
 
     keys = sorted(metrics)
-    vals = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
+    vals = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(vals)
     counts = {"failed", "psi_failed"}
-    return {k: (v if k in counts else v / world) for k, v in zip(keys, vals.tolist(), strict=True)}
+    return {k: (v if k in counts else v / world) for k, v in zip(keys, vals.cpu().tolist(), strict=True)}

@@ -1,0 +1,74 @@
+"""Device consistency of the GPU paths, checked without a GPU: collectives see tensors on the process's
+device (NCCL refuses CPU tensors) and generators must sit on the device they draw for."""
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from elign.data.geometry import sample_center_gravity_zero_gaussian
+from elign.diffusion.objective import TrainingObjective
+from elign.rl import trainer as rl_trainer
+from elign.testing import tiny_model
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.fixture
+def collectives(monkeypatch):
+    """A fake all_reduce that records the device and size of every tensor handed to it."""
+    seen = []
+
+    def all_reduce(tensor, op=None):
+        seen.append((tensor.device.type, tensor.numel()))
+
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    return seen
+
+
+def test_metrics_are_reduced_on_the_process_device(collectives, monkeypatch):
+    def stop_after_reduce(tensor, op=None):
+        collectives.append((tensor.device.type, tensor.numel()))
+        raise _Stop  # a meta tensor holds no values to read back; the device is what is checked
+
+    monkeypatch.setattr(dist, "all_reduce", stop_after_reduce)
+    with pytest.raises(_Stop):
+        rl_trainer._reduce_metrics({"loss": 1.0, "failed": 2}, 2, torch.device("meta"))
+    assert collectives == [("meta", 2)]
+
+
+def test_gradients_are_reduced_in_one_bucket_on_their_device(collectives):
+    model, _ = tiny_model()
+    model = model.to("meta")
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    rl_trainer._all_reduce_grads(model, 2)
+    assert collectives == [("meta", sum(p.numel() for p in params))]
+
+
+def test_gradient_bucket_averages_every_parameter(collectives, monkeypatch):
+    def doubling(tensor, op=None):  # two processes holding the same gradient
+        tensor.mul_(2)
+
+    monkeypatch.setattr(dist, "all_reduce", doubling)
+    model, _ = tiny_model()
+    expected = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            p.grad = torch.randn_like(p)
+            expected[name] = p.grad.clone()
+    rl_trainer._all_reduce_grads(model, 2)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p.grad, expected[name]), name
+
+
+def test_a_generator_on_another_device_is_named():
+    mask = torch.ones(2, 3, 1, device="meta")
+    with pytest.raises(ValueError, match="generator on cpu cannot draw noise for tensors on meta"):
+        sample_center_gravity_zero_gaussian(mask, torch.Generator())
+    with pytest.raises(ValueError, match="generator on cpu"):
+        TrainingObjective().sample_times(4, 10, "meta", torch.Generator())
+    sample_center_gravity_zero_gaussian(torch.ones(2, 3, 1), torch.Generator())  # the same device is fine
