@@ -58,6 +58,7 @@ ARMS: dict[str, list[str]] = {
         "--beta-b",
         "2",
     ],
+    "buckets+beta": ["--batching", "size_buckets", "--time-sampling", "beta", "--beta-a", "1", "--beta-b", "2"],
     "buckets_6x96": ["--batching", "size_buckets", "--hidden", "96", "--n-layers", "6"],
     "buckets_bs32": ["--batching", "size_buckets", "--batch-size", "32"],
 }
@@ -66,9 +67,12 @@ ARMS: dict[str, list[str]] = {
 CONTINUED_ARMS: dict[str, list[str]] = {
     "continued": [],
     "continued_cosine": ["--lr-decay-start", "{step}", "--lr-decay-steps", "2000", "--lr-min", "5e-5"],
-    "continued_buckets+beta": [
+    "continued_buckets_bs32": ["--batching", "size_buckets", "--batch-size", "32"],
+    "continued_buckets_bs32+beta": [
         "--batching",
         "size_buckets",
+        "--batch-size",
+        "32",
         "--time-sampling",
         "beta",
         "--beta-a",
@@ -80,16 +84,26 @@ CONTINUED_ARMS: dict[str, list[str]] = {
 RUN_FILES = ("state.pt", "config.json", "metrics.jsonl", "model.safetensors")
 
 
+def _flags(*groups: list[str]) -> list[str]:
+    """Flag-value lists merged left to right, each flag once (a later group overrides an earlier one)."""
+    merged: dict[str, str] = {}
+    for group in groups:
+        merged.update(zip(group[::2], group[1::2], strict=True))
+    return [item for pair in merged.items() for item in pair]
+
+
 def arm_command(
     name: str, data: str, out: Path, minutes: float, threads: int, seed: int, resume_step: int | None = None
 ) -> list[str]:
     if resume_step is None:
-        extra = ARMS[name]
+        resume, arm = [], ARMS[name]
     else:
-        extra = ["--resume", "--val-every", "0", *(a.replace("{step}", str(resume_step)) for a in CONTINUED_ARMS[name])]
-    return [sys.executable, "-m", "elign.cli", "pretrain", "--data", data, "--out", str(out), *CONTROL, *extra,
-            "--max-minutes", str(minutes), "--threads", str(threads), "--seed", str(seed), "--log-every", "100",
-            "--checkpoint-minutes", str(max(minutes, 5.0)), "--no-progress"]  # fmt: skip
+        resume = ["--resume"]
+        arm = ["--val-every", "0", *(a.replace("{step}", str(resume_step)) for a in CONTINUED_ARMS[name])]
+    budget = ["--max-minutes", str(minutes), "--threads", str(threads), "--seed", str(seed), "--log-every", "100",
+              "--checkpoint-minutes", str(max(minutes, 5.0))]  # fmt: skip
+    return [sys.executable, "-m", "elign.cli", "pretrain", "--data", data, "--out", str(out), *resume,
+            *_flags(CONTROL, arm, budget), "--no-progress"]  # fmt: skip
 
 
 def train_arm(cmd: list[str], out: Path) -> dict:
@@ -242,7 +256,12 @@ def main() -> None:
             f"{r['molecule_stability']:.3f} | "
             f"{r['connected']:.3f} | {r['even_electrons']:.3f} | {r['validity']:.3f} |"
         )
-    commands = [f"`{r['arm']}`: `{r['command']}`" for r in rows]
+    commands = []
+    for r in rows:  # rebuilt from the arm definitions (each flag once), as the arm ran
+        out = Path(args.out) / r["arm"]
+        step = r["from"]["step"] if r.get("from") else None
+        cmd = arm_command(r["arm"], args.data, out, args.minutes, args.threads, args.seed, step)
+        commands.append(f"`{r['arm']}`: `{' '.join(['elign', *cmd[3:]])}`")
     append_results(
         "Pretraining recipes at equal CPU minutes (benchmarks/pretrain_recipe.py)",
         [head, "table:\n\n" + "\n".join(table) + "\n", *commands],
