@@ -147,7 +147,11 @@ class Pretrainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.999))
         self.step = 0
-        self.elapsed_minutes = 0.0  # cumulative over resumes
+        self.elapsed_minutes = 0.0  # cumulative wall minutes of training over resumes
+        # cumulative CPU minutes of the training process (all its threads) since step cpu_from_step: on a
+        # shared machine the wall minutes overstate the compute a run received
+        self.cpu_minutes, self.cpu_from_step = 0.0, 0
+        self._cpu_mark = time.process_time()
         self.stop_requested = False
         self.train_idx = data.splits["train"]
         self.global_batch = config.batch_size * self.world
@@ -177,6 +181,8 @@ class Pretrainer:
             "optimizer": self.opt.state_dict(),
             "step": self.step,
             "elapsed_minutes": self.elapsed_minutes,
+            "cpu_minutes": self.cpu_minutes,
+            "cpu_from_step": self.cpu_from_step,
             "config": json.dumps(asdict(self.cfg)),
             "model_config": json.dumps(self.model_config.to_dict()),
         }
@@ -200,6 +206,9 @@ class Pretrainer:
         self.opt.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.elapsed_minutes = float(state["elapsed_minutes"])
+        # states written before CPU time was recorded count it from the step they resume at
+        self.cpu_minutes = float(state.get("cpu_minutes", 0.0))
+        self.cpu_from_step = int(state.get("cpu_from_step", self.step))
         if self.rank == 0 and path == self.state_path:  # the log and weights of this run follow its state
             truncate_log(self.out / "metrics.jsonl", "step", self.step)
             self._save_weights()
@@ -215,7 +224,8 @@ class Pretrainer:
 
     def _save_weights(self) -> None:
         extra = {"step": self.step, "epochs": round(self.step / self.steps_per_epoch, 3),
-                 "train_minutes": round(self.elapsed_minutes, 2), "device": str(self.device),
+                 "train_minutes": round(self.elapsed_minutes, 2), "cpu_minutes": round(self.cpu_minutes, 2),
+                 "cpu_from_step": self.cpu_from_step, "device": str(self.device),
                  "world_size": self.world}
         save_checkpoint(self.out / "model.safetensors", self.ema, self.model_config, extra=extra)
 
@@ -301,6 +311,7 @@ class Pretrainer:
             atomic_write(self.out / "config.json", json.dumps(asdict(self.cfg), indent=2).encode())
         total = self.total_steps()
         run_start = start_wall = time.monotonic()  # run_start: this invocation; start_wall: since the last save
+        self._cpu_mark = time.process_time()
         last_ckpt = start_wall
         window_t, window_mols, window_loss, window_n = time.monotonic(), 0, 0.0, 0
         previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -320,7 +331,8 @@ class Pretrainer:
                     rec = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), "loss": loss,
                            "grad_norm": float(out["grad_norm"]), "lr": self.opt.param_groups[0]["lr"],
                            "mol_per_s": window_mols / max(now - window_t, 1e-9),
-                           "train_minutes": self.elapsed_minutes + (now - start_wall) / 60}
+                           "train_minutes": self.elapsed_minutes + (now - start_wall) / 60,
+                           "cpu_minutes": self.cpu_minutes + (time.process_time() - self._cpu_mark) / 60}
                     self._log(rec)
                     bar.set_postfix(loss=f"{loss:.4f}")
                     window_t, window_mols = now, 0
@@ -342,12 +354,16 @@ class Pretrainer:
                 signal.signal(sig, handler)
             if reason != "non-finite loss":
                 self._checkpoint(start_wall)
-        return {"step": self.step, "stopped_by": reason, "train_minutes": self.elapsed_minutes}
+        return {"step": self.step, "stopped_by": reason, "train_minutes": self.elapsed_minutes,
+                "cpu_minutes": self.cpu_minutes}
 
     def _checkpoint(self, since: float) -> float:
-        """Add the minutes since ``since`` to the cumulative count, save; the time counted up to."""
-        now = time.monotonic()
+        """Add the wall minutes since ``since`` and the CPU minutes since the last mark to the cumulative
+        counts, save; the time counted up to."""
+        now, cpu = time.monotonic(), time.process_time()
         self.elapsed_minutes += (now - since) / 60
+        self.cpu_minutes += (cpu - self._cpu_mark) / 60
+        self._cpu_mark = cpu
         self.save()
         return now
 

@@ -100,3 +100,24 @@ def test_max_minutes_ends_cleanly_despite_periodic_checkpoints(tmp_path):
     assert result["stopped_by"] == "max_minutes"
     assert 0.03 <= result["train_minutes"] < 0.5
     assert torch.load(tmp_path / "state.pt", weights_only=True)["step"] == result["step"]
+
+
+def test_cpu_minutes_accumulate_over_resumes_and_old_states_count_from_their_step(tmp_path):
+    data = DenseDataset.synthetic(64, seed=0)
+    cfg = PretrainConfig(out_dir=str(tmp_path), hidden=8, n_layers=1, timesteps=20, batch_size=8, max_steps=30,
+                         log_every=10)
+    t = Pretrainer(cfg, data)
+    t.fit(progress=False)
+    first = t.cpu_minutes
+    assert 0 < first and t.cpu_from_step == 0
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert state["cpu_minutes"] == pytest.approx(first) and state["cpu_from_step"] == 0
+    r = Pretrainer(PretrainConfig(**{**cfg.__dict__, "max_steps": 60}), data)
+    r.resume()
+    r.fit(progress=False)
+    assert r.cpu_minutes > first
+    del state["cpu_minutes"], state["cpu_from_step"]  # a state from before CPU time was recorded
+    torch.save(state, tmp_path / "state.pt")
+    old = Pretrainer(cfg, data)
+    old.resume()
+    assert (old.cpu_minutes, old.cpu_from_step) == (0.0, 30)
