@@ -37,11 +37,16 @@ def test_chemistry_metrics_never_count_non_finite_molecules():
     assert stability_metrics([H2, WATER_NAN], DECODER)["molecule_stability"] == pytest.approx(1 / 2)
 
 
-def test_overlapping_atoms_keep_edms_chemistry_verdict():
-    # EDM's own reference samples hold atoms 0.39-0.48 A apart, judged by the distance rule alone; the
-    # chemistry figures keep that rule (tests/test_metrics.py checks all 900 verdicts) and the physics
-    # figures refuse such geometries instead (below)
-    assert atom_stability(*H2_COINCIDENT, DECODER)[1]
+def test_coincident_atoms_are_no_molecule_but_overlapping_ones_keep_edms_verdict():
+    stable, ok = atom_stability(*H2_COINCIDENT, DECODER)  # 0.01 A: one point, not H2
+    assert not ok and not stable.any()
+    assert molecule_smiles(*H2_COINCIDENT, DECODER) is None
+    # EDM's own reference samples hold atoms 0.39-0.48 A apart, judged by the distance rule alone
+    # (tests/test_metrics.py checks all 900 verdicts): such molecules keep that verdict; the physics
+    # figures refuse them instead (below)
+    h2_close = (np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.4]]), np.array([0, 0]))
+    assert atom_stability(*h2_close, DECODER)[1]
+    assert "overlapping" in geometry_problem(h2_close[0])
 
 
 @pytest.mark.parametrize("supported", [XTB_ELEMENTS, DFT_ELEMENTS])

@@ -29,6 +29,8 @@ __all__ = [
     "bond_orders",
     "decoder_symbols",
     "geometry_problem",
+    "chemically_judgeable",
+    "COINCIDENT_DISTANCE",
     "MIN_DISTANCE",
     "n_fragments",
     "split_molecules",
@@ -169,6 +171,27 @@ def geometry_problem(positions: Any) -> str | None:
     return None
 
 
+COINCIDENT_DISTANCE = 0.2  # Angstrom; atoms this close are one point, not a bond
+
+
+def chemically_judgeable(positions: Any) -> bool:
+    """False for non-finite positions and for coincident atoms (closer than ``COINCIDENT_DISTANCE``).
+
+    Such molecules are never stable or valid: two coincident H atoms are not H2. Atoms merely closer than
+    ``MIN_DISTANCE`` keep EDM's verdict: its own reference samples hold pairs 0.39-0.48 A apart judged by the
+    distance rule alone (the 900 verdicts of the stability fixture), so the figures stay comparable with the
+    literature, and :func:`geometry_problem` keeps such molecules out of the physics figures instead.
+    """
+    pos = _as_numpy(positions, np.float64).reshape(-1, 3)  # [n, 3]
+    if not np.isfinite(pos).all():
+        return False
+    if len(pos) < 2:
+        return True
+    d2 = ((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1)  # [n, n]
+    np.fill_diagonal(d2, np.inf)
+    return bool(d2.min() >= COINCIDENT_DISTANCE**2)
+
+
 def allowed_valences(symbol: str) -> tuple[int, ...]:
     """Allowed valences of an element; ValueError for an element without an entry."""
     if symbol not in ALLOWED_VALENCE:
@@ -185,14 +208,12 @@ def atom_stability(positions: Any, types: Any, decoder: Any) -> tuple[np.ndarray
     """EDM's stability of one molecule: (stable_per_atom bool [n], molecule_stable).
 
     An atom is stable when its summed bond order is an allowed valence of its element; the molecule
-    is stable when all its atoms are (so, as in EDM, an empty molecule counts as stable). No atom with a
-    non-finite position is stable. Overlapping atoms keep EDM's verdict (its reference samples include
-    atoms 0.39-0.48 A apart, counted by the same rule), so figures stay comparable with the literature;
-    :func:`geometry_problem` flags them for the physics figures instead.
+    is stable when all its atoms are (so, as in EDM, an empty molecule counts as stable). No atom of a
+    molecule that is not :func:`chemically_judgeable` is stable.
     """
     symbols = decoder_symbols(decoder)
     t = _as_numpy(types, np.int64).reshape(-1)  # [n]
-    if not np.isfinite(_as_numpy(positions, np.float64)).all():  # no distance, no bond, nothing stable
+    if not chemically_judgeable(positions):
         return np.zeros(len(t), dtype=bool), len(t) == 0
     nbonds = valence(bond_orders(positions, t, symbols))  # [n]
     allowed = [allowed_valences(s) if s in ALLOWED_VALENCE else () for s in symbols]  # no entry: never stable

@@ -17,7 +17,7 @@ import numpy as np
 from rdkit import Chem, rdBase
 from rdkit.Geometry import Point3D
 
-from elign.metrics.bonds import bond_orders, decoder_symbols, split_molecules
+from elign.metrics.bonds import bond_orders, chemically_judgeable, decoder_symbols, split_molecules
 
 __all__ = [
     "build_molecule",
@@ -95,8 +95,8 @@ def mol_to_smiles(mol: Chem.Mol | None) -> str | None:
 
 def molecule_smiles(positions: Any, types: Any, decoder: Any) -> str | None:
     """SMILES of a 3D molecule (positions [n, 3], types [n]) under the metric's rules; None when invalid
-    (non-finite positions are invalid)."""
-    if not np.isfinite(np.asarray(positions, dtype=np.float64)).all():
+    (so is a molecule that is not :func:`elign.metrics.bonds.chemically_judgeable`)."""
+    if not chemically_judgeable(positions):
         return None
     return mol_to_smiles(build_molecule(positions, types, decoder))
 
@@ -129,7 +129,7 @@ def chemistry_metrics_from_batch(
 ) -> dict[str, Any]:
     """:func:`chemistry_metrics` of a MoleculeBatch or a sequence of (positions, types) pairs."""
     symbols = decoder_symbols(decoder)
-    mols = [build_molecule(x, t, symbols) if np.isfinite(x).all() else None for x, t in split_molecules(batch)]
+    mols = [build_molecule(x, t, symbols) if chemically_judgeable(x) else None for x, t in split_molecules(batch)]
     return chemistry_metrics(mols, train_smiles)
 
 
