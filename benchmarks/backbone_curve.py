@@ -1,4 +1,4 @@
-"""The backbone's quality against cumulative CPU training minutes: a plot and a table.
+"""The backbone's quality against cumulative training minutes (wall clock, CPU only): a plot and a table.
 
 Two series: the validation samples the run logs itself (``metrics.jsonl``: 100 molecules at 100 steps,
 seed 12345, every ``val_every`` steps) and the adoption measurements (``evaluations.jsonl``: 1,000
@@ -52,14 +52,14 @@ def main() -> None:
 
     val = validation_curve(read_jsonl(args.log))
     evals = sorted(read_jsonl(args.evaluations), key=lambda e: e["train_minutes"])
-    print("| step | CPU minutes | val atom stab (100 x 100 steps) | val mol stab |")
+    print("| step | training minutes | val atom stab (100 x 100 steps) | val mol stab |")
     print("|---|---|---|---|")
     for r in val:
         print(
             f"| {r['step']:,} | {r['train_minutes']:.1f} | {r['val_atom_stability']:.3f} | "
             f"{r['val_molecule_stability']:.2f} |"
         )
-    print("\n| step | CPU minutes | atom stab (1000 x 1000 steps) | mol stab | validity |")
+    print("\n| step | training minutes | atom stab (1000 x 1000 steps) | mol stab | validity |")
     print("|---|---|---|---|---|")
     for e in evals:
         print(
@@ -71,7 +71,7 @@ def main() -> None:
         crossing = math.exp((0.5 - fit[1]) / fit[0])
         print(
             f"\nlog-linear fit through the 1000-step points: molecule stability = {fit[0]:.3f} ln(min) "
-            f"{fit[1]:+.3f}; reaches 0.50 at about {crossing:,.0f} CPU minutes ({crossing / 60:.1f} h)"
+            f"{fit[1]:+.3f}; reaches 0.50 at about {crossing:,.0f} training minutes ({crossing / 60:.1f} h)"
         )
 
     import matplotlib
@@ -123,7 +123,7 @@ def main() -> None:
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_ylim(0, 1)
-    ax.set_xlabel("cumulative CPU training minutes (log)")
+    ax.set_xlabel("cumulative training minutes on CPU (wall clock, log scale)")
     ax.set_ylabel("fraction stable")
     ax.set_title("Shipped-backbone lineage (4 x 64 EDM, QM9), CPU only")
     ax.legend(fontsize=7, loc="center right")
