@@ -154,20 +154,29 @@ def bond_orders(positions: Any, types: Any, decoder: Any) -> np.ndarray:
 MIN_DISTANCE = 0.5  # Angstrom; no two atoms of a real molecule are closer (the shortest bond, H-H, is 0.74)
 
 
+def _closest_distance(positions: Any) -> float:
+    """Smallest interatomic distance (A) of one molecule [n, 3]: inf below two atoms, NaN if non-finite."""
+    pos = _as_numpy(positions, np.float64).reshape(-1, 3)  # [n, 3]
+    if not np.isfinite(pos).all():
+        return float("nan")
+    if len(pos) < 2:
+        return float("inf")
+    d2 = ((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1)  # [n, n]
+    np.fill_diagonal(d2, np.inf)
+    return float(np.sqrt(d2.min()))
+
+
 def geometry_problem(positions: Any) -> str | None:
     """Why a geometry is physically impossible (None if it is not): non-finite or overlapping atoms.
 
-    positions [n, 3] Angstrom. Force fields and referees never score such molecules: their energies and
-    forces would be artefacts (H2 at 0.01 A: hundreds of eV per atom).
+    positions [n, 3] Angstrom. Referees and a report's force-field figures never score such molecules:
+    their energies and forces would be artefacts (H2 at 0.01 A: hundreds of eV per atom).
     """
-    pos = _as_numpy(positions, np.float64).reshape(-1, 3)  # [n, 3]
-    if not np.isfinite(pos).all():
+    closest = _closest_distance(positions)
+    if np.isnan(closest):
         return "non-finite positions"
-    if len(pos) > 1:
-        d = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1))  # [n, n]
-        np.fill_diagonal(d, np.inf)
-        if d.min() < MIN_DISTANCE:
-            return f"atoms closer than {MIN_DISTANCE} A (overlapping atoms)"
+    if closest < MIN_DISTANCE:
+        return f"atoms closer than {MIN_DISTANCE} A (overlapping atoms)"
     return None
 
 
@@ -182,14 +191,7 @@ def chemically_judgeable(positions: Any) -> bool:
     distance rule alone (the 900 verdicts of the stability fixture), so the figures stay comparable with the
     literature, and :func:`geometry_problem` keeps such molecules out of the physics figures instead.
     """
-    pos = _as_numpy(positions, np.float64).reshape(-1, 3)  # [n, 3]
-    if not np.isfinite(pos).all():
-        return False
-    if len(pos) < 2:
-        return True
-    d2 = ((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1)  # [n, n]
-    np.fill_diagonal(d2, np.inf)
-    return bool(d2.min() >= COINCIDENT_DISTANCE**2)
+    return bool(_closest_distance(positions) >= COINCIDENT_DISTANCE)  # NaN compares False
 
 
 def allowed_valences(symbol: str) -> tuple[int, ...]:
