@@ -41,45 +41,26 @@ CONTROL = [
     "--ema-decay",
     "0.999",
 ]
+BUCKETS = ["--batching", "size_buckets"]
+SNR = ["--loss-weighting", "truncated_snr"]
+BETA = ["--time-sampling", "beta", "--beta-a", "1", "--beta-b", "2"]
+BATCH_32 = ["--batch-size", "32"]
 ARMS: dict[str, list[str]] = {
     "control": [],
-    "size_buckets": ["--batching", "size_buckets"],
-    "truncated_snr": ["--loss-weighting", "truncated_snr"],
-    "beta_time": ["--time-sampling", "beta", "--beta-a", "1", "--beta-b", "2"],
-    "buckets+snr+beta": [
-        "--batching",
-        "size_buckets",
-        "--loss-weighting",
-        "truncated_snr",
-        "--time-sampling",
-        "beta",
-        "--beta-a",
-        "1",
-        "--beta-b",
-        "2",
-    ],
-    "buckets+beta": ["--batching", "size_buckets", "--time-sampling", "beta", "--beta-a", "1", "--beta-b", "2"],
-    "buckets_6x96": ["--batching", "size_buckets", "--hidden", "96", "--n-layers", "6"],
-    "buckets_bs32": ["--batching", "size_buckets", "--batch-size", "32"],
+    "size_buckets": BUCKETS,
+    "truncated_snr": SNR,
+    "beta_time": BETA,
+    "buckets+snr+beta": [*BUCKETS, *SNR, *BETA],
+    "buckets_6x96": [*BUCKETS, "--hidden", "96", "--n-layers", "6"],
+    "buckets_bs32": [*BUCKETS, *BATCH_32],
 }
 # Arms that continue a run (``--from DIR``: its state.pt, config.json and log) instead of starting afresh;
 # "{step}" is replaced by the step the run resumes at.
 CONTINUED_ARMS: dict[str, list[str]] = {
     "continued": [],
     "continued_cosine": ["--lr-decay-start", "{step}", "--lr-decay-steps", "2000", "--lr-min", "5e-5"],
-    "continued_buckets_bs32": ["--batching", "size_buckets", "--batch-size", "32"],
-    "continued_buckets_bs32+beta": [
-        "--batching",
-        "size_buckets",
-        "--batch-size",
-        "32",
-        "--time-sampling",
-        "beta",
-        "--beta-a",
-        "1",
-        "--beta-b",
-        "2",
-    ],
+    "continued_buckets_bs32": [*BUCKETS, *BATCH_32],
+    "continued_buckets_bs32+beta": [*BUCKETS, *BATCH_32, *BETA],
 }
 RUN_FILES = ("state.pt", "config.json", "metrics.jsonl", "model.safetensors")
 
