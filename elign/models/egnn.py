@@ -2,9 +2,16 @@
 
 The module tree mirrors the original EDM implementation so that its state dicts load unchanged
 (``egnn.embedding``, ``egnn.e_block_{i}.gcl_{j}.edge_mlp.0``, ``...gcl_equiv.coord_mlp.4``, ...).
-The computation is dense over all atom pairs ``[B, N, N, H]`` and factorises the first layer of
-every edge MLP per node: ``W [h_i; h_j; e] = (W_i h)_i + (W_j h)_j + W_e e``, the same maths with
-far fewer multiply-adds than evaluating it per edge.
+The computation is dense over all atom pairs ``[B, N, N, H]``, with as few passes over those tensors
+as the maths allows (they are what a CPU spends its time on):
+
+- the first layer of every edge MLP factorises per node, ``W [h_i; h_j; e] = (W_i h)_i + (W_j h)_j + W_e e``:
+  one broadcast sum and one in-place multiply-add instead of a per-edge matmul over the concatenation;
+- attention and the edge mask fold into one weight per pair, and the sum over neighbours is a batched
+  matrix product ``weight [B, N, 1, N] @ messages [B, N, N, H]``;
+- activations work in place when no gradient is recorded;
+- on the CPU, molecules of similar size are evaluated together, each group trimmed to its largest
+  (``elign.models.grouping``), so little of the pair work is padding.
 """
 
 from __future__ import annotations
@@ -12,9 +19,11 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from elign.data.geometry import remove_mean_with_mask
+from elign.models.grouping import size_groups
 
 __all__ = ["EGNN", "EGNNDynamics"]
 
@@ -32,21 +41,80 @@ def _pair_linear(layer: nn.Linear, h: torch.Tensor, edge_attr: torch.Tensor) -> 
 
     h [B, N, H], edge_attr [B, N, N, E] -> [B, N, N, out]
     """
-    H = h.shape[-1]
+    B, N, H = h.shape
     w = layer.weight  # [out, 2H + E]
-    a = h @ w[:, :H].T  # [B, N, out], source term
-    b = h @ w[:, H : 2 * H].T  # [B, N, out], target term
-    e = edge_attr @ w[:, 2 * H :].T  # [B, N, N, out]
-    return e + (a + layer.bias)[:, :, None, :] + b[:, None, :, :]
+    out_dim = w.shape[0]
+    flat = h.reshape(B * N, H)
+    src = flat @ w[:, :H].T if layer.bias is None else torch.addmm(layer.bias, flat, w[:, :H].T)  # [B N, out]
+    dst = flat @ w[:, H : 2 * H].T  # [B N, out]
+    out = torch.matmul(edge_attr.to(src.dtype), w[:, 2 * H :].T.to(src.dtype))  # [B, N, N, out], edge term
+    return out.add_(src.view(B, N, 1, out_dim)).add_(dst.view(B, 1, N, out_dim))
 
 
-def _aggregate(msg: torch.Tensor, edge_mask: torch.Tensor, factor: float, method: str) -> torch.Tensor:
-    """Sum (or mean) of masked messages over neighbours j: [B, N, N, D] -> [B, N, D]."""
-    agg = (msg * edge_mask).sum(dim=2)
+class _NeighbourSum(torch.autograd.Function):
+    """sum_j w_ij m_ij: w [B, N, N, 1], m [B, N, N, D] -> [B, N, D] as one batched matrix product.
+
+    The backward is a broadcast product and batched matrix-vector products; autograd's own would use
+    matrix products with an inner dimension of 1, which CPU BLAS runs many times slower.
+    """
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        w = w.to(m.dtype)
+        ctx.save_for_backward(w, m)
+        return torch.matmul(w.transpose(-1, -2), m).squeeze(-2)  # [B, N, 1, N] @ [B, N, N, D]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # grad [B, N, D]
+        w, m = ctx.saved_tensors
+        grad = grad.to(m.dtype)
+        grad_w = torch.matmul(m, grad.unsqueeze(-1)) if ctx.needs_input_grad[0] else None  # [B, N, N, 1]
+        grad_m = w * grad.unsqueeze(2) if ctx.needs_input_grad[1] else None  # [B, N, N, D]
+        return grad_w, grad_m
+
+
+class _Score(torch.autograd.Function):
+    """A linear layer with one output, x [..., H] -> [..., 1], whose input gradient is a broadcast product
+    (autograd's would be a matrix product with an inner dimension of 1, slow on CPUs)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        weight = weight.to(x.dtype)  # [1, H]
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(x, weight, None if bias is None else bias.to(x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # grad [..., 1]
+        x, weight = ctx.saved_tensors
+        grad = grad.to(x.dtype)
+        grad_x = grad * weight[0] if ctx.needs_input_grad[0] else None  # [..., H]
+        grad_w = grad.reshape(1, -1) @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None  # [1, H]
+        grad_b = grad.sum().reshape(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
+def _score(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` for a layer with one output: [..., H] -> [..., 1]."""
+    return _Score.apply(x, layer.weight, layer.bias)
+
+
+def _aggregate(msg: torch.Tensor, weight: torch.Tensor, edge_mask: torch.Tensor, factor: float,
+               method: str) -> torch.Tensor:
+    """sum_j weight_ij msg_ij over neighbours j (divided by ``factor``, or the mean): -> [B, N, D].
+
+    msg [B, N, N, D]; weight [B, N, N, 1] with the edge mask already folded in; edge_mask [B, N, N, 1].
+    """
+    agg = _NeighbourSum.apply(weight, msg)  # [B, N, D]
     if method == "sum":
         return agg / factor
     count = edge_mask.sum(dim=2).clamp(min=1)  # [B, N, 1], real neighbours
     return agg / count
+
+
+def _silu(x: torch.Tensor) -> torch.Tensor:
+    """SiLU, in place when no gradient is recorded (saves a pass over a pair tensor)."""
+    return F.silu(x, inplace=not torch.is_grad_enabled())
 
 
 class SinusoidsEmbedding(nn.Module):
@@ -81,11 +149,10 @@ class GCL(nn.Module):
 
     def forward(self, h, edge_attr, node_mask, edge_mask):
         # h [B, N, H], edge_attr [B, N, N, E], node_mask [B, N, 1], edge_mask [B, N, N, 1]
-        m = self.edge_mlp[1](_pair_linear(self.edge_mlp[0], h, edge_attr))
-        m = self.edge_mlp[3](self.edge_mlp[2](m))  # [B, N, N, H]
-        if self.attention:
-            m = m * self.att_mlp(m)
-        agg = _aggregate(m, edge_mask, self.factor, self.aggregation)  # [B, N, H]
+        m = _silu(_pair_linear(self.edge_mlp[0], h, edge_attr))
+        m = _silu(self.edge_mlp[2](m))  # [B, N, N, H]
+        weight = torch.sigmoid(_score(self.att_mlp[0], m)) * edge_mask if self.attention else edge_mask  # [B, N, N, 1]
+        agg = _aggregate(m, weight, edge_mask, self.factor, self.aggregation)  # [B, N, H]
         h = h + self.node_mlp(torch.cat([h, agg], dim=-1))
         return h * node_mask
 
@@ -105,11 +172,11 @@ class EquivariantUpdate(nn.Module):
 
     def forward(self, h, x, coord_diff, edge_attr, node_mask, edge_mask):
         # h [B, N, H], x [B, N, 3], coord_diff [B, N, N, 3]
-        w = self.coord_mlp[1](_pair_linear(self.coord_mlp[0], h, edge_attr))
-        w = self.coord_mlp[4](self.coord_mlp[3](self.coord_mlp[2](w)))  # [B, N, N, 1]
+        w = _silu(_pair_linear(self.coord_mlp[0], h, edge_attr))
+        w = _score(self.coord_mlp[4], _silu(self.coord_mlp[2](w)))  # [B, N, N, 1]
         if self.tanh:
             w = torch.tanh(w) * self.coords_range
-        x = x + _aggregate(coord_diff * w, edge_mask, self.factor, self.aggregation)
+        x = x + _aggregate(coord_diff, w * edge_mask, edge_mask, self.factor, self.aggregation)
         return x * node_mask
 
 
@@ -172,6 +239,21 @@ class EGNNDynamics(nn.Module):
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
         # z [B, N, 3 + F], t [B, 1] or [B] in [0, 1], node_mask [B, N, 1] -> [B, N, 3 + F]
+        B, N, _ = z.shape
+        t = t.reshape(B)
+        # Size groups pay on the CPU (measured); on accelerators launches dominate and the batch stays whole.
+        groups = size_groups(node_mask) if z.device.type == "cpu" else None
+        if groups is None:
+            return self._forward_padded(z, t, node_mask)
+        parts = [F.pad(self._forward_padded(z[rows, :n], t[rows], node_mask[rows, :n]), (0, 0, 0, N - n))
+                 for rows, n in groups]  # each [b, N, 3 + F]
+        order = torch.cat([rows for rows, _ in groups])  # [B]
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(B, device=order.device)
+        return torch.cat(parts)[inverse]
+
+    def _forward_padded(self, z: torch.Tensor, t: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
+        # z [B, N, 3 + F], t [B], node_mask [B, N, 1] -> [B, N, 3 + F], all atoms of one padded batch
         B, N, _ = z.shape
         m = node_mask[..., 0]
         eye = torch.eye(N, device=z.device, dtype=z.dtype)
