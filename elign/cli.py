@@ -550,7 +550,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run a command; a failure is one line on stderr (``ELIGN_TRACEBACK=1`` shows the traceback)."""
     import os
 
+    from elign.runtime import tune_malloc
+
     args = build_parser().parse_args(argv)
+    tune_malloc()
     try:
         _check_outputs(args)
         return args.func(args)

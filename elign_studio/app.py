@@ -7,6 +7,7 @@ from typing import Any
 import holoviews as hv
 import panel as pn
 
+from elign.runtime import tune_malloc
 from elign_studio.session import StudioSession
 from elign_studio.settings import StudioSettings
 from elign_studio.views.checkpoints import checkpoint_view
@@ -44,6 +45,7 @@ def create_app(
     Background work reports through a periodic callback; the session's training thread is stopped
     (with a checkpoint) when the browser session ends.
     """
+    tune_malloc()  # the network's pair tensors reuse freed memory (elign.runtime)
     pn.extension("tabulator", notifications=False)
     hv.extension("bokeh", logo=False)
     session = session or StudioSession(settings=settings, **session_kwargs)

@@ -19,8 +19,7 @@ __all__ = ["GROUP_OVERHEAD_PAIRS", "size_groups"]
 GROUP_OVERHEAD_PAIRS = 2000
 
 
-def size_groups(node_mask: torch.Tensor, overhead_pairs: float | None = None
-                ) -> list[tuple[torch.Tensor, int]] | None:
+def size_groups(node_mask: torch.Tensor, overhead_pairs: float | None = None) -> list[tuple[torch.Tensor, int]] | None:
     """Partition a batch into groups of similar size: [(rows [b] long, atoms n)], or None for one group.
 
     node_mask [B, N, 1]. Groups are runs of consecutive sizes chosen by dynamic programming to minimise
