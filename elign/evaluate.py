@@ -396,15 +396,6 @@ def reason_category(reason: str) -> str:
     return reason.splitlines()[0][:80]
 
 
-def _flat(samples: Sequence[ModelSamples]) -> tuple[list[Pair], list[tuple[int, int]]]:
-    mols, where = [], []
-    for m, s in enumerate(samples):
-        for i, pair in enumerate(s.molecules):
-            mols.append(pair)
-            where.append((m, i))
-    return mols, where
-
-
 def _ff_columns(spec: str, prefix: str, samples: Sequence[ModelSamples], rows: list[list[dict]],
                 settings: EvaluationSettings) -> dict[str, Any]:
     import torch

@@ -313,7 +313,7 @@ class Pretrainer:
         run_start = start_wall = time.monotonic()  # run_start: this invocation; start_wall: since the last save
         self._cpu_mark = time.process_time()
         last_ckpt = start_wall
-        window_t, window_mols, window_loss, window_n = time.monotonic(), 0, 0.0, 0
+        window_t, window_mols = time.monotonic(), 0
         previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         bar = tqdm(total=total, initial=self.step, desc="pretrain", unit="step", disable=not progress or self.rank)
         reason = "max_steps"
@@ -336,7 +336,6 @@ class Pretrainer:
                     self._log(rec)
                     bar.set_postfix(loss=f"{loss:.4f}")
                     window_t, window_mols = now, 0
-                    window_loss, window_n = window_loss + loss, window_n + 1
                 if self.cfg.val_every and self.step % self.cfg.val_every == 0 and self.rank == 0:
                     self._log({"step": self.step, **self.validate()})
                 minutes = (time.monotonic() - run_start) / 60

@@ -69,7 +69,6 @@ class TrainingWorker:
         self.events: queue.Queue[WorkerEvent] = queue.Queue()
         self.stop_event = threading.Event()
         self._thread: threading.Thread | None = None
-        self._out_dir: Path | None = None
 
     @property
     def running(self) -> bool:
@@ -84,7 +83,6 @@ class TrainingWorker:
             if out in _ACTIVE_DIRS:
                 raise RuntimeError(f"another session is already training into {out}")
             _ACTIVE_DIRS.add(out)
-        self._out_dir = out
         self.stop_event = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(config, self.stop_event, out), name=f"elign-align-{out.name}", daemon=True

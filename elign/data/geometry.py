@@ -6,7 +6,6 @@ import torch
 
 __all__ = [
     "remove_mean_with_mask",
-    "assert_mean_zero_with_mask",
     "check_generator",
     "sample_center_gravity_zero_gaussian",
     "sample_gaussian_with_mask",
@@ -19,17 +18,6 @@ def remove_mean_with_mask(x: torch.Tensor, node_mask: torch.Tensor) -> torch.Ten
     n = node_mask.sum(dim=1, keepdim=True).clamp(min=1)  # [B, 1, 1]
     mean = (x * node_mask).sum(dim=1, keepdim=True) / n  # [B, 1, D]
     return (x - mean) * node_mask
-
-
-def assert_mean_zero_with_mask(x: torch.Tensor, node_mask: torch.Tensor, eps: float = 1e-4) -> None:
-    """Raise if x has non-zero padding or a centre of mass away from zero (debugging helper)."""
-    if (x * (1 - node_mask)).abs().max() > 0:
-        raise ValueError("non-zero values on padded atoms")
-    mean = (x * node_mask).sum(dim=1) / node_mask.sum(dim=1).clamp(min=1)
-    scale = x.abs().amax(dim=(1, 2)).clamp(min=1.0)
-    err = (mean.abs().amax(dim=-1) / scale).max()
-    if err > eps:
-        raise ValueError(f"centre of mass is not zero (relative error {err.item():.2e})")
 
 
 def check_generator(generator: torch.Generator | None, device: torch.device) -> None:
