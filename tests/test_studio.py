@@ -213,3 +213,23 @@ def test_finished_run_never_registers_a_symlink_out_of_bounds(studio: StudioSess
     studio._finish_run("finished")
     assert studio.models == before and "no checkpoint" in studio.status
     outside.unlink()
+
+
+def test_chain_series_drops_unscored_frames_and_starts_at_the_window() -> None:
+    import numpy as np
+
+    from elign_studio.views.trajectory import chain_force_top, chain_series
+
+    class Sampled:  # the SampledSet fields the plots read
+        num_frames = 5
+        energy = np.array([[6e4, np.nan, 3.0, -0.5, -0.6]])
+        rms_force = np.array([[4e6, np.nan, 20.0, 0.0, 0.3]])
+        frames = [[{"force": [1.0, None, 3.0]}, {"force": [None]}, {"force": [2.0, 9.0]}]]
+
+    d = chain_series(Sampled(), 0)
+    assert d["frame"].tolist() == [0, 2, 3, 4] and d["unscored"] == 1
+    assert d["frame_f"].tolist() == [0, 2, 4]  # a zero RMS force has no place on a log axis
+    late = chain_series(Sampled(), 0, first_frame=3)
+    assert late["frame"].tolist() == [3, 4] and late["energy"].tolist() == [-0.5, -0.6]
+    assert chain_force_top([Sampled()], 0) == pytest.approx(np.percentile([1.0, 3.0, 2.0, 9.0], 95))
+    assert chain_force_top([], 0) == 1.0

@@ -9,14 +9,29 @@ import panel as pn
 from elign_studio.session import StudioSession
 from elign_studio.views.viewer import MoleculeViewer
 
-__all__ = ["trajectory_view"]
+__all__ = ["trajectory_view", "chain_force_top", "chain_series"]
+
+SCALES = {"per frame": "frame", "fixed": "fixed", "whole chain": "chain"}  # button label -> viewer scale
 
 
-def _fmax(sets: list, b: int) -> float:
+def chain_force_top(sets: list, b: int) -> float:
+    """The 95th percentile of |F| (eV/A) over every scored frame of molecule ``b`` in all sets (1 if none)."""
     vals = [v for s in sets if b < len(s.frames) for fr in s.frames[b] for v in fr["force"] if v is not None]
     if not vals:
         return 1.0
     return float(max(1e-3, np.percentile(vals, 95)))
+
+
+def chain_series(sampled, b: int, first_frame: int = 0) -> dict[str, np.ndarray]:
+    """Frames from ``first_frame`` on of molecule ``b`` with their energy and RMS force, unscored frames dropped.
+
+    -> {"frame" [k], "energy" [k] eV/atom, "frame_f" [m], "rms_force" [m] eV/A, "unscored" int}
+    """
+    frames = np.arange(sampled.num_frames)[first_frame:]
+    energy, rms = sampled.energy[b, first_frame:], sampled.rms_force[b, first_frame:]
+    ok_e, ok_f = np.isfinite(energy), np.isfinite(rms) & (rms > 0)
+    return {"frame": frames[ok_e], "energy": energy[ok_e], "frame_f": frames[ok_f], "rms_force": rms[ok_f],
+            "unscored": int((~ok_e).sum())}
 
 
 def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
@@ -47,6 +62,11 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
     go.on_click(lambda _: session.sample())
     session.param.watch(lambda e: setattr(go, "loading", e.new), "sampling")
     color = pn.widgets.RadioButtonGroup(options=["force", "element"], value="force", name="Colour atoms by")
+    scale = pn.widgets.RadioButtonGroup(options=list(SCALES), value="per frame", name="Force colour range",
+                                        css_classes=["elign-force-scale"])
+    fixed_top = pn.widgets.FloatInput(name="Fixed range top (eV/Å)", value=5.0, start=0.01, step=0.5, width=140,
+                                      visible=False)
+    window = pn.widgets.IntSlider(name="Plots from frame", start=0, end=1, value=0, width=280)
 
     slider = pn.widgets.IntSlider(name="Frame", start=0, end=1, value=0, sizing_mode="stretch_width")
     player = pn.widgets.Player(
@@ -69,11 +89,22 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
     ]
     color.param.watch(lambda e: [setattr(v, "color_by", e.new) for v in viewers], "value")
 
+    def _force_range(*_) -> None:
+        mode = SCALES[scale.value]
+        fixed_top.visible = mode == "fixed"
+        top = fixed_top.value if mode == "fixed" else chain_force_top(session.sets, session.selected)
+        for v in viewers:
+            v.param.update(scale=mode, fmax=top)
+
+    scale.param.watch(_force_range, "value")
+    fixed_top.param.watch(_force_range, "value")
+
     def _show(*_) -> None:
         sets, b = session.sets, session.selected
         if not sets:
             return
-        fmax = _fmax(sets, b)
+        mode = SCALES[scale.value]
+        fmax = fixed_top.value if mode == "fixed" else chain_force_top(sets, b)
         n_frames = sets[0].num_frames
         for k, v in enumerate(viewers):
             if k < len(sets) and b < len(sets[k].frames):
@@ -81,6 +112,7 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
                     frames=sets[k].frames[b],
                     frame=min(session.frame, n_frames - 1),
                     fmax=fmax,
+                    scale=mode,
                     label=f"{sets[k].model_name} #{b}",
                     visible=True,
                 )
@@ -88,6 +120,7 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
                 v.visible = k == 0
         slider.param.update(end=max(1, n_frames - 1), value=min(session.frame, n_frames - 1))
         player.end = max(1, n_frames - 1)
+        window.param.update(end=max(1, n_frames - 2), value=min(window.value, max(0, n_frames - 2)))
 
     session.param.watch(_show, ["sets", "selected"])
 
@@ -99,30 +132,31 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
 
     session.param.watch(_frame, "frame")
 
-    def _plot(frame: int, sets: list, b: int):
-        opts = dict(responsive=True, height=220, tools=["hover"], show_grid=True)
+    def _plot(frame: int, sets: list, b: int, first: int):
+        opts = dict(responsive=True, height=240, tools=["hover"], show_grid=True)
         if not sets:
-            return hv.Curve([], "frame", "eV/atom").opts(
-                title="Energy and RMS force along the trajectory", **opts
-            )
-        curves_e, curves_f = [], []
+            return hv.Curve([], "frame", "eV/atom").opts(title="Energy and RMS force along the chain", **opts)
+        curves_e, curves_f, unscored = [], [], 0
         for s in sets:
             if b >= s.energy.shape[0]:
                 continue
-            x = np.arange(s.num_frames)
-            curves_e.append(
-                hv.Curve((x, s.energy[b]), "frame", "formation energy (eV/atom)", label=s.model_name)
-            )
-            curves_f.append(hv.Curve((x, s.rms_force[b]), "frame", "RMS force (eV/Å)", label=s.model_name))
+            d = chain_series(s, b, min(first, s.num_frames - 1))
+            unscored = max(unscored, d["unscored"])
+            curves_e.append(hv.Curve((d["frame"], d["energy"]), "frame", "formation energy (eV/atom)",
+                                     label=s.model_name).opts(line_width=2))
+            curves_f.append(hv.Curve((d["frame_f"], d["rms_force"]), "frame", "RMS force (eV/Å, log)",
+                                     label=s.model_name).opts(line_width=2))
         t = sets[0].times[min(frame, sets[0].num_frames - 1)]
         line = hv.VLine(frame).opts(color="red", line_dash="dashed")
-        title_e = f"Energy along the chain (frame {frame}, t = {t})"
+        gaps = f"; {unscored} unscored frames left out" if unscored else ""
+        title_e = f"Energy from frame {first} (frame {frame}, t = {t}{gaps})"
+        opts["legend_position"] = "bottom"  # below the axes, never over the data
         e = (hv.Overlay(curves_e) * line).opts(title=title_e, **opts)
-        f = (hv.Overlay(curves_f) * line).opts(title="RMS force along the chain", **opts)
+        f = (hv.Overlay(curves_f) * line).opts(title=f"RMS force from frame {first}, log axis", logy=True, **opts)
         return (e + f).cols(2)
 
     plot = pn.pane.HoloViews(
-        pn.bind(_plot, session.param.frame, session.param.sets, session.param.selected),
+        pn.bind(_plot, session.param.frame, session.param.sets, session.param.selected, window.param.value),
         sizing_mode="stretch_width",
     )
 
@@ -143,11 +177,12 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
     return pn.Column(
         pn.pane.Markdown("### Trajectories"),
         pn.Row(
-            pn.Column(model, other, params, color, go, width=300),
+            pn.Column(model, other, params, color, scale, fixed_top, go, width=300),
             pn.Column(
                 note,
                 pn.Row(*viewers, sizing_mode="stretch_width"),
                 pn.Row(player, slider, sizing_mode="stretch_width"),
+                window,
                 plot,
                 sizing_mode="stretch_width",
             ),

@@ -1,4 +1,10 @@
-"""The 3D molecule viewer: vendored 3Dmol.js in a Panel JSComponent, atoms coloured by |F|, colour bar."""
+"""The 3D molecule viewer: vendored 3Dmol.js in a Panel JSComponent, atoms coloured by |F|, colour bar.
+
+The colour bar's top is the shown frame's largest |F| (``scale="frame"``: every frame uses the whole
+palette, so the final molecule reads as well as the noisy first frames) or ``fmax`` (``"fixed"``: a physical
+range the user sets, comparable across frames and models; ``"chain"``: a range over the whole trajectory).
+Hovering an atom shows its element, index and |F|.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,9 @@ class MoleculeViewer(ThreeDmolComponent):
 
     frames = param.List(default=[], doc="viewer frames of one molecule's trajectory")
     frame = param.Integer(default=0)
-    fmax = param.Number(default=1.0, doc="|F| at the top of the colour bar (eV/A)")
+    fmax = param.Number(default=1.0, doc="|F| at the top of the colour bar (eV/A) unless scale is 'frame'")
+    scale = param.Selector(default="frame", objects=["frame", "fixed", "chain"],
+                           doc="colour bar top: the frame's max |F|, fmax as set, or fmax over the chain")
     color_by = param.Selector(default="force", objects=["force", "element"])
     label = param.String(default="")
     drawn = param.Integer(default=0, doc="count of frames drawn (for tests)")
@@ -56,9 +64,13 @@ export function render({ model, el }) {
     viewer.removeAllModels();
     const frames = model.frames || [];
     const fr = frames[Math.max(0, Math.min(model.frame, frames.length - 1))];
-    lo.textContent = '0'; hi.textContent = (model.fmax || 0).toFixed(2);
     bar.style.visibility = model.color_by === 'force' ? 'visible' : 'hidden';
     if (!fr) { title.textContent = model.label + ' (no molecule yet)'; viewer.render(); return; }
+    const scored = fr.force.filter(v => v !== null && isFinite(v));
+    const frameMax = scored.length ? Math.max(...scored) : null;
+    const vmax = model.scale === 'frame' ? (frameMax || 1) : (model.fmax || 1);
+    const how = { frame: 'this frame', fixed: 'fixed', chain: 'whole chain' }[model.scale];
+    lo.textContent = '0'; hi.textContent = vmax.toPrecision(3) + ' (' + how + ')';
     const n = fr.elements.length;
     const atoms = fr.elements.map((e, i) => ({
       elem: e, x: fr.xyz[i][0], y: fr.xyz[i][1], z: fr.xyz[i][2], serial: i, index: i,
@@ -71,17 +83,24 @@ export function render({ model, el }) {
     const m = viewer.addModel();
     m.addAtoms(atoms);
     if (model.color_by === 'force') {
-      const cf = (a) => colour(a.properties.force, model.fmax);
+      const cf = (a) => colour(a.properties.force, vmax);
       viewer.setStyle({}, { stick: { radius: 0.14, colorfunc: cf }, sphere: { scale: 0.3, colorfunc: cf } });
     } else {
       const cs = 'Jmol';
       viewer.setStyle({}, { stick: { radius: 0.14, colorscheme: cs },
                             sphere: { scale: 0.3, colorscheme: cs } });
     }
-    const scored = fr.force.filter(v => v !== null && isFinite(v));
-    const fmaxFrame = scored.length ? Math.max(...scored).toFixed(2) : 'not scored';
+    const fmaxFrame = frameMax === null ? 'not scored' : frameMax.toPrecision(3) + ' eV/\u00c5';
     title.textContent = model.label + '  t = ' + fr.t + '  (' + n + ' atoms, ' + fr.bonds.length +
       ' bonds, max |F| ' + fmaxFrame + ')';
+    viewer.setHoverable({}, true, (atom, v) => {
+      if (atom.hoverLabel) return;
+      const f = atom.properties.force;
+      const text = atom.elem + ' ' + atom.index + '  |F| ' + (f === null || f === undefined ? 'not scored' :
+        Number(f).toPrecision(3) + ' eV/\u00c5');
+      atom.hoverLabel = v.addLabel(text, { position: atom, backgroundColor: 'black', fontSize: 12,
+                                           backgroundOpacity: 0.7, inFront: true });
+    }, (atom, v) => { if (atom.hoverLabel) { v.removeLabel(atom.hoverLabel); delete atom.hoverLabel; } });
     if (rezoom || !zoomed) { viewer.zoomTo(); zoomed = true; }
     viewer.render();
     model.drawn = model.drawn + 1;
@@ -89,6 +108,7 @@ export function render({ model, el }) {
   model.on('frames', () => draw(true));
   model.on('frame', () => draw(false));
   model.on('fmax', () => draw(false));
+  model.on('scale', () => draw(false));
   model.on('color_by', () => draw(false));
   model.on('after_layout', () => { if (viewer) { viewer.resize(); viewer.render(); } });
   setTimeout(() => draw(true), 50);

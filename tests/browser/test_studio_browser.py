@@ -102,6 +102,24 @@ def test_slider_changes_frame(page) -> None:
     assert page.locator(".elign-viewer canvas").first.screenshot() != png_before
 
 
+def test_force_colour_range_follows_the_frame_or_is_fixed(page) -> None:
+    import re
+
+    top = page.get_by_text("(this frame)").first  # the colour bar's top, per frame by default
+    title = page.get_by_text("t = ").first.inner_text()
+    frame_max = re.search(r"max \|F\| ([0-9.e+-]+) eV", title)
+    assert frame_max, title
+    assert float(top.inner_text().split(" ")[0]) == pytest.approx(float(frame_max.group(1)), rel=1e-2)
+    page.locator(".elign-force-scale").get_by_role("button", name="fixed").click()
+    page.get_by_text("5.00 (fixed)").first.wait_for(timeout=10_000)
+    page.locator(".elign-force-scale").get_by_role("button", name="whole chain").click()
+    page.get_by_text("(whole chain)").first.wait_for(timeout=10_000)
+    page.locator(".elign-force-scale").get_by_role("button", name="per frame").click()
+    page.get_by_text("(this frame)").first.wait_for(timeout=10_000)
+    shot(page, "03b-force-range")
+    assert page.errors == []
+
+
 def test_alignment_streams_and_stops(page) -> None:
     page.locator(".bk-tab", has_text="Alignment").click()
     iterations = page.get_by_label("Iterations")
