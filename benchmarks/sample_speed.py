@@ -37,7 +37,8 @@ def one_step_cpu(repeats: int) -> list[str]:
     med = statistics.median(times)
     print(f"CPU one denoising step, 64 x 19 atoms, EDM size, 1 thread: median {med:.3f} s over {repeats}")
     return [f"one denoising step, 64 molecules x 19 atoms, 9 layers x 256 features, {device_name('cpu')}: "
-            f"median {med:.3f} s (min {min(times):.3f} s, {repeats} repeats; target <= 2 s, original EDM ~4.5 s)"]
+            f"median {med:.3f} s (min {min(times):.3f} s, {repeats} repeats; target <= 2 s; same-run ratios against "
+            "the frozen forward: benchmarks/cpu_speed.py)"]
 
 
 def throughput_cuda(num: int, steps: int) -> list[str]:

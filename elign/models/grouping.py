@@ -13,9 +13,9 @@ import torch
 
 __all__ = ["GROUP_OVERHEAD_PAIRS", "size_groups"]
 
-# What one more network evaluation costs on a CPU, in atom pairs of edge work: measured by
-# benchmarks/sample_speed.py (a forward of the shipped network on one tiny molecule against its
-# per-pair time), rounded up so that groups stay few.
+# The pair work a further group must save to be worth a separate network evaluation. An evaluation of the
+# shipped network on a tiny molecule costs about what a few hundred atom pairs do; the margin keeps groups
+# few and their matrix products large. Groups change only speed, never results.
 GROUP_OVERHEAD_PAIRS = 2000
 
 

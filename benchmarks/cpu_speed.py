@@ -1,0 +1,270 @@
+"""CPU speed against main, as same-run ratios of whole processes, one thread, medians of alternated repeats.
+
+"main" is a process as main ran it: the frozen forward (benchmarks/frozen_egnn.py) with glibc's malloc as
+is. "today" is a process as the CLI runs it now: today's forward with ``elign.runtime.tune_malloc``. Each
+repeat starts a fresh child process per mode, main first; on a shared machine only ratios measured in one
+run are honest. Figures:
+
+- ``sample``, ``sample1000``: the shipped backbone sampling 64 molecules (sizes from its prior, seed 0) at 100
+  and 1000 steps, molecules/s; and how far apart the two modes' molecules are for the same seed.
+- ``edm19``, ``edmqm9``: one reverse step of the EDM-size network (9 x 256, random weights) for 64 molecules
+  of 19 atoms, and for 64 of QM9 sizes; ``edm19`` also times today's forward without the malloc tuning.
+- ``pretrain``: 10 `elign pretrain` steps at the shipped size (batch 64, QM9 with --data, else synthetic).
+- ``align``: one cpu-demo FED-GRPO iteration on the shipped backbone: rollout / reward / update.
+- ``studio``: the studio's Sample without the browser: one molecule, 100 steps, every frame scored by the
+  default force field (``elign_studio.sampling.sample_set``).
+
+    python benchmarks/cpu_speed.py [--sections ...] [--repeats 5] [--long-repeats 3] [--data runs/qm9_dense.npz]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+MODES = {"main": (True, False), "today": (False, True), "today-untuned": (False, False)}  # frozen?, tuned?
+
+
+# ----------------------------------------------------------------------------- children: one measurement each
+def _shipped():
+    from elign.assets import shipped_backbone
+    from elign.checkpoints import load_checkpoint
+
+    model, config, _ = load_checkpoint(shipped_backbone())
+    return model.eval(), config
+
+
+def _sample(steps: int, data: str | None) -> tuple[float, dict]:
+    from elign.diffusion.sampler import sample_molecules
+
+    model, config = _shipped()
+    info = config.dataset_info()
+    prior = info.size_probabilities()
+
+    def draw(n_steps: int):
+        return sample_molecules(
+            model, 64, prior, steps=n_steps, seed=0, batch_size=64, atomic_numbers=info.atomic_numbers
+        )
+
+    draw(10)  # warm-up
+    t0 = time.perf_counter()
+    mols = draw(steps)
+    seconds = time.perf_counter() - t0
+    return seconds, {
+        "positions": mols.positions.numpy(),
+        "types": mols.one_hot.argmax(-1).numpy(),
+        "mask": mols.node_mask[..., 0].numpy(),
+    }
+
+
+def _edm(sizes_of: str, data: str | None) -> tuple[float, dict]:
+    import torch
+
+    from elign.config import ModelConfig
+    from elign.diffusion.sampler import node_mask_from_sizes
+    from elign.models.factory import build_model
+
+    if sizes_of == "19":
+        sizes = torch.full((64,), 19)
+    else:
+        prior = _shipped()[1].dataset_info().size_probabilities()
+        sizes = torch.multinomial(prior.double(), 64, replacement=True, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden=256, n_layers=9)).eval()
+    mask = node_mask_from_sizes(sizes)
+    z = model.sample_noise(mask, torch.Generator().manual_seed(0))
+    s, t = torch.full((64, 1), 0.499), torch.full((64, 1), 0.5)
+    times = []
+    with torch.inference_mode():
+        for _ in range(4):  # a warm-up, then the median of three
+            t0 = time.perf_counter()
+            model.reverse_step(z, s, t, mask, torch.Generator().manual_seed(1))
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:]), {}
+
+
+def _pretrain(data: str | None) -> tuple[float, dict]:
+    from elign.data.dense import DenseDataset
+    from elign.pretrain import PretrainConfig, Pretrainer
+
+    dataset = DenseDataset.load(data) if data else DenseDataset.synthetic(2048, sizes=(9, 27))
+    config = _shipped()[1]
+    with tempfile.TemporaryDirectory() as out:
+        cfg = PretrainConfig(out_dir=out, hidden=config.hidden, n_layers=config.n_layers, batch_size=64)
+        trainer = Pretrainer(cfg, dataset, device="cpu")
+        trainer.train_step()  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(10):
+            trainer.train_step()
+        return time.perf_counter() - t0, {}
+
+
+def _align(data: str | None) -> tuple[float, dict]:
+    from elign.rl.config import AlignConfig
+    from elign.rl.trainer import FedGrpoTrainer
+
+    with tempfile.TemporaryDirectory() as out:
+        cfg = AlignConfig.preset("cpu-demo", out_dir=out, device="cpu", iterations=2, eval_every=0)
+        trainer = FedGrpoTrainer(cfg)
+        trainer.run_iteration()  # warm-up (the force field's first call)
+        row = trainer.run_iteration()
+    split = {k: row[f"time_{k}"] for k in ("rollout", "reward", "update")}
+    return row["time_iteration"], {
+        "split": split,
+        "shape": f"{cfg.prompts} x {cfg.group_size} rollouts, {cfg.steps} steps, reward {trainer.ff!r}",
+    }
+
+
+def _studio(data: str | None) -> tuple[float, dict]:
+    from elign.assets import default_mlff
+    from elign_studio.sampling import sample_set
+
+    model, config = _shipped()
+    mlff = default_mlff()
+    sample_set(model, config, "backbone", seed=0, num=1, steps=10, force_field_name=mlff)  # warm-up
+    t0 = time.perf_counter()
+    sample_set(model, config, "backbone", seed=1, num=1, steps=100, force_field_name=mlff)
+    return time.perf_counter() - t0, {"mlff": mlff}
+
+
+MEASURE = {
+    "sample": lambda data: _sample(100, data),
+    "sample1000": lambda data: _sample(1000, data),
+    "edm19": lambda data: _edm("19", data),
+    "edmqm9": lambda data: _edm("qm9", data),
+    "pretrain": _pretrain,
+    "align": _align,
+    "studio": _studio,
+}
+
+
+def child_main(section: str, mode: str, data: str | None, out: str) -> None:
+    frozen, tuned = MODES[mode]
+    if tuned:
+        from elign.runtime import tune_malloc
+
+        tune_malloc()
+    import torch
+
+    torch.set_num_threads(1)
+    from frozen_egnn import use_frozen_forward
+
+    with use_frozen_forward() if frozen else contextlib.nullcontext():
+        seconds, extra = MEASURE[section](data)
+    arrays = {k: v for k, v in extra.items() if isinstance(v, np.ndarray)}
+    if arrays:
+        np.savez(out + ".npz", **arrays)
+    Path(out).write_text(json.dumps({"seconds": seconds, **{k: v for k, v in extra.items() if k not in arrays}}))
+
+
+# ----------------------------------------------------------------------------- parent: alternate, report
+def run_child(section: str, mode: str, data: str | None, tmp: Path, tag: str) -> dict:
+    out = tmp / f"{section}-{mode}-{tag}.json"
+    env = {**os.environ, "ELIGN_MALLOC_TUNING": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", section, mode, "--out", str(out)]
+    subprocess.run(cmd + (["--data", data] if data else []), env=env, check=True, cwd=HERE)
+    result = json.loads(out.read_text())
+    npz = Path(str(out) + ".npz")
+    if npz.exists():
+        result["arrays"] = dict(np.load(npz))
+    return result
+
+
+def ratio(before: list[float], after: list[float]) -> str:
+    b, a = statistics.median(before), statistics.median(after)
+    return f"{b:.3f} s -> {a:.3f} s, ratio {b / a:.2f}x"
+
+
+def report(section: str, runs: dict[str, list[dict]], repeats: int) -> list[str]:
+    sec = {m: [r["seconds"] for r in rs] for m, rs in runs.items()}
+    tail = f"(medians of {repeats} alternated whole processes)"
+    if section.startswith("sample"):
+        steps = 1000 if section == "sample1000" else 100
+        b, a = statistics.median(sec["main"]), statistics.median(sec["today"])
+        first_main, first_today = runs["main"][0]["arrays"], runs["today"][0]["arrays"]
+        real = first_main["mask"] > 0
+        dx = np.linalg.norm(first_main["positions"] - first_today["positions"], axis=-1)[real]
+        differ = int((first_main["types"] != first_today["types"])[real].sum())
+        return [
+            f"sampling 64 molecules, {steps} steps, shipped backbone: main {ratio(sec['main'], sec['today'])} "
+            f"({64 / b:.1f} -> {64 / a:.1f} molecules/s) {tail}",
+            f"same seed, {steps} steps, main vs today: largest atom displacement {dx.max():.2e} A (median "
+            f"{np.median(dx):.1e} A), atom types differing {differ} of {int(real.sum())}",
+        ]
+    if section.startswith("edm"):
+        label = "64 molecules of 19 atoms" if section == "edm19" else "64 molecules of QM9 sizes"
+        lines = [f"one reverse step, EDM size (9 x 256), {label}: main {ratio(sec['main'], sec['today'])} {tail}"]
+        if "today-untuned" in sec:
+            lines.append(
+                f"  of which the malloc tuning: today's forward untuned -> tuned "
+                f"{ratio(sec['today-untuned'], sec['today'])}"
+            )
+        return lines
+    if section == "pretrain":
+        b, a = statistics.median(sec["main"]), statistics.median(sec["today"])
+        return [
+            f"pretraining, 10 steps of 64 molecules at the shipped size: main {ratio(sec['main'], sec['today'])} "
+            f"({640 / b:.0f} -> {640 / a:.0f} molecules/s) {tail}"
+        ]
+    if section == "align":
+        parts = []
+        for k in ("rollout", "reward", "update"):
+            b = statistics.median(r["split"][k] for r in runs["main"])
+            a = statistics.median(r["split"][k] for r in runs["today"])
+            parts.append(f"{k} {b:.2f} -> {a:.2f} s ({b / a:.2f}x)")
+        return [
+            f"cpu-demo FED-GRPO iteration ({runs['today'][0]['shape']}): main {ratio(sec['main'], sec['today'])}"
+            f"; {', '.join(parts)} {tail}"
+        ]
+    if section == "studio":
+        return [
+            f"studio Sample (one molecule, 100 steps, 101 frames scored by {runs['today'][0]['mlff']}): "
+            f"main {ratio(sec['main'], sec['today'])} {tail}"
+        ]
+    raise ValueError(section)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sections", nargs="+", choices=list(MEASURE), default=list(MEASURE))
+    p.add_argument("--repeats", type=int, default=5, help="alternated process pairs per figure (medians)")
+    p.add_argument("--long-repeats", type=int, default=3, help="pairs for sample1000")
+    p.add_argument("--data", help="dense QM9 file from `elign data --dense` for the pretraining figure")
+    p.add_argument("--child", nargs=2, metavar=("SECTION", "MODE"), help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child_main(*args.child, args.data, args.out)
+        return
+    import platform
+
+    from common import append_results
+
+    lines = [f"device: CPU ({platform.processor() or platform.machine()}), one thread per child process"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for section in args.sections:
+            repeats = args.long_repeats if section == "sample1000" else args.repeats
+            modes = ["main", "today", "today-untuned"] if section == "edm19" else ["main", "today"]
+            runs: dict[str, list[dict]] = {m: [] for m in modes}
+            for r in range(repeats):
+                for mode in modes:
+                    runs[mode].append(run_child(section, mode, args.data, Path(tmp), str(r)))
+            for line in report(section, runs, repeats):
+                print(line, flush=True)
+                lines.append(line)
+    append_results("CPU speed against main (benchmarks/cpu_speed.py)", lines)
+
+
+if __name__ == "__main__":
+    main()
