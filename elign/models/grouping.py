@@ -15,7 +15,7 @@ __all__ = ["GROUP_OVERHEAD_PAIRS", "size_groups"]
 
 # The pair work a further group must save to be worth a separate network evaluation. An evaluation of the
 # shipped network on a tiny molecule costs about what a few hundred atom pairs do; the margin keeps groups
-# few and their matrix products large. Groups change only speed, never results.
+# few and their matrix products large. Groups change speed only (results agree to float rounding).
 GROUP_OVERHEAD_PAIRS = 2000
 
 
