@@ -6,7 +6,7 @@ The computation is dense over all atom pairs ``[B, N, N, H]``, with as few passe
 as the maths allows (they are what a CPU spends its time on):
 
 - the first layer of every edge MLP factorises per node, ``W [h_i; h_j; e] = (W_i h)_i + (W_j h)_j + W_e e``:
-  one broadcast sum and one in-place multiply-add instead of a per-edge matmul over the concatenation;
+  the edge term's product and two in-place broadcast adds, instead of a matmul over a per-edge concatenation;
 - attention and the edge mask fold into one weight per pair, and the sum over neighbours is a batched
   matrix product ``weight [B, N, 1, N] @ messages [B, N, N, H]``;
 - activations work in place when no gradient is recorded;
