@@ -233,3 +233,21 @@ def test_chain_series_drops_unscored_frames_and_starts_at_the_window() -> None:
     assert late["frame"].tolist() == [3, 4] and late["energy"].tolist() == [-0.5, -0.6]
     assert chain_force_top([Sampled()], 0) == pytest.approx(np.percentile([1.0, 3.0, 2.0, 9.0], 95))
     assert chain_force_top([], 0) == 1.0
+
+
+def test_molecule_table_shows_the_index_and_a_click_selects(studio: StudioSession) -> None:
+    from types import SimpleNamespace
+
+    import panel as pn
+
+    from elign_studio.views.molecules import molecules_view
+
+    view = molecules_view(studio)
+    studio.param.update(num=3, sample_steps=5, seed=1)
+    assert studio.sample(), studio.error
+    studio.wait_sampling(60)
+    table = next(iter(view.select(pn.widgets.Tabulator)))
+    assert table.value["molecule"].tolist() == [0, 1, 2]
+    assert studio.selected == 0
+    table._process_event(SimpleNamespace(event_name="cell-click", column="formula", row=2, value=None))
+    assert studio.selected == 2

@@ -11,10 +11,10 @@ from elign_studio.session import StudioSession
 
 __all__ = ["molecules_view"]
 
-COLUMNS = [
+COLUMNS = [  # "molecule" is the rows' "index" (Tabulator hides a column named "index")
     "model",
     "seed",
-    "index",
+    "molecule",
     "formula",
     "atoms",
     "stable",
@@ -44,7 +44,7 @@ def molecules_view(session: StudioSession) -> pn.viewable.Viewable:
     )
 
     def _rows(*_) -> None:
-        table.value = pd.DataFrame(session.rows).reindex(columns=COLUMNS)
+        table.value = pd.DataFrame(session.rows).rename(columns={"index": "molecule"}).reindex(columns=COLUMNS)
         table.selection = []
 
     session.param.watch(_rows, "sets")
@@ -56,6 +56,12 @@ def molecules_view(session: StudioSession) -> pn.viewable.Viewable:
             session.selected = r["index"]
 
     table.param.watch(_select, "selection")
+
+    def _clicked(event) -> None:  # a click on any cell shows that molecule
+        if 0 <= event.row < len(session.rows):
+            session.selected = session.rows[event.row]["index"]
+
+    table.on_click(_clicked)
     which = pn.widgets.RadioButtonGroup(options=["all", "selected"], value="all", name="Export")
 
     def _export() -> io.BytesIO | None:
@@ -77,7 +83,7 @@ def molecules_view(session: StudioSession) -> pn.viewable.Viewable:
     )
     return pn.Column(
         pn.pane.Markdown(
-            "### Sampled molecules\nSelect a row to show it in the viewer; tick rows and "
+            "### Sampled molecules\nClick a row to show it in the viewer; tick rows and "
             "choose *selected* to export only those. SD tags carry the metrics."
         ),
         table,
