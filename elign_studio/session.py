@@ -63,7 +63,7 @@ class StudioSession(param.Parameterized):
     lr = param.Number(default=1e-5, bounds=(0, None))
     run_name = param.String(default="")
     training = param.Boolean(default=False)
-    step = param.Integer(default=-1, doc="last iteration reported by the trainer")
+    step = param.Integer(default=0, doc="iterations the trainer reports completed in this run")
     # ---------------------------------------------------------------- sampling
     sample_model = param.String(default="")
     compare_model = param.String(default="")
@@ -218,9 +218,9 @@ class StudioSession(param.Parameterized):
             self.error = "Alignment is already running in this session."
             return False
         if not resume or not self.run_name:
+            self.history = []  # emptied before the new name is announced: views redraw on run_name
+            self.step = 0
             self.run_name = time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-            self.history = []
-            self.step = -1
         try:
             checkpoint = self.model_path(self.align_model)
             overrides = {k: getattr(self, k) for k in EDITABLE}
@@ -257,7 +257,7 @@ class StudioSession(param.Parameterized):
         if ckpts:
             label = self._register(f"{self.run_name}", ckpts[-1])
             self.status = (
-                f"Alignment {how} after {self.step + 1} iterations; checkpoint {ckpts[-1]} ({label})"
+                f"Alignment {how} after {self.step} iterations; checkpoint {ckpts[-1]} ({label})"
             )
         else:
             self.status = f"Alignment {how}; no checkpoint was written in {self.run_dir}"

@@ -42,7 +42,7 @@ class FakeTrainer:
             if stop_event is not None and stop_event.is_set():
                 break
             for cb in self.callbacks:
-                cb.on_step_end(step, dict(METRICS, reward_force_mean=0.1 * step))
+                cb.on_step_end(step + 1, dict(METRICS, reward_force_mean=0.1 * step))  # iterations completed
             state.write_text(str(step + 1))
             time.sleep(0.01)
         model, config = tiny_model()
@@ -51,7 +51,7 @@ class FakeTrainer:
 
 class FailingTrainer(FakeTrainer):
     def train(self, stop_event: threading.Event | None = None) -> None:
-        self.callbacks[0].on_step_end(0, METRICS)
+        self.callbacks[0].on_step_end(1, METRICS)
         raise RuntimeError("reward is NaN")
 
 
@@ -123,9 +123,11 @@ def test_session_alignment_stop_resume(studio: StudioSession) -> None:
     n = len(studio.history)
     assert run in studio.model_names  # the stopped run left a loadable checkpoint
     assert "stopped" in studio.status
+    stopped_status = studio.status
     assert studio.start_alignment(resume=True) and studio.run_name == run
     _wait(lambda: studio.poll() is not None and len(studio.history) > n + 2)
-    assert studio.history[n]["step"] == n  # resumed where it stopped
+    assert studio.history[n]["step"] == n + 1  # resumed where it stopped
+    assert f"after {n} iterations" in stopped_status  # counts what ran, not one more
     studio.stop_alignment(timeout=5)
 
 
@@ -251,3 +253,15 @@ def test_molecule_table_shows_the_index_and_a_click_selects(studio: StudioSessio
     assert studio.selected == 0
     table._process_event(SimpleNamespace(event_name="cell-click", column="formula", row=2, value=None))
     assert studio.selected == 2
+
+
+def test_a_new_run_starts_with_empty_curves(studio: StudioSession) -> None:
+    studio.iterations = 3
+    assert studio.start_alignment(), studio.error
+    _wait(lambda: studio.poll() is not None and not studio.training)
+    assert len(studio.history) == 3 and "after 3 iterations" in studio.status
+    seen = []  # what a view watching run_name finds when the new run is announced
+    studio.param.watch(lambda e: seen.append(len(studio.history)), "run_name")
+    assert studio.start_alignment(), studio.error
+    _wait(lambda: studio.poll() is not None and not studio.training)
+    assert seen == [0]

@@ -39,7 +39,8 @@ __all__ = ["FedGrpoTrainer", "Callback"]
 
 
 class Callback(Protocol):
-    def on_step_end(self, step: int, metrics: dict[str, float]) -> None: ...
+    def on_step_end(self, step: int, metrics: dict[str, float]) -> None:
+        """After each iteration; ``step`` counts the iterations completed (1 after the first)."""
 
 
 def _nanstats(x: torch.Tensor) -> tuple[float, float]:

@@ -57,6 +57,9 @@ def training_view(session: StudioSession) -> pn.viewable.Viewable:
         last = session.history[-1] if session.history else {}
         vals = ", ".join(f"{LABELS[k]} {last[k]:.3g}" for k in METRIC_KEYS if k in last)
         state = "running" if session.training else "stopped"
+        if session.training and not session.history:  # the trainer is loading the model and force field
+            progress.object = f"**{session.run_name}** (starting): loading the model and force field..."
+            return
         progress.object = f"**{session.run_name}** ({state}): {len(session.history)} iterations received. {vals}"
 
     def _stream(*events) -> None:
