@@ -166,6 +166,10 @@ class StudioSession(param.Parameterized):
         except (PathNotAllowed, ValueError, OSError) as e:
             self.error = f"Cannot load {user_path}: {_fmt_error(e)}"
             return None
+        known = [n for n, p in self.models.items() if p.resolve() == path.resolve()]
+        if known and name is None:  # the same file again (e.g. the shipped backbone by its path)
+            self.status = f"{user_path} is already loaded as {known[0]}"
+            return known[0]
         label = name or (
             path.name if path.is_dir() else path.stem if path.stem != "model" else path.parent.name
         )

@@ -265,3 +265,9 @@ def test_a_new_run_starts_with_empty_curves(studio: StudioSession) -> None:
     assert studio.start_alignment(), studio.error
     _wait(lambda: studio.poll() is not None and not studio.training)
     assert seen == [0]
+
+
+def test_loading_a_loaded_file_again_names_the_first(studio: StudioSession) -> None:
+    before = list(studio.model_names)
+    assert studio.add_checkpoint(str(studio.settings.data_dir / "tiny.safetensors")) == "tiny"
+    assert studio.model_names == before and "already loaded as tiny" in studio.status
