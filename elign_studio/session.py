@@ -369,6 +369,7 @@ class StudioSession(param.Parameterized):
                 sets = job.result()
             except Exception as e:  # noqa: BLE001 - shown in the app
                 self.error = f"Sampling failed: {_fmt_error(e)}"
+                self.status = ""  # no "Sampling..." banner left beside the error
             else:
                 self.selected = 0
                 self.frame = 0

@@ -271,3 +271,15 @@ def test_loading_a_loaded_file_again_names_the_first(studio: StudioSession) -> N
     before = list(studio.model_names)
     assert studio.add_checkpoint(str(studio.settings.data_dir / "tiny.safetensors")) == "tiny"
     assert studio.model_names == before and "already loaded as tiny" in studio.status
+
+
+def test_a_failed_sample_leaves_no_sampling_banner(studio: StudioSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("the force field crashed")
+
+    monkeypatch.setattr(StudioSession, "_sample_many", staticmethod(broken))
+    assert studio.sample()
+    assert studio.status.startswith("Sampling")
+    studio.wait_sampling(30)
+    assert "the force field crashed" in studio.error and not studio.sampling
+    assert "Sampling" not in studio.status
