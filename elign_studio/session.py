@@ -69,9 +69,11 @@ class StudioSession(param.Parameterized):
     compare_model = param.String(default="")
     side_by_side = param.Boolean(default=False)
     seed = param.Integer(default=0, bounds=(0, None))
-    num = param.Integer(default=1, bounds=(1, 64))
-    sample_steps = param.Integer(default=100, bounds=(1, None))
-    n_atoms = param.Integer(default=0, bounds=(0, None), doc="0: draw sizes from the prior")
+    num = param.Integer(default=1, bounds=(1, 64), label="Molecules (1-64)", doc="molecules per click")
+    sample_steps = param.Integer(default=100, bounds=(1, None), label="Sample steps (1-T)",
+                                 doc="denoising steps; more than the model's T samples T")
+    n_atoms = param.Integer(default=0, bounds=(0, None), label="Atoms (0: from the prior)",
+                            doc="atoms per molecule; 0 draws sizes from the model's size prior")
     sampling = param.Boolean(default=False)
     sets = param.List(default=[], doc="SampledSet per model (one, or two side by side)")
     selected = param.Integer(default=0, doc="molecule index shown in the viewer")
