@@ -24,16 +24,25 @@ from elign.rl.trainer import FedGrpoTrainer
 
 def measure(preset: str, device: str, args, mlff: str | None) -> str:
     with tempfile.TemporaryDirectory() as out:
-        cfg = AlignConfig.preset(preset, out_dir=out, checkpoint=args.checkpoint, mlff=mlff, device=device,
-                                 iterations=args.iterations, eval_every=0)
+        cfg = AlignConfig.preset(
+            preset,
+            out_dir=out,
+            checkpoint=args.checkpoint,
+            mlff=mlff,
+            device=device,
+            iterations=args.iterations,
+            eval_every=0,
+        )
         trainer = FedGrpoTrainer(cfg)
         rows = [trainer.run_iteration() for _ in range(args.iterations)]
     last = rows[-1]  # the first iteration includes warm-up of the force field
-    line = (f"{preset} preset ({cfg.prompts} x {cfg.group_size} rollouts, {cfg.steps} steps, "
-            f"{cfg.trained_steps} trained, energy every {cfg.energy_every}), reward {trainer.ff!r}, "
-            f"{device_name(device)}: "
-            f"{last['time_iteration']:.1f} s per iteration = rollout {last['time_rollout']:.1f} s + reward "
-            f"{last['time_reward']:.1f} s + update {last['time_update']:.1f} s (iteration {len(rows)} of {len(rows)})")
+    line = (
+        f"{preset} preset ({cfg.prompts} x {cfg.group_size} rollouts, {cfg.steps} steps, "
+        f"{cfg.trained_steps} trained, energy every {cfg.energy_every}), reward {trainer.ff!r}, "
+        f"{device_name(device)}: "
+        f"{last['time_iteration']:.1f} s per iteration = rollout {last['time_rollout']:.1f} s + reward "
+        f"{last['time_reward']:.1f} s + update {last['time_update']:.1f} s (iteration {len(rows)} of {len(rows)})"
+    )
     print(line)
     return line
 
@@ -41,9 +50,12 @@ def measure(preset: str, device: str, args, mlff: str | None) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=None, help="backbone (default: the shipped one)")
-    p.add_argument("--mlff", default=None,
-                   help="reward force field (default: the shipped one); mace-off-small-like: a random MACE of "
-                        "MACE-OFF23-small's size")
+    p.add_argument(
+        "--mlff",
+        default=None,
+        help="reward force field (default: the shipped one); mace-off-small-like: a random MACE of "
+        "MACE-OFF23-small's size",
+    )
     p.add_argument("--iterations", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-cpu", action="store_true", help="time only the paper preset on CUDA")

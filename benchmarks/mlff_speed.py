@@ -150,9 +150,7 @@ def main() -> None:
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     batches = [int(b) for b in args.batches.split(",")]
-    devices = (
-        args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    )
+    devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     mols = qm9_like_molecules(max(batches + [args.ase_molecules]))
     mean_atoms = float(mols.num_atoms.float().mean())
     tmp = Path(tempfile.mkdtemp())
@@ -189,9 +187,7 @@ def main() -> None:
     table = "| backend | device | " + " | ".join(f"batch {b}" for b in batches) + " | ASE loop |\n"
     table += "|---|---|" + "---|" * len(batches) + "---|\n"
     for name, device, figures, ase in rows:
-        table += (
-            f"| {name} | {device} | " + " | ".join(f"{figures[b]:.1f}" for b in batches) + f" | {ase:.1f} |\n"
-        )
+        table += f"| {name} | {device} | " + " | ".join(f"{figures[b]:.1f}" for b in batches) + f" | {ase:.1f} |\n"
     print(header + table)
     if not args.no_write:
         with open(Path(__file__).parent / "RESULTS.md", "a") as f:

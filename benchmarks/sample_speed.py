@@ -36,9 +36,11 @@ def one_step_cpu(repeats: int) -> list[str]:
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     print(f"CPU one denoising step, 64 x 19 atoms, EDM size, 1 thread: median {med:.3f} s over {repeats}")
-    return [f"one denoising step, 64 molecules x 19 atoms, 9 layers x 256 features, {device_name('cpu')}: "
-            f"median {med:.3f} s (min {min(times):.3f} s, {repeats} repeats; target <= 2 s; same-run ratios against "
-            "the frozen forward: benchmarks/cpu_speed.py)"]
+    return [
+        f"one denoising step, 64 molecules x 19 atoms, 9 layers x 256 features, {device_name('cpu')}: "
+        f"median {med:.3f} s (min {min(times):.3f} s, {repeats} repeats; target <= 2 s; same-run ratios against "
+        "the frozen forward: benchmarks/cpu_speed.py)"
+    ]
 
 
 def throughput_cuda(num: int, steps: int) -> list[str]:
@@ -54,8 +56,10 @@ def throughput_cuda(num: int, steps: int) -> list[str]:
     dt = time.perf_counter() - t0
     rate = num / dt
     print(f"CUDA sampling: {num} molecules x {steps} steps in {dt:.1f} s = {rate:.1f} molecules/s")
-    return [f"sampling {num} molecules of 19 atoms, {steps} steps, float32+TF32, {device_name('cuda')}: "
-            f"{dt:.1f} s = {rate:.1f} molecules/s (target >= 20; original EDM 6.6 on an H100)"]
+    return [
+        f"sampling {num} molecules of 19 atoms, {steps} steps, float32+TF32, {device_name('cuda')}: "
+        f"{dt:.1f} s = {rate:.1f} molecules/s (target >= 20; original EDM 6.6 on an H100)"
+    ]
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--force-field", default="aimnet2")

@@ -53,10 +53,12 @@ def main() -> None:
     lines = []
     for device in devices:
         for label, (hidden, layers) in sizes.items():
-            for bf16 in ([False, True] if device == "cuda" else [False]):
+            for bf16 in [False, True] if device == "cuda" else [False]:
                 rate = throughput(data, device, hidden, layers, 128, args.steps, bf16)
-                line = (f"{label} ({layers} x {hidden}), batch 128, {source}, {device_name(device)}"
-                        f"{', bf16 autocast' if bf16 else ''}: {rate:.1f} molecules/s")
+                line = (
+                    f"{label} ({layers} x {hidden}), batch 128, {source}, {device_name(device)}"
+                    f"{', bf16 autocast' if bf16 else ''}: {rate:.1f} molecules/s"
+                )
                 print(line)
                 lines.append(line)
     if not torch.cuda.is_available():

@@ -30,8 +30,10 @@ def resolve_checkpoint(name_or_path: str | None) -> Path:
     else:
         return Path(name_or_path)
     if not path.exists():
-        raise FileNotFoundError(f"the shipped checkpoint {path} is missing; pass --checkpoint PATH "
-                                f"(or set ELIGN_ASSETS to a folder holding backbone/ and aligned/)")
+        raise FileNotFoundError(
+            f"the shipped checkpoint {path} is missing; pass --checkpoint PATH "
+            f"(or set ELIGN_ASSETS to a folder holding backbone/ and aligned/)"
+        )
     return path
 
 

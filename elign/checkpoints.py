@@ -115,8 +115,13 @@ def check_writable(path: str | Path, directory: bool = False) -> Path:
 
 
 # ---------------------------------------------------------------------------------------- native
-def save_checkpoint(path: str | Path, model: EquivariantDiffusion, config: ModelConfig,
-                    extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    model: EquivariantDiffusion,
+    config: ModelConfig,
+    extra: dict | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
     """Save weights (optionally cast, e.g. to bfloat16 for shipping) and config, atomically."""
     from safetensors.torch import save
 
@@ -128,8 +133,9 @@ def save_checkpoint(path: str | Path, model: EquivariantDiffusion, config: Model
     return Path(path)
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu"
-                    ) -> tuple[EquivariantDiffusion, ModelConfig, dict]:
+def load_checkpoint(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[EquivariantDiffusion, ModelConfig, dict]:
     """Load a native ``.safetensors`` checkpoint or an original EDM run directory.
 
     Returns (model in eval mode, float32, on ``device``; its config; extra metadata).
@@ -180,8 +186,7 @@ def _build_and_load(config: ModelConfig, state: dict[str, torch.Tensor], path: P
 def _check_fit(own: dict[str, torch.Size], state: dict[str, torch.Tensor], path: Path) -> None:
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k])}" for k in own if k in state
-             and state[k].shape != own[k]]
+    wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k])}" for k in own if k in state and state[k].shape != own[k]]
     if missing or unexpected or wrong:
         raise CheckpointError(
             f"{path} does not fit its model config: missing {missing[:5]}, unexpected {unexpected[:5]}, "
@@ -230,8 +235,9 @@ _EDM_DEFAULTS = {  # fields older EDM runs lack, with the original code's defaul
 def config_from_edm_args(args: argparse.Namespace) -> ModelConfig:
     a = {**_EDM_DEFAULTS, **vars(args)}
     if a.get("dataset", "qm9") != "qm9" or a["remove_h"]:
-        raise CheckpointError(f"only QM9 with hydrogens is supported, this run is dataset={a.get('dataset')!r}, "
-                              f"remove_h={a['remove_h']}")
+        raise CheckpointError(
+            f"only QM9 with hydrogens is supported, this run is dataset={a.get('dataset')!r}, remove_h={a['remove_h']}"
+        )
     if a.get("model", "egnn_dynamics") != "egnn_dynamics" or a.get("probabilistic_model", "diffusion") != "diffusion":
         raise CheckpointError(f"unsupported EDM model {a.get('model')!r} / {a.get('probabilistic_model')!r}")
     if a["context_node_nf"] or a.get("conditioning"):

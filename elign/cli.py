@@ -96,8 +96,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
             base = json.loads(saved.read_text())
             architecture = {k: base[k] for k in ("hidden", "n_layers", "timesteps", "seed")}
         except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{saved} is not the config.json of an elign pretraining run ({e!r}); "
-                             "cannot resume from it") from None
+            raise ValueError(
+                f"{saved} is not the config.json of an elign pretraining run ({e!r}); cannot resume from it"
+            ) from None
         config = PretrainConfig.from_dict({**base, **overrides, **architecture, "out_dir": str(out)})
     else:
         config = PretrainConfig.from_dict({**overrides, "out_dir": str(out)})
@@ -108,15 +109,16 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         print(f"resumed {out} at step {trainer.step} ({trainer.elapsed_minutes:.1f} training minutes so far)")
     n_params = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     n_train = len(data.splits["train"])
-    print(f"pretraining {config.n_layers}x{config.hidden} EDM ({n_params:,} parameters) on {n_train:,} "
-          f"molecules, device {trainer.device}, world size {trainer.world}")
+    print(
+        f"pretraining {config.n_layers}x{config.hidden} EDM ({n_params:,} parameters) on {n_train:,} "
+        f"molecules, device {trainer.device}, world size {trainer.world}"
+    )
     result = trainer.fit(progress=not args.no_progress)
     print(json.dumps(result))
     from elign.distributed import finish
 
     finish()
     return 0
-
 
 
 # --------------------------------------------------------------------------------------- sample
@@ -136,18 +138,40 @@ def cmd_sample(args: argparse.Namespace) -> int:
         from elign.diffusion.sampler import ForceGuidance
         from elign.mlff import load_force_field
 
-        guidance = ForceGuidance(load_force_field(args.guidance_mlff, device=device), args.guidance_scale,
-                                 args.guidance_threshold, info.atomic_numbers)
+        guidance = ForceGuidance(
+            load_force_field(args.guidance_mlff, device=device),
+            args.guidance_scale,
+            args.guidance_threshold,
+            info.atomic_numbers,
+        )
     t0 = time.perf_counter()
-    mols = sample_molecules(model, args.num, info.size_probabilities(), steps=args.steps, seed=args.seed,
-                            batch_size=args.batch_size, device=device, atomic_numbers=info.atomic_numbers,
-                            progress=True, guidance=guidance)
+    mols = sample_molecules(
+        model,
+        args.num,
+        info.size_probabilities(),
+        steps=args.steps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=device,
+        atomic_numbers=info.atomic_numbers,
+        progress=True,
+        guidance=guidance,
+    )
     dt = time.perf_counter() - t0
     stab = stability_metrics(mols, info.atom_decoder)
     per = stab["per_molecule"]
     steps = args.steps or model.T
-    props = [{"index": i, "seed": args.seed, "steps": steps, "checkpoint": str(path), "n_atoms": int(per["n_atoms"][i]),
-              "molecule_stable": int(per["molecule_stable"][i])} for i in range(mols.batch_size)]
+    props = [
+        {
+            "index": i,
+            "seed": args.seed,
+            "steps": steps,
+            "checkpoint": str(path),
+            "n_atoms": int(per["n_atoms"][i]),
+            "molecule_stable": int(per["molecule_stable"][i]),
+        }
+        for i in range(mols.batch_size)
+    ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if Path(args.out).suffix.lower() == ".npz":  # lossless, and needs no RDKit
         written = f"wrote {write_npz(args.out, mols, info.atom_decoder, props)} molecules to {args.out}"
@@ -156,11 +180,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
         written = f"wrote {counts['written']} molecules to {args.out} ({counts['invalid']} flagged invalid)"
     print(f"sampled {args.num} molecules in {dt:.1f} s ({args.num / dt:.2f} molecules/s, {steps} steps, {device})")
     if guidance is not None:
-        print(f"guidance by {args.guidance_mlff} (scale {args.guidance_scale}): {guidance.calls / args.num:.0f} "
-              f"force-field calls per molecule, {guidance.seconds:.1f} s of the {dt:.1f} s in the force field, "
-              f"{guidance.skipped} unscorable evaluations left unguided")
-    print(f"atom stability {stab['atom_stability']:.3f}, molecule stability {stab['molecule_stability']:.3f}; "
-          f"{written}")
+        print(
+            f"guidance by {args.guidance_mlff} (scale {args.guidance_scale}): {guidance.calls / args.num:.0f} "
+            f"force-field calls per molecule, {guidance.seconds:.1f} s of the {dt:.1f} s in the force field, "
+            f"{guidance.skipped} unscorable evaluations left unguided"
+        )
+    print(
+        f"atom stability {stab['atom_stability']:.3f}, molecule stability {stab['molecule_stability']:.3f}; {written}"
+    )
     return 0
 
 
@@ -195,28 +222,66 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = EvaluationSettings(
         mlff=None if mlff.lower() == "none" else mlff,
         independent=None if args.independent.lower() == "none" else args.independent,
-        referees=tuple(dict.fromkeys(args.referee)), device=device, seed=args.seed, novelty=not args.no_novelty,
-        train_smiles=args.train_smiles, xtb_workers=args.xtb_workers, xtb_time_limit=args.xtb_time_limit,
-        relax_fmax=args.relax_fmax, relax_steps=args.relax_steps, rmsd_atoms=args.rmsd_atoms, dft_num=args.dft_num,
-        dft_pool=args.dft_pool, dft_xc=args.dft_xc, dft_basis=args.dft_basis,
-        dft_density_fit=not args.dft_no_density_fit, dft_grid_level=args.dft_grid_level,
-        dft_conv_tol=args.dft_conv_tol, dft_workers=args.dft_workers,
-        dft_time_limit=args.dft_time_limit, n_boot=args.n_boot, plots=not args.no_plots, progress=not args.no_progress)
-    samples = collect_samples(args.checkpoint, args.guided, args.samples, num=args.num, steps=args.steps,
-                              seed=args.seed, batch_size=args.batch_size, device=device, progress=not args.no_progress)
-    run_info = {"num": args.num, "steps": args.steps, "batch_size": args.batch_size,
-                "checkpoints": args.checkpoint, "guided": args.guided, "samples": args.samples}
+        referees=tuple(dict.fromkeys(args.referee)),
+        device=device,
+        seed=args.seed,
+        novelty=not args.no_novelty,
+        train_smiles=args.train_smiles,
+        xtb_workers=args.xtb_workers,
+        xtb_time_limit=args.xtb_time_limit,
+        relax_fmax=args.relax_fmax,
+        relax_steps=args.relax_steps,
+        rmsd_atoms=args.rmsd_atoms,
+        dft_num=args.dft_num,
+        dft_pool=args.dft_pool,
+        dft_xc=args.dft_xc,
+        dft_basis=args.dft_basis,
+        dft_density_fit=not args.dft_no_density_fit,
+        dft_grid_level=args.dft_grid_level,
+        dft_conv_tol=args.dft_conv_tol,
+        dft_workers=args.dft_workers,
+        dft_time_limit=args.dft_time_limit,
+        n_boot=args.n_boot,
+        plots=not args.no_plots,
+        progress=not args.no_progress,
+    )
+    samples = collect_samples(
+        args.checkpoint,
+        args.guided,
+        args.samples,
+        num=args.num,
+        steps=args.steps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=device,
+        progress=not args.no_progress,
+    )
+    run_info = {
+        "num": args.num,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "checkpoints": args.checkpoint,
+        "guided": args.guided,
+        "samples": args.samples,
+    }
     report = evaluate_models(samples, settings, args.out, run_info)
     for m in report["models"]:
         c, tp = m["chemistry"], m["throughput"] or {}
         rate = f", {tp['molecules_per_second']:.2f} molecules/s" if tp.get("molecules_per_second") else ""
-        fig = {k: "n/a" if c.get(k) is None else f"{c[k]:.3f}" for k in ("atom_stability", "molecule_stability",
-                                                                       "validity")}
-        print(f"{m['name']}: n {m['n']}, atom stability {fig['atom_stability']}, molecule stability "
-              f"{fig['molecule_stability']}, validity {fig['validity']}{rate}")
+        fig = {
+            k: "n/a" if c.get(k) is None else f"{c[k]:.3f}"
+            for k in ("atom_stability", "molecule_stability", "validity")
+        }
+        print(
+            f"{m['name']}: n {m['n']}, atom stability {fig['atom_stability']}, molecule stability "
+            f"{fig['molecule_stability']}, validity {fig['validity']}{rate}"
+        )
         for group, g in m["physics"].items():
-            figures = ", ".join(f"{k} median {v['median']:.4g}" for k, v in g.items()
-                                if isinstance(v, dict) and "median" in v and v["median"] is not None)
+            figures = ", ".join(
+                f"{k} median {v['median']:.4g}"
+                for k, v in g.items()
+                if isinstance(v, dict) and "median" in v and v["median"] is not None
+            )
             print(f"  {group}: {g['n_evaluated']} evaluated, {g['n_failed']} failed {g['failures'] or ''} {figures}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
@@ -230,9 +295,17 @@ def cmd_align(args: argparse.Namespace) -> int:
 
     if args.device:
         _device(args.device)  # a clear error now rather than at the first tensor moved
-    overrides = {k: v for k, v in (("checkpoint", args.checkpoint), ("mlff", args.mlff),
-                                   ("iterations", args.iterations), ("seed", args.seed), ("device", args.device))
-                 if v is not None}
+    overrides = {
+        k: v
+        for k, v in (
+            ("checkpoint", args.checkpoint),
+            ("mlff", args.mlff),
+            ("iterations", args.iterations),
+            ("seed", args.seed),
+            ("device", args.device),
+        )
+        if v is not None
+    }
     for item in args.set:
         key, _, value = item.partition("=")
         try:
@@ -240,8 +313,9 @@ def cmd_align(args: argparse.Namespace) -> int:
         except json.JSONDecodeError:
             overrides[key] = value
     overrides["out_dir"] = args.out
-    config = (AlignConfig.from_file(args.config, **overrides) if args.config
-              else AlignConfig.preset(args.preset, **overrides))
+    config = (
+        AlignConfig.from_file(args.config, **overrides) if args.config else AlignConfig.preset(args.preset, **overrides)
+    )
     if args.show_config:
         for name, text in AlignConfig.help().items():
             print(f"{name:>18} = {getattr(config, name)!r:<24} {text}")
@@ -255,9 +329,11 @@ def cmd_align(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # finish the iteration, checkpoint, exit
         signal.signal(sig, lambda *_: stop.set())
-    print(f"aligning {config.checkpoint or 'the shipped backbone'} to {trainer.ff!r}: {config.prompts} x "
-          f"{config.group_size} rollouts, {config.steps} steps ({config.trained_steps} trained), "
-          f"device {trainer.device}")
+    print(
+        f"aligning {config.checkpoint or 'the shipped backbone'} to {trainer.ff!r}: {config.prompts} x "
+        f"{config.group_size} rollouts, {config.steps} steps ({config.trained_steps} trained), "
+        f"device {trainer.device}"
+    )
     print(json.dumps(trainer.train(stop, progress=True)))
     from elign.distributed import finish
 
@@ -285,9 +361,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"{args.sdf}: elements {unknown} are not supported")
     index = {s: i for i, s in enumerate(symbols)}
-    batch = MoleculeBatch.from_lists([torch.as_tensor(p) for p, _, _ in records],
-                                     [torch.tensor([index[s] for s in syms]) for _, syms, _ in records],
-                                     [ATOMIC_NUMBERS[s] for s in symbols])
+    batch = MoleculeBatch.from_lists(
+        [torch.as_tensor(p) for p, _, _ in records],
+        [torch.tensor([index[s] for s in syms]) for _, syms, _ in records],
+        [ATOMIC_NUMBERS[s] for s in symbols],
+    )
     device = _device(args.device)
     ff = load_force_field(args.mlff or default_mlff(), device=device)
     result = ff(batch.to(device))
@@ -296,11 +374,21 @@ def cmd_score(args: argparse.Namespace) -> int:
     out = args.out
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["index", "n_atoms", "energy_eV", "formation_energy_per_atom_eV", "rms_force_eV_per_A", "valid",
-                    "reason"])
+        w.writerow(
+            ["index", "n_atoms", "energy_eV", "formation_energy_per_atom_eV", "rms_force_eV_per_A", "valid", "reason"]
+        )
         for b in range(batch.batch_size):
-            w.writerow([b, int(batch.num_atoms[b]), f"{float(result.energy[b]):.6f}", f"{float(e_form[b]):.6f}",
-                        f"{float(rms[b]):.6f}", int(result.valid[b]), result.reason[b] or ""])
+            w.writerow(
+                [
+                    b,
+                    int(batch.num_atoms[b]),
+                    f"{float(result.energy[b]):.6f}",
+                    f"{float(e_form[b]):.6f}",
+                    f"{float(rms[b]):.6f}",
+                    int(result.valid[b]),
+                    result.reason[b] or "",
+                ]
+            )
     if args.atoms:
         with open(args.atoms, "w", newline="") as f:
             w = csv.writer(f)
@@ -308,13 +396,24 @@ def cmd_score(args: argparse.Namespace) -> int:
             for b, (_, syms, _) in enumerate(records):
                 for i, sym in enumerate(syms):
                     fx, fy, fz = result.forces[b, i].tolist()
-                    w.writerow([b, i, sym, f"{fx:.6f}", f"{fy:.6f}", f"{fz:.6f}",
-                                f"{(fx * fx + fy * fy + fz * fz) ** 0.5:.6f}"])
+                    w.writerow(
+                        [
+                            b,
+                            i,
+                            sym,
+                            f"{fx:.6f}",
+                            f"{fy:.6f}",
+                            f"{fz:.6f}",
+                            f"{(fx * fx + fy * fy + fz * fz) ** 0.5:.6f}",
+                        ]
+                    )
     valid = result.valid.cpu()
     print(f"{ff!r}: {int(valid.sum())}/{len(valid)} molecules scored")
     if valid.any():
-        print(f"formation energy per atom: mean {e_form[valid].mean():.4f} eV; RMS force: mean {rms[valid].mean():.4f} "
-              f"eV/A, median {rms[valid].median():.4f} eV/A")
+        print(
+            f"formation energy per atom: mean {e_form[valid].mean():.4f} eV; RMS force: mean {rms[valid].mean():.4f} "
+            f"eV/A, median {rms[valid].median():.4f} eV/A"
+        )
     for b in torch.nonzero(~valid).flatten().tolist():
         print(f"molecule {b} not scored: {result.reason[b]}")
     print(f"per-molecule scores: {out}" + (f"; per-atom forces: {args.atoms}" if args.atoms else ""))
@@ -331,21 +430,43 @@ def cmd_mlff_distill(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    student = StudentConfig(channels=args.channels, max_ell=args.max_ell, hidden_l=args.hidden_l, r_max=args.r_max,
-                            num_interactions=args.num_interactions, correlation=args.correlation)
+    student = StudentConfig(
+        channels=args.channels,
+        max_ell=args.max_ell,
+        hidden_l=args.hidden_l,
+        r_max=args.r_max,
+        num_interactions=args.num_interactions,
+        correlation=args.correlation,
+    )
     saved = out / "config.json"
     if args.resume and (out / "state.pt").exists() and saved.exists():
         base = json.loads(saved.read_text())  # the architecture of a resumed run is the saved one
         student = StudentConfig(**{**base["student"], "radial_mlp": tuple(base["student"]["radial_mlp"])})
         print(f"resuming {out}: student architecture from {saved}")
     config = DistillConfig(
-        out_dir=str(out), teacher=args.teacher, n_train=args.train, n_val=args.val, perturb=args.perturb,
-        samples_from=args.samples_from, num_samples=args.num_samples, sample_steps=args.sample_steps,
-        epochs=args.epochs, batch_size=args.batch_size, label_batch_size=args.label_batch_size, lr=args.lr,
-        energy_weight=args.energy_weight, forces_weight=args.forces_weight, ema_decay=args.ema_decay,
-        seed=args.seed, device=_device(args.device), max_minutes=args.max_minutes, resume=args.resume,
-        progress=not args.no_progress, student=student,
-        elements=tuple(args.elements) if args.elements else (1, 6, 7, 8, 9))
+        out_dir=str(out),
+        teacher=args.teacher,
+        n_train=args.train,
+        n_val=args.val,
+        perturb=args.perturb,
+        samples_from=args.samples_from,
+        num_samples=args.num_samples,
+        sample_steps=args.sample_steps,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        label_batch_size=args.label_batch_size,
+        lr=args.lr,
+        energy_weight=args.energy_weight,
+        forces_weight=args.forces_weight,
+        ema_decay=args.ema_decay,
+        seed=args.seed,
+        device=_device(args.device),
+        max_minutes=args.max_minutes,
+        resume=args.resume,
+        progress=not args.no_progress,
+        student=student,
+        elements=tuple(args.elements) if args.elements else (1, 6, 7, 8, 9),
+    )
     distill(config)
     print(f"student: {out / 'distilled.model'}; report: {out / 'report.json'}; per-epoch log: {out / 'log.jsonl'}")
     return 0
@@ -374,10 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", dest="batch_size", type=positive_int)
     t.add_argument("--lr", type=float)
     t.add_argument("--warmup-steps", dest="warmup_steps", type=non_negative_int)
-    t.add_argument("--lr-decay-start", dest="lr_decay_start", type=non_negative_int,
-                   help="global step where a cosine decay of the learning rate begins (default: none, constant)")
-    t.add_argument("--lr-decay-steps", dest="lr_decay_steps", type=positive_int,
-                   help="length of that decay (default 10,000)")
+    t.add_argument(
+        "--lr-decay-start",
+        dest="lr_decay_start",
+        type=non_negative_int,
+        help="global step where a cosine decay of the learning rate begins (default: none, constant)",
+    )
+    t.add_argument(
+        "--lr-decay-steps", dest="lr_decay_steps", type=positive_int, help="length of that decay (default 10,000)"
+    )
     t.add_argument("--lr-min", dest="lr_min", type=float, help="learning rate after the decay (default 5e-5)")
     t.add_argument("--ema-decay", dest="ema_decay", type=float)
     t.add_argument("--max-steps", dest="max_steps", type=positive_int)
@@ -391,33 +517,51 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--compile", action="store_true", default=None)
     t.add_argument("--no-bf16", dest="bf16", action="store_false", default=None)
-    t.add_argument("--loss-weighting", dest="loss_weighting", choices=["eps", "truncated_snr"],
-                   help="eps: EDM's loss (default); truncated_snr: eps loss x clamp(SNR, snr_min, snr_max) / SNR")
+    t.add_argument(
+        "--loss-weighting",
+        dest="loss_weighting",
+        choices=["eps", "truncated_snr"],
+        help="eps: EDM's loss (default); truncated_snr: eps loss x clamp(SNR, snr_min, snr_max) / SNR",
+    )
     t.add_argument("--snr-min", dest="snr_min", type=float, help="lower SNR cap of truncated_snr (default 0.05)")
     t.add_argument("--snr-max", dest="snr_max", type=float, help="upper SNR cap of truncated_snr (default 1.5)")
-    t.add_argument("--time-sampling", dest="time_sampling", choices=["uniform", "beta"],
-                   help="uniform: EDM's t (default); beta: t ~ Beta(beta_a, beta_b), t = 0 the data end")
+    t.add_argument(
+        "--time-sampling",
+        dest="time_sampling",
+        choices=["uniform", "beta"],
+        help="uniform: EDM's t (default); beta: t ~ Beta(beta_a, beta_b), t = 0 the data end",
+    )
     t.add_argument("--beta-a", dest="beta_a", type=float, help="Beta a of --time-sampling beta (default 1)")
     t.add_argument("--beta-b", dest="beta_b", type=float, help="Beta b of --time-sampling beta (default 2)")
-    t.add_argument("--importance-weighted", dest="importance_weighted", action="store_true", default=None,
-                   help="weight Beta draws by 1/((T+1) p(t)) so the expected loss is EDM's")
-    t.add_argument("--batching", choices=["random", "size_buckets"],
-                   help="random: EDM's batches (default); size_buckets: molecules of near-equal size together")
+    t.add_argument(
+        "--importance-weighted",
+        dest="importance_weighted",
+        action="store_true",
+        default=None,
+        help="weight Beta draws by 1/((T+1) p(t)) so the expected loss is EDM's",
+    )
+    t.add_argument(
+        "--batching",
+        choices=["random", "size_buckets"],
+        help="random: EDM's batches (default); size_buckets: molecules of near-equal size together",
+    )
     t.add_argument("--device", default="auto")
     t.add_argument("--threads", type=positive_int, help="CPU threads (torch.set_num_threads)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_pretrain, output_dirs=("out",))
 
     s = sub.add_parser("sample", help="sample molecules from a checkpoint into an SDF file")
-    s.add_argument("--checkpoint", help="native .safetensors, an original EDM run directory, 'backbone' (default) "
-                   "or 'aligned'")
+    s.add_argument(
+        "--checkpoint", help="native .safetensors, an original EDM run directory, 'backbone' (default) or 'aligned'"
+    )
     s.add_argument("--num", type=positive_int, default=100)
     s.add_argument("--steps", type=positive_int, default=None, help="denoising steps (default: the model's T)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=positive_int, default=256)
     s.add_argument("--device", default="auto")
-    s.add_argument("--out", required=True,
-                   help="output file: .sdf (bonds, validity tags) or .npz (lossless coordinates, no RDKit)")
+    s.add_argument(
+        "--out", required=True, help="output file: .sdf (bonds, validity tags) or .npz (lossless coordinates, no RDKit)"
+    )
     s.add_argument("--guidance-mlff", help="baseline: move positions along this force field's forces while sampling")
     s.add_argument("--guidance-scale", type=float, default=0.1, help="step size of force guidance (A^2/eV)")
     s.add_argument("--guidance-threshold", type=float, default=0.8, help="guide once sigma_t is below this")
@@ -442,16 +586,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="per-molecule CSV (default: <sdf>.scores.csv)")
     c.add_argument("--atoms", help="also write a per-atom force table (CSV) here")
     c.add_argument("--device", default="auto")
-    c.set_defaults(func=cmd_score, output_files=("out", "atoms"),
-                   derive_out=lambda a: a.out or f"{a.sdf}.scores.csv")
+    c.set_defaults(func=cmd_score, output_files=("out", "atoms"), derive_out=lambda a: a.out or f"{a.sdf}.scores.csv")
 
     e = sub.add_parser("evaluate", help="evaluate models against independent physics (report, plots, HTML)")
-    e.add_argument("--checkpoint", action="append", default=[], help="model to sample (repeatable; the first is "
-                   "the baseline): a .safetensors path, an EDM run directory, 'backbone' or 'aligned'")
-    e.add_argument("--samples", action="append", default=[],
-                   help="SDF or .npz file of generated molecules (repeatable)")
-    e.add_argument("--guided", action="append", default=[], metavar="MODEL:MLFF:SCALE",
-                   help="baseline row: MODEL sampled with force guidance by MLFF at SCALE (repeatable)")
+    e.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="model to sample (repeatable; the first is "
+        "the baseline): a .safetensors path, an EDM run directory, 'backbone' or 'aligned'",
+    )
+    e.add_argument(
+        "--samples", action="append", default=[], help="SDF or .npz file of generated molecules (repeatable)"
+    )
+    e.add_argument(
+        "--guided",
+        action="append",
+        default=[],
+        metavar="MODEL:MLFF:SCALE",
+        help="baseline row: MODEL sampled with force guidance by MLFF at SCALE (repeatable)",
+    )
     e.add_argument("--num", type=positive_int, default=100, help="molecules per model")
     e.add_argument("--steps", type=positive_int, default=None, help="denoising steps (default: the model's T)")
     e.add_argument("--seed", type=int, default=0, help="seed of sizes, sampling, DFT subsample and bootstrap")
@@ -461,22 +615,35 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="also write the report here (alone with one --samples: chemistry only)")
     e.add_argument("--mlff", help="reward force field (default: the shipped one, else aimnet2; 'none' to skip)")
     e.add_argument("--independent", default="xtb", help="independent force field (default xtb; 'none' to skip)")
-    e.add_argument("--referee", action="append", default=[], choices=["xtb", "dft"],
-                   help="xtb: GFN2-xTB RMS force and relaxation (dE_relax, RMSD); dft: PySCF on a subsample")
+    e.add_argument(
+        "--referee",
+        action="append",
+        default=[],
+        choices=["xtb", "dft"],
+        help="xtb: GFN2-xTB RMS force and relaxation (dE_relax, RMSD); dft: PySCF on a subsample",
+    )
     e.add_argument("--xtb-workers", type=positive_int, default=2)
     e.add_argument("--xtb-time-limit", type=float, default=120.0, help="seconds per molecule")
     e.add_argument("--relax-fmax", type=float, default=0.05, help="relaxation converged below this force (eV/A)")
     e.add_argument("--relax-steps", type=positive_int, default=500, help="maximum BFGS steps")
     e.add_argument("--rmsd-atoms", choices=["heavy", "all"], default="heavy")
     e.add_argument("--dft-num", type=non_negative_int, default=10, help="size of the random DFT subsample per model")
-    e.add_argument("--dft-pool", choices=("eligible", "all"), default="eligible",
-                   help="eligible: draw each model's subsample from the molecules DFT can evaluate (connected, "
-                        "even electron count); all: the same random indices for every model, exclusions counted")
+    e.add_argument(
+        "--dft-pool",
+        choices=("eligible", "all"),
+        default="eligible",
+        help="eligible: draw each model's subsample from the molecules DFT can evaluate (connected, "
+        "even electron count); all: the same random indices for every model, exclusions counted",
+    )
     e.add_argument("--dft-xc", default="b3lyp")
     e.add_argument("--dft-basis", default="6-31g(2df,p)")
     e.add_argument("--dft-no-density-fit", action="store_true")
-    e.add_argument("--dft-grid-level", type=non_negative_int, default=3,
-                   help="PySCF integration grid; 1 halves the cost (16-atom sample: energy within 0.2 meV)")
+    e.add_argument(
+        "--dft-grid-level",
+        type=non_negative_int,
+        default=3,
+        help="PySCF integration grid; 1 halves the cost (16-atom sample: energy within 0.2 meV)",
+    )
     e.add_argument("--dft-conv-tol", type=float, default=1e-9, help="SCF convergence threshold (Hartree)")
     e.add_argument("--dft-workers", type=positive_int, default=1)
     e.add_argument("--dft-time-limit", type=float, default=900.0, help="seconds per molecule")
@@ -489,43 +656,74 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("mlff", help="force-field tools: distil a teacher into a small MACE")
     msub = m.add_subparsers(dest="mlff_command", required=True)
-    md = msub.add_parser("distill", help="label QM9 (+ perturbed, + backbone samples) with a teacher force field "
-                         "and train a small MACE on it (resumable); writes distilled.model and report.json")
+    md = msub.add_parser(
+        "distill",
+        help="label QM9 (+ perturbed, + backbone samples) with a teacher force field "
+        "and train a small MACE on it (resumable); writes distilled.model and report.json",
+    )
     md.add_argument("--teacher", default="aimnet2", help="teacher force field: a name or a .model path")
-    md.add_argument("--out", required=True, help="run directory (labels.pt, state.pt, distilled.model, log.jsonl, "
-                    "report.json)")
-    md.add_argument("--train", type=positive_int, default=300,
-                    help="QM9 training-split molecules (plus as many perturbed)")
-    md.add_argument("--val", type=positive_int, default=100,
-                    help="held-out QM9 validation molecules (plus as many perturbed)")
+    md.add_argument(
+        "--out", required=True, help="run directory (labels.pt, state.pt, distilled.model, log.jsonl, report.json)"
+    )
+    md.add_argument(
+        "--train", type=positive_int, default=300, help="QM9 training-split molecules (plus as many perturbed)"
+    )
+    md.add_argument(
+        "--val", type=positive_int, default=100, help="held-out QM9 validation molecules (plus as many perturbed)"
+    )
     md.add_argument("--perturb", type=float, default=0.1, help="sigma of the perturbed copies (Angstrom; 0: none)")
     md.add_argument("--samples-from", dest="samples_from", help="backbone checkpoint whose samples join training")
     md.add_argument("--num-samples", dest="num_samples", type=non_negative_int, default=0)
     md.add_argument("--sample-steps", dest="sample_steps", type=int, help="denoising steps of those samples")
     md.add_argument("--epochs", type=positive_int, default=20)
     md.add_argument("--batch-size", dest="batch_size", type=positive_int, default=16)
-    md.add_argument("--label-batch-size", dest="label_batch_size", type=positive_int, default=32,
-                    help="batch size of labelling, held-out evaluation and the speed comparison")
+    md.add_argument(
+        "--label-batch-size",
+        dest="label_batch_size",
+        type=positive_int,
+        default=32,
+        help="batch size of labelling, held-out evaluation and the speed comparison",
+    )
     md.add_argument("--lr", type=float, default=5e-3)
-    md.add_argument("--energy-weight", dest="energy_weight", type=float, default=100.0,
-                    help="w_E on the MSE of the energy per atom (eV/atom)^2")
-    md.add_argument("--forces-weight", dest="forces_weight", type=float, default=10.0,
-                    help="w_F on the MSE of the force components (eV/A)^2")
+    md.add_argument(
+        "--energy-weight",
+        dest="energy_weight",
+        type=float,
+        default=100.0,
+        help="w_E on the MSE of the energy per atom (eV/atom)^2",
+    )
+    md.add_argument(
+        "--forces-weight",
+        dest="forces_weight",
+        type=float,
+        default=10.0,
+        help="w_F on the MSE of the force components (eV/A)^2",
+    )
     md.add_argument("--ema-decay", dest="ema_decay", type=float, default=0.99, help="0: no EMA")
     md.add_argument("--channels", type=positive_int, default=32, help="multiplicity C of the hidden irreps")
     md.add_argument("--max-ell", dest="max_ell", type=int, default=2, help="highest l of the edge harmonics")
-    md.add_argument("--hidden-l", dest="hidden_l", type=int, default=0,
-                    help="highest l of the hidden features (0: Cx0e, 1: Cx0e+Cx1o)")
+    md.add_argument(
+        "--hidden-l",
+        dest="hidden_l",
+        type=int,
+        default=0,
+        help="highest l of the hidden features (0: Cx0e, 1: Cx0e+Cx1o)",
+    )
     md.add_argument("--r-max", dest="r_max", type=float, default=5.0, help="cutoff (Angstrom)")
     md.add_argument("--num-interactions", dest="num_interactions", type=int, default=2)
     md.add_argument("--correlation", type=int, default=2)
-    md.add_argument("--elements", type=int, nargs="*", help="atomic numbers the student knows (default: QM9's "
-                    "H C N O F)")
+    md.add_argument(
+        "--elements", type=int, nargs="*", help="atomic numbers the student knows (default: QM9's H C N O F)"
+    )
     md.add_argument("--device", default="auto")
     md.add_argument("--threads", type=positive_int, help="CPU threads (torch.set_num_threads)")
     md.add_argument("--seed", type=int, default=0)
-    md.add_argument("--max-minutes", dest="max_minutes", type=float, help="training minutes of this session, then "
-                    "checkpoint, model and report")
+    md.add_argument(
+        "--max-minutes",
+        dest="max_minutes",
+        type=float,
+        help="training minutes of this session, then checkpoint, model and report",
+    )
     md.add_argument("--resume", action="store_true", help="continue the run in --out from its state.pt")
     md.add_argument("--no-progress", action="store_true")
     md.set_defaults(func=cmd_mlff_distill, output_dirs=("out",))

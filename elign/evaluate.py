@@ -119,8 +119,9 @@ def evaluate_molecules(molecules: Any, info: DatasetInfo, train_smiles: set[str]
     }
 
 
-def evaluate_file(path: str | os.PathLike, info: DatasetInfo | None = None, train_smiles: str | None = None,
-                  novelty: bool = True) -> dict[str, Any]:
+def evaluate_file(
+    path: str | os.PathLike, info: DatasetInfo | None = None, train_smiles: str | None = None, novelty: bool = True
+) -> dict[str, Any]:
     """Chemistry report of an .sdf or .npz file of molecules.
 
     ``train_smiles``: a text file of training SMILES for novelty, else built from the QM9 cache."""
@@ -137,9 +138,15 @@ def evaluate_file(path: str | os.PathLike, info: DatasetInfo | None = None, trai
 
 # =========================================================================== several models, full physics
 
-QM9_DFT_FORMATION_ENERGY = {"mean": -4.466, "median": -4.443, "p10": -4.700, "p90": -4.262,
-                            "unit": "eV/atom", "level": "B3LYP/6-31G(2df,p)",
-                            "note": "QM9's own molecules (equilibrium geometries, RMS force ~ 0)"}
+QM9_DFT_FORMATION_ENERGY = {
+    "mean": -4.466,
+    "median": -4.443,
+    "p10": -4.700,
+    "p90": -4.262,
+    "unit": "eV/atom",
+    "level": "B3LYP/6-31G(2df,p)",
+    "note": "QM9's own molecules (equilibrium geometries, RMS force ~ 0)",
+}
 
 
 @dataclass(frozen=True)
@@ -159,8 +166,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("reward_rms_force", "RMS force (reward model)", "eV/A", "lower", "reward"),
     Metric("reward_formation_energy", "formation energy (reward model)", "eV/atom", "lower", "reward"),
     Metric("independent_rms_force", "RMS force (independent model)", "eV/A", "lower", "independent"),
-    Metric("independent_formation_energy", "formation energy (independent model)", "eV/atom", "lower",
-           "independent"),
+    Metric("independent_formation_energy", "formation energy (independent model)", "eV/atom", "lower", "independent"),
     Metric("xtb_rms_force", "RMS force (GFN2-xTB)", "eV/A", "lower", "xtb"),
     Metric("xtb_delta_e_relax", "relaxation energy dE_relax (GFN2-xTB)", "kcal/mol", "lower", "xtb"),
     Metric("xtb_rmsd", "relaxation RMSD (GFN2-xTB)", "A", "lower", "xtb"),
@@ -222,8 +228,9 @@ class EvaluationSettings:
         if self.dft_pool not in ("eligible", "all"):
             raise ValueError(f"dft_pool must be 'eligible' or 'all', got {self.dft_pool!r}")
         if not 0 <= self.dft_grid_level <= 9 or not self.dft_conv_tol > 0:
-            raise ValueError(f"dft_grid_level={self.dft_grid_level} must be in 0..9 and dft_conv_tol="
-                             f"{self.dft_conv_tol} > 0")
+            raise ValueError(
+                f"dft_grid_level={self.dft_grid_level} must be in 0..9 and dft_conv_tol={self.dft_conv_tol} > 0"
+            )
         if self.rmsd_atoms not in ("heavy", "all"):
             raise ValueError(f"rmsd_atoms must be 'heavy' or 'all', got {self.rmsd_atoms!r}")
 
@@ -252,9 +259,18 @@ def dft_subsample(pool: Sequence[int], num: int, seed: int) -> list[int]:
     return sorted(int(pool[j]) for j in order[:num])
 
 
-def sample_checkpoint(checkpoint: str, name: str, num: int, sizes: Any, steps: int | None = None, seed: int = 0,
-                      batch_size: int = 256, device: str = "cpu", guidance: tuple[str, float] | None = None,
-                      progress: bool = False) -> ModelSamples:
+def sample_checkpoint(
+    checkpoint: str,
+    name: str,
+    num: int,
+    sizes: Any,
+    steps: int | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    device: str = "cpu",
+    guidance: tuple[str, float] | None = None,
+    progress: bool = False,
+) -> ModelSamples:
     """Sample ``num`` molecules of the given sizes [num] from a checkpoint, timing it (throughput)."""
     from elign.assets import resolve_checkpoint
     from elign.checkpoints import checkpoint_sha256, load_checkpoint
@@ -270,18 +286,44 @@ def sample_checkpoint(checkpoint: str, name: str, num: int, sizes: Any, steps: i
 
         guide = ForceGuidance(load_force_field(guidance[0], device=device), guidance[1], 0.8, info.atomic_numbers)
     t0 = time.perf_counter()
-    mols = sample_molecules(model, num, info.size_probabilities(), steps=steps, seed=seed, batch_size=batch_size,
-                            device=device, atomic_numbers=info.atomic_numbers, progress=progress, sizes=sizes,
-                            guidance=guide)
+    mols = sample_molecules(
+        model,
+        num,
+        info.size_probabilities(),
+        steps=steps,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+        atomic_numbers=info.atomic_numbers,
+        progress=progress,
+        sizes=sizes,
+        guidance=guide,
+    )
     seconds = time.perf_counter() - t0
-    throughput = {"seconds": seconds, "molecules_per_second": num / seconds if seconds > 0 else None,
-                  "device": str(device), "batch_size": batch_size, "steps": steps or model.T, "num": num}
+    throughput = {
+        "seconds": seconds,
+        "molecules_per_second": num / seconds if seconds > 0 else None,
+        "device": str(device),
+        "batch_size": batch_size,
+        "steps": steps or model.T,
+        "num": num,
+    }
     if guide is not None:
-        throughput["guidance"] = {"force_field": guidance[0], "scale": guidance[1], "calls": guide.calls,
-                                  "force_field_seconds": guide.seconds, "skipped": guide.skipped}
+        throughput["guidance"] = {
+            "force_field": guidance[0],
+            "scale": guidance[1],
+            "calls": guide.calls,
+            "force_field_seconds": guide.seconds,
+            "skipped": guide.skipped,
+        }
     # the checkpoint as named (a shipped name stays a name, not this machine's path) and its content hash
-    source = {"kind": "guided" if guide else "checkpoint", "checkpoint": str(checkpoint),
-              "sha256": checkpoint_sha256(path), "seed": seed, "steps": steps or model.T}
+    source = {
+        "kind": "guided" if guide else "checkpoint",
+        "checkpoint": str(checkpoint),
+        "sha256": checkpoint_sha256(path),
+        "seed": seed,
+        "steps": steps or model.T,
+    }
     if guide is not None:
         source |= {"guidance_mlff": guidance[0], "guidance_scale": guidance[1]}
     return ModelSamples(name, list(split_molecules(mols)), info, source, throughput)
@@ -291,8 +333,12 @@ def samples_from_file(path: str | os.PathLike, name: str, info: DatasetInfo) -> 
     molecules, info = file_molecules(path, info)
     if not molecules:
         raise ValueError(f"{path} holds no readable molecules")
-    return ModelSamples(name, [(x.astype(np.float64), t) for x, t in molecules], info,
-                        {"kind": Path(path).suffix.lower().lstrip("."), "path": str(path)})
+    return ModelSamples(
+        name,
+        [(x.astype(np.float64), t) for x, t in molecules],
+        info,
+        {"kind": Path(path).suffix.lower().lstrip("."), "path": str(path)},
+    )
 
 
 def parse_guided(spec: str) -> tuple[str, str, float]:
@@ -307,9 +353,17 @@ def parse_guided(spec: str) -> tuple[str, str, float]:
     return parts[0], parts[1], scale
 
 
-def collect_samples(checkpoints: Sequence[str] = (), guided: Sequence[str] = (), sdf_files: Sequence[str] = (),
-                    num: int = 100, steps: int | None = None, seed: int = 0, batch_size: int = 256,
-                    device: str = "cpu", progress: bool = False) -> list[ModelSamples]:
+def collect_samples(
+    checkpoints: Sequence[str] = (),
+    guided: Sequence[str] = (),
+    sdf_files: Sequence[str] = (),
+    num: int = 100,
+    steps: int | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    device: str = "cpu",
+    progress: bool = False,
+) -> list[ModelSamples]:
     """The report's rows: each checkpoint, then each guided baseline ('MODEL:MLFF:SCALE'), sampled on the same
     sizes (drawn from the first model's size prior) and seed; then each SDF file. Names are unique."""
     import torch
@@ -323,11 +377,11 @@ def collect_samples(checkpoints: Sequence[str] = (), guided: Sequence[str] = (),
     info = load_checkpoint(resolve_checkpoint(specs[0]), "cpu")[1].dataset_info() if specs else qm9_info()
     sizes = None
     if specs:
-        sizes = torch.multinomial(info.size_probabilities(), num, replacement=True,
-                                  generator=torch.Generator().manual_seed(seed))  # [num]
+        sizes = torch.multinomial(
+            info.size_probabilities(), num, replacement=True, generator=torch.Generator().manual_seed(seed)
+        )  # [num]
     taken: set[str] = set()
-    common = dict(num=num, sizes=sizes, steps=steps, seed=seed, batch_size=batch_size, device=device,
-                  progress=progress)
+    common = dict(num=num, sizes=sizes, steps=steps, seed=seed, batch_size=batch_size, device=device, progress=progress)
     out = [sample_checkpoint(c, _unique(_checkpoint_name(c), taken), **common) for c in checkpoints]
     for model, mlff, scale in parsed:
         name = _unique(f"{_checkpoint_name(model)}+guided-{Path(mlff).stem}-{scale:g}", taken)
@@ -337,8 +391,13 @@ def collect_samples(checkpoints: Sequence[str] = (), guided: Sequence[str] = (),
 
 
 # ------------------------------------------------------------------------------------- force fields
-def force_field_figures(ff: Any, molecules: Sequence[Pair], atomic_numbers: Sequence[int],
-                        batch_size: int = 64, decoder: Sequence[str] | None = None) -> dict[str, list]:
+def force_field_figures(
+    ff: Any,
+    molecules: Sequence[Pair],
+    atomic_numbers: Sequence[int],
+    batch_size: int = 64,
+    decoder: Sequence[str] | None = None,
+) -> dict[str, list]:
     """Per molecule: formation_energy (eV/atom), rms_force (eV/A), reason (None where scored), in order.
 
     With ``decoder``, impossible geometries (overlapping atoms), lone atoms and molecules in several fragments
@@ -365,9 +424,12 @@ def force_field_figures(ff: Any, molecules: Sequence[Pair], atomic_numbers: Sequ
             out["reason"][i] = problem
         todo = [i for i in todo if out["reason"][i] is None]
     for start in range(0, len(todo), batch_size):
-        idx = todo[start:start + batch_size]
-        batch = MoleculeBatch.from_lists([torch.as_tensor(molecules[i][0]) for i in idx],
-                                         [torch.as_tensor(molecules[i][1]) for i in idx], list(atomic_numbers))
+        idx = todo[start : start + batch_size]
+        batch = MoleculeBatch.from_lists(
+            [torch.as_tensor(molecules[i][0]) for i in idx],
+            [torch.as_tensor(molecules[i][1]) for i in idx],
+            list(atomic_numbers),
+        )
         batch = batch.to(ff.device, ff.dtype)
         result = ff(batch)
         e_form = formation_energy_per_atom(batch, result, ff.reference_energies).cpu().tolist()  # [b]
@@ -385,19 +447,28 @@ def force_field_figures(ff: Any, molecules: Sequence[Pair], atomic_numbers: Sequ
 def reason_category(reason: str) -> str:
     """A short, countable category of a failure reason."""
     r = reason.lower()
-    for key, cat in (("disconnected", "disconnected fragments"), ("element", "unsupported element"),
-                     ("odd electron", "odd electron count (open shell)"), ("converge", "SCF not converged"),
-                     ("time limit", "time limit exceeded"), ("overlapping", "overlapping atoms"),
-                     ("single atom", "a single atom"), ("non-finite input", "non-finite positions"),
-                     ("non-finite positions", "non-finite positions"), ("non-finite", "non-finite output"),
-                     ("reference energy", "no atom reference energy"), ("empty", "empty molecule")):
+    for key, cat in (
+        ("disconnected", "disconnected fragments"),
+        ("element", "unsupported element"),
+        ("odd electron", "odd electron count (open shell)"),
+        ("converge", "SCF not converged"),
+        ("time limit", "time limit exceeded"),
+        ("overlapping", "overlapping atoms"),
+        ("single atom", "a single atom"),
+        ("non-finite input", "non-finite positions"),
+        ("non-finite positions", "non-finite positions"),
+        ("non-finite", "non-finite output"),
+        ("reference energy", "no atom reference energy"),
+        ("empty", "empty molecule"),
+    ):
         if key in r:
             return cat
     return reason.splitlines()[0][:80]
 
 
-def _ff_columns(spec: str, prefix: str, samples: Sequence[ModelSamples], rows: list[list[dict]],
-                settings: EvaluationSettings) -> dict[str, Any]:
+def _ff_columns(
+    spec: str, prefix: str, samples: Sequence[ModelSamples], rows: list[list[dict]], settings: EvaluationSettings
+) -> dict[str, Any]:
     import torch
 
     from elign.mlff import load_force_field
@@ -406,8 +477,7 @@ def _ff_columns(spec: str, prefix: str, samples: Sequence[ModelSamples], rows: l
     ff = load_force_field(spec, device=settings.device, **kwargs)
     t0 = time.perf_counter()
     for m, s in enumerate(samples):
-        fig = force_field_figures(ff, s.molecules, s.info.atomic_numbers, settings.ff_batch_size,
-                                  s.info.atom_decoder)
+        fig = force_field_figures(ff, s.molecules, s.info.atomic_numbers, settings.ff_batch_size, s.info.atom_decoder)
         for i, row in enumerate(rows[m]):
             row[f"{prefix}_formation_energy"] = fig["formation_energy"][i]
             row[f"{prefix}_rms_force"] = fig["rms_force"][i]
@@ -417,16 +487,27 @@ def _ff_columns(spec: str, prefix: str, samples: Sequence[ModelSamples], rows: l
     return {"force_field": spec, "name": getattr(ff, "name", spec), "seconds": time.perf_counter() - t0}
 
 
-def _xtb_columns(samples: Sequence[ModelSamples], rows: list[list[dict]], settings: EvaluationSettings,
-                 out_dir: Path) -> dict[str, Any]:
+def _xtb_columns(
+    samples: Sequence[ModelSamples], rows: list[list[dict]], settings: EvaluationSettings, out_dir: Path
+) -> dict[str, Any]:
     from elign.referees import xtb_relax_all
 
     t0 = time.perf_counter()
     for m, s in enumerate(samples):
-        res = xtb_relax_all(s.molecules, s.info.atom_decoder, s.info.atomic_numbers, settings.xtb_workers,
-                            settings.xtb_time_limit, settings.relax_fmax, settings.relax_steps,
-                            settings.relax_max_step, settings.rmsd_atoms, settings.progress,
-                            desc=f"GFN2-xTB relaxation [{s.name}]", cache_dir=out_dir / "xtb_cache")
+        res = xtb_relax_all(
+            s.molecules,
+            s.info.atom_decoder,
+            s.info.atomic_numbers,
+            settings.xtb_workers,
+            settings.xtb_time_limit,
+            settings.relax_fmax,
+            settings.relax_steps,
+            settings.relax_max_step,
+            settings.rmsd_atoms,
+            settings.progress,
+            desc=f"GFN2-xTB relaxation [{s.name}]",
+            cache_dir=out_dir / "xtb_cache",
+        )
         for row, r in zip(rows[m], res, strict=True):
             ok = r["reason"] is None
             for key in ("energy", "rms_force", "delta_e_relax", "rmsd"):
@@ -434,10 +515,16 @@ def _xtb_columns(samples: Sequence[ModelSamples], rows: list[list[dict]], settin
             row["xtb_converged"] = r.get("converged") if ok else None
             row["xtb_steps"] = r.get("steps") if ok else None
             row["xtb_reason"] = r["reason"]
-    return {"method": "GFN2-xTB (tblite, ASE BFGS)", "fmax": settings.relax_fmax, "max_steps": settings.relax_steps,
-            "max_step": settings.relax_max_step, "rmsd_atoms": settings.rmsd_atoms,
-            "time_limit": settings.xtb_time_limit, "seconds": time.perf_counter() - t0,
-            "cache": str(out_dir / "xtb_cache")}
+    return {
+        "method": "GFN2-xTB (tblite, ASE BFGS)",
+        "fmax": settings.relax_fmax,
+        "max_steps": settings.relax_steps,
+        "max_step": settings.relax_max_step,
+        "rmsd_atoms": settings.rmsd_atoms,
+        "time_limit": settings.xtb_time_limit,
+        "seconds": time.perf_counter() - t0,
+        "cache": str(out_dir / "xtb_cache"),
+    }
 
 
 def _independent_from_xtb(samples: Sequence[ModelSamples], rows: list[list[dict]]) -> dict[str, Any]:
@@ -456,28 +543,41 @@ def _independent_from_xtb(samples: Sequence[ModelSamples], rows: list[list[dict]
     return {"force_field": "xtb", "name": "gfn2-xtb", "note": "single point of the xTB referee, reused"}
 
 
-def _dft_columns(samples: Sequence[ModelSamples], rows: list[list[dict]], settings: EvaluationSettings,
-                 out_dir: Path) -> dict[str, Any]:
+def _dft_columns(
+    samples: Sequence[ModelSamples], rows: list[list[dict]], settings: EvaluationSettings, out_dir: Path
+) -> dict[str, Any]:
     from elign.mlff.base import GROUND_STATE_UNPAIRED
     from elign.mlff.dft import DFTLevel
     from elign.referees import DFT_ELEMENTS, dft_cached, dft_rms_force, precheck
     from elign.stats import count_reasons
 
-    level = DFTLevel(xc=settings.dft_xc, basis=settings.dft_basis, density_fit=settings.dft_density_fit,
-                     grid_level=settings.dft_grid_level, conv_tol=settings.dft_conv_tol)
+    level = DFTLevel(
+        xc=settings.dft_xc,
+        basis=settings.dft_basis,
+        density_fit=settings.dft_density_fit,
+        grid_level=settings.dft_grid_level,
+        conv_tol=settings.dft_conv_tol,
+    )
     n = min(len(s.molecules) for s in samples)
     jobs, owners, elements, subsamples, eligibility = [], [], set(), [], []
     for m, s in enumerate(samples):
         numbers = [[int(s.info.atomic_numbers[j]) for j in t] for _, t in s.molecules[:n]]
-        reasons = [precheck(z, x, t, s.info.atom_decoder, DFT_ELEMENTS)
-                   for z, (x, t) in zip(numbers, s.molecules[:n], strict=True)]
+        reasons = [
+            precheck(z, x, t, s.info.atom_decoder, DFT_ELEMENTS)
+            for z, (x, t) in zip(numbers, s.molecules[:n], strict=True)
+        ]
         # 'eligible': each model's subsample is drawn from the molecules DFT can evaluate, so the budget is not
         # spent on exclusions; 'all': the same random indices for every model, exclusions counted among them
         pool = [i for i in range(n) if reasons[i] is None] if settings.dft_pool == "eligible" else list(range(n))
         subsample = dft_subsample(pool, settings.dft_num, settings.seed)
         subsamples.append(subsample)
-        eligibility.append({"n_eligible": reasons.count(None), "n": n,
-                            "excluded": count_reasons([reason_category(r) for r in reasons if r is not None])})
+        eligibility.append(
+            {
+                "n_eligible": reasons.count(None),
+                "n": n,
+                "excluded": count_reasons([reason_category(r) for r in reasons if r is not None]),
+            }
+        )
         chosen = set(subsample)
         for i in range(len(rows[m])):
             rows[m][i]["dft_selected"] = i in chosen
@@ -490,10 +590,18 @@ def _dft_columns(samples: Sequence[ModelSamples], rows: list[list[dict]], settin
     atom_jobs = [([z], np.zeros((1, 3)), GROUND_STATE_UNPAIRED[z], False) for z in sorted(elements)]
     threads = max(1, (os.cpu_count() or 1) // max(1, settings.dft_workers))
     t0 = time.perf_counter()
-    records, n_cached = dft_cached(atom_jobs + jobs, level, out_dir / "dft_cache", settings.dft_workers, threads,
-                                   settings.dft_time_limit, settings.progress, desc=f"DFT {level.xc}/{level.basis}")
+    records, n_cached = dft_cached(
+        atom_jobs + jobs,
+        level,
+        out_dir / "dft_cache",
+        settings.dft_workers,
+        threads,
+        settings.dft_time_limit,
+        settings.progress,
+        desc=f"DFT {level.xc}/{level.basis}",
+    )
     atom_e = {z: r["energy"] for z, r in zip(sorted(elements), records[: len(atom_jobs)], strict=True)}
-    for (m, i, z), rec in zip(owners, records[len(atom_jobs):], strict=True):
+    for (m, i, z), rec in zip(owners, records[len(atom_jobs) :], strict=True):
         row = rows[m][i]
         missing = sorted({a for a in z if atom_e.get(a) is None})
         if rec["reason"] is not None:
@@ -503,28 +611,38 @@ def _dft_columns(samples: Sequence[ModelSamples], rows: list[list[dict]], settin
         else:
             row["dft_formation_energy"] = (rec["energy"] - sum(atom_e[a] for a in z)) / len(z)
             row["dft_rms_force"] = dft_rms_force(rec["forces"])
-    return {"level": asdict(level),
-            "pool": settings.dft_pool, "subsample": {s.name: sub for s, sub in zip(samples, subsamples, strict=True)},
-            "eligibility": {s.name: e for s, e in zip(samples, eligibility, strict=True)},
-            "n_jobs": len(atom_jobs) + len(jobs), "n_cached": n_cached,
-            "atom_energies_eV": {str(z): e for z, e in atom_e.items()}, "time_limit": settings.dft_time_limit,
-            "seconds": time.perf_counter() - t0, "cache": str(out_dir / "dft_cache"),
-            "reference_qm9": QM9_DFT_FORMATION_ENERGY}
+    return {
+        "level": asdict(level),
+        "pool": settings.dft_pool,
+        "subsample": {s.name: sub for s, sub in zip(samples, subsamples, strict=True)},
+        "eligibility": {s.name: e for s, e in zip(samples, eligibility, strict=True)},
+        "n_jobs": len(atom_jobs) + len(jobs),
+        "n_cached": n_cached,
+        "atom_energies_eV": {str(z): e for z, e in atom_e.items()},
+        "time_limit": settings.dft_time_limit,
+        "seconds": time.perf_counter() - t0,
+        "cache": str(out_dir / "dft_cache"),
+        "reference_qm9": QM9_DFT_FORMATION_ENERGY,
+    }
 
 
 # ---------------------------------------------------------------------------------------- statistics
-def _group_summary(rows: list[dict], group: str, metrics: Sequence[Metric], selected: str | None = None
-                   ) -> dict[str, Any]:
+def _group_summary(
+    rows: list[dict], group: str, metrics: Sequence[Metric], selected: str | None = None
+) -> dict[str, Any]:
     from elign.stats import count_reasons, summarize
 
     considered = [r for r in rows if selected is None or r.get(selected)]
     reasons = [r.get(f"{group}_reason") for r in considered]
     failed = [reason_category(x) for x in reasons if x is not None]
-    out: dict[str, Any] = {"n_considered": len(considered), "n_evaluated": len(considered) - len(failed),
-                           "n_failed": len(failed), "failures": count_reasons(failed)}
+    out: dict[str, Any] = {
+        "n_considered": len(considered),
+        "n_evaluated": len(considered) - len(failed),
+        "n_failed": len(failed),
+        "failures": count_reasons(failed),
+    }
     for metric in metrics:
-        out[metric.column.removeprefix(f"{group}_")] = summarize([r.get(metric.column, math.nan)
-                                                                  for r in considered])
+        out[metric.column.removeprefix(f"{group}_")] = summarize([r.get(metric.column, math.nan) for r in considered])
     return out
 
 
@@ -543,8 +661,9 @@ def _column(rows: list[dict], col: str) -> list[float]:
     return [float(r[col]) if r.get(col) is not None else math.nan for r in rows]
 
 
-def _comparisons(samples: Sequence[ModelSamples], rows: list[list[dict]], groups: Sequence[str],
-                 settings: EvaluationSettings) -> list[dict[str, Any]]:
+def _comparisons(
+    samples: Sequence[ModelSamples], rows: list[list[dict]], groups: Sequence[str], settings: EvaluationSettings
+) -> list[dict[str, Any]]:
     from elign.stats import compare
 
     metrics = [m for m in METRICS if m.group in ("chemistry", *groups)]
@@ -553,8 +672,13 @@ def _comparisons(samples: Sequence[ModelSamples], rows: list[list[dict]], groups
         entry: dict[str, Any] = {"baseline": samples[0].name, "model": samples[m].name, "metrics": {}}
         for k, metric in enumerate(metrics):
             entry["metrics"][metric.column] = compare(
-                _column(rows[0], metric.column), _column(rows[m], metric.column), metric.better,
-                settings.n_boot, settings.confidence, seed=settings.seed + 1000 * m + k)
+                _column(rows[0], metric.column),
+                _column(rows[m], metric.column),
+                metric.better,
+                settings.n_boot,
+                settings.confidence,
+                seed=settings.seed + 1000 * m + k,
+            )
         out.append(entry)
     return out
 
@@ -567,10 +691,18 @@ def _chemistry_rows(s: ModelSamples, train: set[str] | None) -> tuple[dict[str, 
     per = chem.pop("per_molecule")
     rows = []
     for i, (x, t) in enumerate(s.molecules):
-        rows.append({"model": s.name, "index": i, "n_atoms": int(per["n_atoms"][i]),
-                     "formula": _formula(t, s.info.atom_decoder), "smiles": per["smiles"][i] or "",
-                     "valid": per["smiles"][i] is not None, "molecule_stable": float(per["molecule_stable"][i]),
-                     "n_fragments": n_fragments(x, t, s.info.atom_decoder)})
+        rows.append(
+            {
+                "model": s.name,
+                "index": i,
+                "n_atoms": int(per["n_atoms"][i]),
+                "formula": _formula(t, s.info.atom_decoder),
+                "smiles": per["smiles"][i] or "",
+                "valid": per["smiles"][i] is not None,
+                "molecule_stable": float(per["molecule_stable"][i]),
+                "n_fragments": n_fragments(x, t, s.info.atom_decoder),
+            }
+        )
     return chem, rows
 
 
@@ -580,11 +712,32 @@ def _formula(types: np.ndarray, decoder: Sequence[str]) -> str:
     return "".join(f"{a}{c if c > 1 else ''}" for a in order if (c := counts[a]))
 
 
-CSV_COLUMNS = ("model", "index", "n_atoms", "formula", "smiles", "valid", "molecule_stable", "n_fragments",
-               "reward_formation_energy", "reward_rms_force", "reward_reason",
-               "independent_formation_energy", "independent_rms_force", "independent_reason",
-               "xtb_rms_force", "xtb_delta_e_relax", "xtb_rmsd", "xtb_converged", "xtb_steps", "xtb_reason",
-               "dft_selected", "dft_formation_energy", "dft_rms_force", "dft_reason")
+CSV_COLUMNS = (
+    "model",
+    "index",
+    "n_atoms",
+    "formula",
+    "smiles",
+    "valid",
+    "molecule_stable",
+    "n_fragments",
+    "reward_formation_energy",
+    "reward_rms_force",
+    "reward_reason",
+    "independent_formation_energy",
+    "independent_rms_force",
+    "independent_reason",
+    "xtb_rms_force",
+    "xtb_delta_e_relax",
+    "xtb_rmsd",
+    "xtb_converged",
+    "xtb_steps",
+    "xtb_reason",
+    "dft_selected",
+    "dft_formation_energy",
+    "dft_rms_force",
+    "dft_reason",
+)
 
 
 def _write_csv(path: Path, rows: list[list[dict]]) -> None:
@@ -611,8 +764,14 @@ def _write_sdf(path: Path, s: ModelSamples, rows: list[dict]) -> dict[str, int]:
     from elign.export import write_sdf
 
     keep = ("index", "molecule_stable", "reward_rms_force", "xtb_rms_force", "xtb_delta_e_relax")
-    props = [{"name": f"{s.name}_{r['index']}", "model": s.name,
-              **{k: _csv_value(r[k]) for k in keep if k in r and _csv_value(r[k]) != ""}} for r in rows]
+    props = [
+        {
+            "name": f"{s.name}_{r['index']}",
+            "model": s.name,
+            **{k: _csv_value(r[k]) for k in keep if k in r and _csv_value(r[k]) != ""},
+        }
+        for r in rows
+    ]
     return write_sdf(path, s.molecules, s.info.atom_decoder, props)
 
 
@@ -628,8 +787,12 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def evaluate_models(samples: Sequence[ModelSamples], settings: EvaluationSettings, out_dir: str | os.PathLike,
-                    run_info: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluate_models(
+    samples: Sequence[ModelSamples],
+    settings: EvaluationSettings,
+    out_dir: str | os.PathLike,
+    run_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Chemistry, physics and comparisons of several models; writes the report files into ``out_dir``.
 
     The first entry of ``samples`` is the baseline of every comparison.
@@ -642,8 +805,11 @@ def evaluate_models(samples: Sequence[ModelSamples], settings: EvaluationSetting
     out.mkdir(parents=True, exist_ok=True)
     train = None
     if settings.novelty:
-        train = (set(Path(settings.train_smiles).read_text().split()) if settings.train_smiles
-                 else qm9_train_smiles(progress=settings.progress))
+        train = (
+            set(Path(settings.train_smiles).read_text().split())
+            if settings.train_smiles
+            else qm9_train_smiles(progress=settings.progress)
+        )
     chemistry, rows = [], []
     for s in samples:
         chem, model_rows = _chemistry_rows(s, train)
@@ -667,10 +833,20 @@ def evaluate_models(samples: Sequence[ModelSamples], settings: EvaluationSetting
     for s, chem, model_rows in zip(samples, chemistry, rows, strict=True):
         sdf = out / f"{s.name}.sdf"
         _write_sdf(sdf, s, model_rows)
-        models.append({"name": s.name, "source": s.source, "sdf": sdf.name, "n": len(s.molecules),
-                       "throughput": s.throughput, "chemistry": chem, "physics": _model_physics(model_rows, groups)})
+        models.append(
+            {
+                "name": s.name,
+                "source": s.source,
+                "sdf": sdf.name,
+                "n": len(s.molecules),
+                "throughput": s.throughput,
+                "chemistry": chem,
+                "physics": _model_physics(model_rows, groups),
+            }
+        )
     report = {
-        "settings": {k: v for k, v in vars(settings).items() if k not in ("extra", "progress")} | settings.extra
+        "settings": {k: v for k, v in vars(settings).items() if k not in ("extra", "progress")}
+        | settings.extra
         | (run_info or {}),
         "physics": physics_info,
         "models": models,

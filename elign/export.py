@@ -145,9 +145,7 @@ def read_sdf(path: str | os.PathLike) -> list[tuple[np.ndarray, list[str], dict[
     return out
 
 
-def write_xyz(
-    path: str | os.PathLike, molecules: Any, decoder: Any, comments: Sequence[str] | None = None
-) -> int:
+def write_xyz(path: str | os.PathLike, molecules: Any, decoder: Any, comments: Sequence[str] | None = None) -> int:
     """Write molecules as a multi-frame XYZ file (Angstrom); returns the number of frames written."""
     symbols = decoder_symbols(decoder)
     mols = list(split_molecules(molecules))
@@ -157,9 +155,7 @@ def write_xyz(
     for i, (x, t) in enumerate(mols):
         comment = comments[i] if comments is not None else f"mol_{i}"
         lines += [str(len(t)), comment.replace("\n", " ")]
-        lines += [
-            f"{symbols[ti]:<2s} {a:14.8f} {b:14.8f} {c:14.8f}" for ti, (a, b, c) in zip(t, x, strict=True)
-        ]
+        lines += [f"{symbols[ti]:<2s} {a:14.8f} {b:14.8f} {c:14.8f}" for ti, (a, b, c) in zip(t, x, strict=True)]
     with open(path, "w") as fh:
         fh.write("\n".join(lines) + ("\n" if lines else ""))
     return len(mols)
@@ -176,12 +172,21 @@ def write_npz(
     symbols = decoder_symbols(decoder)
     mols = list(split_molecules(molecules))
     props = _check_properties(properties, len(mols))
-    positions = np.concatenate([np.asarray(x, np.float32).reshape(-1, 3) for x, _ in mols]) if mols \
+    positions = (
+        np.concatenate([np.asarray(x, np.float32).reshape(-1, 3) for x, _ in mols])
+        if mols
         else np.zeros((0, 3), np.float32)
+    )
     types = np.concatenate([np.asarray(t, np.int64) for _, t in mols]) if mols else np.zeros(0, np.int64)
     tmp = Path(f"{os.fspath(path)}.tmp.npz")
-    np.savez_compressed(tmp, positions=positions, types=types, n_atoms=np.array([len(t) for _, t in mols]),
-                        decoder=np.array(symbols), properties=np.array(json.dumps(props, default=str)))
+    np.savez_compressed(
+        tmp,
+        positions=positions,
+        types=types,
+        n_atoms=np.array([len(t) for _, t in mols]),
+        decoder=np.array(symbols),
+        properties=np.array(json.dumps(props, default=str)),
+    )
     os.replace(tmp, path)
     return len(mols)
 
@@ -202,8 +207,10 @@ def read_npz(path: str | os.PathLike) -> list[tuple[np.ndarray, list[str], dict[
         k = int(np.searchsorted(np.cumsum(n_atoms), first_bad, side="right"))
         raise ValueError(f"{path}: molecule {k} has an element index outside its decoder {decoder}")
     ends = np.cumsum(n_atoms)
-    return [(positions[e - n:e], [decoder[int(i)] for i in types[e - n:e]], p)
-            for n, e, p in zip(n_atoms, ends, props, strict=True)]
+    return [
+        (positions[e - n : e], [decoder[int(i)] for i in types[e - n : e]], p)
+        for n, e, p in zip(n_atoms, ends, props, strict=True)
+    ]
 
 
 def read_molecules(path: str | os.PathLike) -> list[tuple[np.ndarray, list[str], dict[str, Any]]]:

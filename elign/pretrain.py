@@ -77,12 +77,16 @@ class PretrainConfig:
     batching: str = "random"
 
     def __post_init__(self) -> None:
-        bad = {k: getattr(self, k) for k in ("hidden", "n_layers", "batch_size", "log_every", "timesteps")
-               if getattr(self, k) < 1}
+        bad = {
+            k: getattr(self, k)
+            for k in ("hidden", "n_layers", "batch_size", "log_every", "timesteps")
+            if getattr(self, k) < 1
+        }
         if self.lr <= 0 or not 0 <= self.ema_decay < 1:
             bad.update(lr=self.lr, ema_decay=self.ema_decay)
-        if self.lr_decay_start is not None and (self.lr_decay_start < 0 or self.lr_decay_steps < 1
-                                                or not 0 < self.lr_min <= self.lr):
+        if self.lr_decay_start is not None and (
+            self.lr_decay_start < 0 or self.lr_decay_steps < 1 or not 0 < self.lr_min <= self.lr
+        ):
             bad.update(lr_decay_start=self.lr_decay_start, lr_decay_steps=self.lr_decay_steps, lr_min=self.lr_min)
         if self.batching not in BATCHINGS:
             bad["batching"] = self.batching
@@ -91,12 +95,24 @@ class PretrainConfig:
         self.objective()  # rejects a bad weighting or time density with its own message
 
     def objective(self) -> TrainingObjective:
-        return TrainingObjective(self.loss_weighting, self.snr_min, self.snr_max, self.time_sampling,
-                                 self.beta_a, self.beta_b, self.importance_weighted)
+        return TrainingObjective(
+            self.loss_weighting,
+            self.snr_min,
+            self.snr_max,
+            self.time_sampling,
+            self.beta_a,
+            self.beta_b,
+            self.importance_weighted,
+        )
 
     def model_config(self, dataset: dict) -> ModelConfig:
-        return ModelConfig(hidden=self.hidden, n_layers=self.n_layers, timesteps=self.timesteps,
-                           atom_decoder=list(dataset["atom_decoder"]), dataset=dataset)
+        return ModelConfig(
+            hidden=self.hidden,
+            n_layers=self.n_layers,
+            timesteps=self.timesteps,
+            atom_decoder=list(dataset["atom_decoder"]),
+            dataset=dataset,
+        )
 
     @classmethod
     def from_dict(cls, d: dict) -> PretrainConfig:
@@ -128,8 +144,13 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
 
 
 class Pretrainer:
-    def __init__(self, config: PretrainConfig, data: DenseDataset, device: str | None = None,
-                 on_log: Callable[[dict], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: PretrainConfig,
+        data: DenseDataset,
+        device: str | None = None,
+        on_log: Callable[[dict], None] | None = None,
+    ) -> None:
         self.cfg = config
         self.data = data
         self.out = Path(config.out_dir)
@@ -159,13 +180,16 @@ class Pretrainer:
         if len(self.train_idx) == 0:
             raise ValueError("the dataset holds no training molecules (its 'train' split is empty)")
         if self.steps_per_epoch < 1:
-            raise ValueError(f"training split of {len(self.train_idx)} molecules is smaller than one global batch "
-                             f"({self.global_batch}); lower --batch-size")
+            raise ValueError(
+                f"training split of {len(self.train_idx)} molecules is smaller than one global batch "
+                f"({self.global_batch}); lower --batch-size"
+            )
         loss = _Loss(self.model, config.objective())
         self._epoch_plan: tuple[int, torch.Tensor] | None = None  # (epoch, batches [steps, global batch])
         if self.world > 1:
-            loss = nn.parallel.DistributedDataParallel(loss, device_ids=[self.device] if self.device.type == "cuda"
-                                                       else None)
+            loss = nn.parallel.DistributedDataParallel(
+                loss, device_ids=[self.device] if self.device.type == "cuda" else None
+            )
         self.loss_fn = torch.compile(loss) if config.compile else loss
 
     # ------------------------------------------------------------------------ state
@@ -196,11 +220,15 @@ class Pretrainer:
             saved = ModelConfig.from_dict(json.loads(state["model_config"]))
         except Exception as e:  # truncated, foreign or tampered files all end here
             detail = str(e).split(". ")[0].splitlines()[0][:100] if str(e) else ""
-            raise ValueError(f"{path} is not a readable elign training state ({type(e).__name__}: {detail}); "
-                             "resume from another copy") from None
+            raise ValueError(
+                f"{path} is not a readable elign training state ({type(e).__name__}: {detail}); "
+                "resume from another copy"
+            ) from None
         if (saved.hidden, saved.n_layers, saved.timesteps) != (self.cfg.hidden, self.cfg.n_layers, self.cfg.timesteps):
-            raise ValueError(f"{path} holds a {saved.n_layers}x{saved.hidden} model with T={saved.timesteps}, "
-                             f"but this run asks for {self.cfg.n_layers}x{self.cfg.hidden}, T={self.cfg.timesteps}")
+            raise ValueError(
+                f"{path} holds a {saved.n_layers}x{saved.hidden} model with T={saved.timesteps}, "
+                f"but this run asks for {self.cfg.n_layers}x{self.cfg.hidden}, T={self.cfg.timesteps}"
+            )
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["optimizer"])
@@ -223,10 +251,15 @@ class Pretrainer:
         atomic_write(self.state_path, buf.getvalue())
 
     def _save_weights(self) -> None:
-        extra = {"step": self.step, "epochs": round(self.step / self.steps_per_epoch, 3),
-                 "train_minutes": round(self.elapsed_minutes, 2), "cpu_minutes": round(self.cpu_minutes, 2),
-                 "cpu_from_step": self.cpu_from_step, "device": str(self.device),
-                 "world_size": self.world}
+        extra = {
+            "step": self.step,
+            "epochs": round(self.step / self.steps_per_epoch, 3),
+            "train_minutes": round(self.elapsed_minutes, 2),
+            "cpu_minutes": round(self.cpu_minutes, 2),
+            "cpu_from_step": self.cpu_from_step,
+            "device": str(self.device),
+            "world_size": self.world,
+        }
         save_checkpoint(self.out / "model.safetensors", self.ema, self.model_config, extra=extra)
 
     def _log(self, record: dict) -> None:
@@ -273,8 +306,7 @@ class Pretrainer:
 
     def train_step(self) -> dict:
         b = self.data.batch(self.batch_indices(self.step), self.device)
-        gen = torch.Generator(device=self.device).manual_seed(
-            (self.cfg.seed * 1_000_003 + self.step) * 64 + self.rank)
+        gen = torch.Generator(device=self.device).manual_seed((self.cfg.seed * 1_000_003 + self.step) * 64 + self.rank)
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.step, self.cfg)
         use_bf16 = self.cfg.bf16 and self.device.type == "cuda"
@@ -286,8 +318,9 @@ class Pretrainer:
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
         self.opt.step()
         with torch.no_grad():
-            pairs = [(e, p) for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True)
-                     if p.requires_grad]
+            pairs = [
+                (e, p) for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True) if p.requires_grad
+            ]
             torch._foreach_lerp_([e for e, _ in pairs], [p for _, p in pairs], 1.0 - self.cfg.ema_decay)
         self.step += 1
         return {"loss": loss.detach(), "grad_norm": grad_norm, "molecules": b.batch_size * self.world}
@@ -297,12 +330,22 @@ class Pretrainer:
         from elign.metrics.stability import stability_metrics
 
         self.ema.eval()
-        mols = sample_molecules(self.ema, self.cfg.val_samples, self.data.info.size_probabilities(),
-                                steps=min(self.cfg.val_steps, self.cfg.timesteps), seed=12345,
-                                device=self.device, atomic_numbers=self.data.info.atomic_numbers)
+        mols = sample_molecules(
+            self.ema,
+            self.cfg.val_samples,
+            self.data.info.size_probabilities(),
+            steps=min(self.cfg.val_steps, self.cfg.timesteps),
+            seed=12345,
+            device=self.device,
+            atomic_numbers=self.data.info.atomic_numbers,
+        )
         m = stability_metrics(mols, self.data.info.atom_decoder)
-        return {"val_atom_stability": float(m["atom_stability"]), "val_molecule_stability":
-                float(m["molecule_stability"]), "val_samples": self.cfg.val_samples, "val_steps": self.cfg.val_steps}
+        return {
+            "val_atom_stability": float(m["atom_stability"]),
+            "val_molecule_stability": float(m["molecule_stability"]),
+            "val_samples": self.cfg.val_samples,
+            "val_steps": self.cfg.val_steps,
+        }
 
     def fit(self, progress: bool = True) -> dict:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -328,11 +371,16 @@ class Pretrainer:
                         reason = "non-finite loss"
                         raise FloatingPointError(f"loss became {loss} at step {self.step}; last checkpoint kept")
                     now = time.monotonic()
-                    rec = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), "loss": loss,
-                           "grad_norm": float(out["grad_norm"]), "lr": self.opt.param_groups[0]["lr"],
-                           "mol_per_s": window_mols / max(now - window_t, 1e-9),
-                           "train_minutes": self.elapsed_minutes + (now - start_wall) / 60,
-                           "cpu_minutes": self.cpu_minutes + (time.process_time() - self._cpu_mark) / 60}
+                    rec = {
+                        "step": self.step,
+                        "epoch": round(self.step / self.steps_per_epoch, 4),
+                        "loss": loss,
+                        "grad_norm": float(out["grad_norm"]),
+                        "lr": self.opt.param_groups[0]["lr"],
+                        "mol_per_s": window_mols / max(now - window_t, 1e-9),
+                        "train_minutes": self.elapsed_minutes + (now - start_wall) / 60,
+                        "cpu_minutes": self.cpu_minutes + (time.process_time() - self._cpu_mark) / 60,
+                    }
                     self._log(rec)
                     bar.set_postfix(loss=f"{loss:.4f}")
                     window_t, window_mols = now, 0
@@ -353,8 +401,12 @@ class Pretrainer:
                 signal.signal(sig, handler)
             if reason != "non-finite loss":
                 self._checkpoint(start_wall)
-        return {"step": self.step, "stopped_by": reason, "train_minutes": self.elapsed_minutes,
-                "cpu_minutes": self.cpu_minutes}
+        return {
+            "step": self.step,
+            "stopped_by": reason,
+            "train_minutes": self.elapsed_minutes,
+            "cpu_minutes": self.cpu_minutes,
+        }
 
     def _checkpoint(self, since: float) -> float:
         """Add the wall minutes since ``since`` and the CPU minutes since the last mark to the cumulative
@@ -368,4 +420,3 @@ class Pretrainer:
 
     def _request_stop(self, signum, frame) -> None:  # noqa: ARG002 (signal handler signature)
         self.stop_requested = True
-

@@ -44,8 +44,14 @@ DFT_ELEMENTS = frozenset(range(1, 37))
 
 
 # ------------------------------------------------------------------------------------ checks
-def precheck(numbers: Sequence[int], positions: np.ndarray, types: np.ndarray, decoder: Sequence[str],
-             supported: frozenset[int], require_connected: bool = True) -> str | None:
+def precheck(
+    numbers: Sequence[int],
+    positions: np.ndarray,
+    types: np.ndarray,
+    decoder: Sequence[str],
+    supported: frozenset[int],
+    require_connected: bool = True,
+) -> str | None:
     """Why a referee cannot evaluate this molecule (None if it can).
 
     Fragments are named before the element and electron checks, in the order the force-field figures use
@@ -177,12 +183,19 @@ class DeadlinePool:
 
 
 # ------------------------------------------------------------------------------ per-molecule cache
-def geometry_key(kind: str, numbers: Sequence[int], positions: np.ndarray, settings: dict[str, Any],
-                 settings_name: str = "settings") -> str:
+def geometry_key(
+    kind: str, numbers: Sequence[int], positions: np.ndarray, settings: dict[str, Any], settings_name: str = "settings"
+) -> str:
     """sha256 of what a result depends on: kind, elements, geometry (rounded to 1e-5 A) and settings."""
-    payload = json.dumps({"kind": kind, "z": [int(z) for z in numbers],
-                          "x": np.round(np.asarray(positions, dtype=np.float64), 5).tolist(),
-                          settings_name: settings}, sort_keys=True)
+    payload = json.dumps(
+        {
+            "kind": kind,
+            "z": [int(z) for z in numbers],
+            "x": np.round(np.asarray(positions, dtype=np.float64), 5).tolist(),
+            settings_name: settings,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
@@ -244,11 +257,20 @@ def xtb_relax(task: tuple[list[int], np.ndarray, float, int, float, str]) -> dic
     }
 
 
-def xtb_relax_all(molecules: Sequence[tuple[np.ndarray, np.ndarray]], decoder: Sequence[str],
-                  atomic_numbers: Sequence[int], n_workers: int = 1, time_limit: float | None = 120.0,
-                  fmax: float = 0.05, max_steps: int = 500, max_step: float = 0.2, rmsd_atoms: str = "heavy",
-                  progress: bool = False, desc: str = "GFN2-xTB relaxation", cache_dir: str | Path | None = None
-                  ) -> list[dict[str, Any]]:
+def xtb_relax_all(
+    molecules: Sequence[tuple[np.ndarray, np.ndarray]],
+    decoder: Sequence[str],
+    atomic_numbers: Sequence[int],
+    n_workers: int = 1,
+    time_limit: float | None = 120.0,
+    fmax: float = 0.05,
+    max_steps: int = 500,
+    max_step: float = 0.2,
+    rmsd_atoms: str = "heavy",
+    progress: bool = False,
+    desc: str = "GFN2-xTB relaxation",
+    cache_dir: str | Path | None = None,
+) -> list[dict[str, Any]]:
     """Relax every molecule (positions [n, 3], type indices [n]); one dict per molecule, 'reason' None if done.
 
     With ``cache_dir`` every finished molecule is written there at once, so an interrupted run resumes.
@@ -274,8 +296,10 @@ def xtb_relax_all(molecules: Sequence[tuple[np.ndarray, np.ndarray]], decoder: S
         where.append(i)
         keys.append(key)
     if tasks:
-        with DeadlinePool(xtb_relax, n_workers, time_limit) as pool, \
-                tqdm(total=len(tasks), desc=desc, unit="mol", disable=not progress) as bar:
+        with (
+            DeadlinePool(xtb_relax, n_workers, time_limit) as pool,
+            tqdm(total=len(tasks), desc=desc, unit="mol", disable=not progress) as bar,
+        ):
             for k, value, err in pool.imap(tasks):
                 rec = value | {"reason": None} if err is None else {"reason": f"xTB failed: {err}"}
                 if folder is not None and (err is None or not _retryable(err)):
@@ -291,9 +315,16 @@ def dft_cache_key(numbers: Sequence[int], positions: np.ndarray, level: Any, kin
     return geometry_key(kind, numbers, positions, asdict(level), settings_name="level")
 
 
-def dft_cached(jobs: Sequence[tuple[list[int], np.ndarray, int, bool]], level: Any, cache_dir: str | Path,
-               n_workers: int = 1, threads: int = 1, time_limit: float | None = 600.0, progress: bool = False,
-               desc: str = "DFT") -> tuple[list[dict[str, Any]], int]:
+def dft_cached(
+    jobs: Sequence[tuple[list[int], np.ndarray, int, bool]],
+    level: Any,
+    cache_dir: str | Path,
+    n_workers: int = 1,
+    threads: int = 1,
+    time_limit: float | None = 600.0,
+    progress: bool = False,
+    desc: str = "DFT",
+) -> tuple[list[dict[str, Any]], int]:
     """Run PySCF single points (numbers, positions [n, 3] A, spin, forces?) with a per-job cache on disk.
 
     Returns (one record per job: energy eV, forces [n][3] eV/A or None, reason; number of jobs read from the
@@ -314,8 +345,10 @@ def dft_cached(jobs: Sequence[tuple[list[int], np.ndarray, int, bool]], level: A
     todo = [i for i, r in enumerate(records) if r is None]
     if todo:
         tasks = [(jobs[i][0], jobs[i][1], jobs[i][2], level_d, threads, jobs[i][3]) for i in todo]
-        with DeadlinePool(dft_single_point, n_workers, time_limit) as pool, \
-                tqdm(total=len(jobs), initial=n_cached, desc=desc, unit="mol", disable=not progress) as bar:
+        with (
+            DeadlinePool(dft_single_point, n_workers, time_limit) as pool,
+            tqdm(total=len(jobs), initial=n_cached, desc=desc, unit="mol", disable=not progress) as bar,
+        ):
             for k, value, err in pool.imap(tasks):
                 i = todo[k]
                 if err is None:

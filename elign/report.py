@@ -52,8 +52,14 @@ def _distribution_plot(metric: dict[str, Any], names: list[str], data: list[np.n
     bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 30)
     for name, x in zip(names, data, strict=True):
         if len(x):
-            ax.hist(np.clip(x, lo, hi), bins=bins, histtype="step", linewidth=1.5, density=True,
-                    label=f"{name} (n={len(x)}, median {np.median(x):.3g})")
+            ax.hist(
+                np.clip(x, lo, hi),
+                bins=bins,
+                histtype="step",
+                linewidth=1.5,
+                density=True,
+                label=f"{name} (n={len(x)}, median {np.median(x):.3g})",
+            )
     ax.set_xlabel(f"{metric['label']} ({metric['unit']})")
     ax.set_ylabel("density")
     ax.set_title(metric["label"])
@@ -108,8 +114,16 @@ def _chemistry_table(report: dict[str, Any]) -> str:
     body = []
     for m in report["models"]:
         tp = m.get("throughput") or {}
-        body.append([m["name"], *[m["chemistry"].get(k) for k in keys], tp.get("molecules_per_second"),
-                     tp.get("seconds"), tp.get("steps"), tp.get("device")])
+        body.append(
+            [
+                m["name"],
+                *[m["chemistry"].get(k) for k in keys],
+                tp.get("molecules_per_second"),
+                tp.get("seconds"),
+                tp.get("steps"),
+                tp.get("device"),
+            ]
+        )
     return _table(["model", *keys, "molecules/s", "sampling s", "steps", "device"], body)
 
 
@@ -123,8 +137,20 @@ def _physics_table(report: dict[str, Any]) -> str:
             g = m["physics"].get(group, {})
             s = g.get(col.removeprefix(f"{group}_"), {})
             fails = "; ".join(f"{k}: {v}" for k, v in g.get("failures", {}).items())
-            body.append([metric["label"], metric["unit"], m["name"], s.get("n"), s.get("mean"), s.get("median"),
-                         s.get("p10"), s.get("p90"), g.get("n_failed"), fails])
+            body.append(
+                [
+                    metric["label"],
+                    metric["unit"],
+                    m["name"],
+                    s.get("n"),
+                    s.get("mean"),
+                    s.get("median"),
+                    s.get("p10"),
+                    s.get("p90"),
+                    g.get("n_failed"),
+                    fails,
+                ]
+            )
     return _table(["figure", "unit", "model", "n", "mean", "median", "p10", "p90", "failed", "reasons"], body)
 
 
@@ -134,11 +160,34 @@ def _comparison_table(report: dict[str, Any]) -> str:
     for c in report["comparisons"]:
         for col, r in c["metrics"].items():
             label, unit = labels.get(col, (col, ""))
-            ci = (f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if r.get("ci_low") is not None else "–")
-            body.append([f"{c['model']} − {c['baseline']}", label, unit, r.get("diff"), ci, r.get("p_value"),
-                         r.get("better"), r.get("n_baseline"), r.get("n_model")])
-    return _table(["models", "figure", "unit", "difference of means", "95% CI (bootstrap)",
-                   "one-sided Mann–Whitney p", "better is", "n baseline", "n model"], body)
+            ci = f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if r.get("ci_low") is not None else "–"
+            body.append(
+                [
+                    f"{c['model']} − {c['baseline']}",
+                    label,
+                    unit,
+                    r.get("diff"),
+                    ci,
+                    r.get("p_value"),
+                    r.get("better"),
+                    r.get("n_baseline"),
+                    r.get("n_model"),
+                ]
+            )
+    return _table(
+        [
+            "models",
+            "figure",
+            "unit",
+            "difference of means",
+            "95% CI (bootstrap)",
+            "one-sided Mann–Whitney p",
+            "better is",
+            "n baseline",
+            "n model",
+        ],
+        body,
+    )
 
 
 def _dft_pool_note(dft: dict[str, Any]) -> str:
@@ -149,8 +198,11 @@ def _dft_pool_note(dft: dict[str, Any]) -> str:
     for name, e in dft["eligibility"].items():
         excluded = ", ".join(f"{k}: {v}" for k, v in e["excluded"].items()) or "none"
         parts.append(f"{html.escape(name)}: {e['n_eligible']} of {e['n']} eligible (excluded: {html.escape(excluded)})")
-    how = ("drawn at random from each model's eligible molecules" if dft.get("pool") == "eligible"
-           else "the same random indices for every model, exclusions counted among them")
+    how = (
+        "drawn at random from each model's eligible molecules"
+        if dft.get("pool") == "eligible"
+        else "the same random indices for every model, exclusions counted among them"
+    )
     return f"<p>DFT subsample {how}. " + "; ".join(parts) + ".</p>"
 
 
@@ -167,19 +219,23 @@ def write_html(report: dict[str, Any], out_dir: str | Path) -> Path:
     images = "".join(f'<img src="{html.escape(p)}" alt="{html.escape(p)}">' for p in report["files"].get("plots", []))
     dft = report.get("physics", {}).get("dft", {})
     ref = dft.get("reference_qm9")
-    ref_html = (f"<p>Reference: QM9's own molecules at {html.escape(ref['level'])}: formation energy mean "
-                f"{ref['mean']}, median {ref['median']}, p10/p90 {ref['p10']}/{ref['p90']} eV/atom.</p>" if ref else "")
+    ref_html = (
+        f"<p>Reference: QM9's own molecules at {html.escape(ref['level'])}: formation energy mean "
+        f"{ref['mean']}, median {ref['median']}, p10/p90 {ref['p10']}/{ref['p90']} eV/atom.</p>"
+        if ref
+        else ""
+    )
     ref_html += _dft_pool_note(dft)
     page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>elign evaluation</title>
 <style>{STYLE}</style></head><body>
 <h1>elign evaluation</h1>
-<p>Baseline of every comparison: <b>{html.escape(report['models'][0]['name'])}</b>. Molecules a referee could
+<p>Baseline of every comparison: <b>{html.escape(report["models"][0]["name"])}</b>. Molecules a referee could
 not evaluate are counted by reason and excluded from its statistics.</p>
 <h2>Chemistry and throughput</h2>{_chemistry_table(report)}
 <h2>Physics</h2>{_physics_table(report)}{ref_html}
-<h2>Comparisons</h2>{_comparison_table(report) if report['comparisons'] else '<p>one model only</p>'}
+<h2>Comparisons</h2>{_comparison_table(report) if report["comparisons"] else "<p>one model only</p>"}
 <h2>Plots</h2>{images}
-<h2>Settings</h2>{_table(['setting', 'value'], setting_rows)}
+<h2>Settings</h2>{_table(["setting", "value"], setting_rows)}
 </body></html>
 """
     out.write_text(page)

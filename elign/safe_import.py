@@ -39,8 +39,7 @@ def import_mace() -> ModuleType:
                 import mace.tools  # noqa: F401
         except ImportError as err:
             raise ImportError(
-                f"mace-torch is not installed or failed to import ({err}); "
-                "install with: pip install elign[mlff]"
+                f"mace-torch is not installed or failed to import ({err}); install with: pip install elign[mlff]"
             ) from err
         finally:
             if previous is None:

@@ -36,12 +36,19 @@ def summarize(values: Any) -> dict[str, float | int | None]:
     if len(x) == 0:
         return {"n": 0, "mean": None, "median": None, "p10": None, "p90": None, "std": None}
     p10, p50, p90 = np.percentile(x, [10, 50, 90])
-    return {"n": len(x), "mean": _nan_or(x.mean()), "median": _nan_or(p50), "p10": _nan_or(p10),
-            "p90": _nan_or(p90), "std": _nan_or(x.std(ddof=1)) if len(x) > 1 else 0.0}
+    return {
+        "n": len(x),
+        "mean": _nan_or(x.mean()),
+        "median": _nan_or(p50),
+        "p10": _nan_or(p10),
+        "p90": _nan_or(p90),
+        "std": _nan_or(x.std(ddof=1)) if len(x) > 1 else 0.0,
+    }
 
 
-def bootstrap_mean_diff(baseline: Any, model: Any, n_boot: int = 2000, confidence: float = 0.95,
-                        seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_mean_diff(
+    baseline: Any, model: Any, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
     """(mean(model) - mean(baseline), lower, upper): percentile bootstrap, each sample resampled independently.
 
     NaN for all three when either side has no finite value.
@@ -77,14 +84,23 @@ def mann_whitney_better(baseline: Any, model: Any, better: Better = "lower") -> 
     return float(mannwhitneyu(b, a, alternative=alternative).pvalue)
 
 
-def compare(baseline: Any, model: Any, better: Better = "lower", n_boot: int = 2000, confidence: float = 0.95,
-            seed: int = 0) -> dict[str, Any]:
+def compare(
+    baseline: Any, model: Any, better: Better = "lower", n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> dict[str, Any]:
     """Difference of means (model - baseline) with its bootstrap interval and the one-sided p-value, JSON-ready."""
     diff, lo, hi = bootstrap_mean_diff(baseline, model, n_boot, confidence, seed)
     p = mann_whitney_better(baseline, model, better)
-    return {"diff": _nan_or(diff), "ci_low": _nan_or(lo), "ci_high": _nan_or(hi), "confidence": confidence,
-            "p_value": _nan_or(p), "better": better, "n_baseline": len(finite(baseline)), "n_model": len(finite(model)),
-            "ci_excludes_zero": bool(math.isfinite(lo) and (lo > 0 or hi < 0))}
+    return {
+        "diff": _nan_or(diff),
+        "ci_low": _nan_or(lo),
+        "ci_high": _nan_or(hi),
+        "confidence": confidence,
+        "p_value": _nan_or(p),
+        "better": better,
+        "n_baseline": len(finite(baseline)),
+        "n_model": len(finite(model)),
+        "ci_excludes_zero": bool(math.isfinite(lo) and (lo > 0 or hi < 0)),
+    }
 
 
 def count_reasons(reasons: Iterable[str | None] | Sequence[str | None]) -> dict[str, int]:

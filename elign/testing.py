@@ -17,9 +17,17 @@ QM9_Z = [1, 6, 7, 8, 9]
 
 def tiny_config(**overrides) -> ModelConfig:
     """A 2-layer, 16-feature EDM with a short chain: milliseconds per step on a CPU."""
-    base = dict(hidden=16, n_layers=2, timesteps=50,
-                dataset={"name": "tiny", "atom_decoder": ["H", "C", "N", "O", "F"],
-                         "n_nodes": {3: 1, 4: 2, 5: 2, 6: 1}, "max_n_nodes": 6})
+    base = dict(
+        hidden=16,
+        n_layers=2,
+        timesteps=50,
+        dataset={
+            "name": "tiny",
+            "atom_decoder": ["H", "C", "N", "O", "F"],
+            "n_nodes": {3: 1, 4: 2, 5: 2, 6: 1},
+            "max_n_nodes": 6,
+        },
+    )
     return ModelConfig(**{**base, **overrides})
 
 
@@ -29,8 +37,9 @@ def tiny_model(seed: int = 0, **overrides) -> tuple[EquivariantDiffusion, ModelC
     return build_model(config).eval(), config
 
 
-def random_batch(sizes: list[int], num_types: int = 5, seed: int = 0, pad_to: int | None = None,
-                 scale: float = 1.5) -> MoleculeBatch:
+def random_batch(
+    sizes: list[int], num_types: int = 5, seed: int = 0, pad_to: int | None = None, scale: float = 1.5
+) -> MoleculeBatch:
     """Random CoM-free molecules with the given sizes (types uniform, QM9 atomic numbers)."""
     g = torch.Generator().manual_seed(seed)
     pos = [torch.randn(n, 3, generator=g) * scale for n in sizes]

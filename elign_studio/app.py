@@ -50,9 +50,7 @@ def create_app(
     hv.extension("bokeh", logo=False)
     session = session or StudioSession(settings=settings, **session_kwargs)
     layout = pn.Column(
-        pn.pane.Markdown(
-            "## Elign Studio\nEDM molecules aligned to machine-learning force fields (FED-GRPO)."
-        ),
+        pn.pane.Markdown("## Elign Studio\nEDM molecules aligned to machine-learning force fields (FED-GRPO)."),
         _messages(session),
         pn.Tabs(
             ("Trajectories", pn.Column(trajectory_view(session), molecules_view(session))),

@@ -83,9 +83,7 @@ def _frames_batch(traj: Any, node_mask: torch.Tensor, atomic_numbers: list[int])
     return MoleculeBatch(pos.reshape(F_ * B, N, 3) * mask, one_hot, z, mask)
 
 
-def _viewer_frame(
-    t: int, pos: np.ndarray, types: np.ndarray, force: np.ndarray | None, decoder: list[str]
-) -> dict:
+def _viewer_frame(t: int, pos: np.ndarray, types: np.ndarray, force: np.ndarray | None, decoder: list[str]) -> dict:
     from elign.metrics.bonds import bond_orders
 
     orders = bond_orders(pos, types, decoder)  # [n, n]

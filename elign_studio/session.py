@@ -70,10 +70,18 @@ class StudioSession(param.Parameterized):
     side_by_side = param.Boolean(default=False)
     seed = param.Integer(default=0, bounds=(0, None))
     num = param.Integer(default=1, bounds=(1, 64), label="Molecules (1-64)", doc="molecules per click")
-    sample_steps = param.Integer(default=100, bounds=(1, None), label="Sample steps (1-T)",
-                                 doc="denoising steps; more than the model's T samples T")
-    n_atoms = param.Integer(default=0, bounds=(0, None), label="Atoms (0: from the prior)",
-                            doc="atoms per molecule; 0 draws sizes from the model's size prior")
+    sample_steps = param.Integer(
+        default=100,
+        bounds=(1, None),
+        label="Sample steps (1-T)",
+        doc="denoising steps; more than the model's T samples T",
+    )
+    n_atoms = param.Integer(
+        default=0,
+        bounds=(0, None),
+        label="Atoms (0: from the prior)",
+        doc="atoms per molecule; 0 draws sizes from the model's size prior",
+    )
     sampling = param.Boolean(default=False)
     sets = param.List(default=[], doc="SampledSet per model (one, or two side by side)")
     selected = param.Integer(default=0, doc="molecule index shown in the viewer")
@@ -172,9 +180,7 @@ class StudioSession(param.Parameterized):
         if known and name is None:  # the same file again (e.g. the shipped backbone by its path)
             self.status = f"{user_path} is already loaded as {known[0]}"
             return known[0]
-        label = name or (
-            path.name if path.is_dir() else path.stem if path.stem != "model" else path.parent.name
-        )
+        label = name or (path.name if path.is_dir() else path.stem if path.stem != "model" else path.parent.name)
         label = self._register(f"{label} ({path.parent.name})" if label in self.models else label, path)
         self.status = f"Loaded {label}: {config.dataset_info().name}, T={model.T}"
         return label
@@ -184,8 +190,7 @@ class StudioSession(param.Parameterized):
         self.error = ""
         if not filename.endswith(".safetensors"):
             self.error = (
-                f"{filename}: upload a native .safetensors checkpoint; original EDM runs are "
-                f"folders, load them by path"
+                f"{filename}: upload a native .safetensors checkpoint; original EDM runs are folders, load them by path"
             )
             return None
         if not data:
@@ -237,9 +242,7 @@ class StudioSession(param.Parameterized):
             self.error = f"Cannot start alignment: {_fmt_error(e)}"
             return False
         self.training = True
-        self.status = (
-            f"{'Resumed' if resume else 'Started'} alignment of {self.align_model} into {self.run_dir}"
-        )
+        self.status = f"{'Resumed' if resume else 'Started'} alignment of {self.align_model} into {self.run_dir}"
         return True
 
     def stop_alignment(self, timeout: float | None = None) -> None:
@@ -258,13 +261,12 @@ class StudioSession(param.Parameterized):
         return True
 
     def _finish_run(self, how: str) -> None:
-        ckpts = sorted((p for p in self.run_dir.glob("**/*.safetensors") if self._readable(p)),
-                       key=lambda p: p.stat().st_mtime)
+        ckpts = sorted(
+            (p for p in self.run_dir.glob("**/*.safetensors") if self._readable(p)), key=lambda p: p.stat().st_mtime
+        )
         if ckpts:
             label = self._register(f"{self.run_name}", ckpts[-1])
-            self.status = (
-                f"Alignment {how} after {self.step} iterations; checkpoint {ckpts[-1]} ({label})"
-            )
+            self.status = f"Alignment {how} after {self.step} iterations; checkpoint {ckpts[-1]} ({label})"
         else:
             self.status = f"Alignment {how}; no checkpoint was written in {self.run_dir}"
 
@@ -293,9 +295,7 @@ class StudioSession(param.Parameterized):
         self._sample_started = time.perf_counter()
         self._sample_job = self._executor.submit(self._sample_many, names, paths, args)
         self.sampling = True
-        self.status = (
-            f"Sampling {self.num} molecule(s), {self.sample_steps} steps, from {', '.join(names)}..."
-        )
+        self.status = f"Sampling {self.num} molecule(s), {self.sample_steps} steps, from {', '.join(names)}..."
         return True
 
     @staticmethod
@@ -334,10 +334,7 @@ class StudioSession(param.Parameterized):
                     "model": r["model"],
                     "seed": r["seed"],
                     "force_field": s.force_field,
-                    **{
-                        k: r[k]
-                        for k in ("stable", "atom_stability", "valid", "energy_per_atom_eV", "rms_force_eV_A")
-                    },
+                    **{k: r[k] for k in ("stable", "atom_stability", "valid", "energy_per_atom_eV", "rms_force_eV_A")},
                 }
             )
         path = self.settings.writable("exports", time.strftime("molecules-%Y%m%d-%H%M%S.sdf"))

@@ -23,15 +23,35 @@ def backbone(tmp_path_factory):
     """A tiny EDM pretrained for a few seconds on synthetic chain molecules."""
     out = tmp_path_factory.mktemp("backbone")
     data = DenseDataset.synthetic(256, seed=0, sizes=(4, 7))
-    cfg = PretrainConfig(out_dir=str(out), hidden=32, n_layers=2, timesteps=100, batch_size=32, lr=2e-3,
-                         warmup_steps=10, max_steps=300, log_every=100, ema_decay=0.95)
+    cfg = PretrainConfig(
+        out_dir=str(out),
+        hidden=32,
+        n_layers=2,
+        timesteps=100,
+        batch_size=32,
+        lr=2e-3,
+        warmup_steps=10,
+        max_steps=300,
+        log_every=100,
+        ema_decay=0.95,
+    )
     Pretrainer(cfg, data, device="cpu").fit(progress=False)
     return out / "model.safetensors"
 
 
 def tiny_align(out, backbone, **overrides):
-    base = dict(out_dir=str(out), checkpoint=str(backbone), mlff="synthetic", steps=20, shared_steps=8,
-                prompts=2, group_size=4, eval_every=0, device="cpu", disconnected_failed=False)
+    base = dict(
+        out_dir=str(out),
+        checkpoint=str(backbone),
+        mlff="synthetic",
+        steps=20,
+        shared_steps=8,
+        prompts=2,
+        group_size=4,
+        eval_every=0,
+        device="cpu",
+        disconnected_failed=False,
+    )
     return AlignConfig.preset("cpu-demo", **{**base, **overrides})
 
 
@@ -52,8 +72,18 @@ def test_one_update_changes_policy_not_reference(tmp_path, backbone):
     # the first minibatch is evaluated at the rollout policy: ratio exactly 1, KL to the reference 0
     assert metrics["ratio_min"] == pytest.approx(1.0) and metrics["ratio_max"] == pytest.approx(1.0)
     assert metrics["kl"] == pytest.approx(0.0, abs=1e-8)
-    for key in ("reward_force_mean", "reward_energy_mean", "clip_fraction", "failed", "time_rollout",
-                "time_reward", "time_update", "rollout_molecule_stability", "approx_kl", "grad_norm"):
+    for key in (
+        "reward_force_mean",
+        "reward_energy_mean",
+        "clip_fraction",
+        "failed",
+        "time_rollout",
+        "time_reward",
+        "time_update",
+        "rollout_molecule_stability",
+        "approx_kl",
+        "grad_norm",
+    ):
         assert key in metrics
 
 
@@ -134,15 +164,28 @@ def test_ddp_two_processes_match_single_process(tmp_path, backbone):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", str(script),
-           str(backbone), str(tmp_path / "ddp")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={port}",
+        str(script),
+        str(backbone),
+        str(tmp_path / "ddp"),
+    ]
     (tmp_path / "ddp").mkdir()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (tmp_path / "single").mkdir()
     single_env = {k: v for k, v in env.items() if k not in ("RANK", "WORLD_SIZE")}
-    proc = subprocess.run([sys.executable, str(script), str(backbone), str(tmp_path / "single")],
-                          capture_output=True, text=True, timeout=300, env=single_env)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(backbone), str(tmp_path / "single")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=single_env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0 = torch.load(tmp_path / "ddp/rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "ddp/rank1.pt", weights_only=True)

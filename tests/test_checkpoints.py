@@ -51,6 +51,7 @@ def test_mismatched_config_is_explained(tmp_path):
     model, config = tiny_model()
     other, _ = tiny_model(hidden=8)
     import json
+
     meta = {"format": "elign-edm/1", "config": json.dumps(config.to_dict()), "extra": "{}"}
     atomic_write(tmp_path / "bad.safetensors", save(other.state_dict(), metadata=meta))
     with pytest.raises(CheckpointError, match="shape mismatches"):

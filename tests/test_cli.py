@@ -24,8 +24,12 @@ def tiny_ckpt(tmp_path):
 
 def test_sample_evaluate_score(tmp_path, tiny_ckpt, capsys):
     sdf = tmp_path / "s.sdf"
-    assert main(["sample", "--checkpoint", str(tiny_ckpt), "--num", "6", "--steps", "10", "--seed", "1",
-                 "--out", str(sdf)]) == 0
+    assert (
+        main(
+            ["sample", "--checkpoint", str(tiny_ckpt), "--num", "6", "--steps", "10", "--seed", "1", "--out", str(sdf)]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "molecules/s" in out and "wrote 6 molecules" in out
     mols = [m for m in Chem.SDMolSupplier(str(sdf), sanitize=False, removeHs=False)]
@@ -37,8 +41,10 @@ def test_sample_evaluate_score(tmp_path, tiny_ckpt, capsys):
         assert key in r
     assert r["n"] == 6 and 0 <= r["validity"] <= 1 and r["vxu"] == pytest.approx(r["validity"] * r["uniqueness"])
     scores, atoms = tmp_path / "scores.csv", tmp_path / "atoms.csv"
-    assert main(["score", str(sdf), "--mlff", "synthetic", "--out", str(scores), "--atoms", str(atoms),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["score", str(sdf), "--mlff", "synthetic", "--out", str(scores), "--atoms", str(atoms), "--device", "cpu"])
+        == 0
+    )
     assert len(scores.read_text().splitlines()) == 7
     n_atoms = sum(m.GetNumAtoms() for m in mols)
     assert len(atoms.read_text().splitlines()) == n_atoms + 1
@@ -47,14 +53,34 @@ def test_sample_evaluate_score(tmp_path, tiny_ckpt, capsys):
 def test_sample_to_npz_without_rdkit_then_evaluate(tmp_path, tiny_ckpt):
     """A GPU machine without RDKit samples to .npz; the same molecules evaluate as from the SDF."""
     npz, sdf = tmp_path / "s.npz", tmp_path / "s.sdf"
-    code = ("import sys; sys.modules['rdkit'] = None; from elign.cli import main; "
-            f"raise SystemExit(main(['sample', '--checkpoint', {str(tiny_ckpt)!r}, '--num', '5', '--steps', '5', "
-            f"'--seed', '2', '--device', 'cpu', '--out', {str(npz)!r}]))")
+    code = (
+        "import sys; sys.modules['rdkit'] = None; from elign.cli import main; "
+        f"raise SystemExit(main(['sample', '--checkpoint', {str(tiny_ckpt)!r}, '--num', '5', '--steps', '5', "
+        f"'--seed', '2', '--device', 'cpu', '--out', {str(npz)!r}]))"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "wrote 5 molecules" in run.stdout
-    assert main(["sample", "--checkpoint", str(tiny_ckpt), "--num", "5", "--steps", "5", "--seed", "2",
-                 "--device", "cpu", "--out", str(sdf)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(tiny_ckpt),
+                "--num",
+                "5",
+                "--steps",
+                "5",
+                "--seed",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                str(sdf),
+            ]
+        )
+        == 0
+    )
     reports = []
     for path in (npz, sdf):
         out = tmp_path / f"{path.suffix[1:]}.json"
@@ -87,6 +113,12 @@ def test_force_guidance_moves_atoms_downhill_and_counts_calls():
     assert torch.equal(late[..., 3:], z[..., 3:])  # only positions move
     # in a chain, every step below the threshold costs one call per molecule
     guide = ForceGuidance(ff, 0.01, sigma_threshold=1.01, atomic_numbers=QM9_Z)
-    sample_chain(model, node_mask_from_sizes(torch.tensor([4, 5])), steps=10,
-                 generator=torch.Generator().manual_seed(0), atomic_numbers=QM9_Z, guidance=guide)
+    sample_chain(
+        model,
+        node_mask_from_sizes(torch.tensor([4, 5])),
+        steps=10,
+        generator=torch.Generator().manual_seed(0),
+        atomic_numbers=QM9_Z,
+        guidance=guide,
+    )
     assert guide.calls == 2 * 10

@@ -61,10 +61,22 @@ class CountingTeacher(ForceField):
 def config(out_dir, **kw):
     from elign.mlff.distill import DistillConfig, StudentConfig
 
-    student = StudentConfig(channels=8, max_ell=1, num_interactions=1, correlation=2, radial_mlp=(16,),
-                            num_bessel=6, r_max=4.0)
-    settings = dict(out_dir=str(out_dir), teacher="synthetic", epochs=2, batch_size=6, label_batch_size=16,
-                    lr=1e-2, perturb=0.05, ema_decay=0.5, progress=False, student=student, seed=0)
+    student = StudentConfig(
+        channels=8, max_ell=1, num_interactions=1, correlation=2, radial_mlp=(16,), num_bessel=6, r_max=4.0
+    )
+    settings = dict(
+        out_dir=str(out_dir),
+        teacher="synthetic",
+        epochs=2,
+        batch_size=6,
+        label_batch_size=16,
+        lr=1e-2,
+        perturb=0.05,
+        ema_decay=0.5,
+        progress=False,
+        student=student,
+        seed=0,
+    )
     return DistillConfig(**{**settings, **kw})
 
 
@@ -172,9 +184,31 @@ def test_config_rejects_bad_settings(tmp_path) -> None:
 def test_cli_parses_mlff_distill() -> None:
     from elign.cli import build_parser, cmd_mlff_distill
 
-    args = build_parser().parse_args(["mlff", "distill", "--out", "run", "--train", "5", "--val", "2", "--perturb",
-                                      "0.05", "--epochs", "1", "--channels", "8", "--max-ell", "1", "--r-max", "4",
-                                      "--max-minutes", "0.5", "--resume"])
+    args = build_parser().parse_args(
+        [
+            "mlff",
+            "distill",
+            "--out",
+            "run",
+            "--train",
+            "5",
+            "--val",
+            "2",
+            "--perturb",
+            "0.05",
+            "--epochs",
+            "1",
+            "--channels",
+            "8",
+            "--max-ell",
+            "1",
+            "--r-max",
+            "4",
+            "--max-minutes",
+            "0.5",
+            "--resume",
+        ]
+    )
     assert args.func is cmd_mlff_distill and args.teacher == "aimnet2"
     assert (args.train, args.val, args.perturb, args.channels, args.max_ell, args.r_max) == (5, 2, 0.05, 8, 1, 4.0)
     assert args.resume and args.max_minutes == 0.5

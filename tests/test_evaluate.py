@@ -102,8 +102,11 @@ def test_referees_and_force_fields_count_a_molecule_under_the_same_reason() -> N
     from elign.referees import DFT_ELEMENTS, XTB_ELEMENTS, precheck
 
     t = np.array([3, 0, 0])
-    molecules = [(np.concatenate([WATER, [[8.0, 0.0, 0.0]]]), np.array([3, 0, 0, 0])),  # fragments, 11 electrons
-                 (WATER[:2], t[:2]), (WATER, t)]  # OH radical (one fragment, odd), water
+    molecules = [
+        (np.concatenate([WATER, [[8.0, 0.0, 0.0]]]), np.array([3, 0, 0, 0])),  # fragments, 11 electrons
+        (WATER[:2], t[:2]),
+        (WATER, t),
+    ]  # OH radical (one fragment, odd), water
     numbers = [[[1, 6, 7, 8, 9][k] for k in types] for _, types in molecules]
     ff = load_force_field("synthetic", closed_shell_only=True)  # flags odd electron counts, as AIMNet2 does
     figures = force_field_figures(ff, molecules, [1, 6, 7, 8, 9], decoder=QM9_DECODER)
@@ -184,12 +187,53 @@ def test_evaluate_end_to_end_with_xtb_and_dft(inputs, tmp_path) -> None:
     from elign.cli import main
 
     out = tmp_path / "report"
-    common = ["--samples", str(inputs["real"]), "--num", "4", "--steps", "3", "--seed", "0", "--referee", "dft",
-              "--dft-num", "3", "--dft-basis", "sto-3g", "--dft-no-density-fit", "--dft-time-limit", "60",
-              "--dft-grid-level", "1", "--dft-conv-tol", "1e-7",
-              "--no-novelty", "--no-progress", "--device", "cpu", "--n-boot", "200", "--out", str(out)]
-    argv = ["evaluate", "--checkpoint", str(inputs["tiny0"]), "--checkpoint", str(inputs["tiny1"]),
-            "--mlff", "synthetic", "--referee", "xtb", "--relax-steps", "30", "--xtb-workers", "1", *common]
+    common = [
+        "--samples",
+        str(inputs["real"]),
+        "--num",
+        "4",
+        "--steps",
+        "3",
+        "--seed",
+        "0",
+        "--referee",
+        "dft",
+        "--dft-num",
+        "3",
+        "--dft-basis",
+        "sto-3g",
+        "--dft-no-density-fit",
+        "--dft-time-limit",
+        "60",
+        "--dft-grid-level",
+        "1",
+        "--dft-conv-tol",
+        "1e-7",
+        "--no-novelty",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--n-boot",
+        "200",
+        "--out",
+        str(out),
+    ]
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        str(inputs["tiny0"]),
+        "--checkpoint",
+        str(inputs["tiny1"]),
+        "--mlff",
+        "synthetic",
+        "--referee",
+        "xtb",
+        "--relax-steps",
+        "30",
+        "--xtb-workers",
+        "1",
+        *common,
+    ]
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert set(report) >= {"settings", "physics", "models", "comparisons", "metrics", "files"}

@@ -54,9 +54,7 @@ def test_sdf_round_trip(tmp_path: Path) -> None:
     for b, mol in enumerate(suppl):
         orders = bond_orders(*batch.molecule(b), DECODER)
         assert mol.GetNumBonds() == int((np.triu(orders) > 0).sum())
-        assert sorted(int(bd.GetBondTypeAsDouble()) for bd in mol.GetBonds()) == sorted(
-            orders[np.triu(orders) > 0]
-        )
+        assert sorted(int(bd.GetBondTypeAsDouble()) for bd in mol.GetBonds()) == sorted(orders[np.triu(orders) > 0])
 
 
 def test_rdkit_reads_file_and_rejects_only_the_flagged(tmp_path: Path) -> None:

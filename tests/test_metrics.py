@@ -118,11 +118,7 @@ def test_vectorised_orders_match_scalar_rule() -> None:
         orders = bond_orders(torch.as_tensor(x), torch.as_tensor(t), DECODER)
         for i in range(n):
             for j in range(n):
-                ref = (
-                    0
-                    if i == j
-                    else bond_order(DECODER[t[i]], DECODER[t[j]], float(np.linalg.norm(x[i] - x[j])))
-                )
+                ref = 0 if i == j else bond_order(DECODER[t[i]], DECODER[t[j]], float(np.linalg.norm(x[i] - x[j])))
                 assert orders[i, j] == ref
 
 
@@ -159,9 +155,7 @@ def test_stability_agrees_with_edm_reference() -> None:
 
 def test_stability_of_hand_made_molecules() -> None:
     mols = [water(), methane(), ethylene(), pentavalent_carbon()]
-    batch = MoleculeBatch.from_lists(
-        [torch.tensor(x) for x, _ in mols], [torch.tensor(t) for _, t in mols], Z
-    )
+    batch = MoleculeBatch.from_lists([torch.tensor(x) for x, _ in mols], [torch.tensor(t) for _, t in mols], Z)
     res = stability_metrics(batch, DECODER)
     assert res["per_molecule"]["molecule_stable"].tolist() == [True, True, True, False]
     assert res["per_molecule"]["n_stable_atoms"].tolist() == [3, 5, 6, 5]
@@ -210,9 +204,7 @@ def test_chemistry_metrics_definitions() -> None:
     assert res["smiles"][4] is None
     assert chemistry_metrics(built)["novelty"] is None
     # the batch path gives the same figures
-    batch = MoleculeBatch.from_lists(
-        [torch.tensor(x) for x, _ in mols], [torch.tensor(t) for _, t in mols], Z
-    )
+    batch = MoleculeBatch.from_lists([torch.tensor(x) for x, _ in mols], [torch.tensor(t) for _, t in mols], Z)
     res_b = chemistry_metrics_from_batch(batch, DECODER, train_smiles={canonical_smiles("O")})
     assert (res_b["validity"], res_b["uniqueness"], res_b["novelty"]) == (
         res["validity"],

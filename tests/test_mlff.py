@@ -98,9 +98,7 @@ def make(name: str, request) -> ForceField:
             pytest.skip("pyscf not installed")
         from elign.mlff.dft import DFTLevel
 
-        return load_force_field(
-            "dft", level=DFTLevel(xc="b3lyp", basis="sto-3g", density_fit=False, grid_level=1)
-        )
+        return load_force_field("dft", level=DFTLevel(xc="b3lyp", basis="sto-3g", density_fit=False, grid_level=1))
     raise AssertionError(name)
 
 
@@ -280,9 +278,7 @@ except ValueError as err:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "REFUSED" in out.stdout and "MACE-LOADER-REFUSED True" in out.stdout, (
-        out.stdout + out.stderr[-2000:]
-    )
+    assert "REFUSED" in out.stdout and "MACE-LOADER-REFUSED True" in out.stdout, out.stdout + out.stderr[-2000:]
     assert not marker.exists()
 
 
@@ -291,15 +287,11 @@ def test_mace_loader_refuses_tampered_fx_code() -> None:
         pytest.skip("mace-torch not installed")
     from elign.mlff.mace import _check_fx_source
 
-    _check_fx_source(
-        "import torch\nfrom math import inf", "def forward(self, x):\n    return torch.add(x, 1)"
-    )
+    _check_fx_source("import torch\nfrom math import inf", "def forward(self, x):\n    return torch.add(x, 1)")
     with pytest.raises(ValueError, match="import"):
         _check_fx_source("import os", "def forward(self, x):\n    return x")
     with pytest.raises(ValueError, match="exec|__"):
-        _check_fx_source(
-            "import torch", "def forward(self, x):\n    x.__class__.__init__.__globals__\n    return x"
-        )
+        _check_fx_source("import torch", "def forward(self, x):\n    x.__class__.__init__.__globals__\n    return x")
 
 
 # --------------------------------------------------------------------- DFT
@@ -346,9 +338,15 @@ def test_dft_reproduces_qm9_methane_at_qm9_level() -> None:
     from elign.mlff.base import HARTREE_TO_EV
     from elign.mlff.dft import DFTLevel
 
-    x = torch.tensor([[-0.0126981359, 1.0858041578, 0.0080009958], [0.002150416, -0.0060313176, 0.0019761204],
-                      [1.0117308433, 1.4637511618, 0.0002765748], [-0.540815069, 1.4475266138, -0.8766437152],
-                      [-0.5238136345, 1.4379326443, 0.9063972942]])  # QM9 dsgdb9nsd_000001, Angstrom
+    x = torch.tensor(
+        [
+            [-0.0126981359, 1.0858041578, 0.0080009958],
+            [0.002150416, -0.0060313176, 0.0019761204],
+            [1.0117308433, 1.4637511618, 0.0002765748],
+            [-0.540815069, 1.4475266138, -0.8766437152],
+            [-0.5238136345, 1.4379326443, 0.9063972942],
+        ]
+    )  # QM9 dsgdb9nsd_000001, Angstrom
     u0, zpve = -40.47893, 0.044749  # Hartree, QM9's own values for that molecule
     ff = load_force_field("dft", level=DFTLevel(grid_level=1, conv_tol=1e-7), time_limit=120, dtype=torch.float64)
     methane = MoleculeBatch.from_lists([x], [torch.tensor([1, 0, 0, 0, 0])], [1, 6, 7, 8, 9])
@@ -375,10 +373,7 @@ def test_registry_rejects_unknown_name() -> None:
 
 
 def test_import_is_light() -> None:
-    code = (
-        "import sys, elign.mlff; "
-        "print([m for m in ('mace', 'e3nn', 'tblite', 'pyscf', 'ase') if m in sys.modules])"
-    )
+    code = "import sys, elign.mlff; print([m for m in ('mace', 'e3nn', 'tblite', 'pyscf', 'ase') if m in sys.modules])"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

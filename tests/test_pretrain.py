@@ -11,8 +11,25 @@ from elign.checkpoints import load_checkpoint
 from elign.data.dense import DenseDataset
 from elign.pretrain import PretrainConfig, Pretrainer
 
-TINY = ["--hidden", "16", "--n-layers", "2", "--timesteps", "50", "--batch-size", "8", "--log-every", "1",
-        "--threads", "1", "--no-progress", "--seed", "3", "--warmup-steps", "5"]
+TINY = [
+    "--hidden",
+    "16",
+    "--n-layers",
+    "2",
+    "--timesteps",
+    "50",
+    "--batch-size",
+    "8",
+    "--log-every",
+    "1",
+    "--threads",
+    "1",
+    "--no-progress",
+    "--seed",
+    "3",
+    "--warmup-steps",
+    "5",
+]
 
 
 def _run(data, out, *extra, wait=True):
@@ -74,8 +91,18 @@ def test_data_order_covers_each_epoch_once(tmp_path):
 
 def test_training_lowers_the_loss_and_ema_tracks(tmp_path):
     data = DenseDataset.synthetic(64, seed=0)
-    cfg = PretrainConfig(out_dir=str(tmp_path), hidden=16, n_layers=2, timesteps=50, batch_size=16, lr=3e-3,
-                         warmup_steps=1, max_steps=150, log_every=10, ema_decay=0.9)
+    cfg = PretrainConfig(
+        out_dir=str(tmp_path),
+        hidden=16,
+        n_layers=2,
+        timesteps=50,
+        batch_size=16,
+        lr=3e-3,
+        warmup_steps=1,
+        max_steps=150,
+        log_every=10,
+        ema_decay=0.9,
+    )
     t = Pretrainer(cfg, data)
     t.fit(progress=False)
     losses = list(_losses(tmp_path).values())
@@ -94,8 +121,17 @@ def test_bad_config_rejected(tmp_path):
 
 def test_max_minutes_ends_cleanly_despite_periodic_checkpoints(tmp_path):
     data = DenseDataset.synthetic(64, seed=0)
-    cfg = PretrainConfig(out_dir=str(tmp_path), hidden=8, n_layers=1, timesteps=20, batch_size=8, max_steps=100_000,
-                         max_minutes=0.03, checkpoint_minutes=0.005, log_every=1000)
+    cfg = PretrainConfig(
+        out_dir=str(tmp_path),
+        hidden=8,
+        n_layers=1,
+        timesteps=20,
+        batch_size=8,
+        max_steps=100_000,
+        max_minutes=0.03,
+        checkpoint_minutes=0.005,
+        log_every=1000,
+    )
     result = Pretrainer(cfg, data).fit(progress=False)
     assert result["stopped_by"] == "max_minutes"
     assert 0.03 <= result["train_minutes"] < 0.5
@@ -104,8 +140,9 @@ def test_max_minutes_ends_cleanly_despite_periodic_checkpoints(tmp_path):
 
 def test_cpu_minutes_accumulate_over_resumes_and_old_states_count_from_their_step(tmp_path):
     data = DenseDataset.synthetic(64, seed=0)
-    cfg = PretrainConfig(out_dir=str(tmp_path), hidden=8, n_layers=1, timesteps=20, batch_size=8, max_steps=30,
-                         log_every=10)
+    cfg = PretrainConfig(
+        out_dir=str(tmp_path), hidden=8, n_layers=1, timesteps=20, batch_size=8, max_steps=30, log_every=10
+    )
     t = Pretrainer(cfg, data)
     t.fit(progress=False)
     first = t.cpu_minutes

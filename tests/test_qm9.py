@@ -155,9 +155,7 @@ def test_edm_split_is_the_global_seed_0_stream_and_leaves_global_state_alone():
     assert np.array_equal(s["test"], expected[117_748:])
 
 
-@pytest.mark.parametrize(
-    "n, sizes", [(10, (8, 1, 1)), (15, (11, 3, 1)), (1000, (764, 136, 100)), (1, (1, 0, 0))]
-)
+@pytest.mark.parametrize("n, sizes", [(10, (8, 1, 1)), (15, (11, 3, 1)), (1000, (764, 136, 100)), (1, (1, 0, 0))])
 def test_edm_split_small_n_keeps_proportions(n, sizes):
     s = edm_split(n)
     assert (len(s["train"]), len(s["valid"]), len(s["test"])) == sizes

@@ -76,15 +76,17 @@ def test_success_channel_by_hand():
     r_f = torch.tensor([[-1.0, -3.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
     g_e = torch.zeros(2, 4, 1)
     valid = torch.tensor([[True, True, False, False], [False, False, False, False]])
-    a = disentangled_advantages(r_f, g_e, valid, w_force=1.0, w_energy=0.1, clip=5.0, failed_advantage=-2.0,
-                                eps=0.0, w_success=0.5)
+    a = disentangled_advantages(
+        r_f, g_e, valid, w_force=1.0, w_energy=0.1, clip=5.0, failed_advantage=-2.0, eps=0.0, w_success=0.5
+    )
     assert torch.allclose(a[0, :, 0], torch.tensor([1 + 0.5, -1 + 0.5, -0.5, -0.5]))
     assert torch.equal(a[1], torch.zeros(4, 1))
     # one success among four: z(S) = (+sqrt(3), -1/sqrt(3) x 3); the group's advantages sum to zero
     one = torch.tensor([[True, False, False, False]])
     b = disentangled_advantages(torch.tensor([[-2.0, 0, 0, 0]]), torch.zeros(1, 4, 1), one, eps=0.0, w_success=1.0)
-    assert torch.allclose(b[0, :, 0], torch.tensor([math.sqrt(3), -1 / math.sqrt(3), -1 / math.sqrt(3),
-                                                    -1 / math.sqrt(3)]), atol=1e-6)
+    assert torch.allclose(
+        b[0, :, 0], torch.tensor([math.sqrt(3), -1 / math.sqrt(3), -1 / math.sqrt(3), -1 / math.sqrt(3)]), atol=1e-6
+    )
     assert abs(float(b.sum())) < 1e-5
 
 

@@ -18,8 +18,9 @@ def test_timestep_grid():
 def test_mixed_sizes_and_padding():
     model, _ = tiny_model()
     mask = node_mask_from_sizes(torch.tensor([3, 6, 4]))
-    mols, traj = sample_chain(model, mask, steps=10, generator=torch.Generator().manual_seed(0),
-                              trajectory_every=3, atomic_numbers=QM9_Z)
+    mols, traj = sample_chain(
+        model, mask, steps=10, generator=torch.Generator().manual_seed(0), trajectory_every=3, atomic_numbers=QM9_Z
+    )
     assert mols.num_atoms.tolist() == [3, 6, 4]
     assert mols.positions[0, 3:].abs().max() == 0 and mols.one_hot[2, 4:].abs().max() == 0
     com = (mols.positions * mols.node_mask).sum(1) / mols.node_mask.sum(1)
@@ -55,7 +56,7 @@ def test_reverse_step_log_prob_matches_com_free_gaussian():
     # hand-computed: residual (CoM-free already) over (n-1)*3 + n*F dimensions
     F = model.feature_dim
     for b, n in enumerate([4, 2]):
-        r = (step.z_s[b, :n] - step.mean[b, :n])
+        r = step.z_s[b, :n] - step.mean[b, :n]
         r = torch.cat([r[:, :3] - r[:, :3].mean(0), r[:, 3:]], -1)
         d = (n - 1) * 3 + n * F
         s2 = step.std[b] ** 2

@@ -155,9 +155,7 @@ def test_session_sample_and_export(studio: StudioSession) -> None:
 
 def test_side_by_side_same_seed(studio: StudioSession) -> None:
     studio.add_checkpoint(str(studio.settings.data_dir / "tiny.safetensors"), name="copy")
-    studio.param.update(
-        side_by_side=True, sample_model="tiny", compare_model="copy", sample_steps=5, n_atoms=4
-    )
+    studio.param.update(side_by_side=True, sample_model="tiny", compare_model="copy", sample_steps=5, n_atoms=4)
     assert studio.sample(), studio.error
     studio.wait_sampling(60)
     a, b = studio.sets

@@ -58,8 +58,9 @@ class DenseDataset:
 
     # ----------------------------------------------------------------------------- builders
     @classmethod
-    def from_molecules(cls, molecules: list[tuple[np.ndarray, np.ndarray]], splits: dict[str, np.ndarray],
-                       info: DatasetInfo) -> DenseDataset:
+    def from_molecules(
+        cls, molecules: list[tuple[np.ndarray, np.ndarray]], splits: dict[str, np.ndarray], info: DatasetInfo
+    ) -> DenseDataset:
         """molecules: list of (positions [n, 3], type indices [n])."""
         N = max(len(t) for _, t in molecules)
         M = len(molecules)
@@ -68,8 +69,12 @@ class DenseDataset:
         for i, (x, t) in enumerate(molecules):
             pos[i, : len(t)] = x
             types[i, : len(t)] = t
-        return cls(torch.from_numpy(pos), torch.from_numpy(types),
-                   {k: torch.as_tensor(np.asarray(v), dtype=torch.long) for k, v in splits.items()}, info)
+        return cls(
+            torch.from_numpy(pos),
+            torch.from_numpy(types),
+            {k: torch.as_tensor(np.asarray(v), dtype=torch.long) for k, v in splits.items()},
+            info,
+        )
 
     @classmethod
     def synthetic(cls, num: int = 64, seed: int = 0, sizes: tuple[int, int] = (3, 7)) -> DenseDataset:
@@ -91,7 +96,9 @@ class DenseDataset:
     # ----------------------------------------------------------------------------- files
     def save(self, path: str | Path) -> None:
         np.savez_compressed(
-            path, positions=self.positions.numpy(), types=self.types.numpy(),
+            path,
+            positions=self.positions.numpy(),
+            types=self.types.numpy(),
             info=np.array(json.dumps(self.info.to_dict())),
             **{f"split_{k}": v.numpy() for k, v in self.splits.items()},
         )

@@ -24,8 +24,10 @@ def check_generator(generator: torch.Generator | None, device: torch.device) -> 
     """A generator must live on the device it draws for (a CPU generator cannot fill a CUDA tensor); this
     says so in words, on any machine, instead of failing deep inside a CUDA kernel call."""
     if generator is not None and generator.device.type != torch.device(device).type:
-        raise ValueError(f"a generator on {generator.device} cannot draw noise for tensors on {device}; "
-                         f"create it with torch.Generator(device={str(device)!r})")
+        raise ValueError(
+            f"a generator on {generator.device} cannot draw noise for tensors on {device}; "
+            f"create it with torch.Generator(device={str(device)!r})"
+        )
 
 
 def sample_center_gravity_zero_gaussian(

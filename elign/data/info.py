@@ -13,7 +13,6 @@ from elign.data.elements import ATOMIC_NUMBERS
 __all__ = ["DatasetInfo", "qm9_info"]
 
 
-
 @dataclass
 class DatasetInfo:
     name: str

@@ -437,9 +437,7 @@ def read_exclude_list(path: str | os.PathLike) -> set[int]:
     return {int(tok[0]) for tok in (line.split() for line in text.splitlines()) if tok and tok[0].isdigit()}
 
 
-def read_archive(
-    archive_path: str | os.PathLike, exclude: Iterable[int] = (), progress: bool = True
-) -> QM9Data:
+def read_archive(archive_path: str | os.PathLike, exclude: Iterable[int] = (), progress: bool = True) -> QM9Data:
     """Parse the original ``dsgdb9nsd.xyz.tar.bz2`` into a QM9Data, dropping the ``exclude`` indices."""
     path = Path(archive_path)
     if not path.is_file():

@@ -138,8 +138,9 @@ class EquivariantDiffusion(nn.Module):
         return (z_t - self.sigma(g) * eps) / self.alpha(g)
 
     # ------------------------------------------------------------ training
-    def training_loss(self, batch: MoleculeBatch, generator: torch.Generator | None = None,
-                      objective: TrainingObjective | None = None) -> torch.Tensor:
+    def training_loss(
+        self, batch: MoleculeBatch, generator: torch.Generator | None = None, objective: TrainingObjective | None = None
+    ) -> torch.Tensor:
         """The per-molecule training loss [B]: EDM's ||eps - eps_theta(z_t, t)||^2 per real dimension.
 
         t is uniform on {0, ..., T} and every molecule counts once, unless ``objective`` draws t from
@@ -176,8 +177,9 @@ class EquivariantDiffusion(nn.Module):
         std = torch.sqrt(sigma2_ts) * sigma_s / sigma_t  # [B]
         return mean, std, self.x0_from_eps(z_t, eps, gamma_t) * node_mask, eps
 
-    def reverse_step(self, z_t, s, t, node_mask, generator: torch.Generator | None = None,
-                     noise: torch.Tensor | None = None) -> ReverseStep:
+    def reverse_step(
+        self, z_t, s, t, node_mask, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+    ) -> ReverseStep:
         """Sample z_s ~ p(z_s | z_t); ``noise`` (CoM-free eps) may be given instead of a generator."""
         mean, std, x0, eps = self.reverse_mean_std(z_t, s, t, node_mask)
         if noise is None:
@@ -186,8 +188,14 @@ class EquivariantDiffusion(nn.Module):
         z_s = torch.cat([remove_mean_with_mask(z_s[..., :3], node_mask), z_s[..., 3:] * node_mask], dim=-1)
         return ReverseStep(z_s, mean, std, gaussian_log_prob(z_s, mean, std, node_mask), x0, eps)
 
-    def decode(self, z_0: torch.Tensor, node_mask: torch.Tensor, generator: torch.Generator | None = None,
-               atomic_numbers: list[int] | None = None, noise: torch.Tensor | None = None) -> MoleculeBatch:
+    def decode(
+        self,
+        z_0: torch.Tensor,
+        node_mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+        atomic_numbers: list[int] | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> MoleculeBatch:
         """p(x, h | z_0): positions ~ N(x0_pred, sigma_0^2), types by argmax of z_0, charges rounded.
 
         ``noise`` [B, N, 3] (CoM free) may be given instead of a generator.
@@ -203,8 +211,9 @@ class EquivariantDiffusion(nn.Module):
         x = remove_mean_with_mask(x0[..., :3] + sigma_x * noise, node_mask)
         return self.to_batch(torch.cat([x, z_0[..., 3:]], dim=-1), node_mask, atomic_numbers)
 
-    def to_batch(self, z: torch.Tensor, node_mask: torch.Tensor, atomic_numbers: list[int] | None = None
-                 ) -> MoleculeBatch:
+    def to_batch(
+        self, z: torch.Tensor, node_mask: torch.Tensor, atomic_numbers: list[int] | None = None
+    ) -> MoleculeBatch:
         """Decode a normalised latent (or x0 prediction) into a MoleculeBatch: argmax types."""
         x, h_cat, h_int = self.unnormalize(z, node_mask)
         types = h_cat.argmax(dim=-1)

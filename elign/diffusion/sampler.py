@@ -54,8 +54,9 @@ class Trajectory:
         self.types.append(types.cpu())
         self.x0_positions.append(x0_positions.float().cpu())
 
-    def add_latent(self, model: EquivariantDiffusion, t: int, z: torch.Tensor, x0: torch.Tensor,
-                   mask: torch.Tensor) -> None:
+    def add_latent(
+        self, model: EquivariantDiffusion, t: int, z: torch.Tensor, x0: torch.Tensor, mask: torch.Tensor
+    ) -> None:
         """Decode z_t (positions, argmax types) and the x0 prediction's positions into a frame."""
         x, h_cat, _ = model.unnormalize(z, mask)
         self.add(t, x, h_cat.argmax(-1), model.unnormalize(x0, mask)[0])
@@ -72,8 +73,9 @@ class ForceGuidance:
     cannot score are not moved (counted in ``skipped``). ``calls`` counts molecule evaluations.
     """
 
-    def __init__(self, force_field, scale: float, sigma_threshold: float = 0.8,
-                 atomic_numbers: list[int] | None = None) -> None:
+    def __init__(
+        self, force_field, scale: float, sigma_threshold: float = 0.8, atomic_numbers: list[int] | None = None
+    ) -> None:
         if scale < 0:
             raise ValueError(f"guidance scale must be >= 0, got {scale}")
         self.ff, self.scale, self.sigma_threshold = force_field, scale, sigma_threshold
@@ -82,8 +84,9 @@ class ForceGuidance:
         self.skipped = 0
         self.seconds = 0.0
 
-    def __call__(self, model: EquivariantDiffusion, z: torch.Tensor, s: torch.Tensor, node_mask: torch.Tensor
-                 ) -> torch.Tensor:
+    def __call__(
+        self, model: EquivariantDiffusion, z: torch.Tensor, s: torch.Tensor, node_mask: torch.Tensor
+    ) -> torch.Tensor:
         sigma = model.sigma(model.gamma(s)).view(-1)  # [B]
         if float(sigma.max()) >= self.sigma_threshold:
             return z

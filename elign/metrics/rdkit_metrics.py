@@ -111,9 +111,7 @@ def canonical_smiles(smiles: str) -> str | None:
         return Chem.MolToSmiles(largest_fragment(Chem.AddHs(mol)))
 
 
-def chemistry_metrics(
-    mols: Sequence[Chem.Mol | None], train_smiles: set[str] | None = None
-) -> dict[str, Any]:
+def chemistry_metrics(mols: Sequence[Chem.Mol | None], train_smiles: set[str] | None = None) -> dict[str, Any]:
     """EDM's RDKit figures of unsanitized molecules (None counts as invalid).
 
     validity = valid / n; uniqueness = distinct SMILES / valid (0 when none is valid);
@@ -124,9 +122,7 @@ def chemistry_metrics(
     return _figures(smiles, train_smiles)
 
 
-def chemistry_metrics_from_batch(
-    batch: Any, decoder: Any, train_smiles: set[str] | None = None
-) -> dict[str, Any]:
+def chemistry_metrics_from_batch(batch: Any, decoder: Any, train_smiles: set[str] | None = None) -> dict[str, Any]:
     """:func:`chemistry_metrics` of a MoleculeBatch or a sequence of (positions, types) pairs."""
     symbols = decoder_symbols(decoder)
     mols = [build_molecule(x, t, symbols) if chemically_judgeable(x) else None for x, t in split_molecules(batch)]

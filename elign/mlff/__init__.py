@@ -77,6 +77,4 @@ def load_force_field(
         from elign.mlff.mace import MACEForceField
 
         return MACEForceField(name, device=device, dtype=dtype, **kwargs)
-    raise ValueError(
-        f"unknown force field {name!r}: use one of {FORCE_FIELD_NAMES} or a path to a .model file"
-    )
+    raise ValueError(f"unknown force field {name!r}: use one of {FORCE_FIELD_NAMES} or a path to a .model file")

@@ -21,9 +21,7 @@ def _safe_call(fn: Callable[[Any], Any], task: Any) -> TaskResult:
         return None, f"{type(err).__name__}: {err}"
 
 
-def run_pool(
-    fn: Callable[[Any], Any], tasks: Sequence[Any], executor: ProcessPoolExecutor | None
-) -> list[TaskResult]:
+def run_pool(fn: Callable[[Any], Any], tasks: Sequence[Any], executor: ProcessPoolExecutor | None) -> list[TaskResult]:
     """Run ``fn`` over tasks in ``executor`` (in this process when it is None)."""
     if executor is None or len(tasks) <= 1:
         return [_safe_call(fn, t) for t in tasks]

@@ -55,10 +55,7 @@ def dft_single_point(
 
     lib.num_threads(threads)
     level = DFTLevel(**level_d)
-    atoms = [
-        (ELEMENT_SYMBOLS.get(z, z), tuple(float(c) for c in x))
-        for z, x in zip(numbers, positions, strict=True)
-    ]
+    atoms = [(ELEMENT_SYMBOLS.get(z, z), tuple(float(c) for c in x)) for z, x in zip(numbers, positions, strict=True)]
     mol = gto.M(atom=atoms, basis=level.basis, charge=0, spin=spin, unit="Angstrom", verbose=0)
     mf = dft.UKS(mol) if spin else dft.RKS(mol)
     mf.xc = level.xc

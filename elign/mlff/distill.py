@@ -127,9 +127,16 @@ class DistillConfig:
 
     def label_key(self) -> dict[str, Any]:
         """What the cached labels depend on: a cache with another key is relabelled."""
-        return {"teacher": str(self.teacher), "n_train": self.n_train, "n_val": self.n_val,
-                "perturb": float(self.perturb), "samples_from": str(self.samples_from or ""),
-                "num_samples": self.num_samples, "sample_steps": self.sample_steps or 0, "seed": self.seed}
+        return {
+            "teacher": str(self.teacher),
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+            "perturb": float(self.perturb),
+            "samples_from": str(self.samples_from or ""),
+            "num_samples": self.num_samples,
+            "sample_steps": self.sample_steps or 0,
+            "seed": self.seed,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -159,8 +166,9 @@ def qm9_molecules(n_train: int, n_val: int, data=None) -> tuple[MoleculeBatch, M
     return data.batch(train_idx), data.batch(val_idx)
 
 
-def sample_molecules_from(checkpoint: str, num: int, seed: int, device: str, steps: int | None = None,
-                          progress: bool = True) -> MoleculeBatch:
+def sample_molecules_from(
+    checkpoint: str, num: int, seed: int, device: str, steps: int | None = None, progress: bool = True
+) -> MoleculeBatch:
     """``num`` molecules sampled from a backbone checkpoint with its own dataset info."""
     from elign.assets import resolve_checkpoint
     from elign.checkpoints import load_checkpoint
@@ -168,8 +176,16 @@ def sample_molecules_from(checkpoint: str, num: int, seed: int, device: str, ste
 
     model, config, _ = load_checkpoint(resolve_checkpoint(checkpoint), device)
     info = config.dataset_info()
-    return sample_molecules(model, num, info.size_probabilities(), steps=steps, seed=seed, device=device,
-                            atomic_numbers=info.atomic_numbers, progress=progress).to("cpu")
+    return sample_molecules(
+        model,
+        num,
+        info.size_probabilities(),
+        steps=steps,
+        seed=seed,
+        device=device,
+        atomic_numbers=info.atomic_numbers,
+        progress=progress,
+    ).to("cpu")
 
 
 def _dense(batches: Sequence[MoleculeBatch]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,8 +228,9 @@ class LabelledSet:
     def take(self, idx: torch.Tensor) -> LabelledSet:
         """Molecules ``idx`` [b], trimmed to the largest of them."""
         n = max(int(self.n_atoms[idx].max()), 1) if len(idx) else 1
-        return LabelledSet(self.positions[idx, :n], self.numbers[idx, :n], self.energy[idx],
-                           self.forces[idx, :n], self.kind[idx])
+        return LabelledSet(
+            self.positions[idx, :n], self.numbers[idx, :n], self.energy[idx], self.forces[idx, :n], self.kind[idx]
+        )
 
     def to_dict(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -244,9 +261,13 @@ def isolated_atoms(elements: Sequence[int], reference_energies: dict[int, float]
     energies: MACE's per-node shift and readout make a lone atom's energy differ from E0 otherwise.
     """
     n = len(elements)
-    return LabelledSet(torch.zeros(n, 1, 3), torch.tensor(list(elements), dtype=torch.long)[:, None],
-                       torch.tensor([reference_energies[z] for z in elements], dtype=torch.float64),
-                       torch.zeros(n, 1, 3), torch.full((n,), 3, dtype=torch.long))
+    return LabelledSet(
+        torch.zeros(n, 1, 3),
+        torch.tensor(list(elements), dtype=torch.long)[:, None],
+        torch.tensor([reference_energies[z] for z in elements], dtype=torch.float64),
+        torch.zeros(n, 1, 3),
+        torch.full((n,), 3, dtype=torch.long),
+    )
 
 
 @dataclass
@@ -262,9 +283,15 @@ class Labels:
     key: dict[str, Any]
 
 
-def label_molecules(teacher: ForceField, positions: torch.Tensor, numbers: torch.Tensor, kind: torch.Tensor,
-                    batch_size: int, desc: str = "labelling", progress: bool = True
-                    ) -> tuple[LabelledSet, list[str], float]:
+def label_molecules(
+    teacher: ForceField,
+    positions: torch.Tensor,
+    numbers: torch.Tensor,
+    kind: torch.Tensor,
+    batch_size: int,
+    desc: str = "labelling",
+    progress: bool = True,
+) -> tuple[LabelledSet, list[str], float]:
     """Teacher energies and forces in batches; drops invalid molecules. Returns (set, reasons, seconds)."""
     from tqdm.auto import tqdm
 
@@ -314,10 +341,17 @@ def load_labels(path: Path) -> Labels:
         d = torch.load(path, map_location="cpu", weights_only=True)
         if d.get("format") != LABELS_FORMAT:
             raise ValueError(f"unknown format {d.get('format')!r}")
-        return Labels(LabelledSet(**d["train"]), LabelledSet(**d["val"]),
-                      {int(k): float(v) for k, v in d["reference_energies"].items()}, d["teacher"],
-                      d["n_invalid"], d["invalid_reasons"], d["teacher_seconds_val"], d["teacher_molecules_val"],
-                      d["key"])
+        return Labels(
+            LabelledSet(**d["train"]),
+            LabelledSet(**d["val"]),
+            {int(k): float(v) for k, v in d["reference_energies"].items()},
+            d["teacher"],
+            d["n_invalid"],
+            d["invalid_reasons"],
+            d["teacher_seconds_val"],
+            d["teacher_molecules_val"],
+            d["key"],
+        )
     except Exception as e:
         raise ValueError(f"{path} is not a readable label cache ({type(e).__name__}: {e}); delete it to relabel") from e
 
@@ -329,37 +363,59 @@ def _count(reasons: list[str]) -> dict[str, int]:
     return out
 
 
-def make_labels(teacher: ForceField, train: Sequence[MoleculeBatch], val: Sequence[MoleculeBatch],
-                config: DistillConfig, train_samples: Sequence[MoleculeBatch] = ()) -> Labels:
+def make_labels(
+    teacher: ForceField,
+    train: Sequence[MoleculeBatch],
+    val: Sequence[MoleculeBatch],
+    config: DistillConfig,
+    train_samples: Sequence[MoleculeBatch] = (),
+) -> Labels:
     """Add perturbed copies, label everything with the teacher and drop what it cannot score."""
     gen = torch.Generator().manual_seed(config.seed)
     sets: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     for name, batches, extra in (("train", train, train_samples), ("val", val, ())):
         noisy = [perturbed(b.to("cpu"), config.perturb, gen) for b in batches] if config.perturb > 0 else []
         parts = list(batches) + noisy + list(extra)
-        kind = torch.cat([torch.full((b.batch_size,), k, dtype=torch.long)
-                          for b, k in zip(parts, [0] * len(batches) + [1] * len(noisy) + [2] * len(extra),
-                                          strict=True)])  # [M]
+        kind = torch.cat(
+            [
+                torch.full((b.batch_size,), k, dtype=torch.long)
+                for b, k in zip(parts, [0] * len(batches) + [1] * len(noisy) + [2] * len(extra), strict=True)
+            ]
+        )  # [M]
         sets[name] = (*_dense(parts), kind)
     reasons: list[str] = []
     out: dict[str, LabelledSet] = {}
     n_invalid: dict[str, int] = {}
     seconds: dict[str, float] = {}
     for name, (pos, num, kind) in sets.items():
-        out[name], why, seconds[name] = label_molecules(teacher, pos, num, kind, config.label_batch_size,
-                                                        desc=f"labelling {name} with {teacher.name}",
-                                                        progress=config.progress)
+        out[name], why, seconds[name] = label_molecules(
+            teacher,
+            pos,
+            num,
+            kind,
+            config.label_batch_size,
+            desc=f"labelling {name} with {teacher.name}",
+            progress=config.progress,
+        )
         n_invalid[name] = len(num) - len(out[name])
         reasons += why
     if len(out["train"]) == 0 or len(out["val"]) == 0:
         raise ValueError(f"the teacher {teacher.name} could not score any molecule of a set: {_count(reasons)}")
-    return Labels(out["train"], out["val"], dict(teacher.reference_energies), teacher.name, n_invalid,
-                  _count(reasons), seconds["val"], len(sets["val"][1]), config.label_key())
+    return Labels(
+        out["train"],
+        out["val"],
+        dict(teacher.reference_energies),
+        teacher.name,
+        n_invalid,
+        _count(reasons),
+        seconds["val"],
+        len(sets["val"][1]),
+        config.label_key(),
+    )
 
 
 # ------------------------------------------------------------------------------------------ student
-def data_statistics(data: LabelledSet, reference_energies: dict[int, float], r_max: float
-                    ) -> dict[str, float]:
+def data_statistics(data: LabelledSet, reference_energies: dict[int, float], r_max: float) -> dict[str, float]:
     """Mean / std of the per-atom interaction energy, RMS force and mean neighbour count within r_max."""
     n = data.n_atoms.double()  # [M]
     e_inter = data.energy - _e0(data.numbers, reference_energies)  # [M]
@@ -372,8 +428,12 @@ def data_statistics(data: LabelledSet, reference_energies: dict[int, float], r_m
         d = torch.cdist(x, x)  # [b, N, N]
         pair = m[:, :, None] & m[:, None, :] & (d < r_max)
         neighbours += int(pair.sum()) - int(m.sum())  # minus self pairs
-    return {"energy_per_atom_mean": float(per_atom.mean()), "energy_per_atom_std": float(per_atom.std()),
-            "rms_forces": rms_f, "avg_num_neighbors": neighbours / max(int(mask.sum()), 1)}
+    return {
+        "energy_per_atom_mean": float(per_atom.mean()),
+        "energy_per_atom_std": float(per_atom.std()),
+        "rms_forces": rms_f,
+        "avg_num_neighbors": neighbours / max(int(mask.sum()), 1),
+    }
 
 
 def _e0(numbers: torch.Tensor, reference_energies: dict[int, float]) -> torch.Tensor:  # [M] float64
@@ -383,8 +443,13 @@ def _e0(numbers: torch.Tensor, reference_energies: dict[int, float]) -> torch.Te
     return table[numbers].sum(dim=1)
 
 
-def build_student(config: StudentConfig, elements: Sequence[int], reference_energies: dict[int, float],
-                  stats: dict[str, float], scaling: str = "rms_forces") -> torch.nn.Module:
+def build_student(
+    config: StudentConfig,
+    elements: Sequence[int],
+    reference_energies: dict[int, float],
+    stats: dict[str, float],
+    scaling: str = "rms_forces",
+) -> torch.nn.Module:
     """A ScaleShiftMACE (mace-torch's classes) with the teacher's atomic energies as E0."""
     import numpy as np
 
@@ -402,8 +467,16 @@ def build_student(config: StudentConfig, elements: Sequence[int], reference_ener
         return _scale_shift_mace(modules, o3, np, config, elements, reference_energies, stats, scale)
 
 
-def _scale_shift_mace(modules, o3, np, config: StudentConfig, elements: Sequence[int],
-                      reference_energies: dict[int, float], stats: dict[str, float], scale: float) -> torch.nn.Module:
+def _scale_shift_mace(
+    modules,
+    o3,
+    np,
+    config: StudentConfig,
+    elements: Sequence[int],
+    reference_energies: dict[int, float],
+    stats: dict[str, float],
+    scale: float,
+) -> torch.nn.Module:
     return modules.ScaleShiftMACE(
         r_max=config.r_max, num_bessel=config.num_bessel, num_polynomial_cutoff=config.num_polynomial_cutoff,
         max_ell=config.max_ell,
@@ -426,12 +499,14 @@ def _z_index(model: torch.nn.Module, device: torch.device) -> torch.Tensor:  # [
     return z_index
 
 
-def predict(model: torch.nn.Module, positions: torch.Tensor, numbers: torch.Tensor, training: bool = False
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def predict(
+    model: torch.nn.Module, positions: torch.Tensor, numbers: torch.Tensor, training: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Total energy [B] (eV), interaction energy [B] (E - sum E0) and forces [B, N, 3] in one graph."""
     mask = numbers > 0  # [B, N]
-    data, _ = build_graph(positions, numbers, mask, _z_index(model, positions.device), len(model.atomic_numbers),
-                          float(model.r_max))
+    data, _ = build_graph(
+        positions, numbers, mask, _z_index(model, positions.device), len(model.atomic_numbers), float(model.r_max)
+    )
     with torch.enable_grad():
         out = model(data, training=training, compute_force=True)
     forces = torch.zeros_like(positions)  # [B, N, 3]
@@ -448,8 +523,9 @@ def element_counts(numbers: torch.Tensor, elements: Sequence[int]) -> torch.Tens
     return counts[:, 1:]
 
 
-def loss_terms(model: torch.nn.Module, batch: LabelledSet, atoms: LabelledSet, e0: torch.Tensor,
-               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def loss_terms(
+    model: torch.nn.Module, batch: LabelledSet, atoms: LabelledSet, e0: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """MSE of the energy per atom (eV/atom)^2 and of the force components (eV/A)^2 on one batch.
 
     The energy learnt is relative to the student's own lone atoms: ``E(mol) - sum_i E(atom Z_i)`` against
@@ -482,8 +558,9 @@ def fold_isolated_atoms(model: torch.nn.Module, reference_energies: dict[int, fl
     zs = [int(z) for z in model.atomic_numbers.tolist()]
     device = model.atomic_numbers.device
     dtype = next(model.parameters()).dtype
-    _, inter, _ = predict(model, torch.zeros(len(zs), 1, 3, device=device, dtype=dtype),
-                          torch.tensor(zs, device=device)[:, None])  # [n_el]
+    _, inter, _ = predict(
+        model, torch.zeros(len(zs), 1, 3, device=device, dtype=dtype), torch.tensor(zs, device=device)[:, None]
+    )  # [n_el]
     buf = model.atomic_energies_fn.atomic_energies
     ref = torch.tensor([reference_energies[z] for z in zs], dtype=torch.float64, device=device)
     buf.copy_((ref - inter.detach().double()).to(buf.dtype).reshape(buf.shape))
@@ -498,8 +575,12 @@ def _errors(e_pred: torch.Tensor, f_pred: torch.Tensor, data: LabelledSet) -> di
     mask = data.numbers > 0  # [M, N]
     f_err = (f_pred.float() - data.forces).abs()  # [M, N, 3]
     per_mol_f = (f_err * mask[..., None]).sum(dim=(1, 2)) / (3 * n)  # [M]
-    out = {"energy_mae_mev_per_atom": float(e_err.mean()), "force_mae_ev_per_a": float(f_err[mask].mean()),
-           "force_rmse_ev_per_a": float(f_err[mask].pow(2).mean().sqrt()), "n": len(data)}
+    out = {
+        "energy_mae_mev_per_atom": float(e_err.mean()),
+        "force_mae_ev_per_a": float(f_err[mask].mean()),
+        "force_rmse_ev_per_a": float(f_err[mask].pow(2).mean().sqrt()),
+        "n": len(data),
+    }
     for k, name in KIND_NAMES.items():
         sel = data.kind == k
         if bool(sel.any()):
@@ -509,8 +590,9 @@ def _errors(e_pred: torch.Tensor, f_pred: torch.Tensor, data: LabelledSet) -> di
     return out
 
 
-def evaluate_model(model: torch.nn.Module, data: LabelledSet, batch_size: int, device: torch.device
-                   ) -> dict[str, float]:
+def evaluate_model(
+    model: torch.nn.Module, data: LabelledSet, batch_size: int, device: torch.device
+) -> dict[str, float]:
     """Held-out errors of a (folded) student model, called directly in batches."""
     model.eval()
     e_all, f_all = [], []
@@ -549,13 +631,16 @@ class _Run:
 
     def __init__(self, config: DistillConfig, labels: Labels, device: torch.device) -> None:
         self.config, self.labels, self.device = config, labels, device
-        elements = config.elements or sorted({int(z) for z in labels.train.numbers.unique().tolist() if z > 0}
-                                              | {int(z) for z in labels.val.numbers.unique().tolist() if z > 0})
+        elements = config.elements or sorted(
+            {int(z) for z in labels.train.numbers.unique().tolist() if z > 0}
+            | {int(z) for z in labels.val.numbers.unique().tolist() if z > 0}
+        )
         self.elements = tuple(int(z) for z in elements)
         self.stats = data_statistics(labels.train, labels.reference_energies, config.student.r_max)
         torch.manual_seed(config.seed)
-        self.model = build_student(config.student, self.elements, labels.reference_energies, self.stats,
-                                   config.scaling).to(device)
+        self.model = build_student(
+            config.student, self.elements, labels.reference_energies, self.stats, config.scaling
+        ).to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, amsgrad=True)
         self.ema = None
         if config.ema_decay > 0:
@@ -571,10 +656,18 @@ class _Run:
 
     # --------------------------------------------------------------------------- state
     def state(self) -> dict[str, Any]:
-        return {"format": STATE_FORMAT, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "ema": self.ema.state_dict() if self.ema is not None else {}, "epoch": self.epoch,
-                "step": self.step, "seconds": self.seconds, "history": self.history, "elements": list(self.elements),
-                "config": self.config.to_dict()}
+        return {
+            "format": STATE_FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+            "epoch": self.epoch,
+            "step": self.step,
+            "seconds": self.seconds,
+            "history": self.history,
+            "elements": list(self.elements),
+            "config": self.config.to_dict(),
+        }
 
     def save(self, path: Path) -> None:
         from elign.checkpoints import atomic_write
@@ -627,8 +720,7 @@ class _Run:
         self.model.train()
         stopped, done = False, 0
         t0 = time.perf_counter()
-        for k in tqdm(range(n_batches), desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not progress,
-                      leave=False):
+        for k in tqdm(range(n_batches), desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not progress, leave=False):
             idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size]
             for g in self.optimizer.param_groups:
                 g["lr"] = self.lr_at(self.epoch + k / n_batches)
@@ -665,19 +757,26 @@ def _get_teacher(teacher: TeacherSource, config: DistillConfig, device: torch.de
     return load_force_field(config.teacher, device=device)
 
 
-def _default_molecules(config: DistillConfig, device: str
-                       ) -> tuple[list[MoleculeBatch], list[MoleculeBatch], list[MoleculeBatch]]:
+def _default_molecules(
+    config: DistillConfig, device: str
+) -> tuple[list[MoleculeBatch], list[MoleculeBatch], list[MoleculeBatch]]:
     train, val = qm9_molecules(config.n_train, config.n_val)
     samples = []
     if config.num_samples:
-        samples = [sample_molecules_from(config.samples_from, config.num_samples, config.seed, device,
-                                         config.sample_steps, config.progress)]
+        samples = [
+            sample_molecules_from(
+                config.samples_from, config.num_samples, config.seed, device, config.sample_steps, config.progress
+            )
+        ]
     return [train], [val], samples
 
 
-def get_labels(config: DistillConfig, teacher: TeacherSource = None,
-               molecules: tuple[Sequence[MoleculeBatch], Sequence[MoleculeBatch]] | None = None,
-               log: Callable[[str], None] = print) -> Labels:
+def get_labels(
+    config: DistillConfig,
+    teacher: TeacherSource = None,
+    molecules: tuple[Sequence[MoleculeBatch], Sequence[MoleculeBatch]] | None = None,
+    log: Callable[[str], None] = print,
+) -> Labels:
     """Cached labels from DIR/labels.pt when their key matches; else build, label and cache them.
 
     ``molecules``: (train batches, held-out batches) to use instead of QM9 (perturbed copies are added).
@@ -697,8 +796,10 @@ def get_labels(config: DistillConfig, teacher: TeacherSource = None,
     ff = _get_teacher(teacher, config, device)
     labels = make_labels(ff, train, val, config, samples)
     save_labels(path, labels)
-    log(f"labels: {len(labels.train)} train / {len(labels.val)} held-out molecules by {labels.teacher}, "
-        f"{sum(labels.n_invalid.values())} invalid dropped {labels.invalid_reasons or ''} -> {path}")
+    log(
+        f"labels: {len(labels.train)} train / {len(labels.val)} held-out molecules by {labels.teacher}, "
+        f"{sum(labels.n_invalid.values())} invalid dropped {labels.invalid_reasons or ''} -> {path}"
+    )
     return labels
 
 
@@ -734,9 +835,12 @@ def _speed_and_check(path: Path, labels: Labels, config: DistillConfig) -> tuple
     return errors, speed
 
 
-def distill(config: DistillConfig, teacher: TeacherSource = None,
-            molecules: tuple[Sequence[MoleculeBatch], Sequence[MoleculeBatch]] | None = None,
-            log: Callable[[str], None] = print) -> dict[str, Any]:
+def distill(
+    config: DistillConfig,
+    teacher: TeacherSource = None,
+    molecules: tuple[Sequence[MoleculeBatch], Sequence[MoleculeBatch]] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Label (or read cached labels), train the student, write the model, log and report; returns the report."""
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -751,9 +855,11 @@ def distill(config: DistillConfig, teacher: TeacherSource = None,
         log_path.unlink()
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
     n_params = sum(p.numel() for p in run.model.parameters())
-    log(f"student: ScaleShiftMACE {config.student.hidden_irreps()}, max_ell {config.student.max_ell}, "
+    log(
+        f"student: ScaleShiftMACE {config.student.hidden_irreps()}, max_ell {config.student.max_ell}, "
         f"r_max {config.student.r_max}, {n_params:,} parameters, elements {list(run.elements)}; "
-        f"avg neighbours {run.stats['avg_num_neighbors']:.2f}")
+        f"avg neighbours {run.stats['avg_num_neighbors']:.2f}"
+    )
     if not run.history:
         before = run.evaluate()
         run.history.append({"epoch": 0, **{f"val_{k}": v for k, v in before.items()}})
@@ -764,14 +870,22 @@ def distill(config: DistillConfig, teacher: TeacherSource = None,
         losses, stopped = run.train_epoch(deadline, config.progress)
         run.epoch += 1
         val = run.evaluate()
-        record = {"epoch": run.epoch, "step": run.step, "lr": run.lr_at(run.epoch), "train_seconds": run.seconds,
-                  **{f"train_{k}": v for k, v in losses.items()}, **{f"val_{k}": v for k, v in val.items()}}
+        record = {
+            "epoch": run.epoch,
+            "step": run.step,
+            "lr": run.lr_at(run.epoch),
+            "train_seconds": run.seconds,
+            **{f"train_{k}": v for k, v in losses.items()},
+            **{f"val_{k}": v for k, v in val.items()},
+        }
         run.history.append(record)
         _append_jsonl(log_path, record)
         run.save(state_path)
         _save_model(run.final_model(), model_path)
-        log(f"epoch {run.epoch}: loss {losses['loss']:.4g}, held-out energy MAE "
-            f"{val['energy_mae_mev_per_atom']:.2f} meV/atom, force MAE {val['force_mae_ev_per_a']:.4f} eV/A")
+        log(
+            f"epoch {run.epoch}: loss {losses['loss']:.4g}, held-out energy MAE "
+            f"{val['energy_mae_mev_per_atom']:.2f} meV/atom, force MAE {val['force_mae_ev_per_a']:.4f} eV/A"
+        )
         if stopped:
             log(f"stopping: --max-minutes {config.max_minutes} reached inside epoch {run.epoch}")
     if not model_path.exists():
@@ -809,8 +923,9 @@ def summary_markdown(report: dict[str, Any]) -> str:
         f"- Data: {d['train']} training molecules ({d['train_kinds']}), {d['held_out']} held-out "
         f"(perturbation sigma {cfg['perturb']} A); {sum(d['invalid_dropped'].values())} dropped as invalid.",
         f"- Training: {report['epochs']} epochs, {report['steps']} steps, {report['train_seconds'] / 60:.1f} min "
-        f"on {s['device']} ({s['threads']} threads)" + (", stopped by the time limit" if report["stopped_by_time"]
-                                                         else "") + ".",
+        f"on {s['device']} ({s['threads']} threads)"
+        + (", stopped by the time limit" if report["stopped_by_time"] else "")
+        + ".",
         "",
         "| held-out vs teacher | before training | after training |",
         "|---|---|---|",
@@ -819,10 +934,12 @@ def summary_markdown(report: dict[str, Any]) -> str:
     ]
     for kind in ("reference", "perturbed"):
         if f"{kind}_force_mae_ev_per_a" in h:
-            lines.append(f"| {kind} geometries: energy MAE / force MAE | "
-                         f"{b.get(f'{kind}_energy_mae_mev_per_atom', math.nan):.2f} / "
-                         f"{b.get(f'{kind}_force_mae_ev_per_a', math.nan):.4f} | "
-                         f"{h[f'{kind}_energy_mae_mev_per_atom']:.2f} / {h[f'{kind}_force_mae_ev_per_a']:.4f} |")
+            lines.append(
+                f"| {kind} geometries: energy MAE / force MAE | "
+                f"{b.get(f'{kind}_energy_mae_mev_per_atom', math.nan):.2f} / "
+                f"{b.get(f'{kind}_force_mae_ev_per_a', math.nan):.4f} | "
+                f"{h[f'{kind}_energy_mae_mev_per_atom']:.2f} / {h[f'{kind}_force_mae_ev_per_a']:.4f} |"
+            )
     lines += [
         "",
         f"Speed (energy + forces, {s['molecules']} held-out molecules, batch {s['batch_size']}, {s['device']}, "

@@ -98,9 +98,7 @@ def load_mace_model(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception as err:
-        raise ValueError(
-            f"{path} is not a readable torch checkpoint (truncated or not a .model file): {err}"
-        ) from err
+        raise ValueError(f"{path} is not a readable torch checkpoint (truncated or not a .model file): {err}") from err
     bad = [n for n in names if not n.startswith(_ALLOWED_PREFIXES)]
     if bad:
         raise ValueError(
@@ -179,9 +177,7 @@ def build_graph(
     adj = mask[:, :, None] & mask[:, None, :] & ~eye & (dist < r_max)  # [B, N, N]
     b, i, j = adj.nonzero(as_tuple=True)
     edge_index = torch.stack([node_index[b, i], node_index[b, j]])  # [2, n_edges] (sender, receiver)
-    node_attrs = torch.nn.functional.one_hot(z_index[numbers[mask]], num_elements).to(
-        dtype
-    )  # [n_nodes, n_el]
+    node_attrs = torch.nn.functional.one_hot(z_index[numbers[mask]], num_elements).to(dtype)  # [n_nodes, n_el]
     n_edges = edge_index.shape[1]
     data = {
         "positions": flat_pos.detach().clone(),
@@ -237,9 +233,7 @@ class MACEForceField(ForceField):
 
     def _compute(self, positions: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor) -> ComputeOutput:
         B, N, _ = positions.shape
-        data, node_index = build_graph(
-            positions, numbers, mask, self._z_index, self._num_elements, self.r_max
-        )
+        data, node_index = build_graph(positions, numbers, mask, self._z_index, self._num_elements, self.r_max)
         with torch.enable_grad():
             out = self.model(data, training=False, compute_force=True)
         energy = out["energy"].detach()  # [B]

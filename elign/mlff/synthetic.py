@@ -41,9 +41,7 @@ class SyntheticForceField(ForceField):
             self._radius[z] = r
             self._e_atom[z] = -10.0 * z**0.5  # arbitrary per-element constants (eV)
 
-    def energy(
-        self, positions: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:  # [B]
+    def energy(self, positions: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # [B]
         N = positions.shape[1]
         diff = positions[:, :, None, :] - positions[:, None, :, :]  # [B, N, N, 3]
         eye = torch.eye(N, dtype=torch.bool, device=positions.device)
@@ -52,9 +50,7 @@ class SyntheticForceField(ForceField):
         r0 = self._radius[numbers][:, :, None] + self._radius[numbers][:, None, :]  # [B, N, N]
         morse = self.depth * ((1 - torch.exp(-self.width * (d - r0))) ** 2 - 1)  # [B, N, N]
         e_pair = 0.5 * torch.where(pair, morse, torch.zeros_like(morse)).sum(dim=(1, 2))  # [B]
-        e_atom = torch.where(mask, self._e_atom[numbers], torch.zeros((), dtype=positions.dtype)).sum(
-            1
-        )  # [B]
+        e_atom = torch.where(mask, self._e_atom[numbers], torch.zeros((), dtype=positions.dtype)).sum(1)  # [B]
         return e_pair + e_atom
 
     def _compute(self, positions: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor) -> ComputeOutput:

@@ -31,9 +31,7 @@ def xtb_single_point(task: tuple[list[int], np.ndarray, int, str, float]) -> tup
     from tblite.interface import Calculator
 
     numbers, positions, uhf, method, accuracy = task
-    calc = Calculator(
-        method, np.asarray(numbers), np.asarray(positions) / BOHR_TO_ANGSTROM, charge=0.0, uhf=uhf
-    )
+    calc = Calculator(method, np.asarray(numbers), np.asarray(positions) / BOHR_TO_ANGSTROM, charge=0.0, uhf=uhf)
     calc.set("verbosity", 0)
     calc.set("accuracy", accuracy)
     res = calc.singlepoint()
@@ -81,13 +79,9 @@ class XTBForceField(ForceField):
     def __del__(self) -> None:
         self.close()
 
-    def _tasks(
-        self, positions: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor, uhf: list[int]
-    ) -> list:
+    def _tasks(self, positions: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor, uhf: list[int]) -> list:
         pos, z, m = positions.detach().cpu().double().numpy(), numbers.cpu().numpy(), mask.cpu().numpy()
-        return [
-            (z[b][m[b]].tolist(), pos[b][m[b]], uhf[b], self.method, self.accuracy) for b in range(len(z))
-        ]
+        return [(z[b][m[b]].tolist(), pos[b][m[b]], uhf[b], self.method, self.accuracy) for b in range(len(z))]
 
     def _run(self, tasks: list[Any], N: int) -> ComputeOutput:
         results = run_pool(xtb_single_point, tasks, self._pool())
@@ -111,8 +105,6 @@ class XTBForceField(ForceField):
 
     def _compute_reference_energies(self) -> dict[int, float]:
         elements = sorted(GROUND_STATE_UNPAIRED)
-        tasks = [
-            ([z], np.zeros((1, 3)), GROUND_STATE_UNPAIRED[z], self.method, self.accuracy) for z in elements
-        ]
+        tasks = [([z], np.zeros((1, 3)), GROUND_STATE_UNPAIRED[z], self.method, self.accuracy) for z in elements]
         out = self._run(tasks, 1)
         return {z: float(e) for z, e in zip(elements, out.energy.tolist(), strict=True) if math.isfinite(e)}

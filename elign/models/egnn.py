@@ -99,8 +99,9 @@ def _score(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return _Score.apply(x, layer.weight, layer.bias)
 
 
-def _aggregate(msg: torch.Tensor, weight: torch.Tensor, edge_mask: torch.Tensor, factor: float,
-               method: str) -> torch.Tensor:
+def _aggregate(
+    msg: torch.Tensor, weight: torch.Tensor, edge_mask: torch.Tensor, factor: float, method: str
+) -> torch.Tensor:
     """sum_j weight_ij msg_ij over neighbours j (divided by ``factor``, or the mean): -> [B, N, D].
 
     msg [B, N, N, D]; weight [B, N, N, 1] with the edge mask already folded in; edge_mask [B, N, N, 1].
@@ -181,8 +182,19 @@ class EquivariantUpdate(nn.Module):
 
 
 class EquivariantBlock(nn.Module):
-    def __init__(self, hidden, edge_dim, n_sublayers, attention, tanh, coords_range, norm_constant,
-                 sin_embedding, factor, aggregation):
+    def __init__(
+        self,
+        hidden,
+        edge_dim,
+        n_sublayers,
+        attention,
+        tanh,
+        coords_range,
+        norm_constant,
+        sin_embedding,
+        factor,
+        aggregation,
+    ):
         super().__init__()
         self.n_sublayers, self.norm_constant = n_sublayers, norm_constant
         self.sin_embedding = sin_embedding
@@ -202,9 +214,20 @@ class EquivariantBlock(nn.Module):
 
 
 class EGNN(nn.Module):
-    def __init__(self, in_node_nf: int, hidden: int = 256, n_layers: int = 9, inv_sublayers: int = 1,
-                 attention: bool = True, tanh: bool = True, coords_range: float = 15.0, norm_constant: float = 1.0,
-                 sin_embedding: bool = False, normalization_factor: float = 1.0, aggregation: str = "sum") -> None:
+    def __init__(
+        self,
+        in_node_nf: int,
+        hidden: int = 256,
+        n_layers: int = 9,
+        inv_sublayers: int = 1,
+        attention: bool = True,
+        tanh: bool = True,
+        coords_range: float = 15.0,
+        norm_constant: float = 1.0,
+        sin_embedding: bool = False,
+        normalization_factor: float = 1.0,
+        aggregation: str = "sum",
+    ) -> None:
         super().__init__()
         if aggregation not in ("sum", "mean"):
             raise ValueError(f"aggregation must be 'sum' or 'mean', got {aggregation!r}")
@@ -214,9 +237,21 @@ class EGNN(nn.Module):
         self.embedding = nn.Linear(in_node_nf, hidden)
         self.embedding_out = nn.Linear(hidden, in_node_nf)
         for i in range(n_layers):
-            self.add_module(f"e_block_{i}", EquivariantBlock(
-                hidden, edge_dim, inv_sublayers, attention, tanh, coords_range, norm_constant,
-                self.sin_embedding, normalization_factor, aggregation))
+            self.add_module(
+                f"e_block_{i}",
+                EquivariantBlock(
+                    hidden,
+                    edge_dim,
+                    inv_sublayers,
+                    attention,
+                    tanh,
+                    coords_range,
+                    norm_constant,
+                    self.sin_embedding,
+                    normalization_factor,
+                    aggregation,
+                ),
+            )
 
     def forward(self, h, x, node_mask, edge_mask):
         # h [B, N, F], x [B, N, 3] -> h [B, N, F], x [B, N, 3]
@@ -245,8 +280,10 @@ class EGNNDynamics(nn.Module):
         groups = size_groups(node_mask) if z.device.type == "cpu" else None
         if groups is None:
             return self._forward_padded(z, t, node_mask)
-        parts = [F.pad(self._forward_padded(z[rows, :n], t[rows], node_mask[rows, :n]), (0, 0, 0, N - n))
-                 for rows, n in groups]  # each [b, N, 3 + F]
+        parts = [
+            F.pad(self._forward_padded(z[rows, :n], t[rows], node_mask[rows, :n]), (0, 0, 0, N - n))
+            for rows, n in groups
+        ]  # each [b, N, 3 + F]
         order = torch.cat([rows for rows, _ in groups])  # [B]
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(B, device=order.device)

@@ -27,8 +27,9 @@ def group_zscore(values: torch.Tensor, valid: torch.Tensor, eps: float = 1e-6) -
     return z * mask
 
 
-def shaped_energy_returns(psi_0: torch.Tensor, psi_t: torch.Tensor, t_index: torch.Tensor, discount: float = 1.0
-                          ) -> torch.Tensor:
+def shaped_energy_returns(
+    psi_0: torch.Tensor, psi_t: torch.Tensor, t_index: torch.Tensor, discount: float = 1.0
+) -> torch.Tensor:
     """G_t = discount^t * Psi_0 - Psi_t.
 
     psi_0 [..., 1] or [...], psi_t [..., L], t_index [L] (the diffusion time of each trained step).

@@ -29,14 +29,21 @@ class AlignConfig:
     w_energy: float = _f(0.1, "weight of the normalised energy advantage")
     adv_clip: float = _f(5.0, "clip of the mixed advantage to [-c, c]")
     adv_eps: float = _f(1e-6, "added to the group standard deviation")
-    failed_advantage: float = _f(-1.0, "advantage given to every step of a rollout the force field cannot score "
-                                 "(failed_mode 'fixed')")
-    failed_mode: str = _f("fixed", "'fixed': failed rollouts get failed_advantage; 'group': success (scorable or "
-                          "not) is a third group-normalised channel weighted by w_success, so failures are "
-                          "penalised only against scorable members of the same group")
+    failed_advantage: float = _f(
+        -1.0, "advantage given to every step of a rollout the force field cannot score (failed_mode 'fixed')"
+    )
+    failed_mode: str = _f(
+        "fixed",
+        "'fixed': failed rollouts get failed_advantage; 'group': success (scorable or "
+        "not) is a third group-normalised channel weighted by w_success, so failures are "
+        "penalised only against scorable members of the same group",
+    )
     w_success: float = _f(1.0, "weight of the normalised success channel (failed_mode 'group')")
-    disconnected_failed: bool = _f(False, "treat molecules of several fragments (EDM bond rules) as failed: their "
-                                   "separated atoms feel no force, which would reward falling apart")
+    disconnected_failed: bool = _f(
+        False,
+        "treat molecules of several fragments (EDM bond rules) as failed: their "
+        "separated atoms feel no force, which would reward falling apart",
+    )
     validity_penalty: float = _f(0.0, "subtracted from the force reward of RDKit-invalid molecules (off by default)")
     clip_eps: float = _f(2e-3, "PPO clip range of the probability ratio")
     kl_beta: float = _f(0.04, "weight of the KL penalty to the frozen reference policy")
@@ -56,8 +63,16 @@ class AlignConfig:
 
     def __post_init__(self) -> None:
         errors = []
-        for name in ("iterations", "prompts", "group_size", "steps", "energy_every", "minibatches", "chunk",
-                     "checkpoint_every"):
+        for name in (
+            "iterations",
+            "prompts",
+            "group_size",
+            "steps",
+            "energy_every",
+            "minibatches",
+            "chunk",
+            "checkpoint_every",
+        ):
             if getattr(self, name) < 1:
                 errors.append(f"{name}={getattr(self, name)} must be >= 1")
         if self.group_size < 2:
@@ -122,16 +137,48 @@ class AlignConfig:
 
 PRESETS: dict[str, dict] = {
     # the published hyperparameters (Elign paper): 4 x 24 rollouts, T = 1000, branch at t_b = 400
-    "paper": dict(prompts=4, group_size=24, steps=1000, shared_steps=600, energy_every=1, w_force=1.0,
-                  w_energy=0.1, adv_clip=5.0, clip_eps=2e-3, kl_beta=0.04, lr=4e-6, iterations=100, minibatches=4,
-                  eval_every=10, eval_samples=256),
+    "paper": dict(
+        prompts=4,
+        group_size=24,
+        steps=1000,
+        shared_steps=600,
+        energy_every=1,
+        w_force=1.0,
+        w_energy=0.1,
+        adv_clip=5.0,
+        clip_eps=2e-3,
+        kl_beta=0.04,
+        lr=4e-6,
+        iterations=100,
+        minibatches=4,
+        eval_every=10,
+        eval_samples=256,
+    ),
     # two CPU cores, seconds an iteration: a strided chain, small groups, a larger step size; a young
     # backbone makes many fragmented molecules, which would otherwise earn the best force reward. Failures are
     # a group-normalised channel: on the CPU backbone of step 7,304, 60 iterations of 2 x 16 rollouts raised the
     # connected share of 1,000 fresh samples from 25 % to 41 %, where a fixed -1 per failure (4 x 6 rollouts,
     # 100 iterations) lowered it to 22 % (assets/aligned/README.md)
-    "cpu-demo": dict(disconnected_failed=True, failed_mode="group", w_success=1.0, prompts=2, group_size=16,
-                     steps=50, shared_steps=20, energy_every=5, w_force=1.0, w_energy=0.1, adv_clip=5.0,
-                     clip_eps=0.2, kl_beta=0.01, lr=2e-4, iterations=20, minibatches=2, warmup_iterations=2,
-                     eval_every=5, eval_samples=32, chunk=128),
+    "cpu-demo": dict(
+        disconnected_failed=True,
+        failed_mode="group",
+        w_success=1.0,
+        prompts=2,
+        group_size=16,
+        steps=50,
+        shared_steps=20,
+        energy_every=5,
+        w_force=1.0,
+        w_energy=0.1,
+        adv_clip=5.0,
+        clip_eps=0.2,
+        kl_beta=0.01,
+        lr=2e-4,
+        iterations=20,
+        minibatches=2,
+        warmup_iterations=2,
+        eval_every=5,
+        eval_samples=32,
+        chunk=128,
+    ),
 }

@@ -11,8 +11,9 @@ from elign.data.geometry import remove_mean_with_mask
 __all__ = ["clipped_surrogate", "gaussian_kl", "warmup_cosine"]
 
 
-def clipped_surrogate(logp_new: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, clip_eps: float
-                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def clipped_surrogate(
+    logp_new: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, clip_eps: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """-mean(min(r A, clip(r, 1 - eps, 1 + eps) A)) with r = exp(logp_new - logp_old).
 
     All inputs [M] (one entry per (rollout, step) pair). Returns the loss and detached statistics:
@@ -35,8 +36,7 @@ def clipped_surrogate(logp_new: torch.Tensor, logp_old: torch.Tensor, advantages
     return loss, stats
 
 
-def gaussian_kl(mean: torch.Tensor, mean_ref: torch.Tensor, std: torch.Tensor, node_mask: torch.Tensor
-                ) -> torch.Tensor:
+def gaussian_kl(mean: torch.Tensor, mean_ref: torch.Tensor, std: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, std^2) || N(mean_ref, std^2)) = |mean - mean_ref|^2 / (2 std^2) over real atoms.
 
     mean, mean_ref [M, N, 3 + F], std [M], node_mask [M, N, 1] -> [M]; the position part is taken on

@@ -25,8 +25,9 @@ class RewardOutput:
 
 
 def _concat(batches: list[MoleculeBatch]) -> MoleculeBatch:
-    return MoleculeBatch(*(torch.cat([getattr(b, f) for b in batches]) for f in
-                           ("positions", "one_hot", "charges", "node_mask")))
+    return MoleculeBatch(
+        *(torch.cat([getattr(b, f) for b in batches]) for f in ("positions", "one_hot", "charges", "node_mask"))
+    )
 
 
 def _call_chunked(ff: ForceField, batch: MoleculeBatch, chunk: int):
@@ -53,8 +54,14 @@ def energy_schedule(num_steps: int, every: int) -> torch.Tensor:
     return torch.arange(num_steps) % every == 0
 
 
-def potentials_on_x0(model: EquivariantDiffusion, ff: ForceField, rollouts: Rollouts, evaluated: torch.Tensor,
-                     atomic_numbers: list[int], chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def potentials_on_x0(
+    model: EquivariantDiffusion,
+    ff: ForceField,
+    rollouts: Rollouts,
+    evaluated: torch.Tensor,
+    atomic_numbers: list[int],
+    chunk: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Psi_t on the x0 prediction of the evaluated trained steps -> (psi [R, L], valid [R, L] bool).
 
     Unevaluated steps hold NaN and valid=False.

@@ -41,8 +41,13 @@ class Rollouts:
         return self.t.shape[0]
 
 
-def _group_noise(model: EquivariantDiffusion, mask: torch.Tensor, generators: list[torch.Generator],
-                 per_group: int, positions_only: bool = False) -> torch.Tensor:
+def _group_noise(
+    model: EquivariantDiffusion,
+    mask: torch.Tensor,
+    generators: list[torch.Generator],
+    per_group: int,
+    positions_only: bool = False,
+) -> torch.Tensor:
     """Noise for ``len(generators) * per_group`` molecules, block g drawn from generators[g]."""
     parts = []
     N = mask.shape[1]

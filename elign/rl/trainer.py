@@ -51,16 +51,24 @@ def _nanstats(x: torch.Tensor) -> tuple[float, float]:
 
 
 class FedGrpoTrainer:
-    def __init__(self, config: AlignConfig, callbacks: list[Callback] | None = None, force_field=None,
-                 model=None, model_config=None) -> None:
+    def __init__(
+        self,
+        config: AlignConfig,
+        callbacks: list[Callback] | None = None,
+        force_field=None,
+        model=None,
+        model_config=None,
+    ) -> None:
         """``force_field``, ``model`` and ``model_config`` may be given directly (tests, the studio)."""
         self.cfg = config
         self.callbacks = list(callbacks or [])
         self.rank, self.world = rank_world()
         self.device = torch.device(_resolve_device(config.device, self.rank))
         if config.prompts % self.world:
-            raise ValueError(f"prompts={config.prompts} must be divisible by the {self.world} processes "
-                             "(groups are never cut across processes)")
+            raise ValueError(
+                f"prompts={config.prompts} must be divisible by the {self.world} processes "
+                "(groups are never cut across processes)"
+            )
         if model is None:
             from elign.assets import resolve_checkpoint
 
@@ -78,17 +86,31 @@ class FedGrpoTrainer:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        return {"format": "elign-align/1", "policy": self.policy.state_dict(),
-                "reference": self.reference.state_dict(), "optimizer": self.opt.state_dict(),
-                "iteration": self.iteration, "best_score": self.best_score,
-                "config": json.dumps(self.cfg.to_dict()), "model_config": json.dumps(self.model_config.to_dict())}
+        return {
+            "format": "elign-align/1",
+            "policy": self.policy.state_dict(),
+            "reference": self.reference.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "iteration": self.iteration,
+            "best_score": self.best_score,
+            "config": json.dumps(self.cfg.to_dict()),
+            "model_config": json.dumps(self.model_config.to_dict()),
+        }
 
     def save(self) -> None:
         if self.rank:
             return
-        save_checkpoint(self.out / "model.safetensors", self.policy, self.model_config,
-                        extra={"aligned_iterations": self.iteration, "backbone": str(self.cfg.checkpoint),
-                               "mlff": str(self.cfg.mlff), "method": "FED-GRPO"})
+        save_checkpoint(
+            self.out / "model.safetensors",
+            self.policy,
+            self.model_config,
+            extra={
+                "aligned_iterations": self.iteration,
+                "backbone": str(self.cfg.checkpoint),
+                "mlff": str(self.cfg.mlff),
+                "method": "FED-GRPO",
+            },
+        )
         buf = io.BytesIO()  # the state last: a kill between the two never leaves the weights behind it
         torch.save(self.state_dict(), buf)
         atomic_write(self.out / "state.pt", buf.getvalue())
@@ -100,8 +122,10 @@ class FedGrpoTrainer:
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as e:  # truncated, foreign or tampered files all end here
-            raise ValueError(f"{path} is not a readable alignment state ({type(e).__name__}); move it away to "
-                             "start afresh or restore a good copy") from None
+            raise ValueError(
+                f"{path} is not a readable alignment state ({type(e).__name__}); move it away to "
+                "start afresh or restore a good copy"
+            ) from None
         self.policy.load_state_dict(state["policy"])
         self.reference.load_state_dict(state["reference"])
         self.opt.load_state_dict(state["optimizer"])
@@ -118,8 +142,10 @@ class FedGrpoTrainer:
         sizes = torch.multinomial(self.info.size_probabilities(), self.cfg.prompts, replacement=True, generator=g)
         per = self.cfg.prompts // self.world
         mine = range(self.rank * per, (self.rank + 1) * per)
-        gens = [torch.Generator(device=self.device).manual_seed((self.cfg.seed * 100_003 + iteration) * 1009 + k)
-                for k in mine]
+        gens = [
+            torch.Generator(device=self.device).manual_seed((self.cfg.seed * 100_003 + iteration) * 1009 + k)
+            for k in mine
+        ]
         return sizes[self.rank * per : (self.rank + 1) * per], gens
 
     # ------------------------------------------------------------------ one iteration
@@ -127,8 +153,15 @@ class FedGrpoTrainer:
         sizes, gens = self.prompts(iteration)
         t0 = time.perf_counter()
         self.policy.eval()
-        ro = grouped_rollouts(self.policy, sizes, self.cfg.group_size, self.cfg.steps, self.cfg.shared_steps, gens,
-                              self.info.atomic_numbers)
+        ro = grouped_rollouts(
+            self.policy,
+            sizes,
+            self.cfg.group_size,
+            self.cfg.steps,
+            self.cfg.shared_steps,
+            gens,
+            self.info.atomic_numbers,
+        )
         t1 = time.perf_counter()
         final = score_molecules(self.ff, ro.molecules)
         final.connected = self._connected(ro.molecules)
@@ -144,8 +177,9 @@ class FedGrpoTrainer:
         return ro, final, evaluated, psi_t, psi_valid, {"time_rollout": t1 - t0, "time_reward": t2 - t1}
 
     def _connected(self, molecules) -> torch.Tensor:  # [B] bool: one fragment under EDM's bond rules
-        return torch.tensor([n_fragments(x, t, self.info.atom_decoder) == 1
-                             for x, t in split_molecules(molecules.to("cpu"))])
+        return torch.tensor(
+            [n_fragments(x, t, self.info.atom_decoder) == 1 for x, t in split_molecules(molecules.to("cpu"))]
+        )
 
     def advantages(self, ro: Rollouts, final, evaluated, psi_t, psi_valid) -> tuple[torch.Tensor, dict]:
         """[R, L] mixed advantages and the count of substitutions made."""
@@ -157,10 +191,17 @@ class FedGrpoTrainer:
         psi = torch.where(ok, psi, group_mean.expand_as(psi))
         psi = carry_forward(psi, evaluated)
         returns = shaped_energy_returns(final.psi_0.view(G, K), psi, ro.t.cpu(), self.cfg.discount)
-        adv = disentangled_advantages(final.reward_force.view(G, K), returns, final.valid.view(G, K),
-                                      self.cfg.w_force, self.cfg.w_energy, self.cfg.adv_clip,
-                                      self.cfg.failed_advantage, self.cfg.adv_eps,
-                                      self.cfg.w_success if self.cfg.failed_mode == "group" else None)
+        adv = disentangled_advantages(
+            final.reward_force.view(G, K),
+            returns,
+            final.valid.view(G, K),
+            self.cfg.w_force,
+            self.cfg.w_energy,
+            self.cfg.adv_clip,
+            self.cfg.failed_advantage,
+            self.cfg.adv_eps,
+            self.cfg.w_success if self.cfg.failed_mode == "group" else None,
+        )
         psi_failed = int((~psi_valid[:, evaluated] & final.valid[:, None]).sum())
         return adv.view(G * K, L), {"psi_failed": psi_failed}
 
@@ -236,15 +277,20 @@ class FedGrpoTrainer:
         stab = stability_metrics(ro.molecules.to("cpu"), self.info.atom_decoder)
         metrics = {
             "iteration": self.iteration,
-            "reward_force_mean": rf_mean, "reward_force_std": rf_std,
-            "reward_energy_mean": re_mean, "reward_energy_std": re_std,
-            "failed": int((~final.valid).sum()), "psi_failed": adv_info["psi_failed"],
+            "reward_force_mean": rf_mean,
+            "reward_force_std": rf_std,
+            "reward_energy_mean": re_mean,
+            "reward_energy_std": re_std,
+            "failed": int((~final.valid).sum()),
+            "psi_failed": adv_info["psi_failed"],
             "rollout_atom_stability": stab["atom_stability"],
             "rollout_molecule_stability": stab["molecule_stability"],
             "rollout_validity": float(final.rdkit_valid.float().mean()),
             "rollout_connected": float(final.connected.float().mean()),
             "advantage_abs_mean": float(adv.abs().mean()),
-            **upd, **timing, "time_iteration": time.perf_counter() - t_start,
+            **upd,
+            **timing,
+            "time_iteration": time.perf_counter() - t_start,
         }
         return _reduce_metrics(metrics, self.world, self.device)
 
@@ -255,18 +301,29 @@ class FedGrpoTrainer:
         from elign.diffusion.sampler import sample_molecules
 
         self.policy.eval()
-        mols = sample_molecules(self.policy, num or self.cfg.eval_samples, self.info.size_probabilities(),
-                                steps=self.cfg.steps, seed=10_000 + self.cfg.seed, device=self.device,
-                                atomic_numbers=self.info.atomic_numbers)
+        mols = sample_molecules(
+            self.policy,
+            num or self.cfg.eval_samples,
+            self.info.size_probabilities(),
+            steps=self.cfg.steps,
+            seed=10_000 + self.cfg.seed,
+            device=self.device,
+            atomic_numbers=self.info.atomic_numbers,
+        )
         scored = score_molecules(self.ff, mols)
         connected = self._connected(mols)
         valid = scored.valid & connected if self.cfg.disconnected_failed else scored.valid
         rms = torch.where(valid, -scored.reward_force, torch.nan)
         energy = torch.where(valid, -scored.psi_0, torch.nan)
         stab = stability_metrics(mols.to("cpu"), self.info.atom_decoder)
-        return {"eval_rms_force": _nanstats(rms)[0], "eval_energy": _nanstats(energy)[0],
-                "eval_failed": int((~valid).sum()), "eval_connected": float(connected.float().mean()),
-                "eval_molecule_stability": stab["molecule_stability"], "eval_atom_stability": stab["atom_stability"]}
+        return {
+            "eval_rms_force": _nanstats(rms)[0],
+            "eval_energy": _nanstats(energy)[0],
+            "eval_failed": int((~valid).sum()),
+            "eval_connected": float(connected.float().mean()),
+            "eval_molecule_stability": stab["molecule_stability"],
+            "eval_atom_stability": stab["atom_stability"],
+        }
 
     # ------------------------------------------------------------------ loop
     def train(self, stop_event: threading.Event | None = None, progress: bool = False) -> dict:
@@ -277,8 +334,13 @@ class FedGrpoTrainer:
             remove_stale_temporaries(self.out)
             atomic_write(self.out / "config.json", json.dumps(self.cfg.to_dict(), indent=2).encode())
         resumed = self.maybe_resume()
-        bar = tqdm(total=self.cfg.iterations, initial=self.iteration, desc="align", unit="it",
-                   disable=not progress or self.rank)
+        bar = tqdm(
+            total=self.cfg.iterations,
+            initial=self.iteration,
+            desc="align",
+            unit="it",
+            disable=not progress or self.rank,
+        )
         stopped = False
         consistent = True  # False once an iteration failed part way: its policy is then never saved
         try:
@@ -296,8 +358,12 @@ class FedGrpoTrainer:
                     if math.isfinite(score) and score > self.best_score:
                         self.best_score = score
                         if self.rank == 0:
-                            save_checkpoint(self.out / "best.safetensors", self.policy, self.model_config,
-                                            extra={"aligned_iterations": self.iteration, **metrics})
+                            save_checkpoint(
+                                self.out / "best.safetensors",
+                                self.policy,
+                                self.model_config,
+                                extra={"aligned_iterations": self.iteration, **metrics},
+                            )
                 if self.iteration % self.cfg.checkpoint_every == 0 or self.iteration == self.cfg.iterations:
                     self.save()
                 self._log(metrics)
@@ -318,7 +384,8 @@ class FedGrpoTrainer:
         if bad:
             raise FloatingPointError(
                 f"alignment became non-finite at iteration {self.iteration} ({', '.join(bad)}); nothing was "
-                f"saved from it: {self.out / 'state.pt'} keeps the last checkpoint")
+                f"saved from it: {self.out / 'state.pt'} keeps the last checkpoint"
+            )
 
     def _log(self, metrics: dict) -> None:
         if self.rank:

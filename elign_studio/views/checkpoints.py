@@ -36,8 +36,7 @@ def checkpoint_view(session: StudioSession) -> pn.viewable.Viewable:
     roots = ", ".join(f"`{r}`" for r in session.settings.readable_roots)
     return pn.Column(
         pn.pane.Markdown(
-            f"### Checkpoints\nReadable folders: {roots}. Files are written only under "
-            f"`{session.settings.data_dir}`."
+            f"### Checkpoints\nReadable folders: {roots}. Files are written only under `{session.settings.data_dir}`."
         ),
         pn.Row(path, load, sizing_mode="stretch_width"),
         pn.Row(pn.pane.Markdown("or upload a `.safetensors` checkpoint:"), upload),

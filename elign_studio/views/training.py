@@ -39,14 +39,10 @@ def training_view(session: StudioSession) -> pn.viewable.Viewable:
         return hv.Overlay(items).opts(title=title, responsive=True, height=220, legend_position="bottom_left")
 
     opts = dict(streams=[buffer])
-    reward = hv.DynamicMap(
-        lambda data: curves(data, METRIC_KEYS[:2], "Rewards per channel", "reward"), **opts
-    )
+    reward = hv.DynamicMap(lambda data: curves(data, METRIC_KEYS[:2], "Rewards per channel", "reward"), **opts)
     kl = hv.DynamicMap(lambda data: curves(data, ("kl",), "KL", "KL"), **opts)
     clip = hv.DynamicMap(lambda data: curves(data, ("clip_fraction",), "Clip fraction", "fraction"), **opts)
-    stab = hv.DynamicMap(
-        lambda data: curves(data, ("rollout_molecule_stability",), "Stability", "fraction"), **opts
-    )
+    stab = hv.DynamicMap(lambda data: curves(data, ("rollout_molecule_stability",), "Stability", "fraction"), **opts)
 
     progress = pn.pane.Markdown("No run yet.", css_classes=["elign-train-state"])
 
@@ -106,7 +102,6 @@ def training_view(session: StudioSession) -> pn.viewable.Viewable:
 
     session.param.watch(_buttons, ["training", "run_name"])
     _buttons()
-
 
     return pn.Column(
         pn.pane.Markdown(

@@ -30,15 +30,18 @@ def chain_series(sampled, b: int, first_frame: int = 0) -> dict[str, np.ndarray]
     frames = np.arange(sampled.num_frames)[first_frame:]
     energy, rms = sampled.energy[b, first_frame:], sampled.rms_force[b, first_frame:]
     ok_e, ok_f = np.isfinite(energy), np.isfinite(rms) & (rms > 0)
-    return {"frame": frames[ok_e], "energy": energy[ok_e], "frame_f": frames[ok_f], "rms_force": rms[ok_f],
-            "unscored": int((~ok_e).sum())}
+    return {
+        "frame": frames[ok_e],
+        "energy": energy[ok_e],
+        "frame_f": frames[ok_f],
+        "rms_force": rms[ok_f],
+        "unscored": int((~ok_e).sum()),
+    }
 
 
 def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
     model = pn.widgets.Select(name="Model", options=session.model_names, value=session.sample_model or None)
-    other = pn.widgets.Select(
-        name="Compare with", options=session.model_names, value=session.compare_model or None
-    )
+    other = pn.widgets.Select(name="Compare with", options=session.model_names, value=session.compare_model or None)
 
     def _options(e) -> None:
         model.options = e.new
@@ -62,10 +65,12 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
     go.on_click(lambda _: session.sample())
     session.param.watch(lambda e: setattr(go, "loading", e.new), "sampling")
     color = pn.widgets.RadioButtonGroup(options=["force", "element"], value="force", name="Colour atoms by")
-    scale = pn.widgets.RadioButtonGroup(options=list(SCALES), value="per frame", name="Force colour range",
-                                        css_classes=["elign-force-scale"])
-    fixed_top = pn.widgets.FloatInput(name="Fixed range top (eV/Å)", value=5.0, start=0.01, step=0.5, width=140,
-                                      visible=False)
+    scale = pn.widgets.RadioButtonGroup(
+        options=list(SCALES), value="per frame", name="Force colour range", css_classes=["elign-force-scale"]
+    )
+    fixed_top = pn.widgets.FloatInput(
+        name="Fixed range top (eV/Å)", value=5.0, start=0.01, step=0.5, width=140, visible=False
+    )
     window = pn.widgets.IntSlider(name="Plots from frame", start=0, end=1, value=0, width=280)
 
     slider = pn.widgets.IntSlider(name="Frame", start=0, end=1, value=0, sizing_mode="stretch_width")
@@ -142,10 +147,16 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
                 continue
             d = chain_series(s, b, min(first, s.num_frames - 1))
             unscored = max(unscored, d["unscored"])
-            curves_e.append(hv.Curve((d["frame"], d["energy"]), "frame", "formation energy (eV/atom)",
-                                     label=s.model_name).opts(line_width=2))
-            curves_f.append(hv.Curve((d["frame_f"], d["rms_force"]), "frame", "RMS force (eV/Å, log)",
-                                     label=s.model_name).opts(line_width=2))
+            curves_e.append(
+                hv.Curve((d["frame"], d["energy"]), "frame", "formation energy (eV/atom)", label=s.model_name).opts(
+                    line_width=2
+                )
+            )
+            curves_f.append(
+                hv.Curve((d["frame_f"], d["rms_force"]), "frame", "RMS force (eV/Å, log)", label=s.model_name).opts(
+                    line_width=2
+                )
+            )
         t = sets[0].times[min(frame, sets[0].num_frames - 1)]
         line = hv.VLine(frame).opts(color="red", line_dash="dashed")
         gaps = f"; {unscored} unscored frames left out" if unscored else ""

@@ -21,8 +21,11 @@ class MoleculeViewer(ThreeDmolComponent):
     frames = param.List(default=[], doc="viewer frames of one molecule's trajectory")
     frame = param.Integer(default=0)
     fmax = param.Number(default=1.0, doc="|F| at the top of the colour bar (eV/A) unless scale is 'frame'")
-    scale = param.Selector(default="frame", objects=["frame", "fixed", "chain"],
-                           doc="colour bar top: the frame's max |F|, fmax as set, or fmax over the chain")
+    scale = param.Selector(
+        default="frame",
+        objects=["frame", "fixed", "chain"],
+        doc="colour bar top: the frame's max |F|, fmax as set, or fmax over the chain",
+    )
     color_by = param.Selector(default="force", objects=["force", "element"])
     label = param.String(default="")
     drawn = param.Integer(default=0, doc="count of frames drawn (for tests)")
@@ -109,6 +112,7 @@ export function render({ model, el }) {
   model.on('frame', () => draw(false));
   model.on('fmax', () => draw(false));
   model.on('scale', () => draw(false));
+  model.on('label', () => draw(false));  // the title follows a new selection's label
   model.on('color_by', () => draw(false));
   model.on('after_layout', () => { if (viewer) { viewer.resize(); viewer.render(); } });
   setTimeout(() => draw(true), 50);
