@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import math
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -135,7 +136,8 @@ class StudioSession(param.Parameterized):
 
     # ================================================================ checkpoints
     def refresh_models(self) -> None:
-        """Shipped models that exist, user checkpoints and this session's run checkpoints."""
+        """Shipped models that exist, user checkpoints, and the latest checkpoint of every run in the data
+        folder (earlier browser sessions' runs included)."""
         from elign import assets
 
         missing = []
@@ -145,6 +147,11 @@ class StudioSession(param.Parameterized):
                 self.models[name] = path
             else:
                 missing.append(str(path))
+        runs = self.settings.data_dir / "runs"
+        for run in sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []:
+            ckpts = self._run_checkpoints(run)
+            if ckpts:
+                self.models.setdefault(run.name, ckpts[-1])
         self.model_names = list(self.models)
         if not self.sample_model and self.model_names:
             self.sample_model = self.model_names[0]
@@ -231,7 +238,8 @@ class StudioSession(param.Parameterized):
         if not resume or not self.run_name:
             self.history = []  # emptied before the new name is announced: views redraw on run_name
             self.step = 0
-            self.run_name = time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+            model = re.sub(r"[^A-Za-z0-9]+", "-", self.align_model).strip("-")[:32] or "model"
+            self.run_name = f"{model}-{self.preset}-" + time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
         try:
             checkpoint = self.model_path(self.align_model)
             overrides = {k: getattr(self, k) for k in EDITABLE}
@@ -260,10 +268,14 @@ class StudioSession(param.Parameterized):
             return False
         return True
 
-    def _finish_run(self, how: str) -> None:
-        ckpts = sorted(
-            (p for p in self.run_dir.glob("**/*.safetensors") if self._readable(p)), key=lambda p: p.stat().st_mtime
+    def _run_checkpoints(self, run_dir: Path) -> list[Path]:
+        """A run folder's readable checkpoints, oldest first."""
+        return sorted(
+            (p for p in run_dir.glob("**/*.safetensors") if self._readable(p)), key=lambda p: p.stat().st_mtime
         )
+
+    def _finish_run(self, how: str) -> None:
+        ckpts = self._run_checkpoints(self.run_dir)
         if ckpts:
             label = self._register(f"{self.run_name}", ckpts[-1])
             self.status = f"Alignment {how} after {self.step} iterations; checkpoint {ckpts[-1]} ({label})"

@@ -281,3 +281,17 @@ def test_a_failed_sample_leaves_no_sampling_banner(studio: StudioSession, monkey
     studio.wait_sampling(30)
     assert "the force field crashed" in studio.error and not studio.sampling
     assert "Sampling" not in studio.status
+
+
+def test_runs_have_readable_names_and_a_new_session_lists_them(studio: StudioSession) -> None:
+    studio.iterations = 2
+    assert studio.start_alignment(), studio.error
+    _wait(lambda: studio.poll() is not None and not studio.training)
+    run = studio.run_name
+    assert run.startswith("tiny-cpu-demo-"), run
+    later = StudioSession(studio.settings, trainer_factory=FakeTrainer)  # another browser session
+    try:
+        assert run in later.model_names
+        assert later.model_path(run) == studio.model_path(run)
+    finally:
+        later.close()
