@@ -1,4 +1,4 @@
-"""Trajectories: sample, step through the denoising chain (slider + player), side by side, linked plots."""
+"""Trajectories: sample, step through the denoising chain (one player with its slider), side by side, plots."""
 
 from __future__ import annotations
 
@@ -73,20 +73,19 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
     )
     window = pn.widgets.IntSlider(name="Plots from frame", start=0, end=1, value=0, width=280)
 
-    slider = pn.widgets.IntSlider(name="Frame", start=0, end=1, value=0, sizing_mode="stretch_width")
-    player = pn.widgets.Player(
+    player = pn.widgets.Player(  # its own slider is the one frame control
+        name="Frame",
         start=0,
         end=1,
         value=0,
         interval=120,
         loop_policy="once",
         show_loop_controls=False,
-        width=420,
-        show_value=False,
+        sizing_mode="stretch_width",
+        show_value=True,
         visible_buttons=["first", "previous", "pause", "play", "next", "last"],
     )
-    slider.link(player, value="value", bidirectional=True)
-    slider.param.watch(lambda e: setattr(session, "frame", e.new), "value")
+    player.param.watch(lambda e: setattr(session, "frame", e.new), "value")
 
     viewers = [
         MoleculeViewer(label="", sizing_mode="stretch_width", height=400),
@@ -123,14 +122,13 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
                 )
             else:
                 v.visible = k == 0
-        slider.param.update(end=max(1, n_frames - 1), value=min(session.frame, n_frames - 1))
-        player.end = max(1, n_frames - 1)
+        player.param.update(end=max(1, n_frames - 1), value=min(session.frame, n_frames - 1))
         window.param.update(end=max(1, n_frames - 2), value=min(window.value, max(0, n_frames - 2)))
 
     session.param.watch(_show, ["sets", "selected"])
 
     def _frame(e) -> None:
-        slider.value = e.new
+        player.value = e.new
         for v in viewers:
             if v.visible:
                 v.frame = e.new
@@ -192,7 +190,7 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
             pn.Column(
                 note,
                 pn.Row(*viewers, sizing_mode="stretch_width"),
-                pn.Row(player, slider, sizing_mode="stretch_width"),
+                player,
                 window,
                 plot,
                 sizing_mode="stretch_width",
