@@ -40,8 +40,10 @@ def chain_series(sampled, b: int, first_frame: int = 0) -> dict[str, np.ndarray]
 
 
 def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
-    model = pn.widgets.Select(name="Model", options=session.model_names, value=session.sample_model or None)
-    other = pn.widgets.Select(name="Compare with", options=session.model_names, value=session.compare_model or None)
+    model = pn.widgets.Select(name="Model", options=session.model_names, value=session.sample_model or None, width=270)
+    other = pn.widgets.Select(
+        name="Compare with", options=session.model_names, value=session.compare_model or None, width=270
+    )
 
     def _options(e) -> None:
         model.options = e.new
@@ -54,12 +56,8 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
         session.param,
         parameters=["side_by_side", "seed", "num", "sample_steps", "n_atoms"],
         show_name=False,
-        widgets={
-            "seed": pn.widgets.IntInput,
-            "num": pn.widgets.IntInput,
-            "sample_steps": pn.widgets.IntInput,
-            "n_atoms": pn.widgets.IntInput,
-        },
+        widgets={k: {"type": pn.widgets.IntInput, "width": 260} for k in ("seed", "num", "sample_steps", "n_atoms")},
+        width=280,  # inside the 300-pixel control column, none clipped at its edge
     )
     go = pn.widgets.Button(name="Sample", button_type="primary", css_classes=["elign-sample"])
     go.on_click(lambda _: session.sample())

@@ -74,6 +74,14 @@ def test_page_loads_without_console_errors(page) -> None:
     assert page.locator(".elign-viewer canvas").count() >= 1
 
 
+def test_controls_fit_their_column(page) -> None:
+    sample = page.get_by_role("button", name="Sample").bounding_box()
+    column_right = sample["x"] + 300  # the control column is 300 pixels wide and starts at the button
+    for box in (el.bounding_box() for el in page.locator("input").all() if el.is_visible()):
+        if box["x"] < column_right:  # an input of the control column
+            assert box["x"] + box["width"] <= column_right, box
+
+
 def test_sampling_draws_a_molecule(page) -> None:
     blank = canvas_colours(page)
     page.get_by_role("button", name="Sample").click()
