@@ -177,6 +177,8 @@ def sample_set(
                 "energy_per_atom_eV": float(e_form[b, -1]),
                 "rms_force_eV_A": float(rms[b, -1]),
                 "mlff_scored": bool(valid[-1, b]),
+                "not_scored_because": result.reason[(F_ - 1) * B + b] or "",  # the final frame's reason
+                "connected": smiles is not None and "." not in smiles,
             }
         )
     return SampledSet(

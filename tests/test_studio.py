@@ -295,3 +295,16 @@ def test_runs_have_readable_names_and_a_new_session_lists_them(studio: StudioSes
         assert later.model_path(run) == studio.model_path(run)
     finally:
         later.close()
+
+
+def test_unscored_molecules_say_why_and_fragments_are_marked(monkeypatch: pytest.MonkeyPatch) -> None:
+    import elign_studio.sampling as sampling
+    from elign.mlff.synthetic import SyntheticForceField
+
+    monkeypatch.setattr(sampling, "force_field", lambda name: SyntheticForceField(closed_shell_only=True))
+    model, config = tiny_model(seed=2)
+    s = sampling.sample_set(model, config, "tiny", seed=0, num=12, steps=5, n_atoms=3)
+    for row in s.rows:
+        assert (row["not_scored_because"] == "") == row["mlff_scored"], row
+        assert row["connected"] == (row["valid"] and "." not in row["smiles"])
+    assert any("odd electron count" in row["not_scored_because"] for row in s.rows)

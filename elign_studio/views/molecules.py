@@ -20,10 +20,12 @@ COLUMNS = [  # "molecule" is the rows' "index" (Tabulator hides a column named "
     "stable",
     "atom_stability",
     "valid",
+    "connected",
     "smiles",
     "energy_per_atom_eV",
     "rms_force_eV_A",
     "mlff_scored",
+    "not_scored_because",
 ]
 
 
