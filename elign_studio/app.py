@@ -8,6 +8,7 @@ import holoviews as hv
 import panel as pn
 
 from elign.runtime import tune_malloc
+from elign_studio.notebook import in_notebook, load_resources
 from elign_studio.session import StudioSession
 from elign_studio.settings import StudioSettings
 from elign_studio.views.checkpoints import checkpoint_view
@@ -46,8 +47,12 @@ def create_app(
     (with a checkpoint) when the browser session ends.
     """
     tune_malloc()  # the network's pair tensors reuse freed memory (elign.runtime)
-    pn.extension("tabulator", notifications=False)
-    hv.extension("bokeh", logo=False)
+    served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+    if served or not in_notebook():
+        pn.extension("tabulator", notifications=False)
+        hv.extension("bokeh", logo=False)
+    else:  # Jupyter: one inline bundle, so the cell renders offline (elign_studio.notebook)
+        load_resources()
     session = session or StudioSession(settings=settings, **session_kwargs)
     layout = pn.Column(
         pn.pane.Markdown("## Elign Studio\nEDM molecules aligned to machine-learning force fields (FED-GRPO)."),
@@ -67,7 +72,7 @@ def create_app(
         pn.state.add_periodic_callback(session.poll, period=POLL_MS)
         pn.state.add_periodic_callback(session.warm_up, period=1500, count=1)  # after the first render
 
-    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+    if served:
         pn.state.onload(_start_polling)
         pn.state.on_session_destroyed(lambda _ctx: session.close())
     else:  # notebook: poll once the layout is displayed

@@ -308,3 +308,24 @@ def test_unscored_molecules_say_why_and_fragments_are_marked(monkeypatch: pytest
         assert (row["not_scored_because"] == "") == row["mlff_scored"], row
         assert row["connected"] == (row["valid"] and "." not in row["smiles"])
     assert any("odd electron count" in row["not_scored_because"] for row in s.rows)
+
+
+def test_notebook_resources_are_inline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In Jupyter the app's scripts travel with the output: no URL for the loader to fetch, 3Dmol.js included."""
+    import re
+
+    import IPython.display
+
+    from elign_studio.notebook import load_resources
+    from elign_studio.resources import ThreeDmolComponent
+
+    published: list[dict] = []
+    monkeypatch.setattr(IPython.display, "publish_display_data", lambda data, *a, **k: published.append(data))
+    load_resources()
+    scripts = [p.get("application/javascript", "") for p in published]
+    assert any("window.$3Dmol" in s and "(function (define, exports, module)" in s for s in scripts)
+    bundle = max(scripts, key=len)
+    assert "Tabulator" in bundle and "importShim" in bundle  # the extensions are inlined, not fetched
+    lists = re.findall(r"const (?:js_urls|css_urls|js_modules) = (\[[^\]]*\])", bundle)
+    assert lists == ["[]", "[]", "[]"], lists
+    assert ThreeDmolComponent.__javascript__ == ["static/3Dmol-min.js"]  # served apps keep their script tag

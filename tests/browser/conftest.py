@@ -1,13 +1,16 @@
-"""Browser tests: `panel serve elign_studio` in a subprocess, Debian's Chromium driven by Playwright.
+"""Browser tests: `panel serve elign_studio` (or JupyterLab) in a subprocess, Debian's Chromium driven by
+Playwright.
 
-The served app is pointed at a temporary data folder holding a tiny checkpoint, scores with the
-synthetic force field, and aligns with the real FED-GRPO trainer on that tiny model.
+The app is pointed at a temporary data folder holding a tiny checkpoint, scores with the synthetic force
+field, and aligns with the real FED-GRPO trainer on that tiny model. Pages may reach 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -32,6 +35,17 @@ def make_assets(folder: Path) -> Path:
     return folder
 
 
+def studio_env(tmp: Path) -> dict[str, str]:
+    """The environment of a studio process: tiny assets, a temporary data folder, the synthetic force field."""
+    return dict(
+        os.environ,
+        ELIGN_ASSETS=str(make_assets(tmp / "assets")),
+        ELIGN_STUDIO_DATA=str(tmp / "data"),
+        ELIGN_STUDIO_FORCE_FIELD="synthetic",
+        PYTHONPATH=str(ROOT),
+    )
+
+
 def serve(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
     cmd = [*serve_command(port), "--num-procs", "1"]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
@@ -41,7 +55,7 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if proc.poll() is not None:
-            raise RuntimeError(f"panel serve exited with {proc.returncode}")
+            raise RuntimeError(f"{proc.args[:3]} exited with {proc.returncode}")
         try:
             urllib.request.urlopen(url, timeout=2).read(1)
             return
@@ -56,14 +70,7 @@ def studio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         pytest.skip("Debian's Chromium (/usr/bin/chromium) is not installed")
     pytest.importorskip("playwright")
     tmp = tmp_path_factory.mktemp("studio")
-    assets = make_assets(tmp / "assets")
-    env = dict(
-        os.environ,
-        ELIGN_ASSETS=str(assets),
-        ELIGN_STUDIO_DATA=str(tmp / "data"),
-        ELIGN_STUDIO_FORCE_FIELD="synthetic",
-        PYTHONPATH=str(ROOT),
-    )
+    env = studio_env(tmp)
     port = free_port()
     ARTIFACTS.mkdir(exist_ok=True)
     proc = serve(port, env, ARTIFACTS / "panel-serve.log")
@@ -71,11 +78,48 @@ def studio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         wait_http(f"http://127.0.0.1:{port}/elign_studio", proc)
         yield f"http://127.0.0.1:{port}/elign_studio", tmp
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+STUDIO_CELL = "import panel as pn; pn.extension()\nfrom elign_studio import create_app\ncreate_app()"
+
+
+@pytest.fixture(scope="session")
+def jupyter_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """JupyterLab on 127.0.0.1 (no token) serving a notebook whose one cell shows the studio; yields its URL."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's Chromium (/usr/bin/chromium) is not installed")
+    pytest.importorskip("playwright")
+    pytest.importorskip("jupyterlab")
+    tmp = tmp_path_factory.mktemp("jupyter")
+    env = studio_env(tmp)
+    env.update(JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_RUNTIME_DIR=str(tmp / "runtime"))
+    notebooks = tmp / "notebooks"
+    notebooks.mkdir()
+    cell = {"cell_type": "code", "metadata": {}, "source": STUDIO_CELL, "outputs": [], "execution_count": None}
+    kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook = {"cells": [cell], "metadata": {"kernelspec": kernel}, "nbformat": 4, "nbformat_minor": 5}
+    (notebooks / "studio.ipynb").write_text(json.dumps(notebook))
+    port = free_port()
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}"]
+    cmd += ["--IdentityProvider.token=", f"--ServerApp.root_dir={notebooks}", "--LabApp.news_url=None"]
+    cmd += ["--allow-root"] if os.geteuid() == 0 else []
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = (ARTIFACTS / "jupyter-lab.log").open("wb")
+    proc = subprocess.Popen(cmd, cwd=notebooks, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api", proc)
+        yield f"http://127.0.0.1:{port}/lab/tree/studio.ipynb"
+    finally:
+        stop(proc)
 
 
 @pytest.fixture(scope="session")

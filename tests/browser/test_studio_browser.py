@@ -5,11 +5,11 @@ Screenshots of each step go to test-artifacts/. Run with ``pytest -m browser tes
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 
 import pytest
+from helpers import canvas_colours, offline_page
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -33,20 +33,7 @@ CDS_LENGTH = """(key) => {
 def page(studio_server, browser):
     url, _ = studio_server
     context = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
-    pg = context.new_page()
-    pg.errors = []  # type: ignore[attr-defined]
-    pg.external = []  # type: ignore[attr-defined]
-    pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" else None)
-    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
-
-    def offline(route) -> None:  # the studio must not need the network
-        if route.request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")):
-            route.continue_()
-        else:
-            pg.external.append(route.request.url)
-            route.abort()
-
-    pg.route("**/*", offline)
+    pg = offline_page(context)
     pg.goto(url)
     yield pg
     context.close()
@@ -55,14 +42,6 @@ def page(studio_server, browser):
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def canvas_colours(page) -> int:
-    from PIL import Image
-
-    png = page.locator(".elign-viewer canvas").first.screenshot()
-    img = Image.open(io.BytesIO(png)).convert("RGB").resize((200, 200))
-    return len(img.getcolors(200 * 200) or [])
 
 
 def test_page_loads_without_console_errors(page) -> None:

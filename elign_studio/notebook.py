@@ -1,0 +1,63 @@
+"""The studio inside Jupyter, offline: every script the app needs is sent inline with the notebook output.
+
+Panel's notebook loader takes Bokeh and Panel from a CDN unless told to inline them, takes the bundled
+extensions (Tabulator, the ES-module shim of custom components) from a CDN even then when it reloads, and
+resolves a component's local ``__javascript__`` (our vendored 3Dmol.js) against the notebook's URL, where
+nothing serves it. Any script that fails to load blocks the loader until its timeout, so the cell stays blank.
+:func:`load_resources` publishes one complete inline bundle instead: Bokeh, Panel, HoloViews' Bokeh backend,
+Tabulator and the shim from the installed packages, and 3Dmol.js from this package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["in_notebook", "load_resources"]
+
+THREEDMOL = Path(__file__).resolve().parent / "static" / "3Dmol-min.js"
+LOAD_MIME = "application/vnd.holoviews_load.v0+json"  # run by the HoloViz JupyterLab extension
+
+
+def in_notebook() -> bool:
+    """True inside an IPython kernel (Jupyter), where the app is shown through comms, not a server."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+def _threedmol_script() -> str:
+    """3Dmol.js run as a plain script: its UMD wrapper must not register with a page's AMD loader, so that
+    the library sets ``window.$3Dmol`` (as it does from a script tag)."""
+    source = THREEDMOL.read_text(encoding="utf-8")
+    return f"(function (define, exports, module) {{\n{source}\n}}).call(window);"
+
+
+def load_resources() -> None:
+    """Publish Bokeh, Panel, Tabulator, the ES-module shim and 3Dmol.js inline (one output, no network)."""
+    import holoviews as hv
+    import holoviews.plotting.bokeh  # noqa: F401  (registers the Bokeh renderer without publishing scripts)
+    import panel as pn
+    import panel.models.tabulator  # noqa: F401  (its scripts join the inline bundle)
+    from IPython.display import publish_display_data
+    from panel.config import panel_extension
+    from panel.io.notebook import load_notebook
+
+    from elign_studio.resources import ThreeDmolComponent
+
+    pn.config.inline = True
+    pn.config.notifications = False
+    for name in ("tabulator",):
+        if name not in panel_extension._loaded_extensions:
+            panel_extension._loaded_extensions.append(name)
+    hv.Store.set_current_backend("bokeh")
+    script = _threedmol_script()
+    publish_display_data({LOAD_MIME: script, "application/javascript": script})  # as Panel publishes its own
+    local_scripts = ThreeDmolComponent.__javascript__
+    ThreeDmolComponent.__javascript__ = []  # sent above; a relative URL would not resolve in a notebook
+    try:
+        load_notebook(inline=True, reloading=False)
+    finally:
+        ThreeDmolComponent.__javascript__ = local_scripts

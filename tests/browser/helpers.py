@@ -1,0 +1,33 @@
+"""What the browser tests share beyond fixtures: an offline page, and a measure of what a canvas shows."""
+
+from __future__ import annotations
+
+import io
+
+
+def offline_page(context):
+    """A page that records console errors and aborts (and records) every request beyond 127.0.0.1."""
+    page = context.new_page()
+    page.errors = []
+    page.external = []
+    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+
+    def offline(route) -> None:
+        if route.request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")):
+            route.continue_()
+        else:
+            page.external.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", offline)
+    return page
+
+
+def canvas_colours(page) -> int:
+    """Distinct colours in the first 3D viewer's canvas (a blank canvas has a handful)."""
+    from PIL import Image
+
+    png = page.locator(".elign-viewer canvas").first.screenshot()
+    img = Image.open(io.BytesIO(png)).convert("RGB").resize((200, 200))
+    return len(img.getcolors(200 * 200) or [])

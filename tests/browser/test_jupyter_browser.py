@@ -1,0 +1,42 @@
+"""The studio inside JupyterLab, offline: the cell of the README renders, and Sample draws a molecule.
+
+Every request beyond 127.0.0.1 is aborted, as on a machine without internet, so the page works only if the
+app's scripts come with the notebook output (elign_studio.notebook). Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import canvas_colours, offline_page
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+pytestmark = pytest.mark.browser
+
+
+def test_studio_renders_and_samples_in_jupyterlab(jupyter_lab, browser) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 1400})
+    page = offline_page(context)
+    try:
+        page.goto(jupyter_lab)
+        page.get_by_text("(ipykernel) | Idle").wait_for(timeout=120_000)  # the kernel is up
+        page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first.click()
+        page.keyboard.press("Shift+Enter")
+        sample = page.locator(".jp-OutputArea").get_by_role("button", name="Sample")
+        sample.wait_for(timeout=90_000)
+        page.locator(".elign-viewer canvas").first.wait_for(timeout=60_000)
+        blank = canvas_colours(page)
+        sample.click()
+        page.get_by_text("Sampled 1 molecule").wait_for(timeout=120_000)
+        page.get_by_text("atoms,").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(1000)
+        page.locator(".elign-viewer canvas").first.scroll_into_view_if_needed()
+        assert canvas_colours(page) > max(blank, 10), "the viewer in the notebook shows no molecule"
+        missing = [e for e in page.errors if "3Dmol" in e or "Panel" in e or "Bokeh" in e]
+        assert missing == [], missing
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "jupyter-sampled.png"))
+        context.close()
