@@ -128,13 +128,13 @@ def _align(data: str | None) -> tuple[float, dict]:
 
 def _studio(data: str | None) -> tuple[float, dict]:
     from elign.assets import default_mlff
-    from elign_studio.sampling import sample_set
+    from elign_studio.sampling import sample_set, score_frames
 
     model, config = _shipped()
     mlff = default_mlff()
-    sample_set(model, config, "backbone", seed=0, num=1, steps=10, force_field_name=mlff)  # warm-up
+    score_frames(sample_set(model, config, "backbone", seed=0, num=1, steps=10, force_field_name=mlff))  # warm-up
     t0 = time.perf_counter()
-    sample_set(model, config, "backbone", seed=1, num=1, steps=100, force_field_name=mlff)
+    score_frames(sample_set(model, config, "backbone", seed=1, num=1, steps=100, force_field_name=mlff))
     return time.perf_counter() - t0, {"mlff": mlff}
 
 

@@ -1,20 +1,23 @@
 """Sampling for the studio: a chain with its trajectory, MLFF forces on every frame, bonds per frame.
 
-Pure computation (torch, numpy, elign); no Panel. The studio calls it from a background thread.
+Pure computation (torch, numpy, elign); no Panel. The studio calls it from a background thread, in two
+steps so that the molecule appears as soon as the chain ends: :func:`sample_set` scores the final frame
+(the table's figures), :func:`score_frames` the rest of the trajectory (most of the force field's time:
+101 frames per molecule).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["ModelCache", "SampledSet", "force_field", "sample_set"]
+__all__ = ["ModelCache", "SampledSet", "force_field", "sample_set", "score_frames"]
 
 _FF_CACHE: dict[str, Any] = {}
 _FF_LOCK = threading.Lock()
@@ -62,18 +65,19 @@ class SampledSet:
     rms_force: np.ndarray  # [B, F] eV/A, NaN where not scored
     rows: list[dict] = field(default_factory=list)  # per-molecule metrics for the table
     force_field: str = ""
+    frames_scored: bool = True  # False while only the final frame has forces (see score_frames)
+    trajectory: tuple | None = field(default=None, repr=False)  # (pos [F, B, N, 3], types [F, B, N], mask [B, N, 1])
+    atomic_numbers: list[int] = field(default_factory=list, repr=False)
 
     @property
     def num_frames(self) -> int:
         return len(self.times)
 
 
-def _frames_batch(traj: Any, node_mask: torch.Tensor, atomic_numbers: list[int]) -> Any:
-    """All frames of all molecules as one MoleculeBatch [F * B]."""
+def _frames_batch(pos: torch.Tensor, types: torch.Tensor, node_mask: torch.Tensor, atomic_numbers: list[int]) -> Any:
+    """Frames pos [F, B, N, 3], types [F, B, N] of molecules node_mask [B, N, 1] as one MoleculeBatch [F * B]."""
     from elign.data.batch import MoleculeBatch
 
-    pos = torch.stack(traj.positions)  # [F, B, N, 3]
-    types = torch.stack(traj.types)  # [F, B, N]
     F_, B, N, _ = pos.shape
     K = len(atomic_numbers)
     mask = node_mask.expand(F_, B, N, 1).reshape(F_ * B, N, 1).float()  # [F*B, N, 1]
@@ -83,14 +87,17 @@ def _frames_batch(traj: Any, node_mask: torch.Tensor, atomic_numbers: list[int])
     return MoleculeBatch(pos.reshape(F_ * B, N, 3) * mask, one_hot, z, mask)
 
 
+def _rounded(force: np.ndarray) -> list[float | None]:
+    """|F| per atom [n] for the viewer: 4 decimals, None where not finite."""
+    return [None if not math.isfinite(v) else round(float(v), 4) for v in force]
+
+
 def _viewer_frame(t: int, pos: np.ndarray, types: np.ndarray, force: np.ndarray | None, decoder: list[str]) -> dict:
     from elign.metrics.bonds import bond_orders
 
     orders = bond_orders(pos, types, decoder)  # [n, n]
     i, j = np.nonzero(np.triu(orders, 1))
-    fm: list[float | None] = [None] * len(types)
-    if force is not None:
-        fm = [None if not math.isfinite(v) else round(float(v), 4) for v in force]
+    fm = [None] * len(types) if force is None else _rounded(force)
     return {
         "t": int(t),
         "elements": [decoder[k] for k in types.tolist()],
@@ -111,7 +118,8 @@ def sample_set(
     force_field_name: str = "synthetic",
     max_frames: int = 101,
 ) -> SampledSet:
-    """Sample ``num`` molecules with their denoising trajectories and score every frame."""
+    """Sample ``num`` molecules with their denoising trajectories; forces on the final frame only (the
+    rest: :func:`score_frames`)."""
     from elign.diffusion.sampler import node_mask_from_sizes, sample_chain
     from elign.metrics.rdkit_metrics import molecule_smiles
     from elign.metrics.stability import stability_metrics
@@ -131,15 +139,12 @@ def sample_set(
     molecules, traj = sample_chain(
         model, node_mask, steps, gen, trajectory_every=every, atomic_numbers=info.atomic_numbers
     )
-    ff = force_field(force_field_name)
-    frames_batch = _frames_batch(traj, node_mask, info.atomic_numbers)
-    result = ff(frames_batch)
-    B, N = node_mask.shape[:2]
-    F_ = len(traj.times)
-    e_form = ff.formation_energy_per_atom(frames_batch, result).reshape(F_, B).T.numpy()  # [B, F]
-    rms = ff.rms_force(frames_batch, result).reshape(F_, B).T.numpy()  # [B, F]
-    fmag = result.forces.norm(dim=-1).reshape(F_, B, N).numpy()  # [F, B, N]
-    valid = result.valid.reshape(F_, B).numpy()
+    pos, types = torch.stack(traj.positions), torch.stack(traj.types)  # [F, B, N, 3], [F, B, N]
+    F_, B = pos.shape[:2]
+    final = _score(force_field(force_field_name), pos[-1:], types[-1:], node_mask, info.atomic_numbers)
+    e_form = np.full((B, F_), np.nan)  # [B, F]
+    rms = np.full((B, F_), np.nan)
+    e_form[:, -1], rms[:, -1] = final["energy"][:, 0], final["rms_force"][:, 0]
     frames: list[list[dict]] = []
     for b in range(B):
         n = int(sizes[b])
@@ -149,12 +154,13 @@ def sample_set(
                     traj.times[f],
                     traj.positions[f][b, :n].numpy(),
                     traj.types[f][b, :n].numpy(),
-                    fmag[f, b, :n] if valid[f, b] else None,
+                    final["force"][0, b, :n] if f == F_ - 1 and final["valid"][0, b] else None,
                     decoder,
                 )
                 for f in range(F_)
             ]
         )
+    reason = final["reason"]
     stab = stability_metrics(molecules, decoder)["per_molecule"]
     rows = []
     for b in range(B):
@@ -176,8 +182,8 @@ def sample_set(
                 "smiles": smiles or "",
                 "energy_per_atom_eV": float(e_form[b, -1]),
                 "rms_force_eV_A": float(rms[b, -1]),
-                "mlff_scored": bool(valid[-1, b]),
-                "not_scored_because": result.reason[(F_ - 1) * B + b] or "",  # the final frame's reason
+                "mlff_scored": bool(final["valid"][0, b]),
+                "not_scored_because": reason[b] or "",  # the final frame's reason
                 "connected": smiles is not None and "." not in smiles,
             }
         )
@@ -192,4 +198,46 @@ def sample_set(
         rms_force=rms,
         rows=rows,
         force_field=force_field_name,
+        frames_scored=F_ == 1,
+        trajectory=(pos, types, node_mask),
+        atomic_numbers=list(info.atomic_numbers),
     )
+
+
+def _score(ff: Any, pos: torch.Tensor, types: torch.Tensor, node_mask: torch.Tensor, atomic_numbers: list[int]):
+    """Force-field figures of frames pos [F, B, N, 3]: energy and rms_force [B, F], force |F| [F, B, N],
+    valid [F, B], reason [F * B] (why a frame could not be scored, "" if it was)."""
+    F_, B, N = types.shape
+    batch = _frames_batch(pos, types, node_mask, atomic_numbers)
+    result = ff(batch)
+    return {
+        "energy": ff.formation_energy_per_atom(batch, result).reshape(F_, B).T.numpy(),
+        "rms_force": ff.rms_force(batch, result).reshape(F_, B).T.numpy(),
+        "force": result.forces.norm(dim=-1).reshape(F_, B, N).numpy(),
+        "valid": result.valid.reshape(F_, B).numpy(),
+        "reason": list(result.reason),
+    }
+
+
+def score_frames(sampled: SampledSet, chunk_frames: int = 20, should_stop: Any = lambda: False) -> SampledSet | None:
+    """``sampled`` with forces on every frame of its trajectory (a new set; None if ``should_stop()`` turned
+    true between chunks of ``chunk_frames`` frames)."""
+    if sampled.frames_scored:
+        return sampled
+    pos, types, node_mask = sampled.trajectory
+    ff = force_field(sampled.force_field)
+    F_, B = pos.shape[:2]
+    energy, rms = sampled.energy.copy(), sampled.rms_force.copy()  # [B, F]
+    frames = [[dict(fr) for fr in chain] for chain in sampled.frames]
+    for start in range(0, F_ - 1, chunk_frames):
+        if should_stop():
+            return None
+        stop = min(F_ - 1, start + chunk_frames)
+        part = _score(ff, pos[start:stop], types[start:stop], node_mask, sampled.atomic_numbers)
+        energy[:, start:stop], rms[:, start:stop] = part["energy"], part["rms_force"]
+        for f in range(start, stop):
+            for b, chain in enumerate(frames):
+                if part["valid"][f - start, b]:
+                    n = len(chain[f]["elements"])
+                    chain[f]["force"] = _rounded(part["force"][f - start, b, :n])
+    return replace(sampled, frames=frames, energy=energy, rms_force=rms, frames_scored=True)

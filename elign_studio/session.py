@@ -17,7 +17,7 @@ from typing import Any
 
 import param
 
-from elign_studio.sampling import ModelCache, SampledSet, sample_set
+from elign_studio.sampling import ModelCache, SampledSet, sample_set, score_frames
 from elign_studio.settings import DEFAULT_FORCE_FIELDS, PathNotAllowed, StudioSettings
 from elign_studio.worker import TrainerFactory, TrainingWorker
 
@@ -111,7 +111,10 @@ class StudioSession(param.Parameterized):
         self.models: dict[str, Path] = {}
         self._executor = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="elign-sample")
         self._sample_job: cf.Future | None = None
+        self._score_job: cf.Future | None = None  # forces on the frames before the final one
+        self._sample_generation = 0  # a new Sample abandons the previous one's frame scoring
         self._sample_started = 0.0
+        self._sampled_status = ""
         self.last_sample_seconds = math.nan
         self.refresh_models()
         self._apply_preset()
@@ -305,6 +308,7 @@ class StudioSession(param.Parameterized):
             force_field_name=self.force_field,
         )
         self._sample_started = time.perf_counter()
+        self._sample_generation += 1
         self._sample_job = self._executor.submit(self._sample_many, names, paths, args)
         self.sampling = True
         self.status = f"Sampling {self.num} molecule(s), {self.sample_steps} steps, from {', '.join(names)}..."
@@ -318,10 +322,23 @@ class StudioSession(param.Parameterized):
             out.append(sample_set(model, config, name, **args))
         return out
 
+    def _score_many(self, sets: list[SampledSet], generation: int) -> list[SampledSet] | None:
+        scored = []
+        for s in sets:
+            done = score_frames(s, should_stop=lambda: generation != self._sample_generation)
+            if done is None:
+                return None
+            scored.append(done)
+        return scored
+
     def wait_sampling(self, timeout: float = 60.0) -> None:
-        if self._sample_job is not None:
-            cf.wait([self._sample_job], timeout=timeout)
-        self.poll()
+        """Wait for the sampled molecules and the forces on all their frames (tests, notebooks)."""
+        t0 = time.perf_counter()
+        for attr in ("_sample_job", "_score_job"):
+            job = getattr(self, attr)
+            if job is not None:
+                cf.wait([job], timeout=max(0.0, timeout - (time.perf_counter() - t0)))
+            self.poll()
 
     @property
     def rows(self) -> list[dict]:
@@ -372,6 +389,25 @@ class StudioSession(param.Parameterized):
                 self._finish_run(ev.message)
         if self.training and not self.worker.running and not new:
             self.training = False
+        self._collect_scored_frames()  # before a new sample's job: its scoring is checked at the next poll
+        self._collect_sample()
+        return new
+
+    def _collect_scored_frames(self) -> None:
+        job = self._score_job
+        if job is not None and job.done():
+            self._score_job = None
+            try:
+                scored = job.result()
+            except Exception as e:  # noqa: BLE001 - shown in the app
+                self.error = f"Scoring the trajectory failed: {_fmt_error(e)}"
+            else:
+                if scored is not None and self.sets and scored[0].batch is self.sets[0].batch:  # still shown
+                    self.sets = scored
+                    seconds = time.perf_counter() - self._sample_started - self.last_sample_seconds
+                    self.status = f"{self._sampled_status}; forces on every frame after {seconds:.1f} s more"
+
+    def _collect_sample(self) -> None:
         job = self._sample_job
         if job is not None and job.done() and self.sampling:
             self.sampling = False
@@ -382,15 +418,16 @@ class StudioSession(param.Parameterized):
                 self.error = f"Sampling failed: {_fmt_error(e)}"
                 self.status = ""  # no "Sampling..." banner left beside the error
             else:
-                self.selected = 0
-                self.frame = 0
-                self.sets = sets
-                self.frame = sets[0].num_frames - 1
-                self.status = (
+                # one update: the viewer and plots are drawn once, at the final frame
+                self.param.update(selected=0, frame=sets[0].num_frames - 1, sets=sets)
+                self._sampled_status = (
                     f"Sampled {len(sets[0].rows)} molecule(s) from {', '.join(s.model_name for s in sets)}"
                     f" in {self.last_sample_seconds:.1f} s ({sets[0].num_frames} frames)"
                 )
-        return new
+                self.status = self._sampled_status
+                if not all(s.frames_scored for s in sets):
+                    self.status += "; scoring the other frames..."
+                    self._score_job = self._executor.submit(self._score_many, sets, self._sample_generation)
 
     def close(self) -> None:
         """End of the browser session: stop training (with a checkpoint) and the sampler."""

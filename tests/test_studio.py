@@ -218,7 +218,8 @@ def test_finished_run_never_registers_a_symlink_out_of_bounds(studio: StudioSess
 def test_chain_series_drops_unscored_frames_and_starts_at_the_window() -> None:
     import numpy as np
 
-    from elign_studio.views.trajectory import chain_force_top, chain_series
+    from elign_studio.views.chain_plots import chain_series
+    from elign_studio.views.trajectory import chain_force_top
 
     class Sampled:  # the SampledSet fields the plots read
         num_frames = 5
@@ -329,3 +330,38 @@ def test_notebook_resources_are_inline(monkeypatch: pytest.MonkeyPatch) -> None:
     lists = re.findall(r"const (?:js_urls|css_urls|js_modules) = (\[[^\]]*\])", bundle)
     assert lists == ["[]", "[]", "[]"], lists
     assert ThreeDmolComponent.__javascript__ == ["static/3Dmol-min.js"]  # served apps keep their script tag
+
+
+def test_the_final_frame_is_scored_first_and_the_rest_equals_scoring_at_once() -> None:
+    import numpy as np
+
+    import elign_studio.sampling as sampling
+
+    model, config = tiny_model(seed=2)
+    first = sampling.sample_set(model, config, "tiny", seed=1, num=3, steps=6, force_field_name="synthetic")
+    assert not first.frames_scored
+    assert np.isfinite(first.energy[:, -1]).all() and np.isnan(first.energy[:, :-1]).all()
+    assert all(fr["force"][0] is None for chain in first.frames for fr in chain[:-1])
+    assert sampling.score_frames(first, should_stop=lambda: True) is None  # a new Sample abandons it
+    full = sampling.score_frames(first, chunk_frames=2)
+    assert full.frames_scored and first.energy[:, :-1].size and np.isnan(first.energy[:, :-1]).all()  # a copy
+    pos, types, mask = first.trajectory
+    at_once = sampling._score(sampling.force_field("synthetic"), pos, types, mask, first.atomic_numbers)
+    np.testing.assert_allclose(full.energy, at_once["energy"], rtol=1e-6)
+    np.testing.assert_allclose(full.rms_force, at_once["rms_force"], rtol=1e-6)
+    for b, chain in enumerate(full.frames):
+        for f, fr in enumerate(chain):
+            n = len(fr["elements"])
+            np.testing.assert_allclose(fr["force"], at_once["force"][f, b, :n], atol=1e-4)
+
+
+def test_the_session_shows_molecules_before_their_trajectory_is_scored(studio: StudioSession) -> None:
+    studio.param.update(num=2, sample_steps=10, seed=3)
+    assert studio.sample()
+    _wait(lambda: studio._sample_job.done())
+    studio.poll()
+    assert studio.sets and not studio.sets[0].frames_scored and "scoring the other frames" in studio.status
+    shown = studio.sets[0]
+    studio.wait_sampling(60)
+    assert studio.sets[0].frames_scored and studio.sets[0].batch is shown.batch
+    assert "forces on every frame" in studio.status

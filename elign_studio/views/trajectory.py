@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import holoviews as hv
 import numpy as np
 import panel as pn
 
 from elign_studio.session import StudioSession
+from elign_studio.views.chain_plots import ChainPlots
 from elign_studio.views.viewer import MoleculeViewer
 
-__all__ = ["trajectory_view", "chain_force_top", "chain_series"]
+__all__ = ["trajectory_view", "chain_force_top"]
 
 SCALES = {"per frame": "frame", "fixed": "fixed", "whole chain": "chain"}  # button label -> viewer scale
 
@@ -20,23 +20,6 @@ def chain_force_top(sets: list, b: int) -> float:
     if not vals:
         return 1.0
     return float(max(1e-3, np.percentile(vals, 95)))
-
-
-def chain_series(sampled, b: int, first_frame: int = 0) -> dict[str, np.ndarray]:
-    """Frames from ``first_frame`` on of molecule ``b`` with their energy and RMS force, unscored frames dropped.
-
-    -> {"frame" [k], "energy" [k] eV/atom, "frame_f" [m], "rms_force" [m] eV/A, "unscored" int}
-    """
-    frames = np.arange(sampled.num_frames)[first_frame:]
-    energy, rms = sampled.energy[b, first_frame:], sampled.rms_force[b, first_frame:]
-    ok_e, ok_f = np.isfinite(energy), np.isfinite(rms) & (rms > 0)
-    return {
-        "frame": frames[ok_e],
-        "energy": energy[ok_e],
-        "frame_f": frames[ok_f],
-        "rms_force": rms[ok_f],
-        "unscored": int((~ok_e).sum()),
-    }
 
 
 def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
@@ -89,6 +72,8 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
         MoleculeViewer(label="", sizing_mode="stretch_width", height=400),
         MoleculeViewer(label="", sizing_mode="stretch_width", height=400, visible=False),
     ]
+    for v in viewers:  # the browser moves the viewers with the player; the server need not answer each frame
+        player.jslink(v, value="frame")
     color.param.watch(lambda e: [setattr(v, "color_by", e.new) for v in viewers], "value")
 
     def _force_range(*_) -> None:
@@ -133,39 +118,14 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
 
     session.param.watch(_frame, "frame")
 
-    def _plot(frame: int, sets: list, b: int, first: int):
-        opts = dict(responsive=True, height=240, tools=["hover"], show_grid=True)
-        if not sets:
-            return hv.Curve([], "frame", "eV/atom").opts(title="Energy and RMS force along the chain", **opts)
-        curves_e, curves_f, unscored = [], [], 0
-        for s in sets:
-            if b >= s.energy.shape[0]:
-                continue
-            d = chain_series(s, b, min(first, s.num_frames - 1))
-            unscored = max(unscored, d["unscored"])
-            curves_e.append(
-                hv.Curve((d["frame"], d["energy"]), "frame", "formation energy (eV/atom)", label=s.model_name).opts(
-                    line_width=2
-                )
-            )
-            curves_f.append(
-                hv.Curve((d["frame_f"], d["rms_force"]), "frame", "RMS force (eV/Å, log)", label=s.model_name).opts(
-                    line_width=2
-                )
-            )
-        t = sets[0].times[min(frame, sets[0].num_frames - 1)]
-        line = hv.VLine(frame).opts(color="red", line_dash="dashed")
-        gaps = f"; {unscored} unscored frames left out" if unscored else ""
-        title_e = f"Energy from frame {first} (frame {frame}, t = {t}{gaps})"
-        opts["legend_position"] = "bottom"  # below the axes, never over the data
-        e = (hv.Overlay(curves_e) * line).opts(title=title_e, **opts)
-        f = (hv.Overlay(curves_f) * line).opts(title=f"RMS force from frame {first}, log axis", logy=True, **opts)
-        return (e + f).cols(2)
+    plots = ChainPlots()
+    plots.follow(player)
 
-    plot = pn.pane.HoloViews(
-        pn.bind(_plot, session.param.frame, session.param.sets, session.param.selected, window.param.value),
-        sizing_mode="stretch_width",
-    )
+    def _plot(*_) -> None:
+        plots.show(session.sets, session.selected, window.value, session.frame)
+
+    session.param.watch(_plot, ["sets", "selected"])
+    window.param.watch(_plot, "value")
 
     @pn.depends(session.param.sets)
     def note(sets: list) -> pn.pane.Markdown:
@@ -190,7 +150,7 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
                 pn.Row(*viewers, sizing_mode="stretch_width"),
                 player,
                 window,
-                plot,
+                plots.panel,
                 sizing_mode="stretch_width",
             ),
             sizing_mode="stretch_width",

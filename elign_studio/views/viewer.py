@@ -28,7 +28,6 @@ class MoleculeViewer(ThreeDmolComponent):
     )
     color_by = param.Selector(default="force", objects=["force", "element"])
     label = param.String(default="")
-    drawn = param.Integer(default=0, doc="count of frames drawn (for tests)")
 
     _esm = """
 const STOPS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];  // viridis
@@ -57,9 +56,11 @@ export function render({ model, el }) {
   bar.append(document.createTextNode('|F| (eV/\u00c5)'), lo, grad, hi);
   wrap.append(title, host, bar);
   el.append(wrap);
-  let viewer = null, zoomed = false;
+  let viewer = null, zoomed = false, pending = null;
 
   function draw(rezoom) {
+    if (host.offsetWidth === 0) { pending = pending || rezoom; return; }  // hidden: draw when shown
+    pending = null;
     if (!viewer) {
       if (!window.$3Dmol) { title.textContent = '3Dmol.js failed to load'; return; }
       viewer = window.$3Dmol.createViewer(host, { backgroundColor: 'white', antialias: true });
@@ -106,15 +107,23 @@ export function render({ model, el }) {
     }, (atom, v) => { if (atom.hoverLabel) { v.removeLabel(atom.hoverLabel); delete atom.hoverLabel; } });
     if (rezoom || !zoomed) { viewer.zoomTo(); zoomed = true; }
     viewer.render();
-    model.drawn = model.drawn + 1;
   }
-  model.on('frames', () => draw(true));
+  let shown = null;  // the final frame's geometry: new forces on the same chain keep the camera
+  model.on('frames', () => {
+    const last = (model.frames || []).slice(-1)[0];
+    const key = last ? JSON.stringify([model.frames.length, last.elements, last.xyz]) : null;
+    draw(key !== shown);
+    shown = key;
+  });
   model.on('frame', () => draw(false));
   model.on('fmax', () => draw(false));
   model.on('scale', () => draw(false));
   model.on('label', () => draw(false));  // the title follows a new selection's label
   model.on('color_by', () => draw(false));
-  model.on('after_layout', () => { if (viewer) { viewer.resize(); viewer.render(); } });
+  model.on('after_layout', () => {
+    if (pending !== null) draw(pending);
+    else if (viewer) { viewer.resize(); viewer.render(); }
+  });
   setTimeout(() => draw(true), 50);
 }
 """
