@@ -39,6 +39,17 @@ function colour(v, vmax) {
   return 'rgb(' + c.join(',') + ')';
 }
 
+// Multisampling in a software rasteriser (SwiftShader, llvmpipe: no GPU) makes a frame ~10x slower
+// (measured 175 -> 15 ms in headless Chromium), so edges are smoothed only where a GPU draws.
+const SOFTWARE_GL = (() => {
+  try {
+    const gl = document.createElement('canvas').getContext('webgl');
+    const info = gl && gl.getExtension('WEBGL_debug_renderer_info');
+    const name = info ? String(gl.getParameter(info.UNMASKED_RENDERER_WEBGL)) : '';
+    return /swiftshader|llvmpipe|softpipe|software/i.test(name);
+  } catch (e) { return false; }
+})();
+
 export function render({ model, el }) {
   const wrap = document.createElement('div');
   wrap.style.cssText = 'display:flex;flex-direction:column;width:100%;height:100%;min-height:380px';
@@ -63,7 +74,7 @@ export function render({ model, el }) {
     pending = null;
     if (!viewer) {
       if (!window.$3Dmol) { title.textContent = '3Dmol.js failed to load'; return; }
-      viewer = window.$3Dmol.createViewer(host, { backgroundColor: 'white', antialias: true });
+      viewer = window.$3Dmol.createViewer(host, { backgroundColor: 'white', antialias: !SOFTWARE_GL });
     }
     viewer.removeAllModels();
     const frames = model.frames || [];
