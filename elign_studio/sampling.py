@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["ModelCache", "SampledSet", "force_field", "sample_set", "score_frames"]
+__all__ = ["ModelCache", "SampledSet", "chemistry_columns", "force_field", "sample_set", "score_frames"]
 
 _FF_CACHE: dict[str, Any] = {}
 _FF_LOCK = threading.Lock()
@@ -121,7 +121,6 @@ def sample_set(
     """Sample ``num`` molecules with their denoising trajectories; forces on the final frame only (the
     rest: :func:`score_frames`)."""
     from elign.diffusion.sampler import node_mask_from_sizes, sample_chain
-    from elign.metrics.rdkit_metrics import molecule_smiles
     from elign.metrics.stability import stability_metrics
 
     info = config.dataset_info()
@@ -160,31 +159,22 @@ def sample_set(
                 for f in range(F_)
             ]
         )
-    reason = final["reason"]
     stab = stability_metrics(molecules, decoder)["per_molecule"]
     rows = []
     for b in range(B):
-        x, t = molecules.molecule(b)
-        smiles = molecule_smiles(x, t, decoder)
-        counts = {s: 0 for s in decoder}
-        for k in t.tolist():
-            counts[decoder[k]] += 1
         rows.append(
             {
                 "model": model_name,
                 "seed": int(seed),
                 "index": b,
-                "formula": "".join(f"{s}{c if c > 1 else ''}" for s, c in counts.items() if c),
+                **chemistry_columns(*molecules.molecule(b), decoder),
                 "atoms": int(stab["n_atoms"][b]),
                 "stable": bool(stab["molecule_stable"][b]),
                 "atom_stability": float(stab["n_stable_atoms"][b] / max(1, stab["n_atoms"][b])),
-                "valid": smiles is not None,
-                "smiles": smiles or "",
                 "energy_per_atom_eV": float(e_form[b, -1]),
                 "rms_force_eV_A": float(rms[b, -1]),
                 "mlff_scored": bool(final["valid"][0, b]),
-                "not_scored_because": reason[b] or "",  # the final frame's reason
-                "connected": smiles is not None and "." not in smiles,
+                "not_scored_because": final["reason"][b] or "",  # the final frame's reason
             }
         )
     return SampledSet(
@@ -202,6 +192,24 @@ def sample_set(
         trajectory=(pos, types, node_mask),
         atomic_numbers=list(info.atomic_numbers),
     )
+
+
+def chemistry_columns(positions: Any, types: Any, decoder: list[str]) -> dict[str, Any]:
+    """The table's chemistry of one molecule (positions [n, 3], types [n]): formula, validity under the
+    metric (its largest fragment sanitizes), the whole molecule's SMILES with implicit hydrogens, and
+    whether it is one connected piece."""
+    from elign.metrics.rdkit_metrics import molecule_smiles, readable_smiles
+
+    counts = dict.fromkeys(decoder, 0)
+    for k in types.tolist():
+        counts[decoder[k]] += 1
+    smiles, fragments = readable_smiles(positions, types, decoder)
+    return {
+        "formula": "".join(f"{s}{c if c > 1 else ''}" for s, c in counts.items() if c),
+        "valid": molecule_smiles(positions, types, decoder) is not None,
+        "smiles": smiles,
+        "connected": fragments == 1,
+    }
 
 
 def _score(ff: Any, pos: torch.Tensor, types: torch.Tensor, node_mask: torch.Tensor, atomic_numbers: list[int]):

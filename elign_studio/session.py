@@ -125,15 +125,17 @@ class StudioSession(param.Parameterized):
 
     @staticmethod
     def _warm_up(path: Path | None, force_field_name: str) -> None:
-        """Load the default model, the force field and the metric modules before the first click."""
+        """Load the default model, the force field and the metric modules, and sample one tiny molecule (the
+        first call of a network or a TorchScript force field is the slowest), before the first click."""
         try:
             import elign.export  # noqa: F401  (rdkit)
             import elign.metrics.stability  # noqa: F401
             from elign_studio.sampling import force_field
 
-            if path is not None:
-                ModelCache.load(path)
             force_field(force_field_name)
+            if path is not None:
+                model, config, _ = ModelCache.load(path)
+                score_frames(sample_set(model, config, "warm-up", num=1, steps=2, force_field_name=force_field_name))
         except Exception:  # noqa: BLE001 - the real call reports the error
             pass
 

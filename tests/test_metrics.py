@@ -17,6 +17,7 @@ from elign.metrics.rdkit_metrics import (
     chemistry_metrics,
     chemistry_metrics_from_batch,
     molecule_smiles,
+    readable_smiles,
 )
 from elign.metrics.stability import stability_metrics
 
@@ -190,6 +191,15 @@ def test_largest_fragment_is_kept() -> None:
     x_e, t_e = shifted(ethylene(), 10.0)
     smiles = molecule_smiles(np.concatenate([x_w, x_e]), t_w + t_e, DECODER)
     assert smiles == canonical_smiles("C=C")
+
+
+def test_readable_smiles_shows_every_fragment_without_explicit_hydrogens() -> None:
+    assert readable_smiles(*ethylene(), DECODER) == ("C=C", 1)
+    x_w, t_w = water()
+    x_e, t_e = shifted(ethylene(), 10.0)
+    smiles, fragments = readable_smiles(np.concatenate([x_w, x_e]), t_w + t_e, DECODER)
+    assert fragments == 2 and sorted(smiles.split(".")) == ["C=C", "O"]
+    assert readable_smiles(*pentavalent_carbon(), DECODER) == ("", 1)  # rejected by RDKit, still one piece
 
 
 def test_chemistry_metrics_definitions() -> None:

@@ -307,7 +307,6 @@ def test_unscored_molecules_say_why_and_fragments_are_marked(monkeypatch: pytest
     s = sampling.sample_set(model, config, "tiny", seed=0, num=12, steps=5, n_atoms=3)
     for row in s.rows:
         assert (row["not_scored_because"] == "") == row["mlff_scored"], row
-        assert row["connected"] == (row["valid"] and "." not in row["smiles"])
     assert any("odd electron count" in row["not_scored_because"] for row in s.rows)
 
 
@@ -365,3 +364,18 @@ def test_the_session_shows_molecules_before_their_trajectory_is_scored(studio: S
     studio.wait_sampling(60)
     assert studio.sets[0].frames_scored and studio.sets[0].batch is shown.batch
     assert "forces on every frame" in studio.status
+
+
+def test_a_fragmented_molecule_is_valid_but_not_connected_and_its_smiles_shows_both_pieces() -> None:
+    import numpy as np
+
+    from elign_studio.sampling import chemistry_columns
+
+    water = np.array([[0.0, 0.0, 0.0], [0.757, 0.586, 0.0], [-0.757, 0.586, 0.0]])
+    co = np.array([[10.0, 0.0, 0.0], [11.21, 0.0, 0.0], [9.45, 0.94, 0.0], [9.45, -0.94, 0.0]])  # H2C=O
+    decoder = ["H", "C", "N", "O", "F"]
+    cols = chemistry_columns(np.concatenate([water, co]), np.array([3, 0, 0, 1, 3, 0, 0]), decoder)
+    assert cols["valid"] and not cols["connected"], cols  # valid: its largest fragment (the metric's rule)
+    assert sorted(cols["smiles"].split(".")) == ["C=O", "O"] and cols["formula"] == "H4CO2"
+    one = chemistry_columns(co, np.array([1, 3, 0, 0]), decoder)
+    assert one == {"formula": "H2CO", "valid": True, "smiles": "C=O", "connected": True}

@@ -101,6 +101,19 @@ def molecule_smiles(positions: Any, types: Any, decoder: Any) -> str | None:
     return mol_to_smiles(build_molecule(positions, types, decoder))
 
 
+def readable_smiles(positions: Any, types: Any, decoder: Any) -> tuple[str, int]:
+    """For people, not the metrics: the SMILES of the whole 3D molecule (every fragment, hydrogens implicit;
+    "" when RDKit rejects it) and its number of connected fragments under the metric's bonds (0 for a
+    geometry the metrics do not judge)."""
+    if not chemically_judgeable(positions):
+        return "", 0
+    mol = build_molecule(positions, types, decoder)
+    with quiet_rdkit():
+        fragments = len(Chem.GetMolFrags(mol))
+        clean = sanitized(mol)
+        return ("" if clean is None else Chem.MolToSmiles(Chem.RemoveHs(clean))), fragments
+
+
 def canonical_smiles(smiles: str) -> str | None:
     """A SMILES string in the metric's form (explicit hydrogens, no stereo); None if RDKit rejects it."""
     with quiet_rdkit():
