@@ -372,6 +372,27 @@ class StudioSession(param.Parameterized):
         write_sdf(path, pairs, self.sets[rows[chosen[0]]["set"]].decoder, props)
         return path
 
+    def export_trajectory(self) -> Path:
+        """The shown molecule's denoising chain (each model side by side in turn) as a multi-frame XYZ in
+        exports/, one frame per trajectory frame, its comment naming model, frame, t and max |F|."""
+        from elign.export import write_xyz
+
+        if not self.sets:
+            raise ValueError("nothing to export: sample molecules first")
+        b = self.selected
+        pairs, comments = [], []
+        for s in self.sets:
+            pos, types, _ = s.trajectory  # [F, B, N, 3], [F, B, N]
+            n = len(s.frames[b][0]["elements"])
+            for f, frame in enumerate(s.frames[b]):
+                scored = [v for v in frame["force"] if v is not None]
+                top = f"max |F| {max(scored):.4g} eV/A" if scored else "forces not scored"
+                pairs.append((pos[f, b, :n].numpy(), types[f, b, :n].numpy()))
+                comments.append(f"{s.model_name} #{b} frame {f} t={s.times[f]} {top}")
+        path = self.settings.writable("exports", time.strftime(f"trajectory-{b}-%Y%m%d-%H%M%S.xyz"))
+        write_xyz(path, pairs, self.sets[0].decoder, comments)
+        return path
+
     # ================================================================ polling
     def poll(self) -> list[dict[str, float]]:
         """Move finished background work into params; returns metric rows that arrived now."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import panel as pn
 
@@ -118,6 +120,24 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
 
     session.param.watch(_frame, "frame")
 
+    def _trajectory_file():
+        try:
+            path = session.export_trajectory()
+        except (ValueError, OSError) as e:
+            session.error = f"Export failed: {e}"
+            return None
+        xyz.filename = path.name
+        session.status = f"Exported {path}"
+        return io.BytesIO(path.read_bytes())
+
+    xyz = pn.widgets.FileDownload(
+        callback=_trajectory_file,
+        filename="trajectory.xyz",
+        label="Trajectory (XYZ)",
+        css_classes=["elign-trajectory-download"],
+        width=160,
+    )
+
     plots = ChainPlots()
     plots.follow(player)
 
@@ -149,7 +169,7 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
                 note,
                 pn.Row(*viewers, sizing_mode="stretch_width"),
                 player,
-                window,
+                pn.Row(window, xyz),
                 plots.panel,
                 sizing_mode="stretch_width",
             ),

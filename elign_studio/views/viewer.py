@@ -3,7 +3,8 @@
 The colour bar's top is the shown frame's largest |F| (``scale="frame"``: every frame uses the whole
 palette, so the final molecule reads as well as the noisy first frames) or ``fmax`` (``"fixed"``: a physical
 range the user sets, comparable across frames and models; ``"chain"``: a range over the whole trajectory).
-Hovering an atom shows its element, index and |F|.
+Hovering an atom shows its element, index and |F|; clicking two atoms measures their distance (a dashed
+line with its length, kept while the frame changes); the PNG button saves the view.
 """
 
 from __future__ import annotations
@@ -65,9 +66,47 @@ export function render({ model, el }) {
     STOPS.map(c => 'rgb(' + c.join(',') + ')').join(',') + ')';
   const lo = document.createElement('span'), hi = document.createElement('span');
   bar.append(document.createTextNode('|F| (eV/\u00c5)'), lo, grad, hi);
-  wrap.append(title, host, bar);
+  const tools = document.createElement('div');
+  tools.style.cssText = 'display:flex;align-items:center;gap:8px;font:12px sans-serif;padding:0 4px';
+  const distance = document.createElement('span');
+  distance.className = 'elign-distance';
+  distance.textContent = 'Click two atoms to measure their distance.';
+  const png = document.createElement('button');
+  png.className = 'elign-png';
+  png.textContent = 'PNG';
+  png.title = 'Save the view as a PNG image';
+  tools.append(distance, png);
+  wrap.append(title, host, bar, tools);
   el.append(wrap);
-  let viewer = null, zoomed = false, pending = null;
+  let viewer = null, zoomed = false, pending = null, picked = [];  // picked: atom indices, at most two
+  png.onclick = () => {
+    if (!viewer) return;
+    const a = document.createElement('a');
+    a.href = viewer.pngURI();
+    a.download = (model.label || 'molecule').replace(/[^A-Za-z0-9.-]+/g, '_') + '.png';
+    a.click();
+  };
+  host.elignPick = (i) => {  // a click on atom i (also what tests call)
+    picked = picked.length === 2 || picked[0] === i ? [i] : picked.concat([i]);
+    draw(false);
+  };
+
+  function measure(fr) {  // the picked pair in this frame: a dashed line, its length on the line and below
+    if (picked.some(i => i >= fr.elements.length)) picked = [];
+    if (picked.length < 2) {
+      distance.textContent = picked.length ? fr.elements[picked[0]] + picked[0] + ' picked: click a second atom'
+        : 'Click two atoms to measure their distance.';
+      return;
+    }
+    const [a, b] = picked.map(i => fr.xyz[i]);
+    const d = Math.hypot(a[0] - b[0], a[1] - b[1], a[2] - b[2]);
+    const p = (v) => ({ x: v[0], y: v[1], z: v[2] });
+    viewer.addCylinder({ start: p(a), end: p(b), radius: 0.04, dashed: true, color: 'black', fromCap: 1, toCap: 1 });
+    viewer.addLabel(d.toFixed(3) + ' \u00c5', { position: p(a.map((v, k) => (v + b[k]) / 2)), fontSize: 12,
+      backgroundColor: 'white', fontColor: 'black', backgroundOpacity: 0.8, inFront: true });
+    distance.textContent = 'd(' + picked.map(i => fr.elements[i] + i).join('\u2013') + ') = ' + d.toFixed(3) +
+      ' \u00c5 (follows the frame)';
+  }
 
   function draw(rezoom) {
     if (host.offsetWidth === 0) { pending = pending || rezoom; return; }  // hidden: draw when shown
@@ -77,6 +116,8 @@ export function render({ model, el }) {
       viewer = window.$3Dmol.createViewer(host, { backgroundColor: 'white', antialias: !SOFTWARE_GL });
     }
     viewer.removeAllModels();
+    viewer.removeAllShapes();
+    viewer.removeAllLabels();
     const frames = model.frames || [];
     const fr = frames[Math.max(0, Math.min(model.frame, frames.length - 1))];
     bar.style.visibility = model.color_by === 'force' ? 'visible' : 'hidden';
@@ -116,6 +157,8 @@ export function render({ model, el }) {
       atom.hoverLabel = v.addLabel(text, { position: atom, backgroundColor: 'black', fontSize: 12,
                                            backgroundOpacity: 0.7, inFront: true });
     }, (atom, v) => { if (atom.hoverLabel) { v.removeLabel(atom.hoverLabel); delete atom.hoverLabel; } });
+    viewer.setClickable({}, true, (atom) => host.elignPick(atom.index));
+    measure(fr);
     if (rezoom || !zoomed) { viewer.zoomTo(); zoomed = true; }
     viewer.render();
   }
@@ -123,6 +166,7 @@ export function render({ model, el }) {
   model.on('frames', () => {
     const last = (model.frames || []).slice(-1)[0];
     const key = last ? JSON.stringify([model.frames.length, last.elements, last.xyz]) : null;
+    if (key !== shown) picked = [];  // another molecule: its atoms are other atoms
     draw(key !== shown);
     shown = key;
   });

@@ -137,3 +137,34 @@ def test_sdf_download_reads_in_rdkit(page) -> None:
     assert mols[0].HasProp("rms_force_eV_A") and mols[0].HasProp("model")
     assert Path(target).stat().st_size > 0
     assert page.errors == []
+
+
+def test_trajectory_xyz_and_a_measured_distance_agree(page) -> None:
+    import re
+
+    import numpy as np
+
+    with page.expect_download(timeout=30_000) as info:
+        page.get_by_role("button", name="Trajectory (XYZ)").click()
+    target = ARTIFACTS / "trajectory.xyz"
+    info.value.save_as(target)
+    lines, frames = target.read_text().splitlines(), {}
+    while lines:  # multi-frame XYZ: count, comment, atoms
+        n = int(lines[0])
+        comment, atoms, lines = lines[1], lines[2 : 2 + n], lines[2 + n :]
+        t = int(re.search(r" t=(\d+) ", comment).group(1))
+        frames.setdefault(t, np.array([[float(v) for v in a.split()[1:]] for a in atoms]))
+    assert len(frames) > 2
+    viewer = page.locator(".elign-viewer").first
+    viewer.evaluate("el => { el.elignPick(0); el.elignPick(1); }")  # what clicks on atoms 0 and 1 do
+    text = page.locator(".elign-distance").first.inner_text()
+    shown = re.search(r"\) = ([0-9.]+) ", text)
+    assert shown, text
+    t = int(re.search(r"t = (\d+)", page.get_by_text("t = ").first.inner_text()).group(1))
+    expected = np.linalg.norm(frames[t][0] - frames[t][1])
+    assert float(shown.group(1)) == pytest.approx(expected, abs=2e-3)
+    shot(page, "07-distance")
+    with page.expect_download(timeout=30_000) as png:
+        page.locator(".elign-png").first.click()
+    assert png.value.path().read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert page.errors == []
