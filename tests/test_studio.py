@@ -379,3 +379,27 @@ def test_a_fragmented_molecule_is_valid_but_not_connected_and_its_smiles_shows_b
     assert sorted(cols["smiles"].split(".")) == ["C=O", "O"] and cols["formula"] == "H4CO2"
     one = chemistry_columns(co, np.array([1, 3, 0, 0]), decoder)
     assert one == {"formula": "H2CO", "valid": True, "smiles": "C=O", "connected": True}
+
+
+def test_a_started_run_says_starting_until_its_first_iteration(studio: StudioSession) -> None:
+    import panel as pn
+
+    from elign_studio.views.training import training_view
+
+    released = threading.Event()
+
+    class SlowStart(FakeTrainer):
+        def train(self, stop_event: threading.Event | None = None) -> None:
+            released.wait(10)  # loading the model and force field
+            super().train(stop_event)
+
+    studio.worker.trainer_factory = SlowStart
+    view = training_view(studio)
+    progress = next(p for p in view.select(pn.pane.Markdown) if "elign-train-state" in p.css_classes)
+    studio.iterations = 3
+    assert studio.start_alignment(), studio.error
+    studio.poll()
+    assert "(starting)" in progress.object and "iterations received" not in progress.object
+    released.set()
+    _wait(lambda: studio.poll() is not None and not studio.training)
+    assert "3 iterations received" in progress.object, progress.object

@@ -10,6 +10,7 @@ import panel as pn
 from holoviews.streams import Buffer
 
 from elign_studio.session import METRIC_KEYS, StudioSession
+from elign_studio.views.inputs import bounded_int_input
 
 __all__ = ["training_view"]
 
@@ -82,11 +83,10 @@ def training_view(session: StudioSession) -> pn.viewable.Viewable:
     )
     session.param.watch(lambda e: setattr(align_model, "options", e.new), "model_names")
     align_model.param.watch(lambda e: setattr(session, "align_model", e.new or ""), "value")
-    settings = pn.Param(
-        session.param,
-        parameters=["preset", "iterations", "prompts", "group_size", "steps", "lr"],
-        show_name=False,
-        widgets={"lr": {"type": pn.widgets.FloatInput, "format": "0.0000000", "step": 1e-6}},
+    settings = pn.Column(
+        pn.widgets.Select.from_param(session.param.preset),
+        *(bounded_int_input(session, k) for k in ("iterations", "prompts", "group_size", "steps")),
+        pn.widgets.FloatInput.from_param(session.param.lr, format="0.0000000", step=1e-6),
     )
     start = pn.widgets.Button(name="Start new run", button_type="success")
     stop = pn.widgets.Button(name="Stop / pause", button_type="warning")

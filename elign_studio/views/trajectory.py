@@ -9,6 +9,7 @@ import panel as pn
 
 from elign_studio.session import StudioSession
 from elign_studio.views.chain_plots import ChainPlots
+from elign_studio.views.inputs import bounded_int_input
 from elign_studio.views.viewer import MoleculeViewer
 
 __all__ = ["trajectory_view", "chain_force_top"]
@@ -37,12 +38,10 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
     session.param.watch(_options, "model_names")
     model.param.watch(lambda e: setattr(session, "sample_model", e.new or ""), "value")
     other.param.watch(lambda e: setattr(session, "compare_model", e.new or ""), "value")
-    params = pn.Param(
-        session.param,
-        parameters=["side_by_side", "seed", "num", "sample_steps", "n_atoms"],
-        show_name=False,
-        widgets={k: {"type": pn.widgets.IntInput, "width": 260} for k in ("seed", "num", "sample_steps", "n_atoms")},
-        width=280,  # inside the 300-pixel control column, none clipped at its edge
+    params = pn.Column(  # inside the 300-pixel control column, none clipped at its edge
+        pn.widgets.Checkbox.from_param(session.param.side_by_side),
+        *(bounded_int_input(session, k, width=260) for k in ("seed", "num", "sample_steps", "n_atoms")),
+        width=280,
     )
     go = pn.widgets.Button(name="Sample", button_type="primary", css_classes=["elign-sample"])
     go.on_click(lambda _: session.sample())

@@ -5,6 +5,7 @@ Screenshots of each step go to test-artifacts/. Run with ``pytest -m browser tes
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -167,4 +168,24 @@ def test_trajectory_xyz_and_a_measured_distance_agree(page) -> None:
     with page.expect_download(timeout=30_000) as png:
         page.locator(".elign-png").first.click()
     assert png.value.path().read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert page.errors == []
+
+
+def test_out_of_range_inputs_come_back_inside_the_named_range(page) -> None:
+    box = page.get_by_label("Molecules (1-64)")
+    for typed, kept in (("100000", "64"), ("0", "1"), ("3", "3")):
+        box.fill(typed)
+        box.press("Enter")
+        page.wait_for_timeout(300)
+        assert box.input_value() == kept, (typed, box.input_value())
+
+
+def test_the_viewer_follows_a_row_click_and_a_hidden_viewer_draws_nothing(page) -> None:
+    page.get_by_role("button", name="Sample").click()
+    page.get_by_text("Sampled 3 molecule").wait_for(timeout=60_000)
+    page.locator(".tabulator-row").nth(2).locator(".tabulator-cell").nth(3).click()
+    page.get_by_text(re.compile(r"#2 +t = ")).first.wait_for(timeout=10_000)
+    assert page.locator(".elign-viewer").count() == 2  # the side-by-side viewer exists, hidden
+    assert page.locator(".elign-viewer canvas").count() == 1, "the hidden viewer made a WebGL context"
+    shot(page, "08-row-click")
     assert page.errors == []
