@@ -87,22 +87,30 @@ def _frames_batch(pos: torch.Tensor, types: torch.Tensor, node_mask: torch.Tenso
     return MoleculeBatch(pos.reshape(F_ * B, N, 3) * mask, one_hot, z, mask)
 
 
-def _rounded(force: np.ndarray) -> list[float | None]:
-    """|F| per atom [n] for the viewer: 4 decimals, None where not finite."""
-    return [None if not math.isfinite(v) else round(float(v), 4) for v in force]
+def _force_fields(forces: np.ndarray | None, n: int) -> dict[str, list]:
+    """A frame's forces [n, 3] (eV/A) for the viewer: |F| per atom (4 decimals) and the vectors (3 decimals),
+    None where not finite or not scored."""
+    if forces is None:
+        return {"force": [None] * n, "fvec": [None] * n}
+    norms = np.linalg.norm(forces, axis=-1)
+    ok = np.isfinite(forces).all(axis=-1)
+    return {
+        "force": [round(float(v), 4) if good else None for v, good in zip(norms, ok, strict=True)],
+        "fvec": [np.round(v, 3).tolist() if good else None for v, good in zip(forces, ok, strict=True)],
+    }
 
 
-def _viewer_frame(t: int, pos: np.ndarray, types: np.ndarray, force: np.ndarray | None, decoder: list[str]) -> dict:
+def _viewer_frame(t: int, pos: np.ndarray, types: np.ndarray, forces: np.ndarray | None, decoder: list[str]) -> dict:
+    """One frame for the viewer: pos [n, 3], types [n], forces [n, 3] or None (not scored)."""
     from elign.metrics.bonds import bond_orders
 
     orders = bond_orders(pos, types, decoder)  # [n, n]
     i, j = np.nonzero(np.triu(orders, 1))
-    fm = [None] * len(types) if force is None else _rounded(force)
     return {
         "t": int(t),
         "elements": [decoder[k] for k in types.tolist()],
         "xyz": np.round(pos, 3).tolist(),
-        "force": fm,
+        **_force_fields(forces, len(types)),
         "bonds": [[int(a), int(b), int(orders[a, b])] for a, b in zip(i, j, strict=True)],
     }
 
@@ -153,7 +161,7 @@ def sample_set(
                     traj.times[f],
                     traj.positions[f][b, :n].numpy(),
                     traj.types[f][b, :n].numpy(),
-                    final["force"][0, b, :n] if f == F_ - 1 and final["valid"][0, b] else None,
+                    final["forces"][0, b, :n] if f == F_ - 1 and final["valid"][0, b] else None,
                     decoder,
                 )
                 for f in range(F_)
@@ -213,7 +221,7 @@ def chemistry_columns(positions: Any, types: Any, decoder: list[str]) -> dict[st
 
 
 def _score(ff: Any, pos: torch.Tensor, types: torch.Tensor, node_mask: torch.Tensor, atomic_numbers: list[int]):
-    """Force-field figures of frames pos [F, B, N, 3]: energy and rms_force [B, F], force |F| [F, B, N],
+    """Force-field figures of frames pos [F, B, N, 3]: energy and rms_force [B, F], forces [F, B, N, 3],
     valid [F, B], reason [F * B] (why a frame could not be scored, "" if it was)."""
     F_, B, N = types.shape
     batch = _frames_batch(pos, types, node_mask, atomic_numbers)
@@ -221,7 +229,7 @@ def _score(ff: Any, pos: torch.Tensor, types: torch.Tensor, node_mask: torch.Ten
     return {
         "energy": ff.formation_energy_per_atom(batch, result).reshape(F_, B).T.numpy(),
         "rms_force": ff.rms_force(batch, result).reshape(F_, B).T.numpy(),
-        "force": result.forces.norm(dim=-1).reshape(F_, B, N).numpy(),
+        "forces": result.forces.reshape(F_, B, N, 3).numpy(),
         "valid": result.valid.reshape(F_, B).numpy(),
         "reason": list(result.reason),
     }
@@ -247,5 +255,5 @@ def score_frames(sampled: SampledSet, chunk_frames: int = 20, should_stop: Any =
             for b, chain in enumerate(frames):
                 if part["valid"][f - start, b]:
                     n = len(chain[f]["elements"])
-                    chain[f]["force"] = _rounded(part["force"][f - start, b, :n])
+                    chain[f].update(_force_fields(part["forces"][f - start, b, :n], n))
     return replace(sampled, frames=frames, energy=energy, rms_force=rms, frames_scored=True)

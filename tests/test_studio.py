@@ -351,7 +351,9 @@ def test_the_final_frame_is_scored_first_and_the_rest_equals_scoring_at_once() -
     for b, chain in enumerate(full.frames):
         for f, fr in enumerate(chain):
             n = len(fr["elements"])
-            np.testing.assert_allclose(fr["force"], at_once["force"][f, b, :n], atol=1e-4)
+            vectors = at_once["forces"][f, b, :n]  # [n, 3]
+            np.testing.assert_allclose(fr["force"], np.linalg.norm(vectors, axis=-1), atol=1e-4)
+            np.testing.assert_allclose(fr["fvec"], vectors, atol=1e-3)
 
 
 def test_the_session_shows_molecules_before_their_trajectory_is_scored(studio: StudioSession) -> None:

@@ -76,6 +76,8 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
     for v in viewers:  # the browser moves the viewers with the player; the server need not answer each frame
         player.jslink(v, value="frame")
     color.param.watch(lambda e: [setattr(v, "color_by", e.new) for v in viewers], "value")
+    arrows = pn.widgets.Checkbox(name="Force arrows", value=False, css_classes=["elign-arrows"])
+    arrows.param.watch(lambda e: [setattr(v, "arrows", e.new) for v in viewers], "value")
 
     def _force_range(*_) -> None:
         mode = SCALES[scale.value]
@@ -163,7 +165,7 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
     return pn.Column(
         pn.pane.Markdown("### Trajectories"),
         pn.Row(
-            pn.Column(model, other, params, color, scale, fixed_top, go, width=300),
+            pn.Column(model, other, params, color, scale, fixed_top, arrows, go, width=300),
             pn.Column(
                 note,
                 pn.Row(*viewers, sizing_mode="stretch_width"),

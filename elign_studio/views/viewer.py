@@ -3,7 +3,8 @@
 The colour bar's top is the shown frame's largest |F| (``scale="frame"``: every frame uses the whole
 palette, so the final molecule reads as well as the noisy first frames) or ``fmax`` (``"fixed"``: a physical
 range the user sets, comparable across frames and models; ``"chain"``: a range over the whole trajectory).
-Hovering an atom shows its element, index and |F|; clicking two atoms measures their distance (a dashed
+Force arrows (optional) show each atom's force vector, 2 A long at the colour bar's top. Hovering an atom
+shows its element, index and |F|; clicking two atoms measures their distance (a dashed
 line with its length, kept while the frame changes); the PNG button saves the view.
 """
 
@@ -28,9 +29,11 @@ class MoleculeViewer(ThreeDmolComponent):
         doc="colour bar top: the frame's max |F|, fmax as set, or fmax over the chain",
     )
     color_by = param.Selector(default="force", objects=["force", "element"])
+    arrows = param.Boolean(default=False, doc="draw each atom's force as an arrow (2 A at the colour bar top)")
     label = param.String(default="")
 
     _esm = """
+const ARROW = 2.0;  // force-arrow length (A) at the colour bar's top
 const STOPS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];  // viridis
 function colour(v, vmax) {
   if (v === null || v === undefined || !isFinite(v)) return '#9e9e9e';
@@ -157,6 +160,16 @@ export function render({ model, el }) {
       atom.hoverLabel = v.addLabel(text, { position: atom, backgroundColor: 'black', fontSize: 12,
                                            backgroundOpacity: 0.7, inFront: true });
     }, (atom, v) => { if (atom.hoverLabel) { v.removeLabel(atom.hoverLabel); delete atom.hoverLabel; } });
+    if (model.arrows && fr.fvec) {  // F = -dE/dx: where each atom is pushed, ARROW A long at the bar's top
+      fr.fvec.forEach((f, i) => {
+        if (!f) return;
+        const scale = ARROW / vmax, p = fr.xyz[i];
+        const tip = { x: p[0] + f[0] * scale, y: p[1] + f[1] * scale, z: p[2] + f[2] * scale };
+        if (Math.hypot(tip.x - p[0], tip.y - p[1], tip.z - p[2]) < 0.05) return;
+        viewer.addArrow({ start: { x: p[0], y: p[1], z: p[2] }, end: tip, radius: 0.08,
+                          color: colour(fr.force[i], vmax), mid: 0.75 });
+      });
+    }
     viewer.setClickable({}, true, (atom) => host.elignPick(atom.index));
     measure(fr);
     if (rezoom || !zoomed) { viewer.zoomTo(); zoomed = true; }
@@ -175,6 +188,7 @@ export function render({ model, el }) {
   model.on('scale', () => draw(false));
   model.on('label', () => draw(false));  // the title follows a new selection's label
   model.on('color_by', () => draw(false));
+  model.on('arrows', () => draw(false));
   model.on('after_layout', () => {
     if (pending !== null) draw(pending);
     else if (viewer) { viewer.resize(); viewer.render(); }

@@ -189,3 +189,16 @@ def test_the_viewer_follows_a_row_click_and_a_hidden_viewer_draws_nothing(page) 
     assert page.locator(".elign-viewer canvas").count() == 1, "the hidden viewer made a WebGL context"
     shot(page, "08-row-click")
     assert page.errors == []
+
+
+def test_force_arrows_draw_on_the_molecule(page) -> None:
+    page.locator("button.first").first.click()  # the noisiest frame: large forces, long arrows
+    page.wait_for_timeout(800)
+    canvas = page.locator(".elign-viewer canvas").first
+    plain = canvas.screenshot()
+    page.locator(".elign-arrows").get_by_role("checkbox").check()
+    page.wait_for_timeout(800)
+    shot(page, "09-force-arrows")
+    assert canvas.screenshot() != plain, "ticking force arrows changed nothing on the canvas"
+    page.locator(".elign-arrows").get_by_role("checkbox").uncheck()
+    assert page.errors == []
