@@ -12,6 +12,7 @@ from elign_studio.notebook import in_notebook, load_resources
 from elign_studio.session import StudioSession
 from elign_studio.settings import StudioSettings
 from elign_studio.views.checkpoints import checkpoint_view
+from elign_studio.views.grid import grid_view
 from elign_studio.views.molecules import molecules_view
 from elign_studio.views.training import training_view
 from elign_studio.views.trajectory import trajectory_view
@@ -58,7 +59,7 @@ def create_app(
         pn.pane.Markdown("## Elign Studio\nEDM molecules aligned to machine-learning force fields (FED-GRPO)."),
         _messages(session),
         pn.Tabs(
-            ("Trajectories", pn.Column(trajectory_view(session), molecules_view(session))),
+            ("Trajectories", pn.Column(trajectory_view(session), molecules_view(session), grid_view(session))),
             ("Alignment", training_view(session)),
             ("Checkpoints", checkpoint_view(session)),
             dynamic=False,

@@ -202,3 +202,15 @@ def test_force_arrows_draw_on_the_molecule(page) -> None:
     assert canvas.screenshot() != plain, "ticking force arrows changed nothing on the canvas"
     page.locator(".elign-arrows").get_by_role("checkbox").uncheck()
     assert page.errors == []
+
+
+def test_the_grid_shows_every_molecule_and_a_click_views_it(page) -> None:
+    grid = page.locator(".elign-grid").first
+    grid.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    box = grid.bounding_box()
+    assert box["height"] >= 170 and page.locator(".elign-grid canvas").count() == 1  # one WebGL context
+    page.mouse.click(box["x"] + 170 + 85, box["y"] + 85)  # the second cell
+    page.get_by_text(re.compile(r"#1 +t = ")).first.wait_for(timeout=10_000)
+    shot(page, "10-grid")
+    assert page.errors == []
