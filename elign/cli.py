@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["main"]
@@ -81,6 +85,19 @@ def _training_data(path: str | None):
     return DenseDataset.load(path)
 
 
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM and SIGINT set the yielded event (a trainer then checkpoints and returns); the previous handlers
+    come back afterwards. The only place signals are handled (elign.callbacks)."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 # ------------------------------------------------------------------------------------- pretrain
 def cmd_pretrain(args: argparse.Namespace) -> int:
     import torch
@@ -113,7 +130,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         f"pretraining {config.n_layers}x{config.hidden} EDM ({n_params:,} parameters) on {n_train:,} "
         f"molecules, device {trainer.device}, world size {trainer.world}"
     )
-    result = trainer.fit(progress=not args.no_progress)
+    with _stop_on_signals() as stop:
+        result = trainer.fit(progress=not args.no_progress, stop_event=stop)
     print(json.dumps(result))
     from elign.distributed import finish
 
@@ -320,21 +338,16 @@ def cmd_align(args: argparse.Namespace) -> int:
         for name, text in AlignConfig.help().items():
             print(f"{name:>18} = {getattr(config, name)!r:<24} {text}")
         return 0
-    import signal
-    import threading
-
     from elign.rl.trainer import FedGrpoTrainer
 
     trainer = FedGrpoTrainer(config)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # finish the iteration, checkpoint, exit
-        signal.signal(sig, lambda *_: stop.set())
     print(
         f"aligning {config.checkpoint or 'the shipped backbone'} to {trainer.ff!r}: {config.prompts} x "
         f"{config.group_size} rollouts, {config.steps} steps ({config.trained_steps} trained), "
         f"device {trainer.device}"
     )
-    print(json.dumps(trainer.train(stop, progress=True)))
+    with _stop_on_signals() as stop:  # finish the iteration, checkpoint, exit
+        print(json.dumps(trainer.train(stop, progress=True)))
     from elign.distributed import finish
 
     finish()

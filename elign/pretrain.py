@@ -12,9 +12,9 @@ import io
 import json
 import math
 import os
-import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from elign.callbacks import Callback
 from elign.checkpoints import atomic_write, remove_stale_temporaries, save_checkpoint, truncate_log
 from elign.config import ModelConfig
 from elign.data.batch import MoleculeBatch
@@ -149,12 +150,14 @@ class Pretrainer:
         config: PretrainConfig,
         data: DenseDataset,
         device: str | None = None,
-        on_log: Callable[[dict], None] | None = None,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
+        """``callbacks`` get ``on_step_end(step, record)`` for every logged record (losses every
+        ``log_every`` steps, validation samples); see :mod:`elign.callbacks`."""
         self.cfg = config
         self.data = data
         self.out = Path(config.out_dir)
-        self.on_log = on_log
+        self.callbacks = list(callbacks)
         self.rank, self.world = rank_world()
         if device is None:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
@@ -173,7 +176,6 @@ class Pretrainer:
         # shared machine the wall minutes overstate the compute a run received
         self.cpu_minutes, self.cpu_from_step = 0.0, 0
         self._cpu_mark = time.process_time()
-        self.stop_requested = False
         self.train_idx = data.splits["train"]
         self.global_batch = config.batch_size * self.world
         self.steps_per_epoch = len(self.train_idx) // self.global_batch
@@ -267,8 +269,8 @@ class Pretrainer:
             return
         with (self.out / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
-        if self.on_log is not None:
-            self.on_log(record)
+        for cb in self.callbacks:
+            cb.on_step_end(record["step"], record)
 
     # ------------------------------------------------------------------------ data
     def batch_indices(self, step: int) -> torch.Tensor:
@@ -347,7 +349,9 @@ class Pretrainer:
             "val_steps": self.cfg.val_steps,
         }
 
-    def fit(self, progress: bool = True) -> dict:
+    def fit(self, progress: bool = True, stop_event: threading.Event | None = None) -> dict:
+        """Train until ``max_steps``, ``max_minutes`` or ``stop_event`` (checked after every step), writing a
+        checkpoint every ``checkpoint_minutes`` and when it stops; -> {step, stopped_by, minutes}."""
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             remove_stale_temporaries(self.out)
@@ -357,7 +361,6 @@ class Pretrainer:
         self._cpu_mark = time.process_time()
         last_ckpt = start_wall
         window_t, window_mols = time.monotonic(), 0
-        previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         bar = tqdm(total=total, initial=self.step, desc="pretrain", unit="step", disable=not progress or self.rank)
         reason = "max_steps"
         try:
@@ -387,8 +390,8 @@ class Pretrainer:
                 if self.cfg.val_every and self.step % self.cfg.val_every == 0 and self.rank == 0:
                     self._log({"step": self.step, **self.validate()})
                 minutes = (time.monotonic() - run_start) / 60
-                if self.stop_requested:
-                    reason = "signal"
+                if stop_event is not None and stop_event.is_set():
+                    reason = "stop requested"  # the CLI's SIGTERM / SIGINT, or a caller's event
                     break
                 if self.cfg.max_minutes is not None and minutes >= self.cfg.max_minutes:
                     reason = "max_minutes"
@@ -397,8 +400,6 @@ class Pretrainer:
                     start_wall = last_ckpt = self._checkpoint(start_wall)
         finally:
             bar.close()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             if reason != "non-finite loss":
                 self._checkpoint(start_wall)
         return {
@@ -417,6 +418,3 @@ class Pretrainer:
         self._cpu_mark = cpu
         self.save()
         return now
-
-    def _request_stop(self, signum, frame) -> None:  # noqa: ARG002 (signal handler signature)
-        self.stop_requested = True

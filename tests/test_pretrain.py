@@ -158,3 +158,26 @@ def test_cpu_minutes_accumulate_over_resumes_and_old_states_count_from_their_ste
     old = Pretrainer(cfg, data)
     old.resume()
     assert (old.cpu_minutes, old.cpu_from_step) == (0.0, 30)
+
+
+def test_pretraining_runs_in_a_thread_reports_to_callbacks_and_stops_on_the_event(tmp_path):
+    import threading
+
+    data = DenseDataset.synthetic(64, seed=0)
+    cfg = PretrainConfig(out_dir=str(tmp_path), hidden=8, n_layers=1, timesteps=20, batch_size=16, log_every=2)
+    stop, seen = threading.Event(), []
+
+    class StopAfterThree:
+        def on_step_end(self, step, metrics):
+            seen.append((step, metrics["loss"]))
+            if len(seen) == 3:
+                stop.set()
+
+    t = Pretrainer(cfg, data, callbacks=[StopAfterThree()])
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(t.fit(progress=False, stop_event=stop)))
+    worker.start()  # signal.signal would raise here: the trainer must not install handlers
+    worker.join(60)
+    assert result["stopped_by"] == "stop requested" and result["step"] == 6
+    assert [s for s, _ in seen] == [2, 4, 6] and list(_losses(tmp_path)) == [2, 4, 6]
+    assert torch.load(tmp_path / "state.pt", weights_only=True)["step"] == 6  # checkpointed on stop

@@ -13,10 +13,10 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Protocol
 
 import torch
 
+from elign.callbacks import Callback
 from elign.checkpoints import (
     atomic_write,
     load_checkpoint,
@@ -35,12 +35,7 @@ from elign.rl.loss import clipped_surrogate, gaussian_kl, warmup_cosine
 from elign.rl.rewards import energy_schedule, potentials_on_x0, score_molecules
 from elign.rl.rollout import Rollouts, grouped_rollouts
 
-__all__ = ["FedGrpoTrainer", "Callback"]
-
-
-class Callback(Protocol):
-    def on_step_end(self, step: int, metrics: dict[str, float]) -> None:
-        """After each iteration; ``step`` counts the iterations completed (1 after the first)."""
+__all__ = ["FedGrpoTrainer", "Callback"]  # Callback: elign.callbacks (re-exported)
 
 
 def _nanstats(x: torch.Tensor) -> tuple[float, float]:
