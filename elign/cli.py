@@ -34,17 +34,9 @@ non_negative_int = _int_at_least(0)
 
 
 def _device(name: str | None) -> str:
-    import torch
+    from elign.distributed import resolve_device
 
-    if name in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {name} requested but CUDA is not available")
-    return name
+    return resolve_device(name)
 
 
 # ----------------------------------------------------------------------------------------- data

@@ -1,4 +1,5 @@
-"""torchrun support shared by pretraining and alignment: join the process group, leave it cleanly."""
+"""Where a process computes: its device (one rule for every command and trainer) and torchrun support
+shared by pretraining and alignment (join the process group, leave it cleanly)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,22 @@ import os
 
 import torch
 
-__all__ = ["rank_world", "finish"]
+__all__ = ["finish", "rank_world", "resolve_device"]
+
+
+def resolve_device(name: str | None = "auto") -> str:
+    """``auto`` (or None): this process's GPU (``cuda:LOCAL_RANK`` under torchrun, else ``cuda:0``) when CUDA
+    is available, else ``cpu``; any other name is checked (ValueError for a name torch does not know, or
+    for CUDA asked for where there is none) and returned as given."""
+    if name in (None, "auto"):
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device {name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name} requested but CUDA is not available")
+    return name
 
 
 def rank_world() -> tuple[int, int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from elign.data.batch import MoleculeBatch
 from elign.data.dense import DenseDataset
 from elign.diffusion.edm import EquivariantDiffusion
 from elign.diffusion.objective import TrainingObjective
-from elign.distributed import rank_world
+from elign.distributed import rank_world, resolve_device
 from elign.models.factory import build_model
 
 __all__ = ["BATCHINGS", "PretrainConfig", "Pretrainer", "lr_at"]
@@ -159,9 +158,7 @@ class Pretrainer:
         self.out = Path(config.out_dir)
         self.callbacks = list(callbacks)
         self.rank, self.world = rank_world()
-        if device is None:
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = torch.device(resolve_device(device))
         self.model_config = config.model_config(data.info.to_dict())
         torch.manual_seed(config.seed)
         self.model = build_model(self.model_config).to(self.device)

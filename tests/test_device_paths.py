@@ -72,3 +72,20 @@ def test_a_generator_on_another_device_is_named():
     with pytest.raises(ValueError, match="generator on cpu"):
         TrainingObjective().sample_times(4, 10, "meta", torch.Generator())
     sample_center_gravity_zero_gaussian(torch.ones(2, 3, 1), torch.Generator())  # the same device is fine
+
+
+def test_one_rule_resolves_every_device_name(monkeypatch):
+    import torch
+
+    from elign.distributed import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == resolve_device(None) == "cpu"
+    assert resolve_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="'tpu' is not a device"):
+        resolve_device("tpu")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert resolve_device("auto") == "cuda:3"  # under torchrun: this process's GPU

@@ -9,7 +9,6 @@ import copy
 import io
 import json
 import math
-import os
 import threading
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from elign.checkpoints import (
     truncate_log,
 )
 from elign.diffusion.edm import gaussian_log_prob
-from elign.distributed import rank_world
+from elign.distributed import rank_world, resolve_device
 from elign.metrics.bonds import n_fragments, split_molecules
 from elign.metrics.rdkit_metrics import chemistry_metrics_from_batch
 from elign.metrics.stability import stability_metrics
@@ -58,7 +57,7 @@ class FedGrpoTrainer:
         self.cfg = config
         self.callbacks = list(callbacks or [])
         self.rank, self.world = rank_world()
-        self.device = torch.device(_resolve_device(config.device, self.rank))
+        self.device = torch.device(resolve_device(config.device))
         if config.prompts % self.world:
             raise ValueError(
                 f"prompts={config.prompts} must be divisible by the {self.world} processes "
@@ -392,12 +391,6 @@ class FedGrpoTrainer:
 
 
 # ---------------------------------------------------------------------- helpers
-def _resolve_device(name: str, rank: int) -> str:
-    if name == "auto":
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def _load_ff(cfg: AlignConfig, device: torch.device):
     from elign.assets import default_mlff
     from elign.mlff import load_force_field
