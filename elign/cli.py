@@ -479,6 +479,8 @@ def cmd_mlff_distill(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
+    from elign.rl.config import PRESETS  # no torch: the parser stays fast to build
+
     p = argparse.ArgumentParser(prog="elign", description="Align 3D molecular diffusion models with force fields.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -576,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", required=True, help="run directory (resumed when it holds a state.pt)")
     a.add_argument("--checkpoint", help="backbone (default: the shipped one)")
     a.add_argument("--mlff", help="reward force field name or .model path (default: the shipped one, else aimnet2)")
-    a.add_argument("--preset", choices=["paper", "cpu-demo"], default="cpu-demo")
+    a.add_argument("--preset", choices=sorted(PRESETS), default="cpu-demo")
     a.add_argument("--config", help="JSON file of AlignConfig fields (may name a preset)")
     a.add_argument("--iterations", type=positive_int)
     a.add_argument("--seed", type=int)

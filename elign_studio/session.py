@@ -17,6 +17,7 @@ from typing import Any
 
 import param
 
+from elign.rl.config import PRESETS
 from elign_studio.sampling import ModelCache, SampledSet, sample_set, score_frames
 from elign_studio.settings import DEFAULT_FORCE_FIELDS, PathNotAllowed, StudioSettings
 from elign_studio.worker import TrainerFactory, TrainingWorker
@@ -56,7 +57,7 @@ class StudioSession(param.Parameterized):
     error = param.String(default="")
     # ---------------------------------------------------------------- alignment
     align_model = param.String(default="")
-    preset = param.Selector(default="cpu-demo", objects=["cpu-demo", "paper"])
+    preset = param.Selector(default="cpu-demo", objects=sorted(PRESETS))
     iterations = param.Integer(default=20, bounds=(1, None))
     prompts = param.Integer(default=2, bounds=(1, None))
     group_size = param.Integer(default=4, bounds=(2, None))
