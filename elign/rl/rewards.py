@@ -20,8 +20,6 @@ class RewardOutput:
     psi_0: torch.Tensor  # [R] -formation energy per atom (eV/atom) of the final molecule
     valid: torch.Tensor  # [R] bool: the force field scored the final molecule
     reasons: list[str | None]
-    rdkit_valid: torch.Tensor | None = None  # [R] bool, filled by the trainer
-    connected: torch.Tensor | None = None  # [R] bool: one fragment, filled by the trainer
 
 
 def _concat(batches: list[MoleculeBatch]) -> MoleculeBatch:

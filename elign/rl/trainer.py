@@ -11,6 +11,7 @@ import json
 import math
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -42,6 +43,32 @@ def _nanstats(x: torch.Tensor) -> tuple[float, float]:
     if x.numel() == 0:
         return math.nan, math.nan
     return x.mean().item(), x.std(unbiased=False).item()
+
+
+# Every random draw of an iteration is a function of (cfg.seed, iteration[, group]), so a resumed run draws
+# what an uninterrupted one would and each torchrun process draws only its own groups. A multiplier larger
+# than a run's iterations keeps the streams of different seeds apart; each stream has its own.
+SIZES_STREAM = 7919  # the prompts' molecule sizes
+GROUPS_STREAM = 100_003  # a group's rollouts (with GROUPS_PER_ITERATION: one generator per group)
+GROUPS_PER_ITERATION = 1009  # more than any iteration's number of groups
+MINIBATCH_STREAM = 31  # the update's minibatch order
+EVAL_SEED_OFFSET = 10_000  # evaluate(): held-out seeds, never a training iteration's
+
+
+@dataclass(frozen=True)
+class ScoredRollouts:
+    """One iteration's rollouts and their scores, before the update (R rollouts of L steps)."""
+
+    rollouts: Rollouts
+    reward_force: torch.Tensor  # [R] -RMS force (eV/A), NaN where unscored, minus the validity penalty
+    psi_0: torch.Tensor  # [R] -formation energy per atom (eV/atom) of the final molecule
+    valid: torch.Tensor  # [R] bool: scored by the force field (and connected, with disconnected_failed)
+    connected: torch.Tensor  # [R] bool: one fragment under EDM's bond rules
+    rdkit_valid: torch.Tensor  # [R] bool: RDKit sanitizes its largest fragment
+    evaluated: torch.Tensor  # [L] bool: the steps whose x0 predictions the force field scored
+    psi_t: torch.Tensor  # [R, L] energy potentials of the x0 predictions
+    psi_valid: torch.Tensor  # [R, L] bool
+    timing: dict[str, float]
 
 
 class FedGrpoTrainer:
@@ -132,18 +159,20 @@ class FedGrpoTrainer:
     # ------------------------------------------------------------------ data
     def prompts(self, iteration: int) -> tuple[torch.Tensor, list[torch.Generator]]:
         """This process's group sizes [G] and one generator per group: functions of (seed, iteration, group)."""
-        g = torch.Generator().manual_seed(self.cfg.seed * 7919 + iteration)
+        g = torch.Generator().manual_seed(self.cfg.seed * SIZES_STREAM + iteration)
         sizes = torch.multinomial(self.info.size_probabilities(), self.cfg.prompts, replacement=True, generator=g)
         per = self.cfg.prompts // self.world
         mine = range(self.rank * per, (self.rank + 1) * per)
         gens = [
-            torch.Generator(device=self.device).manual_seed((self.cfg.seed * 100_003 + iteration) * 1009 + k)
+            torch.Generator(device=self.device).manual_seed(
+                (self.cfg.seed * GROUPS_STREAM + iteration) * GROUPS_PER_ITERATION + k
+            )
             for k in mine
         ]
         return sizes[self.rank * per : (self.rank + 1) * per], gens
 
     # ------------------------------------------------------------------ one iteration
-    def rollout_and_score(self, iteration: int):
+    def rollout_and_score(self, iteration: int) -> ScoredRollouts:
         sizes, gens = self.prompts(iteration)
         t0 = time.perf_counter()
         self.policy.eval()
@@ -158,37 +187,48 @@ class FedGrpoTrainer:
         )
         t1 = time.perf_counter()
         final = score_molecules(self.ff, ro.molecules)
-        final.connected = self._connected(ro.molecules)
-        if self.cfg.disconnected_failed:
-            final.valid = final.valid & final.connected
+        connected = self._connected(ro.molecules)
         chem = chemistry_metrics_from_batch(ro.molecules.to("cpu"), self.info.atom_decoder)
-        final.rdkit_valid = torch.tensor([s is not None for s in chem["smiles"]])
+        rdkit_valid = torch.tensor([s is not None for s in chem["smiles"]])
+        reward_force = final.reward_force
         if self.cfg.validity_penalty:
-            final.reward_force = final.reward_force - self.cfg.validity_penalty * (~final.rdkit_valid).float()
+            reward_force = reward_force - self.cfg.validity_penalty * (~rdkit_valid).float()
         evaluated = energy_schedule(ro.num_steps, self.cfg.energy_every)
         psi_t, psi_valid = potentials_on_x0(self.policy, self.ff, ro, evaluated, self.info.atomic_numbers)
         t2 = time.perf_counter()
-        return ro, final, evaluated, psi_t, psi_valid, {"time_rollout": t1 - t0, "time_reward": t2 - t1}
+        return ScoredRollouts(
+            rollouts=ro,
+            reward_force=reward_force,
+            psi_0=final.psi_0,
+            valid=final.valid & connected if self.cfg.disconnected_failed else final.valid,
+            connected=connected,
+            rdkit_valid=rdkit_valid,
+            evaluated=evaluated,
+            psi_t=psi_t,
+            psi_valid=psi_valid,
+            timing={"time_rollout": t1 - t0, "time_reward": t2 - t1},
+        )
 
     def _connected(self, molecules) -> torch.Tensor:  # [B] bool: one fragment under EDM's bond rules
         return torch.tensor(
             [n_fragments(x, t, self.info.atom_decoder) == 1 for x, t in split_molecules(molecules.to("cpu"))]
         )
 
-    def advantages(self, ro: Rollouts, final, evaluated, psi_t, psi_valid) -> tuple[torch.Tensor, dict]:
+    def advantages(self, scored: ScoredRollouts) -> tuple[torch.Tensor, dict]:
         """[R, L] mixed advantages and the count of substitutions made."""
+        ro, evaluated, psi_t, psi_valid = scored.rollouts, scored.evaluated, scored.psi_t, scored.psi_valid
         G, K, L = ro.num_groups, ro.group_size, ro.num_steps
         # an x0 prediction the force field cannot score gets its group's mean potential at that step
         psi = psi_t.view(G, K, L)
-        ok = psi_valid.view(G, K, L) & final.valid.view(G, K, 1)
+        ok = psi_valid.view(G, K, L) & scored.valid.view(G, K, 1)
         group_mean = torch.where(ok, psi, 0).sum(1, keepdim=True) / ok.sum(1, keepdim=True).clamp(min=1)
         psi = torch.where(ok, psi, group_mean.expand_as(psi))
         psi = carry_forward(psi, evaluated)
-        returns = shaped_energy_returns(final.psi_0.view(G, K), psi, ro.t.cpu(), self.cfg.discount)
+        returns = shaped_energy_returns(scored.psi_0.view(G, K), psi, ro.t.cpu(), self.cfg.discount)
         adv = disentangled_advantages(
-            final.reward_force.view(G, K),
+            scored.reward_force.view(G, K),
             returns,
-            final.valid.view(G, K),
+            scored.valid.view(G, K),
             self.cfg.w_force,
             self.cfg.w_energy,
             self.cfg.adv_clip,
@@ -196,7 +236,7 @@ class FedGrpoTrainer:
             self.cfg.adv_eps,
             self.cfg.w_success if self.cfg.failed_mode == "group" else None,
         )
-        psi_failed = int((~psi_valid[:, evaluated] & final.valid[:, None]).sum())
+        psi_failed = int((~psi_valid[:, evaluated] & scored.valid[:, None]).sum())
         return adv.view(G * K, L), {"psi_failed": psi_failed}
 
     def _items(self, ro: Rollouts, rollout_ids: torch.Tensor):
@@ -232,7 +272,7 @@ class FedGrpoTrainer:
         factor = warmup_cosine(iteration, self.cfg.iterations, self.cfg.warmup_iterations, self.cfg.min_lr_ratio)
         for group in self.opt.param_groups:
             group["lr"] = self.cfg.lr * factor
-        order = torch.randperm(R, generator=torch.Generator().manual_seed(self.cfg.seed * 31 + iteration))
+        order = torch.randperm(R, generator=torch.Generator().manual_seed(self.cfg.seed * MINIBATCH_STREAM + iteration))
         stats: dict[str, list[float]] = {}
         self.policy.train()
         for mb in order.tensor_split(self.cfg.minibatches):
@@ -260,14 +300,15 @@ class FedGrpoTrainer:
     def run_iteration(self) -> dict[str, float]:
         it = self.iteration
         t_start = time.perf_counter()
-        ro, final, evaluated, psi_t, psi_valid, timing = self.rollout_and_score(it)
-        adv, adv_info = self.advantages(ro, final, evaluated, psi_t, psi_valid)
+        scored = self.rollout_and_score(it)
+        ro = scored.rollouts
+        adv, adv_info = self.advantages(scored)
         t_update = time.perf_counter()
         upd = self.update(ro, adv, it)
-        timing["time_update"] = time.perf_counter() - t_update
+        timing = {**scored.timing, "time_update": time.perf_counter() - t_update}
         self.iteration += 1
-        rf_mean, rf_std = _nanstats(final.reward_force)
-        re_mean, re_std = _nanstats(final.psi_0)
+        rf_mean, rf_std = _nanstats(scored.reward_force)
+        re_mean, re_std = _nanstats(scored.psi_0)
         stab = stability_metrics(ro.molecules.to("cpu"), self.info.atom_decoder)
         metrics = {
             "iteration": self.iteration,
@@ -275,12 +316,12 @@ class FedGrpoTrainer:
             "reward_force_std": rf_std,
             "reward_energy_mean": re_mean,
             "reward_energy_std": re_std,
-            "failed": int((~final.valid).sum()),
+            "failed": int((~scored.valid).sum()),
             "psi_failed": adv_info["psi_failed"],
             "rollout_atom_stability": stab["atom_stability"],
             "rollout_molecule_stability": stab["molecule_stability"],
-            "rollout_validity": float(final.rdkit_valid.float().mean()),
-            "rollout_connected": float(final.connected.float().mean()),
+            "rollout_validity": float(scored.rdkit_valid.float().mean()),
+            "rollout_connected": float(scored.connected.float().mean()),
             "advantage_abs_mean": float(adv.abs().mean()),
             **upd,
             **timing,
@@ -300,7 +341,7 @@ class FedGrpoTrainer:
             num or self.cfg.eval_samples,
             self.info.size_probabilities(),
             steps=self.cfg.steps,
-            seed=10_000 + self.cfg.seed,
+            seed=EVAL_SEED_OFFSET + self.cfg.seed,
             device=self.device,
             atomic_numbers=self.info.atomic_numbers,
         )
