@@ -164,29 +164,42 @@ class EquivariantDiffusion(nn.Module):
             return loss
         return loss * weight * objective.loss_weight(g.view(B).float())
 
-    # ------------------------------------------------------------ sampling
-    def reverse_mean_std(self, z_t, s, t, node_mask):
-        """Mean [B, N, 3+F], std [B], x0 prediction and eps of p(z_s | z_t); s, t [B] or [B, 1] in [0, 1]."""
+    # ------------------------------------------------------------ sampling: the network, then the Gaussian
+    def reverse_from_eps(self, z_t, eps, s, t, node_mask):
+        """p(z_s | z_t) given the network's noise prediction ``eps``, without calling the network: mean
+        [B, N, 3+F], std [B] and the x0 prediction [B, N, 3+F]; s, t [B] or [B, 1] in [0, 1] (gamma table)."""
         B = z_t.shape[0]
         gamma_s, gamma_t = self.gamma(s).view(B), self.gamma(t).view(B)
         sigma2_ts, alpha_ts = self.alpha_sigma_t_given_s(gamma_t, gamma_s)
         sigma_s, sigma_t = self.sigma(gamma_s), self.sigma(gamma_t)
-        eps = self.predict_eps(z_t, t.view(B, 1), node_mask)
         c = (sigma2_ts / alpha_ts / sigma_t).view(B, 1, 1)
         mean = (z_t / alpha_ts.view(B, 1, 1) - c * eps) * node_mask
         std = torch.sqrt(sigma2_ts) * sigma_s / sigma_t  # [B]
-        return mean, std, self.x0_from_eps(z_t, eps, gamma_t) * node_mask, eps
+        return mean, std, self.x0_from_eps(z_t, eps, gamma_t) * node_mask
 
-    def reverse_step(
-        self, z_t, s, t, node_mask, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+    def step_from_eps(
+        self, z_t, eps, s, t, node_mask, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
     ) -> ReverseStep:
-        """Sample z_s ~ p(z_s | z_t); ``noise`` (CoM-free eps) may be given instead of a generator."""
-        mean, std, x0, eps = self.reverse_mean_std(z_t, s, t, node_mask)
+        """Sample z_s ~ p(z_s | z_t) given ``eps`` (no network call); ``noise`` (CoM-free) may replace the
+        generator. The log-probability is that of the CoM-free Gaussian over real atoms."""
+        mean, std, x0 = self.reverse_from_eps(z_t, eps, s, t, node_mask)
         if noise is None:
             noise = self.sample_noise(node_mask, generator)
         z_s = mean + std.view(-1, 1, 1) * noise
         z_s = torch.cat([remove_mean_with_mask(z_s[..., :3], node_mask), z_s[..., 3:] * node_mask], dim=-1)
         return ReverseStep(z_s, mean, std, gaussian_log_prob(z_s, mean, std, node_mask), x0, eps)
+
+    def reverse_mean_std(self, z_t, s, t, node_mask):
+        """Mean, std, x0 prediction and eps of p(z_s | z_t): :meth:`predict_eps` then :meth:`reverse_from_eps`."""
+        eps = self.predict_eps(z_t, t.view(z_t.shape[0], 1), node_mask)
+        return (*self.reverse_from_eps(z_t, eps, s, t, node_mask), eps)
+
+    def reverse_step(
+        self, z_t, s, t, node_mask, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+    ) -> ReverseStep:
+        """One step of the chain: :meth:`predict_eps` then :meth:`step_from_eps`."""
+        eps = self.predict_eps(z_t, t.view(z_t.shape[0], 1), node_mask)
+        return self.step_from_eps(z_t, eps, s, t, node_mask, generator, noise)
 
     def decode(
         self,

@@ -253,7 +253,9 @@ class FedGrpoTrainer:
         l_idx, r_idx = l_idx.to(dev), r_idx.to(dev)
         z_t, z_s, mask = ro.z_t[l_idx, r_idx], ro.z_s[l_idx, r_idx], ro.node_mask[r_idx]
         T = self.policy.T
-        mean, std, _, _ = model.reverse_mean_std(z_t, (ro.s[l_idx] / T).float(), (ro.t[l_idx] / T).float(), mask)
+        s, t = (ro.s[l_idx] / T).float(), (ro.t[l_idx] / T).float()
+        eps = model.predict_eps(z_t, t.view(-1, 1), mask)  # the network ...
+        mean, std, _ = model.reverse_from_eps(z_t, eps, s, t, mask)  # ... then the Gaussian step
         return mean, std, gaussian_log_prob(z_s, mean, std, mask), mask
 
     def update(self, ro: Rollouts, adv: torch.Tensor, iteration: int) -> dict[str, float]:
