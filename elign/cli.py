@@ -15,22 +15,14 @@ from pathlib import Path
 __all__ = ["main"]
 
 
-def _int_at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {low}"
-    return parse
-
-
-positive_int = _int_at_least(1)
-non_negative_int = _int_at_least(0)
+from elign.configs import (  # noqa: E402
+    add_config_arguments,
+    config_overrides,
+    describe_config,
+    non_negative_int,
+    positive_int,
+    read_config_file,
+)
 
 
 def _device(name: str | None) -> str:
@@ -99,7 +91,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads) if args.threads else None
     out = Path(args.out)
     saved = out / "config.json"
-    overrides = {k: v for k, v in vars(args).items() if k in PretrainConfig.__dataclass_fields__ and v is not None}
+    overrides = {**(read_config_file(args.config, PretrainConfig) if args.config else {})}
+    overrides.update(config_overrides(PretrainConfig, args))
     if args.resume and saved.exists():
         try:
             base = json.loads(saved.read_text())
@@ -111,6 +104,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         config = PretrainConfig.from_dict({**base, **overrides, **architecture, "out_dir": str(out)})
     else:
         config = PretrainConfig.from_dict({**overrides, "out_dir": str(out)})
+    if args.show_config:
+        print(describe_config(config))
+        return 0
     data = _training_data(args.data)
     trainer = Pretrainer(config, data, device=_device(args.device))
     if args.resume:
@@ -479,6 +475,7 @@ def cmd_mlff_distill(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
+    from elign.pretrain import PretrainConfig
     from elign.rl.config import PRESETS  # no torch: the parser stays fast to build
 
     p = argparse.ArgumentParser(prog="elign", description="Align 3D molecular diffusion models with force fields.")
@@ -496,62 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory (state.pt, model.safetensors, metrics.jsonl)")
     t.add_argument("--data", help="dense training file (.npz) from `elign data --dense`; default: the QM9 cache")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
-    t.add_argument("--hidden", type=positive_int)
-    t.add_argument("--n-layers", dest="n_layers", type=positive_int)
-    t.add_argument("--timesteps", type=positive_int, help="diffusion steps T (default 1000)")
-    t.add_argument("--batch-size", dest="batch_size", type=positive_int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--warmup-steps", dest="warmup_steps", type=non_negative_int)
-    t.add_argument(
-        "--lr-decay-start",
-        dest="lr_decay_start",
-        type=non_negative_int,
-        help="global step where a cosine decay of the learning rate begins (default: none, constant)",
-    )
-    t.add_argument(
-        "--lr-decay-steps", dest="lr_decay_steps", type=positive_int, help="length of that decay (default 10,000)"
-    )
-    t.add_argument("--lr-min", dest="lr_min", type=float, help="learning rate after the decay (default 5e-5)")
-    t.add_argument("--ema-decay", dest="ema_decay", type=float)
-    t.add_argument("--max-steps", dest="max_steps", type=positive_int)
-    t.add_argument("--epochs", type=float)
-    t.add_argument("--max-minutes", dest="max_minutes", type=float, help="end cleanly with a checkpoint after this")
-    t.add_argument("--checkpoint-minutes", dest="checkpoint_minutes", type=float)
-    t.add_argument("--log-every", dest="log_every", type=positive_int)
-    t.add_argument("--val-every", dest="val_every", type=non_negative_int)
-    t.add_argument("--val-samples", dest="val_samples", type=positive_int)
-    t.add_argument("--val-steps", dest="val_steps", type=positive_int)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--compile", action="store_true", default=None)
-    t.add_argument("--no-bf16", dest="bf16", action="store_false", default=None)
-    t.add_argument(
-        "--loss-weighting",
-        dest="loss_weighting",
-        choices=["eps", "truncated_snr"],
-        help="eps: EDM's loss (default); truncated_snr: eps loss x clamp(SNR, snr_min, snr_max) / SNR",
-    )
-    t.add_argument("--snr-min", dest="snr_min", type=float, help="lower SNR cap of truncated_snr (default 0.05)")
-    t.add_argument("--snr-max", dest="snr_max", type=float, help="upper SNR cap of truncated_snr (default 1.5)")
-    t.add_argument(
-        "--time-sampling",
-        dest="time_sampling",
-        choices=["uniform", "beta"],
-        help="uniform: EDM's t (default); beta: t ~ Beta(beta_a, beta_b), t = 0 the data end",
-    )
-    t.add_argument("--beta-a", dest="beta_a", type=float, help="Beta a of --time-sampling beta (default 1)")
-    t.add_argument("--beta-b", dest="beta_b", type=float, help="Beta b of --time-sampling beta (default 2)")
-    t.add_argument(
-        "--importance-weighted",
-        dest="importance_weighted",
-        action="store_true",
-        default=None,
-        help="weight Beta draws by 1/((T+1) p(t)) so the expected loss is EDM's",
-    )
-    t.add_argument(
-        "--batching",
-        choices=["random", "size_buckets"],
-        help="random: EDM's batches (default); size_buckets: molecules of near-equal size together",
-    )
+    t.add_argument("--config", help="JSON file of PretrainConfig fields (flags given override it)")
+    t.add_argument("--show-config", action="store_true", help="print every field with its value and help, and exit")
+    add_config_arguments(t, PretrainConfig, skip=("out_dir",))
     t.add_argument("--device", default="auto")
     t.add_argument("--threads", type=positive_int, help="CPU threads (torch.set_num_threads)")
     t.add_argument("--no-progress", action="store_true")

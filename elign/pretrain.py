@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from elign.callbacks import Callback
 from elign.checkpoints import atomic_write, remove_stale_temporaries, save_checkpoint, truncate_log
 from elign.config import ModelConfig
+from elign.configs import config_from_dict, non_negative_int, option, positive_int
 from elign.data.batch import MoleculeBatch
 from elign.data.dense import DenseDataset
 from elign.diffusion.edm import EquivariantDiffusion
@@ -38,43 +39,56 @@ BATCHINGS = ("random", "size_buckets")
 
 @dataclass
 class PretrainConfig:
-    out_dir: str
-    hidden: int = 128  # features per atom
-    n_layers: int = 6  # equivariant blocks
-    timesteps: int = 1000
-    batch_size: int = 128  # molecules per step and process
-    lr: float = 2e-4
-    weight_decay: float = 1e-12
-    warmup_steps: int = 500
-    # cosine decay of the learning rate from lr at step lr_decay_start to lr_min lr_decay_steps later, then held
-    # there (None: constant after warm-up); an absolute step, so a long run can be annealed from where it is
-    lr_decay_start: int | None = None
-    lr_decay_steps: int = 10_000
-    lr_min: float = 5e-5
-    clip_grad: float = 1.0  # max gradient norm
-    ema_decay: float = 0.999
-    max_steps: int | None = None  # total optimiser steps (None: until max_minutes / epochs)
-    epochs: float | None = None
-    max_minutes: float | None = None  # wall-clock budget of this invocation
-    seed: int = 0
-    checkpoint_minutes: float = 5.0
-    log_every: int = 50
-    val_every: int = 0  # steps between validation samples (0: off)
-    val_samples: int = 200
-    val_steps: int = 100  # sampler steps of the validation sample
-    bf16: bool = True  # autocast on CUDA
-    compile: bool = False
-    # the objective (elign.diffusion.objective); the defaults are EDM's
-    loss_weighting: str = "eps"  # "eps" (EDM) or "truncated_snr" (eps loss x clamp(SNR, snr_min, snr_max) / SNR)
-    snr_min: float = 0.05
-    snr_max: float = 1.5
-    time_sampling: str = "uniform"  # "uniform" (EDM) or "beta" (t ~ Beta(beta_a, beta_b), t = 0 the data end)
-    beta_a: float = 1.0
-    beta_b: float = 2.0
-    importance_weighted: bool = False  # weight Beta draws by 1 / ((T + 1) p(t)): EDM's objective in expectation
-    # "random" (EDM: each batch a random draw, padded to its largest molecule) or "size_buckets" (each epoch's
-    # molecules sorted by size, cut into batches of near-equal size, batches shuffled: far less padding)
-    batching: str = "random"
+    """Every setting of a pretraining run (``elign pretrain --show-config`` lists them with their values)."""
+
+    out_dir: str = option(MISSING, "run directory: state.pt, model.safetensors, metrics.jsonl, config.json")
+    hidden: int = option(128, "features per atom", type=positive_int)
+    n_layers: int = option(6, "equivariant blocks", type=positive_int)
+    timesteps: int = option(1000, "diffusion steps T", type=positive_int)
+    batch_size: int = option(128, "molecules per step and process", type=positive_int)
+    lr: float = option(2e-4, "learning rate (AdamW)")
+    weight_decay: float = option(1e-12, "AdamW weight decay")
+    warmup_steps: int = option(500, "linear warm-up of the learning rate, in steps", type=non_negative_int)
+    lr_decay_start: int | None = option(
+        None,
+        "global step where a cosine decay of the learning rate to lr_min begins, held there after lr_decay_steps "
+        "(None: constant after warm-up); an absolute step, so a long run can be annealed from where it is",
+        type=non_negative_int,
+    )
+    lr_decay_steps: int = option(10_000, "length of that decay, in steps", type=positive_int)
+    lr_min: float = option(5e-5, "learning rate after the decay")
+    clip_grad: float = option(1.0, "maximum gradient norm")
+    ema_decay: float = option(0.999, "decay of the exponential moving average whose weights are shipped")
+    max_steps: int | None = option(None, "total optimiser steps (None: until max_minutes or epochs)", type=positive_int)
+    epochs: float | None = option(None, "total epochs (None: until max_steps or max_minutes)")
+    max_minutes: float | None = option(None, "wall-clock budget of this invocation: ends cleanly with a checkpoint")
+    seed: int = option(0, "seed of the initial weights, batch order, times and noise")
+    checkpoint_minutes: float = option(5.0, "minutes between checkpoints")
+    log_every: int = option(50, "steps between loss records in metrics.jsonl", type=positive_int)
+    val_every: int = option(0, "steps between validation samples (0: none)", type=non_negative_int)
+    val_samples: int = option(200, "molecules of a validation sample", type=positive_int)
+    val_steps: int = option(100, "sampler steps of a validation sample", type=positive_int)
+    bf16: bool = option(True, "bfloat16 autocast on CUDA")
+    compile: bool = option(False, "torch.compile the loss")
+    loss_weighting: str = option(
+        "eps",
+        "eps: EDM's loss; truncated_snr: the eps loss x clamp(SNR, snr_min, snr_max) / SNR",
+        choices=["eps", "truncated_snr"],
+    )
+    snr_min: float = option(0.05, "lower SNR cap of truncated_snr")
+    snr_max: float = option(1.5, "upper SNR cap of truncated_snr")
+    time_sampling: str = option(
+        "uniform", "uniform: EDM's t; beta: t ~ Beta(beta_a, beta_b), t = 0 the data end", choices=["uniform", "beta"]
+    )
+    beta_a: float = option(1.0, "Beta a of time_sampling beta")
+    beta_b: float = option(2.0, "Beta b of time_sampling beta")
+    importance_weighted: bool = option(False, "weight Beta draws by 1 / ((T + 1) p(t)): EDM's objective in expectation")
+    batching: str = option(
+        "random",
+        "random: EDM's batches (each a random draw, padded to its largest molecule); size_buckets: each epoch's "
+        "molecules sorted by size, cut into batches of near-equal size, batches shuffled (far less padding)",
+        choices=list(BATCHINGS),
+    )
 
     def __post_init__(self) -> None:
         bad = {
@@ -116,8 +130,8 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> PretrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """From a dict of fields (a key that is not a field is an error)."""
+        return config_from_dict(cls, d)
 
 
 class _Loss(nn.Module):

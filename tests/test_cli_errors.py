@@ -188,3 +188,30 @@ def test_one_unsupported_element_flags_its_molecule_not_the_file(capsys, tmp_pat
     )
     err = _one_line_error(capsys, ["evaluate", "--samples", str(bogus), "--no-novelty"])
     assert "['Xx'] are not element symbols" in err
+
+
+def test_pretrain_help_lists_every_config_field_with_its_help(capsys):
+    from dataclasses import fields
+
+    from elign.configs import config_help
+    from elign.pretrain import PretrainConfig
+
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for f in fields(PretrainConfig):
+        flag = "--out" if f.name == "out_dir" else "--" + f.name.replace("_", "-")
+        assert flag in text, flag
+        if f.name != "out_dir":
+            assert " ".join(config_help(PretrainConfig)[f.name].split())[:40] in text, f.name
+
+
+def test_a_config_file_with_an_unknown_key_is_an_error_not_ignored(capsys, tmp_path):
+    cfg = tmp_path / "recipe.json"
+    cfg.write_text('{"hidden": 32, "hiden_size": 64}')
+    err = _one_line_error(capsys, ["pretrain", "--out", str(tmp_path / "run"), "--config", str(cfg), "--show-config"])
+    assert "unknown PretrainConfig fields: ['hiden_size']" in err
+    cfg.write_text('{"hidden": 32}')
+    assert main(["pretrain", "--out", str(tmp_path / "run"), "--config", str(cfg), "--show-config"]) == 0
+    shown = capsys.readouterr().out
+    assert "hidden = 32" in " ".join(shown.split())

@@ -1,0 +1,144 @@
+"""One config mechanism: dataclasses whose fields carry their help, validated in ``__post_init__``, built
+from dicts that may not hold unknown keys, and turned into command-line flags by one helper.
+
+    @dataclass
+    class MyConfig:
+        lr: float = option(1e-4, "learning rate")
+        layers: int = option(4, "equivariant blocks", type=positive_int)
+
+    add_config_arguments(parser, MyConfig)       # --lr, --layers, each with its help and default
+    MyConfig(**config_overrides(MyConfig, args))  # the flags given, nothing else
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import typing
+from dataclasses import MISSING, Field, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = [
+    "add_config_arguments",
+    "config_from_dict",
+    "config_help",
+    "config_overrides",
+    "describe_config",
+    "non_negative_int",
+    "option",
+    "positive_int",
+    "read_config_file",
+]
+
+C = TypeVar("C")
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+positive_int = _int_at_least(1)
+non_negative_int = _int_at_least(0)
+
+
+def option(default: Any, help: str, **cli: Any) -> Any:  # noqa: A002 (help is the natural name here)
+    """A config field with its help text; ``cli`` are argparse settings of its flag (``type``, ``choices``,
+    ``flag`` for a name other than ``--field-name``)."""
+    return field(default=default, metadata={"help": help, "cli": cli})
+
+
+def config_help(cls: type) -> dict[str, str]:
+    """Field name -> help text."""
+    return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
+    """``cls(**data)``; a key that is not a field is an error (never dropped), naming the fields."""
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {unknown}; the fields are {names}")
+    return cls(**data)
+
+
+def read_config_file(path: str | Path, cls: type) -> dict[str, Any]:
+    """The JSON object of ``cls`` fields in ``path`` (checked against the fields, not yet validated)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not a JSON {cls.__name__} file ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object of {cls.__name__} fields")
+    return data
+
+
+def describe_config(config: Any) -> str:
+    """Every field with its value and help, one per line (``--show-config``)."""
+    helps = config_help(type(config))
+    return "\n".join(f"{name:>22} = {getattr(config, name)!r:<26} {text}" for name, text in helps.items())
+
+
+def _base_type(annotation: Any) -> tuple[type, bool]:
+    """(the scalar type of a field, whether it is a tuple of them): int | None -> (int, False)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        return args[0], True
+    if args and origin is not None:  # a union with None
+        return _base_type(args[0])
+    return annotation, False
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (), group_title: str | None = None
+) -> None:
+    """One flag per field of ``cls`` (``--field-name``) with its help and default; every flag defaults to
+    None, so :func:`config_overrides` sees only the flags given. Booleans get ``--x/--no-x``, tuples take
+    several values."""
+    hints = typing.get_type_hints(cls)
+    target = parser.add_argument_group(group_title or f"{cls.__name__} fields") if group_title != "" else parser
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        cli = dict(f.metadata.get("cli", {}))
+        flag = cli.pop("flag", "--" + f.name.replace("_", "-"))
+        default = _default(f)
+        text = f.metadata.get("help", "") + ("" if default is MISSING else f" (default: {default!r})")
+        kind, many = _base_type(hints[f.name])
+        if kind is bool:
+            kwargs = {"action": argparse.BooleanOptionalAction, "default": None}
+            target.add_argument(flag, dest=f.name, help=text.replace("%", "%%"), **kwargs)
+            continue
+        kwargs: dict[str, Any] = {"type": kind, **cli}
+        if many:
+            kwargs["nargs"] = "+"
+        target.add_argument(flag, dest=f.name, default=None, help=text.replace("%", "%%"), **kwargs)
+
+
+def _default(f: Field) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def config_overrides(cls: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The fields of ``cls`` given on the command line (flags left at None are not given); tuples as tuples."""
+    out = {}
+    for f in fields(cls):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            out[f.name] = tuple(value) if isinstance(value, list) else value
+    return out
