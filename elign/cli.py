@@ -301,17 +301,7 @@ def cmd_align(args: argparse.Namespace) -> int:
 
     if args.device:
         _device(args.device)  # a clear error now rather than at the first tensor moved
-    overrides = {
-        k: v
-        for k, v in (
-            ("checkpoint", args.checkpoint),
-            ("mlff", args.mlff),
-            ("iterations", args.iterations),
-            ("seed", args.seed),
-            ("device", args.device),
-        )
-        if v is not None
-    }
+    overrides = config_overrides(AlignConfig, args)
     for item in args.set:
         key, _, value = item.partition("=")
         try:
@@ -323,8 +313,7 @@ def cmd_align(args: argparse.Namespace) -> int:
         AlignConfig.from_file(args.config, **overrides) if args.config else AlignConfig.preset(args.preset, **overrides)
     )
     if args.show_config:
-        for name, text in AlignConfig.help().items():
-            print(f"{name:>18} = {getattr(config, name)!r:<24} {text}")
+        print(describe_config(config))
         return 0
     from elign.rl.trainer import FedGrpoTrainer
 
@@ -476,7 +465,7 @@ def cmd_mlff_distill(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     from elign.pretrain import PretrainConfig
-    from elign.rl.config import PRESETS  # no torch: the parser stays fast to build
+    from elign.rl.config import PRESETS, AlignConfig
 
     p = argparse.ArgumentParser(prog="elign", description="Align 3D molecular diffusion models with force fields.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -520,15 +509,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("align", help="align a backbone to a force field with FED-GRPO (torchrun for several GPUs)")
     a.add_argument("--out", required=True, help="run directory (resumed when it holds a state.pt)")
-    a.add_argument("--checkpoint", help="backbone (default: the shipped one)")
-    a.add_argument("--mlff", help="reward force field name or .model path (default: the shipped one, else aimnet2)")
-    a.add_argument("--preset", choices=sorted(PRESETS), default="cpu-demo")
-    a.add_argument("--config", help="JSON file of AlignConfig fields (may name a preset)")
-    a.add_argument("--iterations", type=positive_int)
-    a.add_argument("--seed", type=int)
-    a.add_argument("--device", help="auto, cpu or cuda")
+    a.add_argument("--preset", choices=sorted(PRESETS), default="cpu-demo", help="defaults of the fields below")
+    a.add_argument("--config", help="JSON file of AlignConfig fields (may name a preset); flags given override it")
     a.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override any AlignConfig field")
-    a.add_argument("--show-config", action="store_true", help="print every field with its help and exit")
+    a.add_argument("--show-config", action="store_true", help="print every field with its value and help, and exit")
+    add_config_arguments(
+        a,
+        AlignConfig,
+        skip=("out_dir",),
+        group_title="AlignConfig fields (defaults: the preset's)",
+        show_defaults=False,
+    )
     a.set_defaults(func=cmd_align, output_dirs=("out",))
 
     c = sub.add_parser("score", help="energies and forces of the molecules of an SDF file")

@@ -101,11 +101,15 @@ def _base_type(annotation: Any) -> tuple[type, bool]:
 
 
 def add_config_arguments(
-    parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (), group_title: str | None = None
+    parser: argparse.ArgumentParser,
+    cls: type,
+    skip: tuple[str, ...] = (),
+    group_title: str | None = None,
+    show_defaults: bool = True,
 ) -> None:
     """One flag per field of ``cls`` (``--field-name``) with its help and default; every flag defaults to
     None, so :func:`config_overrides` sees only the flags given. Booleans get ``--x/--no-x``, tuples take
-    several values."""
+    several values. ``show_defaults=False`` where another source (a preset) sets the defaults."""
     hints = typing.get_type_hints(cls)
     target = parser.add_argument_group(group_title or f"{cls.__name__} fields") if group_title != "" else parser
     for f in fields(cls):
@@ -114,7 +118,8 @@ def add_config_arguments(
         cli = dict(f.metadata.get("cli", {}))
         flag = cli.pop("flag", "--" + f.name.replace("_", "-"))
         default = _default(f)
-        text = f.metadata.get("help", "") + ("" if default is MISSING else f" (default: {default!r})")
+        shown = show_defaults and default is not MISSING
+        text = f.metadata.get("help", "") + (f" (default: {default!r})" if shown else "")
         kind, many = _base_type(hints[f.name])
         if kind is bool:
             kwargs = {"action": argparse.BooleanOptionalAction, "default": None}

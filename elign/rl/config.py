@@ -2,64 +2,61 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from elign.configs import config_from_dict, config_help, option, read_config_file
 
 __all__ = ["AlignConfig", "PRESETS"]
 
 
-def _f(default, help: str):  # noqa: A002 (help is the natural name here)
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class AlignConfig:
-    out_dir: str = _f("runs/align", "run directory: state.pt, model.safetensors, best.safetensors, metrics.jsonl")
-    checkpoint: str | None = _f(None, "backbone to align: native .safetensors, EDM run dir; None = shipped backbone")
-    mlff: str | None = _f(None, "reward force field: name or .model path; None = the shipped default")
-    iterations: int = _f(100, "policy-update iterations (each: rollouts, rewards, update)")
-    prompts: int = _f(4, "P: molecule sizes per iteration, drawn from the size prior")
-    group_size: int = _f(24, "K: rollouts per prompt; advantages are normalised within each group")
-    steps: int = _f(1000, "denoising steps of the (possibly strided) chain")
-    shared_steps: int = _f(600, "steps shared by a group before it branches (paper: 600 of 1000, t_b = 400)")
-    energy_every: int = _f(1, "evaluate the energy potential on the x0 prediction every k-th trained step")
-    discount: float = _f(1.0, "gamma of the shaped return G_t = gamma^t * Psi_0 - Psi_t")
-    w_force: float = _f(1.0, "weight of the normalised force advantage")
-    w_energy: float = _f(0.1, "weight of the normalised energy advantage")
-    adv_clip: float = _f(5.0, "clip of the mixed advantage to [-c, c]")
-    adv_eps: float = _f(1e-6, "added to the group standard deviation")
-    failed_advantage: float = _f(
+    out_dir: str = option("runs/align", "run directory: state.pt, model.safetensors, best.safetensors, metrics.jsonl")
+    checkpoint: str | None = option(None, "backbone to align: native .safetensors, EDM run dir; None: the shipped one")
+    mlff: str | None = option(None, "reward force field: name or .model path; None = the shipped default")
+    iterations: int = option(100, "policy-update iterations (each: rollouts, rewards, update)")
+    prompts: int = option(4, "P: molecule sizes per iteration, drawn from the size prior")
+    group_size: int = option(24, "K: rollouts per prompt; advantages are normalised within each group")
+    steps: int = option(1000, "denoising steps of the (possibly strided) chain")
+    shared_steps: int = option(600, "steps shared by a group before it branches (paper: 600 of 1000, t_b = 400)")
+    energy_every: int = option(1, "evaluate the energy potential on the x0 prediction every k-th trained step")
+    discount: float = option(1.0, "gamma of the shaped return G_t = gamma^t * Psi_0 - Psi_t")
+    w_force: float = option(1.0, "weight of the normalised force advantage")
+    w_energy: float = option(0.1, "weight of the normalised energy advantage")
+    adv_clip: float = option(5.0, "clip of the mixed advantage to [-c, c]")
+    adv_eps: float = option(1e-6, "added to the group standard deviation")
+    failed_advantage: float = option(
         -1.0, "advantage given to every step of a rollout the force field cannot score (failed_mode 'fixed')"
     )
-    failed_mode: str = _f(
+    failed_mode: str = option(
         "fixed",
         "'fixed': failed rollouts get failed_advantage; 'group': success (scorable or "
         "not) is a third group-normalised channel weighted by w_success, so failures are "
         "penalised only against scorable members of the same group",
     )
-    w_success: float = _f(1.0, "weight of the normalised success channel (failed_mode 'group')")
-    disconnected_failed: bool = _f(
+    w_success: float = option(1.0, "weight of the normalised success channel (failed_mode 'group')")
+    disconnected_failed: bool = option(
         False,
         "treat molecules of several fragments (EDM bond rules) as failed: their "
         "separated atoms feel no force, which would reward falling apart",
     )
-    validity_penalty: float = _f(0.0, "subtracted from the force reward of RDKit-invalid molecules (off by default)")
-    clip_eps: float = _f(2e-3, "PPO clip range of the probability ratio")
-    kl_beta: float = _f(0.04, "weight of the KL penalty to the frozen reference policy")
-    lr: float = _f(4e-6, "peak AdamW learning rate")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    warmup_iterations: int = _f(5, "linear warm-up iterations")
-    min_lr_ratio: float = _f(0.1, "cosine floor as a fraction of lr; held after the last iteration")
-    max_grad_norm: float = _f(1.0, "gradient-norm clip")
-    minibatches: int = _f(1, "optimiser steps per iteration (rollouts split into this many minibatches)")
-    chunk: int = _f(64, "(rollout, step) pairs per forward/backward; a memory knob, not a hyperparameter")
-    eval_every: int = _f(10, "iterations between held-out sampling evaluations (0: off)")
-    eval_samples: int = _f(64, "molecules in the held-out evaluation (fresh samples, fixed seed)")
-    seed: int = _f(0, "seed of prompts, rollout noise and evaluation")
-    device: str = _f("auto", "'auto', 'cpu' or 'cuda[:i]'")
-    mlff_dtype: str = _f("float32", "force-field precision: float32 or float64")
-    checkpoint_every: int = _f(1, "iterations between checkpoints")
+    validity_penalty: float = option(0.0, "subtracted from the force reward of RDKit-invalid molecules (0: off)")
+    clip_eps: float = option(2e-3, "PPO clip range of the probability ratio")
+    kl_beta: float = option(0.04, "weight of the KL penalty to the frozen reference policy")
+    lr: float = option(4e-6, "peak AdamW learning rate")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    warmup_iterations: int = option(5, "linear warm-up iterations")
+    min_lr_ratio: float = option(0.1, "cosine floor as a fraction of lr; held after the last iteration")
+    max_grad_norm: float = option(1.0, "gradient-norm clip")
+    minibatches: int = option(1, "optimiser steps per iteration (rollouts split into this many minibatches)")
+    chunk: int = option(64, "(rollout, step) pairs per forward/backward; a memory knob, not a hyperparameter")
+    eval_every: int = option(10, "iterations between held-out sampling evaluations (0: off)")
+    eval_samples: int = option(64, "molecules in the held-out evaluation (fresh samples, fixed seed)")
+    seed: int = option(0, "seed of prompts, rollout noise and evaluation")
+    device: str = option("auto", "'auto', 'cpu' or 'cuda[:i]'")
+    mlff_dtype: str = option("float32", "force-field precision: float32 or float64")
+    checkpoint_every: int = option(1, "iterations between checkpoints")
 
     def __post_init__(self) -> None:
         errors = []
@@ -108,12 +105,7 @@ class AlignConfig:
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> AlignConfig:
-        try:
-            data = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not a JSON alignment config ({e})") from e
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} must hold a JSON object of AlignConfig fields")
+        data = read_config_file(path, cls)
         preset = data.pop("preset", None)
         if preset is not None and preset not in PRESETS:
             raise ValueError(f"{path}: unknown preset {preset!r}; choose from {sorted(PRESETS)}")
@@ -122,17 +114,15 @@ class AlignConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> AlignConfig:
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown AlignConfig fields: {unknown} (elign align --show-config lists them)")
-        return cls(**d)
+        """From a dict of fields (a key that is not a field is an error; elign align --show-config lists them)."""
+        return config_from_dict(cls, d)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def help(cls) -> dict[str, str]:
-        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+        return config_help(cls)
 
 
 PRESETS: dict[str, dict] = {
