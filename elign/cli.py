@@ -415,47 +415,25 @@ def cmd_mlff_distill(args: argparse.Namespace) -> int:
     """``elign mlff distill``: label molecules with a teacher force field and fit a small MACE to it."""
     import torch
 
-    from elign.mlff.distill import DistillConfig, StudentConfig, distill
+    from elign.mlff.distill import QM9_ELEMENTS, DistillConfig, StudentConfig, distill
 
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    student = StudentConfig(
-        channels=args.channels,
-        max_ell=args.max_ell,
-        hidden_l=args.hidden_l,
-        r_max=args.r_max,
-        num_interactions=args.num_interactions,
-        correlation=args.correlation,
-    )
+    student = StudentConfig(**config_overrides(StudentConfig, args))
     saved = out / "config.json"
     if args.resume and (out / "state.pt").exists() and saved.exists():
         base = json.loads(saved.read_text())  # the architecture of a resumed run is the saved one
         student = StudentConfig(**{**base["student"], "radial_mlp": tuple(base["student"]["radial_mlp"])})
         print(f"resuming {out}: student architecture from {saved}")
+    own = ("out_dir", "device", "progress", "student")  # set below from --out, --device, --no-progress
+    given = config_overrides(DistillConfig, args, skip=own)
     config = DistillConfig(
+        **{"elements": QM9_ELEMENTS, **given},
         out_dir=str(out),
-        teacher=args.teacher,
-        n_train=args.train,
-        n_val=args.val,
-        perturb=args.perturb,
-        samples_from=args.samples_from,
-        num_samples=args.num_samples,
-        sample_steps=args.sample_steps,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        label_batch_size=args.label_batch_size,
-        lr=args.lr,
-        energy_weight=args.energy_weight,
-        forces_weight=args.forces_weight,
-        ema_decay=args.ema_decay,
-        seed=args.seed,
         device=_device(args.device),
-        max_minutes=args.max_minutes,
-        resume=args.resume,
         progress=not args.no_progress,
         student=student,
-        elements=tuple(args.elements) if args.elements else (1, 6, 7, 8, 9),
     )
     distill(config)
     print(f"student: {out / 'distilled.model'}; report: {out / 'report.json'}; per-epoch log: {out / 'log.jsonl'}")
@@ -464,6 +442,7 @@ def cmd_mlff_distill(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
+    from elign.mlff.distill import DistillConfig, StudentConfig
     from elign.pretrain import PretrainConfig
     from elign.rl.config import PRESETS, AlignConfig
 
@@ -603,71 +582,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="label QM9 (+ perturbed, + backbone samples) with a teacher force field "
         "and train a small MACE on it (resumable); writes distilled.model and report.json",
     )
-    md.add_argument("--teacher", default="aimnet2", help="teacher force field: a name or a .model path")
     md.add_argument(
         "--out", required=True, help="run directory (labels.pt, state.pt, distilled.model, log.jsonl, report.json)"
     )
-    md.add_argument(
-        "--train", type=positive_int, default=300, help="QM9 training-split molecules (plus as many perturbed)"
-    )
-    md.add_argument(
-        "--val", type=positive_int, default=100, help="held-out QM9 validation molecules (plus as many perturbed)"
-    )
-    md.add_argument("--perturb", type=float, default=0.1, help="sigma of the perturbed copies (Angstrom; 0: none)")
-    md.add_argument("--samples-from", dest="samples_from", help="backbone checkpoint whose samples join training")
-    md.add_argument("--num-samples", dest="num_samples", type=non_negative_int, default=0)
-    md.add_argument("--sample-steps", dest="sample_steps", type=int, help="denoising steps of those samples")
-    md.add_argument("--epochs", type=positive_int, default=20)
-    md.add_argument("--batch-size", dest="batch_size", type=positive_int, default=16)
-    md.add_argument(
-        "--label-batch-size",
-        dest="label_batch_size",
-        type=positive_int,
-        default=32,
-        help="batch size of labelling, held-out evaluation and the speed comparison",
-    )
-    md.add_argument("--lr", type=float, default=5e-3)
-    md.add_argument(
-        "--energy-weight",
-        dest="energy_weight",
-        type=float,
-        default=100.0,
-        help="w_E on the MSE of the energy per atom (eV/atom)^2",
-    )
-    md.add_argument(
-        "--forces-weight",
-        dest="forces_weight",
-        type=float,
-        default=10.0,
-        help="w_F on the MSE of the force components (eV/A)^2",
-    )
-    md.add_argument("--ema-decay", dest="ema_decay", type=float, default=0.99, help="0: no EMA")
-    md.add_argument("--channels", type=positive_int, default=32, help="multiplicity C of the hidden irreps")
-    md.add_argument("--max-ell", dest="max_ell", type=int, default=2, help="highest l of the edge harmonics")
-    md.add_argument(
-        "--hidden-l",
-        dest="hidden_l",
-        type=int,
-        default=0,
-        help="highest l of the hidden features (0: Cx0e, 1: Cx0e+Cx1o)",
-    )
-    md.add_argument("--r-max", dest="r_max", type=float, default=5.0, help="cutoff (Angstrom)")
-    md.add_argument("--num-interactions", dest="num_interactions", type=int, default=2)
-    md.add_argument("--correlation", type=int, default=2)
-    md.add_argument(
-        "--elements", type=int, nargs="*", help="atomic numbers the student knows (default: QM9's H C N O F)"
-    )
     md.add_argument("--device", default="auto")
     md.add_argument("--threads", type=positive_int, help="CPU threads (torch.set_num_threads)")
-    md.add_argument("--seed", type=int, default=0)
-    md.add_argument(
-        "--max-minutes",
-        dest="max_minutes",
-        type=float,
-        help="training minutes of this session, then checkpoint, model and report",
-    )
-    md.add_argument("--resume", action="store_true", help="continue the run in --out from its state.pt")
     md.add_argument("--no-progress", action="store_true")
+    add_config_arguments(md, DistillConfig, skip=("out_dir", "device", "progress", "student"))  # as cmd_mlff_distill
+    add_config_arguments(md, StudentConfig, group_title="student architecture (StudentConfig)")
     md.set_defaults(func=cmd_mlff_distill, output_dirs=("out",))
     return p
 

@@ -139,10 +139,13 @@ def _default(f: Field) -> Any:
     return MISSING
 
 
-def config_overrides(cls: type, args: argparse.Namespace) -> dict[str, Any]:
-    """The fields of ``cls`` given on the command line (flags left at None are not given); tuples as tuples."""
+def config_overrides(cls: type, args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields of ``cls`` given on the command line (flags left at None are not given; ``skip``: fields the
+    command sets itself); tuples as tuples."""
     out = {}
     for f in fields(cls):
+        if f.name in skip:
+            continue
         value = getattr(args, f.name, None)
         if value is not None:
             out[f.name] = tuple(value) if isinstance(value, list) else value

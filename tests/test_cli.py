@@ -122,3 +122,17 @@ def test_force_guidance_moves_atoms_downhill_and_counts_calls():
         guidance=guide,
     )
     assert guide.calls == 2 * 10
+
+
+def test_distill_flags_map_onto_its_configs(tmp_path, monkeypatch):
+    import elign.mlff.distill as distill_module
+
+    seen = []
+    monkeypatch.setattr(distill_module, "distill", lambda config: seen.append(config))
+    argv = ["mlff", "distill", "--out", str(tmp_path / "a"), "--train", "5", "--val", "3", "--channels", "8"]
+    assert main([*argv, "--elements", "1", "6", "--radial-mlp", "16", "16", "--no-progress"]) == 0
+    assert main(["mlff", "distill", "--out", str(tmp_path / "b")]) == 0
+    given, default = seen
+    assert (given.n_train, given.n_val, given.student.channels, given.elements) == (5, 3, 8, (1, 6))
+    assert given.student.radial_mlp == (16, 16) and not given.progress and given.device == "cpu"
+    assert default.elements == (1, 6, 7, 8, 9) and default.n_train == 300 and default.student.channels == 32

@@ -181,37 +181,20 @@ def test_config_rejects_bad_settings(tmp_path) -> None:
         DistillConfig(out_dir=str(tmp_path), num_samples=5)
 
 
-def test_cli_parses_mlff_distill() -> None:
-    from elign.cli import build_parser, cmd_mlff_distill
+def test_cli_parses_mlff_distill(tmp_path, monkeypatch) -> None:
+    import elign.mlff.distill as distill_module
+    from elign.cli import build_parser, cmd_mlff_distill, main
 
-    args = build_parser().parse_args(
-        [
-            "mlff",
-            "distill",
-            "--out",
-            "run",
-            "--train",
-            "5",
-            "--val",
-            "2",
-            "--perturb",
-            "0.05",
-            "--epochs",
-            "1",
-            "--channels",
-            "8",
-            "--max-ell",
-            "1",
-            "--r-max",
-            "4",
-            "--max-minutes",
-            "0.5",
-            "--resume",
-        ]
-    )
-    assert args.func is cmd_mlff_distill and args.teacher == "aimnet2"
-    assert (args.train, args.val, args.perturb, args.channels, args.max_ell, args.r_max) == (5, 2, 0.05, 8, 1, 4.0)
-    assert args.resume and args.max_minutes == 0.5
+    argv = ["mlff", "distill", "--out", str(tmp_path / "run"), "--train", "5", "--val", "2", "--perturb", "0.05"]
+    argv += ["--epochs", "1", "--channels", "8", "--max-ell", "1", "--r-max", "4", "--max-minutes", "0.5", "--resume"]
+    assert build_parser().parse_args(argv).func is cmd_mlff_distill
+    seen = []
+    monkeypatch.setattr(distill_module, "distill", seen.append)
+    assert main(argv) == 0
+    (config,) = seen
+    assert config.teacher == "aimnet2" and (config.n_train, config.n_val, config.perturb) == (5, 2, 0.05)
+    assert (config.student.channels, config.student.max_ell, config.student.r_max) == (8, 1, 4.0)
+    assert config.resume and config.max_minutes == 0.5 and config.epochs == 1
 
 
 def test_backbone_samples_join_the_training_set(tmp_path) -> None:

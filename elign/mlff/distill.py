@@ -27,12 +27,13 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from elign.configs import non_negative_int, option, positive_int
 from elign.data.batch import MoleculeBatch
 from elign.mlff.base import ELEMENT_SYMBOLS, ForceField
 from elign.mlff.mace import build_graph
@@ -66,48 +67,63 @@ STATE_FORMAT = "elign-distill-state/1"
 class StudentConfig:
     """Architecture of the student MACE (all mace-torch's own building blocks)."""
 
-    channels: int = 32  # C: multiplicity of each hidden irrep
-    max_ell: int = 2  # highest l of the edge spherical harmonics
-    hidden_l: int = 0  # highest l of the hidden features: 0 -> "Cx0e", 1 -> "Cx0e+Cx1o", ...
-    r_max: float = 5.0  # cutoff, Angstrom
-    num_interactions: int = 2
-    correlation: int = 2  # body order of the product basis minus one
-    num_bessel: int = 8
-    num_polynomial_cutoff: int = 5
-    mlp_channels: int = 16  # scalar channels of the last readout MLP
-    radial_mlp: tuple[int, ...] = (32, 32)
+    channels: int = option(32, "C: multiplicity of each hidden irrep", type=positive_int)
+    max_ell: int = option(2, "highest l of the edge spherical harmonics", type=non_negative_int)
+    hidden_l: int = option(0, "highest l of the hidden features (0: Cx0e, 1: Cx0e+Cx1o, ...)", type=non_negative_int)
+    r_max: float = option(5.0, "cutoff (Angstrom)")
+    num_interactions: int = option(2, "message-passing layers", type=positive_int)
+    correlation: int = option(2, "body order of the product basis minus one", type=positive_int)
+    num_bessel: int = option(8, "radial Bessel functions", type=positive_int)
+    num_polynomial_cutoff: int = option(5, "order of the polynomial cutoff envelope", type=positive_int)
+    mlp_channels: int = option(16, "scalar channels of the last readout MLP", type=positive_int)
+    radial_mlp: tuple[int, ...] = option((32, 32), "hidden widths of the radial MLP", type=positive_int)
 
     def hidden_irreps(self) -> str:
         return "+".join(f"{self.channels}x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(self.hidden_l + 1))
+
+
+QM9_ELEMENTS = (1, 6, 7, 8, 9)  # H C N O F: the default student's elements
 
 
 @dataclass
 class DistillConfig:
     """Labelling, training and reporting settings of one distillation run."""
 
-    out_dir: str
-    teacher: str = "aimnet2"  # force-field name or .model path (see load_force_field)
-    n_train: int = 300  # QM9 training-split molecules (plus as many perturbed copies)
-    n_val: int = 100  # QM9 validation-split molecules (plus as many perturbed copies), held out
-    perturb: float = 0.1  # sigma of the Gaussian displacement of the perturbed copies, Angstrom
-    samples_from: str | None = None  # backbone checkpoint whose samples join the training set
-    num_samples: int = 0
-    sample_steps: int | None = None  # denoising steps for those samples (default: the model's T)
-    epochs: int = 20
-    batch_size: int = 16
-    label_batch_size: int = 32  # teacher labelling and speed measurement batch size
-    lr: float = 5e-3
-    energy_weight: float = 100.0  # w_E on MSE of the energy per atom (eV/atom)^2
-    forces_weight: float = 10.0  # w_F on MSE of force components (eV/A)^2
-    ema_decay: float = 0.99  # 0 switches the exponential moving average off
-    scaling: str = "rms_forces"  # "rms_forces" (mace-torch's default) or "energy_std"
-    elements: tuple[int, ...] | None = None  # atomic numbers the student knows (default: those in the data)
-    seed: int = 0
-    device: str = "cpu"
-    max_minutes: float | None = None  # training minutes of this session; then checkpoint, model and report
-    resume: bool = False
-    progress: bool = True
-    student: StudentConfig = field(default_factory=StudentConfig)
+    out_dir: str = option(MISSING, "run directory: labels.pt, state.pt, distilled.model, log.jsonl, report.json")
+    teacher: str = option("aimnet2", "teacher force field: a name or a .model path (see load_force_field)")
+    n_train: int = option(
+        300, "QM9 training-split molecules (plus as many perturbed copies)", type=positive_int, flag="--train"
+    )
+    n_val: int = option(
+        100, "held-out QM9 validation molecules (plus as many perturbed copies)", type=positive_int, flag="--val"
+    )
+    perturb: float = option(0.1, "sigma of the Gaussian displacement of the perturbed copies (Angstrom; 0: none)")
+    samples_from: str | None = option(None, "backbone checkpoint whose samples join the training set")
+    num_samples: int = option(0, "molecules sampled from samples_from", type=non_negative_int)
+    sample_steps: int | None = option(None, "denoising steps of those samples (None: the model's T)", type=positive_int)
+    epochs: int = option(20, "training epochs", type=positive_int)
+    batch_size: int = option(16, "molecules per training step", type=positive_int)
+    label_batch_size: int = option(
+        32, "batch size of labelling, held-out evaluation and the speed comparison", type=positive_int
+    )
+    lr: float = option(5e-3, "learning rate")
+    energy_weight: float = option(100.0, "w_E on the MSE of the energy per atom (eV/atom)^2")
+    forces_weight: float = option(10.0, "w_F on the MSE of the force components (eV/A)^2")
+    ema_decay: float = option(0.99, "decay of the exponential moving average (0: off)")
+    scaling: str = option(
+        "rms_forces",
+        "output scaling: rms_forces (mace-torch's default) or energy_std",
+        choices=["rms_forces", "energy_std"],
+    )
+    elements: tuple[int, ...] | None = option(
+        None, "atomic numbers the student knows (None: those in the data; the CLI: QM9's H C N O F)", type=positive_int
+    )
+    seed: int = option(0, "seed of the selection, perturbations, samples and training")
+    device: str = option("cpu", "'auto', 'cpu' or 'cuda[:i]'")
+    max_minutes: float | None = option(None, "training minutes of this session, then checkpoint, model and report")
+    resume: bool = option(False, "continue the run in out_dir from its state.pt")
+    progress: bool = option(True, "progress bars")
+    student: StudentConfig = field(default_factory=StudentConfig, metadata={"help": "the student's architecture"})
 
     def __post_init__(self) -> None:
         if isinstance(self.student, dict):
