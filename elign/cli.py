@@ -19,7 +19,6 @@ from elign.configs import (  # noqa: E402
     add_config_arguments,
     config_overrides,
     describe_config,
-    non_negative_int,
     positive_int,
     read_config_file,
 )
@@ -202,7 +201,8 @@ def _evaluate_one_file(args: argparse.Namespace) -> int:
     """The chemistry-only report of one file (``--samples FILE.sdf|.npz [--json REPORT.json]`` without --out)."""
     from elign.evaluate import evaluate_file
 
-    report = evaluate_file(args.samples[0], train_smiles=args.train_smiles, novelty=not args.no_novelty)
+    novelty = EVALUATE_DEFAULTS["novelty"] if args.novelty is None else args.novelty
+    report = evaluate_file(args.samples[0], train_smiles=args.train_smiles, novelty=novelty)
     keys = ("n", "atom_stability", "molecule_stability", "validity", "uniqueness", "novelty", "vxu")
     for k in keys:
         v = report[k]
@@ -225,30 +225,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     device = _device(args.device)
     mlff = args.mlff or default_mlff()
+    given = config_overrides(EvaluationSettings, args, skip=EVALUATE_OWN_FIELDS)
     settings = EvaluationSettings(
+        **{**EVALUATE_DEFAULTS, **given},
         mlff=None if mlff.lower() == "none" else mlff,
         independent=None if args.independent.lower() == "none" else args.independent,
         referees=tuple(dict.fromkeys(args.referee)),
         device=device,
         seed=args.seed,
-        novelty=not args.no_novelty,
-        train_smiles=args.train_smiles,
-        xtb_workers=args.xtb_workers,
-        xtb_time_limit=args.xtb_time_limit,
-        relax_fmax=args.relax_fmax,
-        relax_steps=args.relax_steps,
-        rmsd_atoms=args.rmsd_atoms,
-        dft_num=args.dft_num,
-        dft_pool=args.dft_pool,
-        dft_xc=args.dft_xc,
-        dft_basis=args.dft_basis,
         dft_density_fit=not args.dft_no_density_fit,
-        dft_grid_level=args.dft_grid_level,
-        dft_conv_tol=args.dft_conv_tol,
-        dft_workers=args.dft_workers,
-        dft_time_limit=args.dft_time_limit,
-        n_boot=args.n_boot,
-        plots=not args.no_plots,
         progress=not args.no_progress,
     )
     samples = collect_samples(
@@ -291,7 +276,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  {group}: {g['n_evaluated']} evaluated, {g['n_failed']} failed {g['failures'] or ''} {figures}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
-    print(f"report written to {Path(args.out) / 'report.json'}" + (" and report.html" if not args.no_plots else ""))
+    print(f"report written to {Path(args.out) / 'report.json'}" + (" and report.html" if settings.plots else ""))
     return 0
 
 
@@ -440,8 +425,15 @@ def cmd_mlff_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+# elign evaluate: fields its own flags set (--mlff/--independent accept 'none', --referee repeats, --seed also
+# seeds sampling), and its defaults where they differ from EvaluationSettings' (novelty on, two xTB workers)
+EVALUATE_OWN_FIELDS = ("mlff", "independent", "referees", "device", "seed", "dft_density_fit", "progress", "extra")
+EVALUATE_DEFAULTS = {"novelty": True, "xtb_workers": 2}
+
+
 # ----------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
+    from elign.evaluation.settings import EvaluationSettings
     from elign.mlff.distill import DistillConfig, StudentConfig
     from elign.pretrain import PretrainConfig
     from elign.rl.config import PRESETS, AlignConfig
@@ -543,36 +535,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["xtb", "dft"],
         help="xtb: GFN2-xTB RMS force and relaxation (dE_relax, RMSD); dft: PySCF on a subsample",
     )
-    e.add_argument("--xtb-workers", type=positive_int, default=2)
-    e.add_argument("--xtb-time-limit", type=float, default=120.0, help="seconds per molecule")
-    e.add_argument("--relax-fmax", type=float, default=0.05, help="relaxation converged below this force (eV/A)")
-    e.add_argument("--relax-steps", type=positive_int, default=500, help="maximum BFGS steps")
-    e.add_argument("--rmsd-atoms", choices=["heavy", "all"], default="heavy")
-    e.add_argument("--dft-num", type=non_negative_int, default=10, help="size of the random DFT subsample per model")
-    e.add_argument(
-        "--dft-pool",
-        choices=("eligible", "all"),
-        default="eligible",
-        help="eligible: draw each model's subsample from the molecules DFT can evaluate (connected, "
-        "even electron count); all: the same random indices for every model, exclusions counted",
-    )
-    e.add_argument("--dft-xc", default="b3lyp")
-    e.add_argument("--dft-basis", default="6-31g(2df,p)")
-    e.add_argument("--dft-no-density-fit", action="store_true")
-    e.add_argument(
-        "--dft-grid-level",
-        type=non_negative_int,
-        default=3,
-        help="PySCF integration grid; 1 halves the cost (16-atom sample: energy within 0.2 meV)",
-    )
-    e.add_argument("--dft-conv-tol", type=float, default=1e-9, help="SCF convergence threshold (Hartree)")
-    e.add_argument("--dft-workers", type=positive_int, default=1)
-    e.add_argument("--dft-time-limit", type=float, default=900.0, help="seconds per molecule")
-    e.add_argument("--n-boot", type=positive_int, default=2000, help="bootstrap resamples")
-    e.add_argument("--no-plots", action="store_true")
+    e.add_argument("--dft-no-density-fit", action="store_true", help="PySCF without density fitting")
     e.add_argument("--no-progress", action="store_true")
-    e.add_argument("--train-smiles", help="text file of training SMILES for novelty (default: from the QM9 cache)")
-    e.add_argument("--no-novelty", action="store_true", help="skip novelty (no training set needed)")
+    add_config_arguments(
+        e,
+        EvaluationSettings,
+        skip=EVALUATE_OWN_FIELDS,
+        group_title="EvaluationSettings fields",
+        defaults=EVALUATE_DEFAULTS,
+    )
     e.set_defaults(func=cmd_evaluate, output_files=("json",), output_dirs=("out",))
 
     m = sub.add_parser("mlff", help="force-field tools: distil a teacher into a small MACE")

@@ -106,10 +106,12 @@ def add_config_arguments(
     skip: tuple[str, ...] = (),
     group_title: str | None = None,
     show_defaults: bool = True,
+    defaults: dict[str, Any] | None = None,
 ) -> None:
     """One flag per field of ``cls`` (``--field-name``) with its help and default; every flag defaults to
     None, so :func:`config_overrides` sees only the flags given. Booleans get ``--x/--no-x``, tuples take
-    several values. ``show_defaults=False`` where another source (a preset) sets the defaults."""
+    several values. ``show_defaults=False`` where another source (a preset) sets the defaults; ``defaults``
+    names the command's own defaults where they differ from the fields' (shown in the help)."""
     hints = typing.get_type_hints(cls)
     target = parser.add_argument_group(group_title or f"{cls.__name__} fields") if group_title != "" else parser
     for f in fields(cls):
@@ -117,7 +119,7 @@ def add_config_arguments(
             continue
         cli = dict(f.metadata.get("cli", {}))
         flag = cli.pop("flag", "--" + f.name.replace("_", "-"))
-        default = _default(f)
+        default = (defaults or {}).get(f.name, _default(f))
         shown = show_defaults and default is not MISSING
         text = f.metadata.get("help", "") + (f" (default: {default!r})" if shown else "")
         kind, many = _base_type(hints[f.name])

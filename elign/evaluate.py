@@ -18,7 +18,7 @@ import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from elign.data.elements import ATOMIC_NUMBERS
 from elign.data.info import DatasetInfo, qm9_info
+from elign.evaluation.settings import EvaluationSettings
 from elign.export import read_molecules
 from elign.metrics.rdkit_metrics import chemistry_metrics_from_batch, molecule_smiles
 from elign.metrics.stability import stability_metrics
@@ -184,55 +185,6 @@ class ModelSamples:
     info: DatasetInfo
     source: dict[str, Any]
     throughput: dict[str, Any] | None = None
-
-
-@dataclass
-class EvaluationSettings:
-    """What ``evaluate_models`` computes; None for a force field or referee skips it."""
-
-    mlff: str | None = None  # reward model (name or .model path)
-    independent: str | None = "xtb"  # a force field that did not train the model
-    referees: tuple[str, ...] = ()  # subset of ('xtb', 'dft')
-    device: str = "cpu"
-    seed: int = 0
-    novelty: bool = False
-    train_smiles: str | None = None  # text file of training SMILES (else built from the QM9 cache)
-    ff_batch_size: int = 64
-    xtb_workers: int = 1
-    xtb_time_limit: float | None = 120.0
-    relax_fmax: float = 0.05  # eV/A
-    relax_steps: int = 500
-    relax_max_step: float = 0.2  # A, BFGS step cap
-    rmsd_atoms: str = "heavy"
-    dft_num: int = 10
-    dft_pool: str = "eligible"  # draw the subsample from 'eligible' molecules (per model) or from 'all' indices
-    dft_xc: str = "b3lyp"
-    dft_basis: str = "6-31g(2df,p)"
-    dft_density_fit: bool = True
-    dft_grid_level: int = 3  # PySCF integration grid (0-9); 1 halves the cost of a QM9-size molecule
-    dft_conv_tol: float = 1e-9  # SCF energy convergence (Hartree)
-    dft_workers: int = 1
-    dft_time_limit: float | None = 900.0
-    n_boot: int = 2000
-    confidence: float = 0.95
-    plots: bool = True
-    progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        bad = sorted(set(self.referees) - {"xtb", "dft"})
-        if bad:
-            raise ValueError(f"unknown referees {bad}: use 'xtb' and/or 'dft'")
-        if self.dft_num < 0:
-            raise ValueError(f"dft_num must be >= 0, got {self.dft_num}")
-        if self.dft_pool not in ("eligible", "all"):
-            raise ValueError(f"dft_pool must be 'eligible' or 'all', got {self.dft_pool!r}")
-        if not 0 <= self.dft_grid_level <= 9 or not self.dft_conv_tol > 0:
-            raise ValueError(
-                f"dft_grid_level={self.dft_grid_level} must be in 0..9 and dft_conv_tol={self.dft_conv_tol} > 0"
-            )
-        if self.rmsd_atoms not in ("heavy", "all"):
-            raise ValueError(f"rmsd_atoms must be 'heavy' or 'all', got {self.rmsd_atoms!r}")
 
 
 # ------------------------------------------------------------------------------------------- inputs

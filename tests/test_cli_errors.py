@@ -190,20 +190,50 @@ def test_one_unsupported_element_flags_its_molecule_not_the_file(capsys, tmp_pat
     assert "['Xx'] are not element symbols" in err
 
 
-def test_pretrain_help_lists_every_config_field_with_its_help(capsys):
+def _config_classes():
+    from elign.evaluation.settings import EvaluationSettings
+    from elign.mlff.distill import DistillConfig, StudentConfig
+    from elign.pretrain import PretrainConfig
+    from elign.rl.config import AlignConfig
+
+    return {
+        "pretrain": ([PretrainConfig], {"out_dir": "--out"}),
+        "align": ([AlignConfig], {"out_dir": "--out"}),
+        "mlff distill": (
+            [DistillConfig, StudentConfig],
+            {"out_dir": "--out", "progress": "--no-progress", "device": "--device", "student": None},
+        ),
+        "evaluate": (
+            [EvaluationSettings],
+            {
+                "referees": "--referee",
+                "dft_density_fit": "--dft-no-density-fit",
+                "progress": "--no-progress",
+                **{k: "--" + k for k in ("mlff", "independent", "device", "seed")},  # also used for sampling
+            },
+        ),
+    }
+
+
+@pytest.mark.parametrize("command", ["pretrain", "align", "mlff distill", "evaluate"])
+def test_help_lists_every_config_field_with_its_help(capsys, command):
     from dataclasses import fields
 
     from elign.configs import config_help
-    from elign.pretrain import PretrainConfig
 
+    classes, own = _config_classes()[command]
     with pytest.raises(SystemExit):
-        main(["pretrain", "--help"])
+        main([*command.split(), "--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    for f in fields(PretrainConfig):
-        flag = "--out" if f.name == "out_dir" else "--" + f.name.replace("_", "-")
-        assert flag in text, flag
-        if f.name != "out_dir":
-            assert " ".join(config_help(PretrainConfig)[f.name].split())[:40] in text, f.name
+    for cls in classes:
+        helps = config_help(cls)
+        for f in fields(cls):
+            if f.name == "extra" or own.get(f.name, "") is None:
+                continue
+            flag = own.get(f.name) or f.metadata["cli"].get("flag") or "--" + f.name.replace("_", "-")
+            assert flag in text, (command, flag)
+            if f.name not in own:  # a generated flag carries the field's help
+                assert " ".join(helps[f.name].split())[:40] in text, (command, f.name)
 
 
 def test_a_config_file_with_an_unknown_key_is_an_error_not_ignored(capsys, tmp_path):
