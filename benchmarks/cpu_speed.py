@@ -38,8 +38,8 @@ MODES = {"main": (True, False), "today": (False, True), "today-untuned": (False,
 
 # ----------------------------------------------------------------------------- children: one measurement each
 def _shipped():
-    from elign.assets import shipped_backbone
-    from elign.checkpoints import load_checkpoint
+    from elign.io.assets import shipped_backbone
+    from elign.io.checkpoints import load_checkpoint
 
     model, config, _ = load_checkpoint(shipped_backbone())
     return model.eval(), config
@@ -96,7 +96,7 @@ def _edm(sizes_of: str, data: str | None) -> tuple[float, dict]:
 
 def _pretrain(data: str | None) -> tuple[float, dict]:
     from elign.data.dense import DenseDataset
-    from elign.pretrain import PretrainConfig, Pretrainer
+    from elign.training.pretrain import PretrainConfig, Pretrainer
 
     dataset = DenseDataset.load(data) if data else DenseDataset.synthetic(2048, sizes=(9, 27))
     config = _shipped()[1]
@@ -127,7 +127,7 @@ def _align(data: str | None) -> tuple[float, dict]:
 
 
 def _studio(data: str | None) -> tuple[float, dict]:
-    from elign.assets import default_mlff
+    from elign.io.assets import default_mlff
     from elign_studio.sampling import sample_set, score_frames
 
     model, config = _shipped()

@@ -101,9 +101,9 @@ def train_arm(cmd: list[str], out: Path) -> dict:
 
 def sample_figures(checkpoint: Path, num: int, steps: int, seed: int) -> dict:
     """EDM chemistry of ``num`` samples at ``steps`` denoising steps (sizes and noise from ``seed``)."""
-    from elign.checkpoints import load_checkpoint
     from elign.diffusion.sampler import sample_molecules
-    from elign.evaluate import evaluate_molecules
+    from elign.evaluation.evaluate import evaluate_molecules
+    from elign.io.checkpoints import load_checkpoint
     from elign.metrics.bonds import n_fragments
 
     model, config, meta = load_checkpoint(checkpoint, "cpu")
@@ -147,8 +147,8 @@ def molecules_per_second(out: Path, step: int, since: tuple[int, float] = (0, 0.
 def held_out_loss(checkpoint: Path, data_path: str, num: int = 2000, seed: int = 0) -> float:
     """EDM's eps loss (uniform t, unweighted) of the EMA weights on the first ``num`` validation molecules,
     with the same times and noise for every arm: a low-noise proxy that needs no sampling."""
-    from elign.checkpoints import load_checkpoint
     from elign.data.dense import DenseDataset
+    from elign.io.checkpoints import load_checkpoint
 
     model, _, _ = load_checkpoint(checkpoint, "cpu")
     data = DenseDataset.load(data_path)

@@ -153,7 +153,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from playwright.sync_api import sync_playwright
 
-    from elign.assets import shipped_backbone
+    from elign.io.assets import shipped_backbone
     from elign_studio.serving import CHROMIUM, CHROMIUM_ARGS
 
     if not shipped_backbone().exists():

@@ -15,10 +15,10 @@ import time
 import torch
 from common import append_results, device_name
 
-from elign.assets import shipped_backbone
-from elign.checkpoints import load_checkpoint
 from elign.data.dense import DenseDataset
-from elign.pretrain import PretrainConfig, Pretrainer
+from elign.io.assets import shipped_backbone
+from elign.io.checkpoints import load_checkpoint
+from elign.training.pretrain import PretrainConfig, Pretrainer
 
 
 def throughput(data, device: str, hidden: int, layers: int, batch: int, steps: int, bf16: bool) -> float:

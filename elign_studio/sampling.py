@@ -41,7 +41,7 @@ class ModelCache:
 
     @classmethod
     def load(cls, path: Path) -> tuple[Any, Any, dict]:
-        from elign.checkpoints import load_checkpoint
+        from elign.io.checkpoints import load_checkpoint
 
         stamp = path.stat().st_mtime_ns if path.exists() else 0
         key = (str(path), stamp)

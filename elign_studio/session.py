@@ -129,7 +129,7 @@ class StudioSession(param.Parameterized):
         """Load the default model, the force field and the metric modules, and sample one tiny molecule (the
         first call of a network or a TorchScript force field is the slowest), before the first click."""
         try:
-            import elign.export  # noqa: F401  (rdkit)
+            import elign.io.export  # noqa: F401  (rdkit)
             import elign.metrics.stability  # noqa: F401
             from elign_studio.sampling import force_field
 
@@ -144,7 +144,7 @@ class StudioSession(param.Parameterized):
     def refresh_models(self) -> None:
         """Shipped models that exist, user checkpoints, and the latest checkpoint of every run in the data
         folder (earlier browser sessions' runs included)."""
-        from elign import assets
+        from elign.io import assets
 
         missing = []
         for name, fn in SHIPPED.items():
@@ -349,7 +349,7 @@ class StudioSession(param.Parameterized):
 
     def export_sdf(self, which: str = "all", indices: list[int] | None = None) -> Path:
         """Write all (or the selected table rows') molecules with their metrics to an SDF in exports/."""
-        from elign.export import write_sdf
+        from elign.io.export import write_sdf
 
         rows = self.rows
         chosen = list(range(len(rows))) if which == "all" or not indices else sorted(set(indices))
@@ -376,7 +376,7 @@ class StudioSession(param.Parameterized):
     def export_trajectory(self) -> Path:
         """The shown molecule's denoising chain (each model side by side in turn) as a multi-frame XYZ in
         exports/, one frame per trajectory frame, its comment naming model, frame, t and max |F|."""
-        from elign.export import write_xyz
+        from elign.io.export import write_xyz
 
         if not self.sets:
             raise ValueError("nothing to export: sample molecules first")

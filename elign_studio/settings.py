@@ -2,7 +2,7 @@
 
 ``ELIGN_STUDIO_DATA`` (default ``./studio-data``) holds ``runs/``, ``exports/`` and ``uploads/``; the
 studio writes only there. It reads checkpoints from that folder, the shipped assets folder
-(:func:`elign.assets.assets_dir`) and any folder listed in ``ELIGN_STUDIO_READ`` (``os.pathsep``
+(:func:`elign.io.assets.assets_dir`) and any folder listed in ``ELIGN_STUDIO_READ`` (``os.pathsep``
 separated). ``ELIGN_STUDIO_FORCE_FIELD`` names the default force field; ``ELIGN_STUDIO_TRAINER`` and
 ``ELIGN_STUDIO_CONFIG`` may replace the trainer and its config builder (tests, other trainers).
 """
@@ -44,11 +44,11 @@ class StudioSettings:
 
     @classmethod
     def from_env(cls) -> StudioSettings:
-        from elign.assets import assets_dir
+        from elign.io.assets import assets_dir
 
         data = Path(os.environ.get("ELIGN_STUDIO_DATA", "studio-data"))
         extra = [Path(p) for p in os.environ.get("ELIGN_STUDIO_READ", "").split(os.pathsep) if p]
-        from elign.assets import default_mlff
+        from elign.io.assets import default_mlff
 
         ff = os.environ.get("ELIGN_STUDIO_FORCE_FIELD") or default_mlff()
         return cls(

@@ -10,12 +10,12 @@ import threading
 import pytest
 import torch
 
-from elign.checkpoints import load_checkpoint, save_checkpoint
 from elign.data.dense import DenseDataset
+from elign.io.checkpoints import load_checkpoint, save_checkpoint
 from elign.mlff import load_force_field
-from elign.pretrain import PretrainConfig, Pretrainer
 from elign.rl.config import AlignConfig
 from elign.rl.trainer import FedGrpoTrainer
+from elign.training.pretrain import PretrainConfig, Pretrainer
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_resume_is_exact(tmp_path, backbone):
 
 DDP_SCRIPT = r"""
 import sys, torch
-from elign.checkpoints import load_checkpoint
+from elign.io.checkpoints import load_checkpoint
 from elign.mlff import load_force_field
 from elign.rl.config import AlignConfig
 from elign.rl.trainer import FedGrpoTrainer

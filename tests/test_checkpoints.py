@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from elign.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from elign.io.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from elign.testing import random_batch, tiny_model
 
 
@@ -46,7 +46,7 @@ def test_truncated_and_missing_files(tmp_path):
 def test_mismatched_config_is_explained(tmp_path):
     from safetensors.torch import save
 
-    from elign.checkpoints import atomic_write
+    from elign.io.checkpoints import atomic_write
 
     model, config = tiny_model()
     other, _ = tiny_model(hidden=8)
@@ -91,7 +91,7 @@ def test_malicious_weights_refused(tmp_path, edm_fixtures):
 
 
 def test_old_edm_args_get_defaults(edm_fixtures):
-    from elign.checkpoints import config_from_edm_args, read_edm_args
+    from elign.io.checkpoints import config_from_edm_args, read_edm_args
 
     args = read_edm_args(edm_fixtures / "edm_qm9_full" / "args.pickle")
     assert not hasattr(args, "aggregation_method")
@@ -116,16 +116,16 @@ def _declaring(tmp_path, **config_overrides):
 
 
 def test_declared_sizes_are_bounded_before_any_allocation(tmp_path, monkeypatch):
-    import elign.checkpoints
+    import elign.io.checkpoints
 
     devices = []
-    real_build = elign.checkpoints.build_model
+    real_build = elign.io.checkpoints.build_model
 
     def recording_build(config):
         devices.append(torch.get_default_device().type)
         return real_build(config)
 
-    monkeypatch.setattr(elign.checkpoints, "build_model", recording_build)
+    monkeypatch.setattr(elign.io.checkpoints, "build_model", recording_build)
     with pytest.raises(CheckpointError, match="implausibly large"):
         load_checkpoint(_declaring(tmp_path, hidden=10**6))
     assert devices == []  # refused from the config alone

@@ -8,10 +8,10 @@ import pytest
 import torch
 from rdkit import Chem
 
-from elign.checkpoints import save_checkpoint
 from elign.cli import main
 from elign.data.batch import MoleculeBatch
 from elign.diffusion.sampler import ForceGuidance, node_mask_from_sizes, sample_chain
+from elign.io.checkpoints import save_checkpoint
 from elign.mlff import load_force_field
 from elign.testing import QM9_Z, tiny_model
 

@@ -193,8 +193,8 @@ def test_one_unsupported_element_flags_its_molecule_not_the_file(capsys, tmp_pat
 def _config_classes():
     from elign.evaluation.settings import EvaluationSettings
     from elign.mlff.distill import DistillConfig, StudentConfig
-    from elign.pretrain import PretrainConfig
     from elign.rl.config import AlignConfig
+    from elign.training.pretrain import PretrainConfig
 
     return {
         "pretrain": ([PretrainConfig], {"out_dir": "--out"}),

@@ -77,7 +77,7 @@ def test_a_generator_on_another_device_is_named():
 def test_one_rule_resolves_every_device_name(monkeypatch):
     import torch
 
-    from elign.distributed import resolve_device
+    from elign.training.distributed import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == resolve_device(None) == "cpu"

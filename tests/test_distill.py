@@ -183,7 +183,8 @@ def test_config_rejects_bad_settings(tmp_path) -> None:
 
 def test_cli_parses_mlff_distill(tmp_path, monkeypatch) -> None:
     import elign.mlff.distill as distill_module
-    from elign.cli import build_parser, cmd_mlff_distill, main
+    from elign.cli import build_parser, main
+    from elign.cli.mlff import cmd_mlff_distill
 
     argv = ["mlff", "distill", "--out", str(tmp_path / "run"), "--train", "5", "--val", "2", "--perturb", "0.05"]
     argv += ["--epochs", "1", "--channels", "8", "--max-ell", "1", "--r-max", "4", "--max-minutes", "0.5", "--resume"]
@@ -198,7 +199,7 @@ def test_cli_parses_mlff_distill(tmp_path, monkeypatch) -> None:
 
 
 def test_backbone_samples_join_the_training_set(tmp_path) -> None:
-    from elign.checkpoints import save_checkpoint
+    from elign.io.checkpoints import save_checkpoint
     from elign.mlff.distill import DistillConfig, make_labels, sample_molecules_from
     from elign.testing import tiny_model
 

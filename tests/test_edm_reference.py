@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from elign.checkpoints import load_checkpoint
 from elign.data.batch import MoleculeBatch
+from elign.io.checkpoints import load_checkpoint
 
 
 def rel(a, b, mask):

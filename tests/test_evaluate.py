@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elign.stats import bootstrap_mean_diff, compare, count_reasons, mann_whitney_better, summarize
+from elign.evaluation.stats import bootstrap_mean_diff, compare, count_reasons, mann_whitney_better, summarize
 
 has = {m: importlib.util.find_spec(m) is not None for m in ("tblite", "pyscf", "matplotlib", "ase")}
 
@@ -77,8 +77,8 @@ def test_bootstrap_is_seeded_and_excludes_nan() -> None:
 
 # ---------------------------------------------------------------------------------------- referees
 def test_kabsch_rmsd_and_fragments() -> None:
+    from elign.evaluation.referees import kabsch_rmsd, precheck
     from elign.metrics.bonds import n_fragments
-    from elign.referees import kabsch_rmsd, precheck
 
     q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))
     q *= np.sign(np.linalg.det(q))
@@ -97,9 +97,9 @@ def test_kabsch_rmsd_and_fragments() -> None:
 
 def test_referees_and_force_fields_count_a_molecule_under_the_same_reason() -> None:
     """A fragmented radical (water and a distant H atom) is 'disconnected' for every referee of a report."""
-    from elign.evaluate import force_field_figures, reason_category
+    from elign.evaluation.evaluate import force_field_figures, reason_category
+    from elign.evaluation.referees import DFT_ELEMENTS, XTB_ELEMENTS, precheck
     from elign.mlff import load_force_field
-    from elign.referees import DFT_ELEMENTS, XTB_ELEMENTS, precheck
 
     t = np.array([3, 0, 0])
     molecules = [
@@ -118,7 +118,7 @@ def test_referees_and_force_fields_count_a_molecule_under_the_same_reason() -> N
 
 
 def test_deadline_pool_kills_slow_tasks_and_reports_errors() -> None:
-    from elign.referees import DeadlinePool
+    from elign.evaluation.referees import DeadlinePool
 
     with DeadlinePool(time.sleep, n_workers=1, time_limit=2.0) as pool:
         results = {k: (v, err) for k, v, err in pool.imap([0.0, 60.0, -1.0, 0.0])}
@@ -129,7 +129,7 @@ def test_deadline_pool_kills_slow_tasks_and_reports_errors() -> None:
 
 @pytest.mark.skipif(not (has["tblite"] and has["ase"]), reason="needs tblite and ase")
 def test_xtb_relaxations_are_cached_and_resume(tmp_path) -> None:
-    from elign.referees import xtb_relax_all
+    from elign.evaluation.referees import xtb_relax_all
 
     QM9_Z = [1, 6, 7, 8, 9]
     mols = [REAL[0], REAL[2]]
@@ -147,8 +147,8 @@ def test_xtb_relaxations_are_cached_and_resume(tmp_path) -> None:
 # ------------------------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
-    from elign.checkpoints import save_checkpoint
-    from elign.export import write_sdf
+    from elign.io.checkpoints import save_checkpoint
+    from elign.io.export import write_sdf
     from elign.testing import tiny_model
 
     folder = tmp_path_factory.mktemp("evaluate_inputs")
@@ -176,7 +176,7 @@ def test_legacy_single_sdf_chemistry(inputs, tmp_path) -> None:
     (dict(referees=("xtb", "mp2")), "mp2"),
 ])  # fmt: skip
 def test_evaluation_settings_reject_bad_values(bad, message) -> None:
-    from elign.evaluate import EvaluationSettings
+    from elign.evaluation.evaluate import EvaluationSettings
 
     with pytest.raises(ValueError, match=message):
         EvaluationSettings(**bad)
@@ -292,8 +292,8 @@ def test_evaluate_end_to_end_with_xtb_and_dft(inputs, tmp_path) -> None:
 
 
 def test_a_shipped_checkpoint_is_recorded_by_name_and_hash_not_by_this_machines_path() -> None:
-    from elign.assets import shipped_backbone
-    from elign.evaluate import collect_samples
+    from elign.evaluation.evaluate import collect_samples
+    from elign.io.assets import shipped_backbone
 
     (row,) = collect_samples(checkpoints=["backbone"], num=2, steps=2, seed=0, batch_size=2)
     assert row.source["checkpoint"] == "backbone"
@@ -301,7 +301,7 @@ def test_a_shipped_checkpoint_is_recorded_by_name_and_hash_not_by_this_machines_
 
 
 def test_dft_subsample_grows_by_prefix_so_a_larger_budget_keeps_the_molecules_already_computed() -> None:
-    from elign.evaluate import dft_subsample
+    from elign.evaluation.evaluate import dft_subsample
 
     pool = list(range(3, 400, 2))  # [199] eligible molecule indices
     small, large = dft_subsample(pool, 10, seed=0), dft_subsample(pool, 40, seed=0)
@@ -312,7 +312,7 @@ def test_dft_subsample_grows_by_prefix_so_a_larger_budget_keeps_the_molecules_al
 
 
 def test_an_original_edm_run_directory_is_recorded_with_the_hash_of_the_files_it_is_loaded_from(edm_fixtures):
-    from elign.evaluate import collect_samples
+    from elign.evaluation.evaluate import collect_samples
 
     run = edm_fixtures / "edm_qm9_tiny"
     (row,) = collect_samples(checkpoints=[str(run)], num=2, steps=2, seed=0, batch_size=2)

@@ -11,7 +11,7 @@ from rdkit import Chem
 from test_metrics import DECODER, Z, ethylene, methane, pentavalent_carbon, water
 
 from elign.data.batch import MoleculeBatch
-from elign.export import read_molecules, read_npz, read_sdf, write_npz, write_sdf, write_xyz
+from elign.io.export import read_molecules, read_npz, read_sdf, write_npz, write_sdf, write_xyz
 from elign.metrics.bonds import bond_orders
 
 MOLS = [water(), methane(), ethylene(), pentavalent_carbon()]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from elign.data.dense import DenseDataset
-from elign.export import read_npz
+from elign.io.export import read_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 

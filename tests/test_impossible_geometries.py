@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from elign.data.batch import MoleculeBatch
-from elign.evaluate import force_field_figures, reason_category
+from elign.evaluation.evaluate import force_field_figures, reason_category
+from elign.evaluation.referees import DFT_ELEMENTS, XTB_ELEMENTS, precheck
 from elign.metrics.bonds import atom_stability, geometry_problem
 from elign.metrics.rdkit_metrics import chemistry_metrics_from_batch, molecule_smiles
 from elign.metrics.stability import stability_metrics
 from elign.mlff import load_force_field
-from elign.referees import DFT_ELEMENTS, XTB_ELEMENTS, precheck
 
 DECODER = ["H", "C", "N", "O", "F"]
 H2_COINCIDENT = (np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.01]]), np.array([0, 0]))

@@ -6,12 +6,12 @@ import os
 import pytest
 import torch
 
-import elign.checkpoints
-import elign.pretrain
-from elign.checkpoints import load_checkpoint
+import elign.io.checkpoints
+import elign.training.pretrain
 from elign.data.dense import DenseDataset
-from elign.export import write_sdf
-from elign.pretrain import PretrainConfig, Pretrainer
+from elign.io.checkpoints import load_checkpoint
+from elign.io.export import write_sdf
+from elign.training.pretrain import PretrainConfig, Pretrainer
 
 
 def _config(out, **kw):
@@ -44,9 +44,9 @@ def test_weights_are_written_before_the_state_and_refreshed_on_resume(tmp_path, 
     t = Pretrainer(_config(tmp_path, max_steps=4), data)
     t.fit(progress=False)
     order = []
-    real = elign.pretrain.atomic_write
-    monkeypatch.setattr(elign.checkpoints, "atomic_write", lambda p, d: (order.append(os.fspath(p)), real(p, d)))
-    monkeypatch.setattr(elign.pretrain, "atomic_write", lambda p, d: (order.append(os.fspath(p)), real(p, d)))
+    real = elign.training.pretrain.atomic_write
+    monkeypatch.setattr(elign.io.checkpoints, "atomic_write", lambda p, d: (order.append(os.fspath(p)), real(p, d)))
+    monkeypatch.setattr(elign.training.pretrain, "atomic_write", lambda p, d: (order.append(os.fspath(p)), real(p, d)))
     t.save()
     assert [os.path.basename(p) for p in order] == ["model.safetensors", "state.pt"]
     # weights left behind their state (a kill between the two writes of an older order): resume re-exports

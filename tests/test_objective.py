@@ -7,8 +7,8 @@ import torch
 
 from elign.data.dense import DenseDataset
 from elign.diffusion.objective import TrainingObjective
-from elign.pretrain import PretrainConfig, Pretrainer, lr_at
 from elign.testing import tiny_model
+from elign.training.pretrain import PretrainConfig, Pretrainer, lr_at
 
 
 def test_truncated_snr_weight_equals_the_hand_computed_one():

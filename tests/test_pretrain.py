@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from elign.checkpoints import load_checkpoint
 from elign.data.dense import DenseDataset
-from elign.pretrain import PretrainConfig, Pretrainer
+from elign.io.checkpoints import load_checkpoint
+from elign.training.pretrain import PretrainConfig, Pretrainer
 
 TINY = [
     "--hidden",

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import elign.models.grouping as grouping
-from elign.checkpoints import load_checkpoint
 from elign.diffusion.sampler import node_mask_from_sizes
+from elign.io.checkpoints import load_checkpoint
 from elign.models.egnn import _NeighbourSum, _Score
 from elign.models.grouping import size_groups
 from elign.testing import random_batch, tiny_model

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("panel")
 pytest.importorskip("holoviews")
 
-from elign.checkpoints import save_checkpoint  # noqa: E402
+from elign.io.checkpoints import save_checkpoint  # noqa: E402
 from elign.testing import tiny_model  # noqa: E402
 from elign_studio.session import StudioSession  # noqa: E402
 from elign_studio.settings import PathNotAllowed, StudioSettings  # noqa: E402

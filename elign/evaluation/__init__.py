@@ -1,1 +1,1 @@
-"""Evaluation of generated molecules (the settings here; the pipeline in ``elign.evaluate``)."""
+"""Evaluation of generated molecules (the settings here; the pipeline in ``elign.evaluation.evaluate``)."""

@@ -1,4 +1,4 @@
-"""EvaluationSettings: what ``elign.evaluate.evaluate_models`` computes, in a module light enough for the
+"""EvaluationSettings: what ``elign.evaluation.evaluate.evaluate_models`` computes, in a module light enough for the
 command-line parser (no RDKit, no torch)."""
 
 from __future__ import annotations

@@ -186,9 +186,9 @@ def sample_molecules_from(
     checkpoint: str, num: int, seed: int, device: str, steps: int | None = None, progress: bool = True
 ) -> MoleculeBatch:
     """``num`` molecules sampled from a backbone checkpoint with its own dataset info."""
-    from elign.assets import resolve_checkpoint
-    from elign.checkpoints import load_checkpoint
     from elign.diffusion.sampler import sample_molecules
+    from elign.io.assets import resolve_checkpoint
+    from elign.io.checkpoints import load_checkpoint
 
     model, config, _ = load_checkpoint(resolve_checkpoint(checkpoint), device)
     info = config.dataset_info()
@@ -337,7 +337,7 @@ def label_molecules(
 
 
 def save_labels(path: Path, labels: Labels) -> None:
-    from elign.checkpoints import atomic_write
+    from elign.io.checkpoints import atomic_write
 
     payload = {
         "format": LABELS_FORMAT, "train": labels.train.to_dict(), "val": labels.val.to_dict(),
@@ -686,7 +686,7 @@ class _Run:
         }
 
     def save(self, path: Path) -> None:
-        from elign.checkpoints import atomic_write
+        from elign.io.checkpoints import atomic_write
 
         buf = io.BytesIO()
         torch.save(self.state(), buf)
@@ -825,7 +825,7 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 def _save_model(model: torch.nn.Module, path: Path) -> None:
-    from elign.checkpoints import atomic_write
+    from elign.io.checkpoints import atomic_write
 
     buf = io.BytesIO()
     torch.save(model, buf)

@@ -16,16 +16,14 @@ from pathlib import Path
 
 import torch
 
-from elign.callbacks import Callback
-from elign.checkpoints import (
+from elign.diffusion.edm import gaussian_log_prob
+from elign.io.checkpoints import (
     atomic_write,
     load_checkpoint,
     remove_stale_temporaries,
     save_checkpoint,
     truncate_log,
 )
-from elign.diffusion.edm import gaussian_log_prob
-from elign.distributed import rank_world, resolve_device
 from elign.metrics.bonds import n_fragments, split_molecules
 from elign.metrics.rdkit_metrics import chemistry_metrics_from_batch
 from elign.metrics.stability import stability_metrics
@@ -34,8 +32,10 @@ from elign.rl.config import AlignConfig
 from elign.rl.loss import clipped_surrogate, gaussian_kl, warmup_cosine
 from elign.rl.rewards import energy_schedule, potentials_on_x0, score_molecules
 from elign.rl.rollout import Rollouts, grouped_rollouts
+from elign.training.callbacks import Callback
+from elign.training.distributed import rank_world, resolve_device
 
-__all__ = ["FedGrpoTrainer", "Callback"]  # Callback: elign.callbacks (re-exported)
+__all__ = ["FedGrpoTrainer", "Callback"]  # Callback: elign.training.callbacks (re-exported)
 
 
 def _nanstats(x: torch.Tensor) -> tuple[float, float]:
@@ -91,7 +91,7 @@ class FedGrpoTrainer:
                 "(groups are never cut across processes)"
             )
         if model is None:
-            from elign.assets import resolve_checkpoint
+            from elign.io.assets import resolve_checkpoint
 
             model, model_config, _ = load_checkpoint(resolve_checkpoint(config.checkpoint))
         self.model_config = model_config
@@ -435,7 +435,7 @@ class FedGrpoTrainer:
 
 # ---------------------------------------------------------------------- helpers
 def _load_ff(cfg: AlignConfig, device: torch.device):
-    from elign.assets import default_mlff
+    from elign.io.assets import default_mlff
     from elign.mlff import load_force_field
 
     dtype = torch.float64 if cfg.mlff_dtype == "float64" else torch.float32

@@ -26,7 +26,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 def make_assets(folder: Path) -> Path:
     """A tiny backbone and 'aligned' model in an ELIGN_ASSETS layout."""
-    from elign.checkpoints import save_checkpoint
+    from elign.io.checkpoints import save_checkpoint
     from elign.testing import tiny_model
 
     for name, seed in (("backbone", 0), ("aligned", 1)):

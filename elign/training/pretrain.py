@@ -21,16 +21,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from elign.callbacks import Callback
-from elign.checkpoints import atomic_write, remove_stale_temporaries, save_checkpoint, truncate_log
 from elign.config import ModelConfig
 from elign.configs import config_from_dict, non_negative_int, option, positive_int
 from elign.data.batch import MoleculeBatch
 from elign.data.dense import DenseDataset
 from elign.diffusion.edm import EquivariantDiffusion
 from elign.diffusion.objective import TrainingObjective
-from elign.distributed import rank_world, resolve_device
+from elign.io.checkpoints import atomic_write, remove_stale_temporaries, save_checkpoint, truncate_log
 from elign.models.factory import build_model
+from elign.training.callbacks import Callback
+from elign.training.distributed import rank_world, resolve_device
 
 __all__ = ["BATCHINGS", "PretrainConfig", "Pretrainer", "lr_at"]
 
@@ -166,7 +166,7 @@ class Pretrainer:
         callbacks: Sequence[Callback] = (),
     ) -> None:
         """``callbacks`` get ``on_step_end(step, record)`` for every logged record (losses every
-        ``log_every`` steps, validation samples); see :mod:`elign.callbacks`."""
+        ``log_every`` steps, validation samples); see :mod:`elign.training.callbacks`."""
         self.cfg = config
         self.data = data
         self.out = Path(config.out_dir)

@@ -10,7 +10,7 @@ __all__ = ["assets_dir", "default_mlff", "shipped_backbone", "shipped_aligned", 
 
 def assets_dir() -> Path:
     env = os.environ.get("ELIGN_ASSETS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "assets"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "assets"
 
 
 def shipped_backbone() -> Path:

@@ -1,6 +1,6 @@
 """Plots (PNG, matplotlib's Agg backend) and a self-contained HTML page of an evaluation report.
 
-matplotlib is imported inside the plotting function only, so that ``import elign.report`` stays cheap.
+matplotlib is imported inside the plotting function only, so that ``import elign.evaluation.report`` stays cheap.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from elign.data.elements import ATOMIC_NUMBERS
 from elign.data.info import DatasetInfo, qm9_info
 from elign.evaluation.settings import EvaluationSettings
-from elign.export import read_molecules
+from elign.io.export import read_molecules
 from elign.metrics.rdkit_metrics import chemistry_metrics_from_batch, molecule_smiles
 from elign.metrics.stability import stability_metrics
 
@@ -224,9 +224,9 @@ def sample_checkpoint(
     progress: bool = False,
 ) -> ModelSamples:
     """Sample ``num`` molecules of the given sizes [num] from a checkpoint, timing it (throughput)."""
-    from elign.assets import resolve_checkpoint
-    from elign.checkpoints import checkpoint_sha256, load_checkpoint
     from elign.diffusion.sampler import ForceGuidance, sample_molecules
+    from elign.io.assets import resolve_checkpoint
+    from elign.io.checkpoints import checkpoint_sha256, load_checkpoint
     from elign.metrics.bonds import split_molecules
 
     path = resolve_checkpoint(checkpoint)
@@ -320,9 +320,9 @@ def collect_samples(
     sizes (drawn from the first model's size prior) and seed; then each SDF file. Names are unique."""
     import torch
 
-    from elign.assets import resolve_checkpoint
-    from elign.checkpoints import load_checkpoint
     from elign.data.info import qm9_info
+    from elign.io.assets import resolve_checkpoint
+    from elign.io.checkpoints import load_checkpoint
 
     parsed = [parse_guided(g) for g in guided]
     specs = list(checkpoints) + [g[0] for g in parsed]
@@ -442,7 +442,7 @@ def _ff_columns(
 def _xtb_columns(
     samples: Sequence[ModelSamples], rows: list[list[dict]], settings: EvaluationSettings, out_dir: Path
 ) -> dict[str, Any]:
-    from elign.referees import xtb_relax_all
+    from elign.evaluation.referees import xtb_relax_all
 
     t0 = time.perf_counter()
     for m, s in enumerate(samples):
@@ -498,10 +498,10 @@ def _independent_from_xtb(samples: Sequence[ModelSamples], rows: list[list[dict]
 def _dft_columns(
     samples: Sequence[ModelSamples], rows: list[list[dict]], settings: EvaluationSettings, out_dir: Path
 ) -> dict[str, Any]:
+    from elign.evaluation.referees import DFT_ELEMENTS, dft_cached, dft_rms_force, precheck
+    from elign.evaluation.stats import count_reasons
     from elign.mlff.base import GROUND_STATE_UNPAIRED
     from elign.mlff.dft import DFTLevel
-    from elign.referees import DFT_ELEMENTS, dft_cached, dft_rms_force, precheck
-    from elign.stats import count_reasons
 
     level = DFTLevel(
         xc=settings.dft_xc,
@@ -582,7 +582,7 @@ def _dft_columns(
 def _group_summary(
     rows: list[dict], group: str, metrics: Sequence[Metric], selected: str | None = None
 ) -> dict[str, Any]:
-    from elign.stats import count_reasons, summarize
+    from elign.evaluation.stats import count_reasons, summarize
 
     considered = [r for r in rows if selected is None or r.get(selected)]
     reasons = [r.get(f"{group}_reason") for r in considered]
@@ -616,7 +616,7 @@ def _column(rows: list[dict], col: str) -> list[float]:
 def _comparisons(
     samples: Sequence[ModelSamples], rows: list[list[dict]], groups: Sequence[str], settings: EvaluationSettings
 ) -> list[dict[str, Any]]:
-    from elign.stats import compare
+    from elign.evaluation.stats import compare
 
     metrics = [m for m in METRICS if m.group in ("chemistry", *groups)]
     out = []
@@ -713,7 +713,7 @@ def _csv_value(v: Any) -> str:
 
 
 def _write_sdf(path: Path, s: ModelSamples, rows: list[dict]) -> dict[str, int]:
-    from elign.export import write_sdf
+    from elign.io.export import write_sdf
 
     keep = ("index", "molecule_stable", "reward_rms_force", "xtb_rms_force", "xtb_delta_e_relax")
     props = [
@@ -809,7 +809,7 @@ def evaluate_models(
     _write_csv(out / "molecules.csv", rows)
     report = _json_safe(report)
     if settings.plots:
-        from elign.report import write_html, write_plots
+        from elign.evaluation.report import write_html, write_plots
 
         report["files"]["plots"] = write_plots(report, rows, out)
         report["files"]["html"] = write_html(report, out).name

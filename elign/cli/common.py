@@ -1,0 +1,62 @@
+"""Helpers shared by the commands: the device rule, training data, signals, and the output-path check."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
+
+def _device(name: str | None) -> str:
+    from elign.training.distributed import resolve_device
+
+    return resolve_device(name)
+
+
+def dense_from_qm9(data):
+    from elign.data.dense import DenseDataset
+
+    splits = {name: data.split(name) for name in ("train", "valid", "test")}
+    molecules = [data.molecule(i) for i in range(len(data))]
+    return DenseDataset.from_molecules(molecules, splits, data.dataset_info())
+
+
+def _training_data(path: str | None):
+    from elign.data.dense import DenseDataset
+
+    if path is None:
+        from elign.data.qm9 import load_qm9
+
+        return dense_from_qm9(load_qm9())
+    if path.startswith("synthetic:"):
+        return DenseDataset.synthetic(int(path.split(":", 1)[1]))
+    return DenseDataset.load(path)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM and SIGINT set the yielded event (a trainer then checkpoints and returns); the previous handlers
+    come back afterwards. The only place signals are handled (elign.training.callbacks)."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Every command's output paths (its ``output_files`` / ``output_dirs`` defaults) are checked before work."""
+    from elign.io.checkpoints import check_writable
+
+    if getattr(args, "derive_out", None):  # an output path that defaults to one derived from the input
+        args.out = args.derive_out(args)
+    for name in getattr(args, "output_files", ()):
+        if getattr(args, name, None):
+            check_writable(getattr(args, name))
+    for name in getattr(args, "output_dirs", ()):
+        if getattr(args, name, None):
+            check_writable(getattr(args, name), directory=True)

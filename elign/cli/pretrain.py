@@ -1,0 +1,70 @@
+"""``elign pretrain``: pretrain an EDM on QM9 (resumable; torchrun for several GPUs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from elign.cli.common import _device, _stop_on_signals, _training_data
+from elign.configs import add_config_arguments, config_overrides, describe_config, positive_int, read_config_file
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from elign.training.pretrain import PretrainConfig
+
+    t = sub.add_parser("pretrain", help="pretrain an EDM on QM9 (resumable; torchrun for several GPUs)")
+    t.add_argument("--out", required=True, help="run directory (state.pt, model.safetensors, metrics.jsonl)")
+    t.add_argument("--data", help="dense training file (.npz) from `elign data --dense`; default: the QM9 cache")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    t.add_argument("--config", help="JSON file of PretrainConfig fields (flags given override it)")
+    t.add_argument("--show-config", action="store_true", help="print every field with its value and help, and exit")
+    add_config_arguments(t, PretrainConfig, skip=("out_dir",))
+    t.add_argument("--device", default="auto")
+    t.add_argument("--threads", type=positive_int, help="CPU threads (torch.set_num_threads)")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=cmd_pretrain, output_dirs=("out",))
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    import torch
+
+    from elign.training.pretrain import PretrainConfig, Pretrainer
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    out = Path(args.out)
+    saved = out / "config.json"
+    overrides = {**(read_config_file(args.config, PretrainConfig) if args.config else {})}
+    overrides.update(config_overrides(PretrainConfig, args))
+    if args.resume and saved.exists():
+        try:
+            base = json.loads(saved.read_text())
+            architecture = {k: base[k] for k in ("hidden", "n_layers", "timesteps", "seed")}
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"{saved} is not the config.json of an elign pretraining run ({e!r}); cannot resume from it"
+            ) from None
+        config = PretrainConfig.from_dict({**base, **overrides, **architecture, "out_dir": str(out)})
+    else:
+        config = PretrainConfig.from_dict({**overrides, "out_dir": str(out)})
+    if args.show_config:
+        print(describe_config(config))
+        return 0
+    data = _training_data(args.data)
+    trainer = Pretrainer(config, data, device=_device(args.device))
+    if args.resume:
+        trainer.resume()
+        print(f"resumed {out} at step {trainer.step} ({trainer.elapsed_minutes:.1f} training minutes so far)")
+    n_params = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    n_train = len(data.splits["train"])
+    print(
+        f"pretraining {config.n_layers}x{config.hidden} EDM ({n_params:,} parameters) on {n_train:,} "
+        f"molecules, device {trainer.device}, world size {trainer.world}"
+    )
+    with _stop_on_signals() as stop:
+        result = trainer.fit(progress=not args.no_progress, stop_event=stop)
+    print(json.dumps(result))
+    from elign.training.distributed import finish
+
+    finish()
+    return 0
