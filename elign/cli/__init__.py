@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from elign.cli import align, data, evaluate, mlff, pretrain, sample, score
-from elign.cli.common import _check_outputs
+from elign.cli.common import check_outputs
 
 __all__ = ["build_parser", "main"]
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     tune_malloc()
     try:
-        _check_outputs(args)
+        check_outputs(args)
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from elign.cli.common import _device, _stop_on_signals
+from elign.cli.common import stop_on_signals
 from elign.configs import add_config_arguments, config_overrides, describe_config
+from elign.training.distributed import resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +33,7 @@ def cmd_align(args: argparse.Namespace) -> int:
     from elign.rl.config import AlignConfig
 
     if args.device:
-        _device(args.device)  # a clear error now rather than at the first tensor moved
+        resolve_device(args.device)  # a clear error now rather than at the first tensor moved
     overrides = config_overrides(AlignConfig, args)
     for item in args.set:
         key, _, value = item.partition("=")
@@ -55,7 +56,7 @@ def cmd_align(args: argparse.Namespace) -> int:
         f"{config.group_size} rollouts, {config.steps} steps ({config.trained_steps} trained), "
         f"device {trainer.device}"
     )
-    with _stop_on_signals() as stop:  # finish the iteration, checkpoint, exit
+    with stop_on_signals() as stop:  # finish the iteration, checkpoint, exit
         print(json.dumps(trainer.train(stop, progress=True)))
     from elign.training.distributed import finish
 

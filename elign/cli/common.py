@@ -1,4 +1,4 @@
-"""Helpers shared by the commands: the device rule, training data, signals, and the output-path check."""
+"""Helpers shared by the commands: training data, signals, and the output-path check."""
 
 from __future__ import annotations
 
@@ -9,12 +9,6 @@ import threading
 from collections.abc import Iterator
 
 
-def _device(name: str | None) -> str:
-    from elign.training.distributed import resolve_device
-
-    return resolve_device(name)
-
-
 def dense_from_qm9(data):
     from elign.data.dense import DenseDataset
 
@@ -23,7 +17,7 @@ def dense_from_qm9(data):
     return DenseDataset.from_molecules(molecules, splits, data.dataset_info())
 
 
-def _training_data(path: str | None):
+def training_data(path: str | None):
     from elign.data.dense import DenseDataset
 
     if path is None:
@@ -36,7 +30,7 @@ def _training_data(path: str | None):
 
 
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
+def stop_on_signals() -> Iterator[threading.Event]:
     """SIGTERM and SIGINT set the yielded event (a trainer then checkpoints and returns); the previous handlers
     come back afterwards. The only place signals are handled (elign.training.callbacks)."""
     stop = threading.Event()
@@ -48,7 +42,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
+def check_outputs(args: argparse.Namespace) -> None:
     """Every command's output paths (its ``output_files`` / ``output_dirs`` defaults) are checked before work."""
     from elign.io.checkpoints import check_writable
 

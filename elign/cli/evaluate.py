@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from elign.cli.common import _device
 from elign.configs import add_config_arguments, config_overrides, positive_int
+from elign.training.distributed import resolve_device
 
 # seeds sampling), and its defaults where they differ from EvaluationSettings' (novelty on, two xTB workers)
 EVALUATE_OWN_FIELDS = ("mlff", "independent", "referees", "device", "seed", "dft_density_fit", "progress", "extra")
@@ -89,7 +89,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from elign.evaluation.evaluate import EvaluationSettings, collect_samples, evaluate_models
     from elign.io.assets import default_mlff
 
-    device = _device(args.device)
+    device = resolve_device(args.device)
     mlff = args.mlff or default_mlff()
     given = config_overrides(EvaluationSettings, args, skip=EVALUATE_OWN_FIELDS)
     settings = EvaluationSettings(

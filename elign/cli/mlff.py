@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from elign.cli.common import _device
 from elign.configs import add_config_arguments, config_overrides, positive_int
+from elign.training.distributed import resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -51,7 +51,7 @@ def cmd_mlff_distill(args: argparse.Namespace) -> int:
     config = DistillConfig(
         **{"elements": QM9_ELEMENTS, **given},
         out_dir=str(out),
-        device=_device(args.device),
+        device=resolve_device(args.device),
         progress=not args.no_progress,
         student=student,
     )

@@ -6,8 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from elign.cli.common import _device, _stop_on_signals, _training_data
+from elign.cli.common import stop_on_signals, training_data
 from elign.configs import add_config_arguments, config_overrides, describe_config, positive_int, read_config_file
+from elign.training.distributed import resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -50,8 +51,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.show_config:
         print(describe_config(config))
         return 0
-    data = _training_data(args.data)
-    trainer = Pretrainer(config, data, device=_device(args.device))
+    data = training_data(args.data)
+    trainer = Pretrainer(config, data, device=resolve_device(args.device))
     if args.resume:
         trainer.resume()
         print(f"resumed {out} at step {trainer.step} ({trainer.elapsed_minutes:.1f} training minutes so far)")
@@ -61,7 +62,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         f"pretraining {config.n_layers}x{config.hidden} EDM ({n_params:,} parameters) on {n_train:,} "
         f"molecules, device {trainer.device}, world size {trainer.world}"
     )
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         result = trainer.fit(progress=not args.no_progress, stop_event=stop)
     print(json.dumps(result))
     from elign.training.distributed import finish

@@ -6,8 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from elign.cli.common import _device
 from elign.configs import positive_int
+from elign.training.distributed import resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +36,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from elign.io.export import write_npz, write_sdf
     from elign.metrics.stability import stability_metrics
 
-    device = _device(args.device)
+    device = resolve_device(args.device)
     path = resolve_checkpoint(args.checkpoint)
     model, config, _ = load_checkpoint(path, device)
     info = config.dataset_info()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from elign.cli.common import _device
+from elign.training.distributed import resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +41,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         [torch.tensor([index[s] for s in syms]) for _, syms, _ in records],
         [ATOMIC_NUMBERS[s] for s in symbols],
     )
-    device = _device(args.device)
+    device = resolve_device(args.device)
     ff = load_force_field(args.mlff or default_mlff(), device=device)
     result = ff(batch.to(device))
     e_form = formation_energy_per_atom(batch.to(device), result, ff.reference_energies).cpu()
