@@ -11,32 +11,16 @@ from elign.runtime import tune_malloc
 from elign_studio.notebook import in_notebook, load_resources
 from elign_studio.session import StudioSession
 from elign_studio.settings import StudioSettings
-from elign_studio.views.checkpoints import checkpoint_view
-from elign_studio.views.grid import grid_view
-from elign_studio.views.molecules import molecules_view
-from elign_studio.views.training import training_view
-from elign_studio.views.trajectory import trajectory_view
+from elign_studio.views.checkpoints import CheckpointView
+from elign_studio.views.grid import GridView
+from elign_studio.views.messages import Messages
+from elign_studio.views.molecules import MoleculeTable
+from elign_studio.views.training import TrainingView
+from elign_studio.views.trajectory import TrajectoryView
 
 __all__ = ["create_app"]
 
 POLL_MS = 300
-
-
-def _messages(session: StudioSession) -> pn.viewable.Viewable:
-    status = pn.pane.Alert(
-        "", alert_type="info", visible=False, sizing_mode="stretch_width", css_classes=["elign-status"]
-    )
-    error = pn.pane.Alert(
-        "", alert_type="danger", visible=False, sizing_mode="stretch_width", css_classes=["elign-error"]
-    )
-
-    def _update(*_) -> None:
-        status.param.update(object=session.status, visible=bool(session.status))
-        error.param.update(object=session.error.replace("\n", "  \n"), visible=bool(session.error))
-
-    session.param.watch(_update, ["status", "error"])
-    _update()
-    return pn.Column(status, error, sizing_mode="stretch_width")
 
 
 def create_app(
@@ -57,11 +41,14 @@ def create_app(
     session = session or StudioSession(settings=settings, **session_kwargs)
     layout = pn.Column(
         pn.pane.Markdown("## Elign Studio\nEDM molecules aligned to machine-learning force fields (FED-GRPO)."),
-        _messages(session),
+        Messages(session=session),
         pn.Tabs(
-            ("Trajectories", pn.Column(trajectory_view(session), molecules_view(session), grid_view(session))),
-            ("Alignment", training_view(session)),
-            ("Checkpoints", checkpoint_view(session)),
+            (
+                "Trajectories",
+                pn.Column(TrajectoryView(session=session), MoleculeTable(session=session), GridView(session=session)),
+            ),
+            ("Alignment", TrainingView(session=session)),
+            ("Checkpoints", CheckpointView(session=session)),
             dynamic=False,
             sizing_mode="stretch_width",
         ),

@@ -22,7 +22,7 @@ from elign_studio.sampling import ModelCache, SampledSet, sample_set, score_fram
 from elign_studio.settings import DEFAULT_FORCE_FIELDS, PathNotAllowed, StudioSettings
 from elign_studio.worker import TrainerFactory, TrainingWorker
 
-__all__ = ["METRIC_KEYS", "StudioSession", "preset_settings"]
+__all__ = ["METRIC_KEYS", "RUN_STATES", "StudioSession", "preset_settings"]
 
 METRIC_KEYS = ("reward_force_mean", "reward_energy_mean", "kl", "clip_fraction", "rollout_molecule_stability")
 EDITABLE = ("iterations", "prompts", "group_size", "steps", "lr")
@@ -49,28 +49,47 @@ def _fmt_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}" if not isinstance(e, ValueError | RuntimeError | OSError) else str(e)
 
 
+RUN_STATES = ("idle", "starting", "running", "stopping", "completed", "stopped", "failed")
+ACTIVE_RUN_STATES = ("starting", "running", "stopping")  # a training thread owns the run folder
+DEFAULT_PRESET = "cpu-demo"
+_PRESET_DEFAULTS = preset_settings(DEFAULT_PRESET)  # the declared defaults are the default preset's
+
+
 class StudioSession(param.Parameterized):
     # ---------------------------------------------------------------- checkpoints
     model_names = param.List(default=[], doc="models this session can sample from or align")
-    force_field = param.Selector(default="synthetic", objects=list(DEFAULT_FORCE_FIELDS))
-    status = param.String(default="")
-    error = param.String(default="")
+    force_field = param.Selector(
+        default="synthetic", objects=list(DEFAULT_FORCE_FIELDS), doc="force field that scores sampled frames"
+    )
+    status = param.String(default="", doc="the last thing the session did, for the status line")
+    error = param.String(default="", doc="the last failure, for the error banner (empty: none)")
     # ---------------------------------------------------------------- alignment
-    align_model = param.String(default="")
-    preset = param.Selector(default="cpu-demo", objects=sorted(PRESETS))
-    iterations = param.Integer(default=20, bounds=(1, None))
-    prompts = param.Integer(default=2, bounds=(1, None))
-    group_size = param.Integer(default=4, bounds=(2, None))
-    steps = param.Integer(default=50, bounds=(1, None))
-    lr = param.Number(default=1e-5, bounds=(0, None))
-    run_name = param.String(default="")
-    training = param.Boolean(default=False)
+    align_model = param.String(default="", doc="name (in model_names) of the model to align")
+    preset = param.Selector(
+        default=DEFAULT_PRESET, objects=sorted(PRESETS), doc="alignment preset; choosing one sets the fields below"
+    )
+    iterations = param.Integer(
+        default=_PRESET_DEFAULTS["iterations"], bounds=(1, None), doc="policy-update iterations of a run"
+    )
+    prompts = param.Integer(default=_PRESET_DEFAULTS["prompts"], bounds=(1, None), doc="molecule sizes per iteration")
+    group_size = param.Integer(
+        default=_PRESET_DEFAULTS["group_size"], bounds=(2, None), doc="rollouts per size (one normalisation group)"
+    )
+    steps = param.Integer(default=_PRESET_DEFAULTS["steps"], bounds=(1, None), doc="denoising steps of the rollouts")
+    lr = param.Number(default=_PRESET_DEFAULTS["lr"], bounds=(0, None), doc="peak learning rate")
+    run_name = param.String(default="", doc="folder (under runs/) of the current or last alignment run")
+    run_state = param.Selector(
+        default="idle",
+        objects=list(RUN_STATES),
+        doc="the alignment run: idle (none yet), starting (loading), running, stopping (checkpointing), "
+        "completed, stopped (resumable) or failed",
+    )
     step = param.Integer(default=0, doc="iterations the trainer reports completed in this run")
     # ---------------------------------------------------------------- sampling
-    sample_model = param.String(default="")
-    compare_model = param.String(default="")
-    side_by_side = param.Boolean(default=False)
-    seed = param.Integer(default=0, bounds=(0, None))
+    sample_model = param.String(default="", doc="name of the model to sample from")
+    compare_model = param.String(default="", doc="name of the model sampled beside it (side by side)")
+    side_by_side = param.Boolean(default=False, doc="sample both models on the same seeds and sizes")
+    seed = param.Integer(default=0, bounds=(0, None), doc="seed of the sizes and the sampling noise")
     num = param.Integer(default=1, bounds=(1, 64), label="Molecules (1-64)", doc="molecules per click")
     sample_steps = param.Integer(
         default=100,
@@ -84,10 +103,10 @@ class StudioSession(param.Parameterized):
         label="Atoms (0: from the prior)",
         doc="atoms per molecule; 0 draws sizes from the model's size prior",
     )
-    sampling = param.Boolean(default=False)
+    sampling = param.Boolean(default=False, doc="a sample is being drawn in the background")
     sets = param.List(default=[], doc="SampledSet per model (one, or two side by side)")
     selected = param.Integer(default=0, doc="molecule index shown in the viewer")
-    frame = param.Integer(default=0)
+    frame = param.Integer(default=0, doc="frame of the denoising chain shown (0: pure noise)")
 
     def __init__(
         self,
@@ -118,7 +137,14 @@ class StudioSession(param.Parameterized):
         self._sampled_status = ""
         self.last_sample_seconds = math.nan
         self.refresh_models()
-        self._apply_preset()
+        if self.preset != DEFAULT_PRESET:  # a preset chosen at construction sets what was not given explicitly
+            self._apply_preset()
+            self.param.update({k: params[k] for k in EDITABLE if k in params})
+
+    @property
+    def training(self) -> bool:
+        """A training thread owns the current run (starting, running or stopping)."""
+        return self.run_state in ACTIVE_RUN_STATES
 
     def warm_up(self) -> None:
         """Load the default model and force field in the background (the app calls it once the page shows)."""
@@ -255,13 +281,14 @@ class StudioSession(param.Parameterized):
         except Exception as e:  # noqa: BLE001 - shown in the app
             self.error = f"Cannot start alignment: {_fmt_error(e)}"
             return False
-        self.training = True
+        self.run_state = "starting"
         self.status = f"{'Resumed' if resume else 'Started'} alignment of {self.align_model} into {self.run_dir}"
         return True
 
     def stop_alignment(self, timeout: float | None = None) -> None:
         """Ask the trainer to write a checkpoint and stop (pause: resume continues the same run)."""
         if self.worker.running:
+            self.run_state = "stopping"
             self.worker.stop(timeout)
             self.status = "Stopping: the trainer writes a checkpoint after the current iteration..."
         self.poll()
@@ -404,15 +431,17 @@ class StudioSession(param.Parameterized):
                 self.history.append(row)
                 new.append(row)
                 self.step = ev.step
+                if self.run_state == "starting":
+                    self.run_state = "running"
             elif ev.kind == "error":
                 self.error = f"Alignment failed: {ev.message}"
-                self.training = False
+                self.run_state = "failed"
                 self._finish_run("failed")
-            elif ev.kind == "finished" and not self.error.startswith("Alignment failed"):
-                self.training = False
+            elif ev.kind == "finished" and self.run_state != "failed":
+                self.run_state = ev.message  # "completed" or "stopped"
                 self._finish_run(ev.message)
-        if self.training and not self.worker.running and not new:
-            self.training = False
+        if self.training and not self.worker.running and not new:  # ended without a word: resumable
+            self.run_state = "stopped"
         self._collect_scored_frames()  # before a new sample's job: its scoring is checked at the next poll
         self._collect_sample()
         return new

@@ -241,9 +241,9 @@ def test_molecule_table_shows_the_index_and_a_click_selects(studio: StudioSessio
 
     import panel as pn
 
-    from elign_studio.views.molecules import molecules_view
+    from elign_studio.views.molecules import MoleculeTable
 
-    view = molecules_view(studio)
+    view = pn.panel(MoleculeTable(session=studio))
     studio.param.update(num=3, sample_steps=5, seed=1)
     assert studio.sample(), studio.error
     studio.wait_sampling(60)
@@ -386,7 +386,7 @@ def test_a_fragmented_molecule_is_valid_but_not_connected_and_its_smiles_shows_b
 def test_a_started_run_says_starting_until_its_first_iteration(studio: StudioSession) -> None:
     import panel as pn
 
-    from elign_studio.views.training import training_view
+    from elign_studio.views.training import TrainingView
 
     released = threading.Event()
 
@@ -396,7 +396,7 @@ def test_a_started_run_says_starting_until_its_first_iteration(studio: StudioSes
             super().train(stop_event)
 
     studio.worker.trainer_factory = SlowStart
-    view = training_view(studio)
+    view = pn.panel(TrainingView(session=studio))
     progress = next(p for p in view.select(pn.pane.Markdown) if "elign-train-state" in p.css_classes)
     studio.iterations = 3
     assert studio.start_alignment(), studio.error
@@ -405,3 +405,61 @@ def test_a_started_run_says_starting_until_its_first_iteration(studio: StudioSes
     released.set()
     _wait(lambda: studio.poll() is not None and not studio.training)
     assert "3 iterations received" in progress.object, progress.object
+
+
+def test_the_run_state_follows_the_run(studio: StudioSession) -> None:
+    seen: list[str] = []
+    studio.param.watch(lambda e: seen.append(e.new), "run_state")
+    assert studio.run_state == "idle" and not studio.training
+    studio.iterations = 10_000
+    assert studio.start_alignment(), studio.error
+    assert studio.run_state == "starting" and studio.training
+    _wait(lambda: studio.poll() is not None and studio.run_state == "running")
+    studio.stop_alignment(timeout=5)
+    _wait(lambda: studio.poll() is not None and not studio.training)
+    assert seen[:3] == ["starting", "running", "stopping"] and seen[-1] == "stopped", seen
+    studio.iterations = 2
+    assert studio.start_alignment(), studio.error
+    _wait(lambda: studio.poll() is not None and not studio.training)
+    assert studio.run_state == "completed"
+    studio.worker.trainer_factory = FailingTrainer
+    assert studio.start_alignment(), studio.error
+    _wait(lambda: studio.poll() is not None and not studio.training)
+    assert studio.run_state == "failed" and "reward is NaN" in studio.error
+
+
+def test_declared_defaults_are_the_default_preset_and_explicit_values_win(studio: StudioSession) -> None:
+    from elign_studio.session import DEFAULT_PRESET, EDITABLE, preset_settings
+
+    fresh = StudioSession(studio.settings, trainer_factory=FakeTrainer)
+    paper = StudioSession(studio.settings, trainer_factory=FakeTrainer, preset="paper", iterations=7)
+    try:
+        declared = {k: StudioSession.param[k].default for k in EDITABLE}
+        assert declared == preset_settings(DEFAULT_PRESET)
+        assert {k: getattr(fresh, k) for k in EDITABLE} == declared
+        assert paper.iterations == 7  # given explicitly
+        assert paper.group_size == preset_settings("paper")["group_size"] != declared["group_size"]
+        assert all(StudioSession.param[k].doc for k in StudioSession.param if k != "name")
+    finally:
+        fresh.close()
+        paper.close()
+
+
+def test_every_view_is_a_viewer_that_renders(studio: StudioSession) -> None:
+    import panel as pn
+    from panel.viewable import Viewer
+
+    from elign_studio.views.checkpoints import CheckpointView
+    from elign_studio.views.grid import GridView
+    from elign_studio.views.messages import Messages
+    from elign_studio.views.molecules import MoleculeTable
+    from elign_studio.views.training import TrainingView
+    from elign_studio.views.trajectory import TrajectoryView
+
+    for cls in (CheckpointView, GridView, Messages, MoleculeTable, TrainingView, TrajectoryView):
+        view = cls(session=studio)
+        assert isinstance(view, Viewer)
+        assert isinstance(view.__panel__(), pn.viewable.Viewable)
+    messages = Messages(session=studio)
+    studio.error = "broken"
+    assert messages.error.visible and messages.error.object == "broken"

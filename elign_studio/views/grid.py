@@ -7,11 +7,12 @@ import math
 
 import panel as pn
 import param
+from panel.viewable import Viewer
 
 from elign_studio.resources import ThreeDmolComponent
 from elign_studio.session import StudioSession
 
-__all__ = ["MoleculeGrid", "grid_view"]
+__all__ = ["GridView", "MoleculeGrid"]
 
 COLUMNS = 6
 CELL_PX = 170
@@ -76,32 +77,39 @@ export function render({{ model, el }}) {{
 """
 
 
-def grid_view(session: StudioSession) -> pn.viewable.Viewable:
+class GridView(Viewer):
     """The final frame of every sampled molecule (all models side by side, in table order)."""
-    grid = MoleculeGrid(sizing_mode="stretch_width", min_height=40)
 
-    def _molecules(*_) -> None:
+    session = param.ClassSelector(class_=StudioSession, doc="the state this view shows")
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        self.grid = MoleculeGrid(sizing_mode="stretch_width", min_height=40)
+        self.session.param.watch(self._molecules, "sets")
+        self.grid.param.watch(self._clicked, "clicked")
+
+    def _molecules(self, *_) -> None:
+        sets = self.session.sets
         cells = []
-        for s in session.sets:
+        for s in sets:
             for b, chain in enumerate(s.frames):
                 last = chain[-1]
-                label = f"{s.model_name} #{b}" if len(session.sets) > 1 else f"#{b}"
+                label = f"{s.model_name} #{b}" if len(sets) > 1 else f"#{b}"
                 cells.append({k: last[k] for k in ("elements", "xyz", "bonds")} | {"label": label})
-        grid.molecules = cells
-        grid.height = max(40, math.ceil(len(cells) / COLUMNS) * CELL_PX + 10)
+        self.grid.molecules = cells
+        self.grid.height = max(40, math.ceil(len(cells) / COLUMNS) * CELL_PX + 10)
 
-    def _clicked(event) -> None:
-        rows = session.rows
+    def _clicked(self, event) -> None:
+        rows = self.session.rows
         if 0 <= event.new < len(rows):
-            session.selected = rows[event.new]["index"]
-        grid.clicked = -1  # the same cell can be clicked again
+            self.session.selected = rows[event.new]["index"]
+        self.grid.clicked = -1  # the same cell can be clicked again
 
-    session.param.watch(_molecules, "sets")
-    grid.param.watch(_clicked, "clicked")
-    return pn.Card(
-        grid,
-        title="Grid: every molecule at t = 0 (click one to view its trajectory)",
-        collapsed=False,
-        sizing_mode="stretch_width",
-        css_classes=["elign-grid-card"],
-    )
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Card(
+            self.grid,
+            title="Grid: every molecule at t = 0 (click one to view its trajectory)",
+            collapsed=False,
+            sizing_mode="stretch_width",
+            css_classes=["elign-grid-card"],
+        )

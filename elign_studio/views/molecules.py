@@ -6,10 +6,12 @@ import io
 
 import pandas as pd
 import panel as pn
+import param
+from panel.viewable import Viewer
 
 from elign_studio.session import StudioSession
 
-__all__ = ["molecules_view"]
+__all__ = ["MoleculeTable"]
 
 COLUMNS = [  # "molecule" is the rows' "index" (Tabulator hides a column named "index")
     "model",
@@ -29,66 +31,70 @@ COLUMNS = [  # "molecule" is the rows' "index" (Tabulator hides a column named "
 ]
 
 
-def molecules_view(session: StudioSession) -> pn.viewable.Viewable:
-    table = pn.widgets.Tabulator(
-        pd.DataFrame(columns=COLUMNS),
-        selectable="checkbox",
-        show_index=False,
-        disabled=True,
-        height=260,
-        sizing_mode="stretch_width",
-        pagination=None,
-        formatters={
-            "energy_per_atom_eV": {"type": "money", "precision": 4},
-            "rms_force_eV_A": {"type": "money", "precision": 4},
-            "atom_stability": {"type": "money", "precision": 3},
-        },
-    )
+class MoleculeTable(Viewer):
+    """The sampled molecules with their chemistry and force-field figures; a click selects, SDF export."""
 
-    def _rows(*_) -> None:
-        table.value = pd.DataFrame(session.rows).rename(columns={"index": "molecule"}).reindex(columns=COLUMNS)
-        table.selection = []
+    session = param.ClassSelector(class_=StudioSession, doc="the state this view shows and edits")
 
-    session.param.watch(_rows, "sets")
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        self.table = pn.widgets.Tabulator(
+            pd.DataFrame(columns=COLUMNS),
+            selectable="checkbox",
+            show_index=False,
+            disabled=True,
+            height=260,
+            sizing_mode="stretch_width",
+            pagination=None,
+            formatters={
+                "energy_per_atom_eV": {"type": "money", "precision": 4},
+                "rms_force_eV_A": {"type": "money", "precision": 4},
+                "atom_stability": {"type": "money", "precision": 3},
+            },
+        )
+        self.which = pn.widgets.RadioButtonGroup(options=["all", "selected"], value="all", name="Export")
+        self.download = pn.widgets.FileDownload(
+            callback=self._export,
+            filename="molecules.sdf",
+            label="Download SDF",
+            button_type="primary",
+            css_classes=["elign-download"],
+        )
+        self.session.param.watch(self._rows, "sets")
+        self.table.param.watch(self._ticked, "selection")
+        self.table.on_click(self._clicked)
 
-    def _select(event) -> None:
-        rows = session.rows
+    def _rows(self, *_) -> None:
+        rows = pd.DataFrame(self.session.rows).rename(columns={"index": "molecule"})
+        self.table.value = rows.reindex(columns=COLUMNS)
+        self.table.selection = []
+
+    def _ticked(self, event) -> None:  # the last ticked row is shown
         if event.new:
-            r = rows[event.new[-1]]
-            session.selected = r["index"]
+            self.session.selected = self.session.rows[event.new[-1]]["index"]
 
-    table.param.watch(_select, "selection")
+    def _clicked(self, event) -> None:  # a click on any cell shows that molecule
+        rows = self.session.rows
+        if 0 <= event.row < len(rows):
+            self.session.selected = rows[event.row]["index"]
 
-    def _clicked(event) -> None:  # a click on any cell shows that molecule
-        if 0 <= event.row < len(session.rows):
-            session.selected = session.rows[event.row]["index"]
-
-    table.on_click(_clicked)
-    which = pn.widgets.RadioButtonGroup(options=["all", "selected"], value="all", name="Export")
-
-    def _export() -> io.BytesIO | None:
+    def _export(self) -> io.BytesIO | None:
         try:
-            path = session.export_sdf(which.value, list(table.selection))
+            path = self.session.export_sdf(self.which.value, list(self.table.selection))
         except (ValueError, OSError) as e:
-            session.error = f"Export failed: {e}"
+            self.session.error = f"Export failed: {e}"
             return None
-        download.filename = path.name
-        session.status = f"Exported {path}"
+        self.download.filename = path.name
+        self.session.status = f"Exported {path}"
         return io.BytesIO(path.read_bytes())
 
-    download = pn.widgets.FileDownload(
-        callback=_export,
-        filename="molecules.sdf",
-        label="Download SDF",
-        button_type="primary",
-        css_classes=["elign-download"],
-    )
-    return pn.Column(
-        pn.pane.Markdown(
-            "### Sampled molecules\nClick a row to show it in the viewer; tick rows and "
-            "choose *selected* to export only those. SD tags carry the metrics."
-        ),
-        table,
-        pn.Row(which, download),
-        sizing_mode="stretch_width",
-    )
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Column(
+            pn.pane.Markdown(
+                "### Sampled molecules\nClick a row to show it in the viewer; tick rows and "
+                "choose *selected* to export only those. SD tags carry the metrics."
+            ),
+            self.table,
+            pn.Row(self.which, self.download),
+            sizing_mode="stretch_width",
+        )

@@ -6,13 +6,15 @@ import io
 
 import numpy as np
 import panel as pn
+import param
+from panel.viewable import Viewer
 
 from elign_studio.session import StudioSession
 from elign_studio.views.chain_plots import ChainPlots
 from elign_studio.views.inputs import bounded_int_input
 from elign_studio.views.viewer import MoleculeViewer
 
-__all__ = ["trajectory_view", "chain_force_top"]
+__all__ = ["TrajectoryView", "chain_force_top"]
 
 SCALES = {"per frame": "frame", "fixed": "fixed", "whole chain": "chain"}  # button label -> viewer scale
 
@@ -25,82 +27,113 @@ def chain_force_top(sets: list, b: int) -> float:
     return float(max(1e-3, np.percentile(vals, 95)))
 
 
-def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
-    model = pn.widgets.Select(name="Model", options=session.model_names, value=session.sample_model or None, width=270)
-    other = pn.widgets.Select(
-        name="Compare with", options=session.model_names, value=session.compare_model or None, width=270
-    )
+class TrajectoryView(Viewer):
+    """Sampling controls, one or two 3D viewers driven by one player, the chain plots and the XYZ export."""
 
-    def _options(e) -> None:
-        model.options = e.new
-        other.options = e.new
+    session = param.ClassSelector(class_=StudioSession, doc="the state this view shows and edits")
 
-    session.param.watch(_options, "model_names")
-    model.param.watch(lambda e: setattr(session, "sample_model", e.new or ""), "value")
-    other.param.watch(lambda e: setattr(session, "compare_model", e.new or ""), "value")
-    params = pn.Column(  # inside the 300-pixel control column, none clipped at its edge
-        pn.widgets.Checkbox.from_param(session.param.side_by_side),
-        *(bounded_int_input(session, k, width=260) for k in ("seed", "num", "sample_steps", "n_atoms")),
-        width=280,
-    )
-    go = pn.widgets.Button(name="Sample", button_type="primary", css_classes=["elign-sample"])
-    go.on_click(lambda _: session.sample())
-    session.param.watch(lambda e: setattr(go, "loading", e.new), "sampling")
-    color = pn.widgets.RadioButtonGroup(options=["force", "element"], value="force", name="Colour atoms by")
-    scale = pn.widgets.RadioButtonGroup(
-        options=list(SCALES), value="per frame", name="Force colour range", css_classes=["elign-force-scale"]
-    )
-    fixed_top = pn.widgets.FloatInput(
-        name="Fixed range top (eV/Å)", value=5.0, start=0.01, step=0.5, width=140, visible=False
-    )
-    window = pn.widgets.IntSlider(name="Plots from frame", start=0, end=1, value=0, width=280)
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        session = self.session
+        self.model = pn.widgets.Select(
+            name="Model", options=session.model_names, value=session.sample_model or None, width=270
+        )
+        self.other = pn.widgets.Select(
+            name="Compare with", options=session.model_names, value=session.compare_model or None, width=270
+        )
+        self.model.param.watch(lambda e: setattr(session, "sample_model", e.new or ""), "value")
+        self.other.param.watch(lambda e: setattr(session, "compare_model", e.new or ""), "value")
+        self.params = pn.Column(  # inside the 300-pixel control column, none clipped at its edge
+            pn.widgets.Checkbox.from_param(session.param.side_by_side),
+            *(bounded_int_input(session, k, width=260) for k in ("seed", "num", "sample_steps", "n_atoms")),
+            width=280,
+        )
+        self.go = pn.widgets.Button(name="Sample", button_type="primary", css_classes=["elign-sample"])
+        self.go.on_click(lambda _: session.sample())
+        self.color = pn.widgets.RadioButtonGroup(options=["force", "element"], value="force", name="Colour atoms by")
+        self.scale = pn.widgets.RadioButtonGroup(
+            options=list(SCALES), value="per frame", name="Force colour range", css_classes=["elign-force-scale"]
+        )
+        self.fixed_top = pn.widgets.FloatInput(
+            name="Fixed range top (eV/Å)", value=5.0, start=0.01, step=0.5, width=140, visible=False
+        )
+        self.window = pn.widgets.IntSlider(name="Plots from frame", start=0, end=1, value=0, width=280)
+        self.arrows = pn.widgets.Checkbox(name="Force arrows", value=False, css_classes=["elign-arrows"])
+        self.player = pn.widgets.Player(  # its own slider is the one frame control
+            name="Frame",
+            start=0,
+            end=1,
+            value=0,
+            interval=120,
+            loop_policy="once",
+            show_loop_controls=False,
+            sizing_mode="stretch_width",
+            show_value=True,
+            visible_buttons=["first", "previous", "pause", "play", "next", "last"],
+        )
+        self.viewers = [
+            MoleculeViewer(label="", sizing_mode="stretch_width", height=400),
+            MoleculeViewer(label="", sizing_mode="stretch_width", height=400, visible=False),
+        ]
+        for v in self.viewers:  # the browser moves the viewers with the player; the server need not answer each frame
+            self.player.jslink(v, value="frame")
+        self.xyz = pn.widgets.FileDownload(
+            callback=self._trajectory_file,
+            filename="trajectory.xyz",
+            label="Trajectory (XYZ)",
+            css_classes=["elign-trajectory-download"],
+            width=160,
+        )
+        self.plots = ChainPlots()
+        self.plots.follow(self.player)
+        self._wire()
+        self._side()
 
-    player = pn.widgets.Player(  # its own slider is the one frame control
-        name="Frame",
-        start=0,
-        end=1,
-        value=0,
-        interval=120,
-        loop_policy="once",
-        show_loop_controls=False,
-        sizing_mode="stretch_width",
-        show_value=True,
-        visible_buttons=["first", "previous", "pause", "play", "next", "last"],
-    )
-    player.param.watch(lambda e: setattr(session, "frame", e.new), "value")
+    def _wire(self) -> None:
+        session = self.session
+        session.param.watch(self._options, "model_names")
+        session.param.watch(lambda e: setattr(self.go, "loading", e.new), "sampling")
+        session.param.watch(self._show, ["sets", "selected"])
+        session.param.watch(self._frame, "frame")
+        session.param.watch(self._plot, ["sets", "selected"])
+        session.param.watch(self._side, "side_by_side")
+        self.player.param.watch(lambda e: setattr(session, "frame", e.new), "value")
+        self.color.param.watch(lambda e: [setattr(v, "color_by", e.new) for v in self.viewers], "value")
+        self.arrows.param.watch(lambda e: [setattr(v, "arrows", e.new) for v in self.viewers], "value")
+        self.scale.param.watch(self._force_range, "value")
+        self.fixed_top.param.watch(self._force_range, "value")
+        self.window.param.watch(self._plot, "value")
 
-    viewers = [
-        MoleculeViewer(label="", sizing_mode="stretch_width", height=400),
-        MoleculeViewer(label="", sizing_mode="stretch_width", height=400, visible=False),
-    ]
-    for v in viewers:  # the browser moves the viewers with the player; the server need not answer each frame
-        player.jslink(v, value="frame")
-    color.param.watch(lambda e: [setattr(v, "color_by", e.new) for v in viewers], "value")
-    arrows = pn.widgets.Checkbox(name="Force arrows", value=False, css_classes=["elign-arrows"])
-    arrows.param.watch(lambda e: [setattr(v, "arrows", e.new) for v in viewers], "value")
+    def _options(self, event) -> None:
+        self.model.options = event.new
+        self.other.options = event.new
 
-    def _force_range(*_) -> None:
-        mode = SCALES[scale.value]
-        fixed_top.visible = mode == "fixed"
-        top = fixed_top.value if mode == "fixed" else chain_force_top(session.sets, session.selected)
-        for v in viewers:
+    def _side(self, *_) -> None:
+        self.other.visible = self.session.side_by_side
+
+    def _top(self) -> tuple[str, float]:
+        """-> (viewer scale mode, top of the force colour range in eV/A)"""
+        mode = SCALES[self.scale.value]
+        top = self.fixed_top.value if mode == "fixed" else chain_force_top(self.session.sets, self.session.selected)
+        return mode, top
+
+    def _force_range(self, *_) -> None:
+        mode, top = self._top()
+        self.fixed_top.visible = mode == "fixed"
+        for v in self.viewers:
             v.param.update(scale=mode, fmax=top)
 
-    scale.param.watch(_force_range, "value")
-    fixed_top.param.watch(_force_range, "value")
-
-    def _show(*_) -> None:
-        sets, b = session.sets, session.selected
+    def _show(self, *_) -> None:
+        sets, b, frame = self.session.sets, self.session.selected, self.session.frame
         if not sets:
             return
-        mode = SCALES[scale.value]
-        fmax = fixed_top.value if mode == "fixed" else chain_force_top(sets, b)
+        mode, fmax = self._top()
         n_frames = sets[0].num_frames
-        for k, v in enumerate(viewers):
+        for k, v in enumerate(self.viewers):
             if k < len(sets) and b < len(sets[k].frames):
                 v.param.update(
                     frames=sets[k].frames[b],
-                    frame=min(session.frame, n_frames - 1),
+                    frame=min(frame, n_frames - 1),
                     fmax=fmax,
                     scale=mode,
                     label=f"{sets[k].model_name} #{b}",
@@ -108,48 +141,31 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
                 )
             else:
                 v.visible = k == 0
-        player.param.update(end=max(1, n_frames - 1), value=min(session.frame, n_frames - 1))
-        window.param.update(end=max(1, n_frames - 2), value=min(window.value, max(0, n_frames - 2)))
+        self.player.param.update(end=max(1, n_frames - 1), value=min(frame, n_frames - 1))
+        self.window.param.update(end=max(1, n_frames - 2), value=min(self.window.value, max(0, n_frames - 2)))
 
-    session.param.watch(_show, ["sets", "selected"])
-
-    def _frame(e) -> None:
-        player.value = e.new
-        for v in viewers:
+    def _frame(self, event) -> None:
+        self.player.value = event.new
+        for v in self.viewers:
             if v.visible:
-                v.frame = e.new
+                v.frame = event.new
 
-    session.param.watch(_frame, "frame")
+    def _plot(self, *_) -> None:
+        self.plots.show(self.session.sets, self.session.selected, self.window.value, self.session.frame)
 
-    def _trajectory_file():
+    def _trajectory_file(self) -> io.BytesIO | None:
         try:
-            path = session.export_trajectory()
+            path = self.session.export_trajectory()
         except (ValueError, OSError) as e:
-            session.error = f"Export failed: {e}"
+            self.session.error = f"Export failed: {e}"
             return None
-        xyz.filename = path.name
-        session.status = f"Exported {path}"
+        self.xyz.filename = path.name
+        self.session.status = f"Exported {path}"
         return io.BytesIO(path.read_bytes())
 
-    xyz = pn.widgets.FileDownload(
-        callback=_trajectory_file,
-        filename="trajectory.xyz",
-        label="Trajectory (XYZ)",
-        css_classes=["elign-trajectory-download"],
-        width=160,
-    )
-
-    plots = ChainPlots()
-    plots.follow(player)
-
-    def _plot(*_) -> None:
-        plots.show(session.sets, session.selected, window.value, session.frame)
-
-    session.param.watch(_plot, ["sets", "selected"])
-    window.param.watch(_plot, "value")
-
-    @pn.depends(session.param.sets)
-    def note(sets: list) -> pn.pane.Markdown:
+    @param.depends("session.sets")
+    def _note(self) -> pn.pane.Markdown:
+        sets = self.session.sets
         if not sets:
             return pn.pane.Markdown("Sample a molecule to see its denoising trajectory.")
         return pn.pane.Markdown(
@@ -157,24 +173,21 @@ def trajectory_view(session: StudioSession) -> pn.viewable.Viewable:
             f"(grey: frame not scorable); bonds recomputed on every frame."
         )
 
-    def _side(*_) -> None:
-        other.visible = session.side_by_side
-
-    session.param.watch(_side, "side_by_side")
-    _side()
-    return pn.Column(
-        pn.pane.Markdown("### Trajectories"),
-        pn.Row(
-            pn.Column(model, other, params, color, scale, fixed_top, arrows, go, width=300),
-            pn.Column(
-                note,
-                pn.Row(*viewers, sizing_mode="stretch_width"),
-                player,
-                pn.Row(window, xyz),
-                plots.panel,
+    def __panel__(self) -> pn.viewable.Viewable:
+        controls = [self.model, self.other, self.params, self.color, self.scale, self.fixed_top, self.arrows, self.go]
+        return pn.Column(
+            pn.pane.Markdown("### Trajectories"),
+            pn.Row(
+                pn.Column(*controls, width=300),
+                pn.Column(
+                    self._note,
+                    pn.Row(*self.viewers, sizing_mode="stretch_width"),
+                    self.player,
+                    pn.Row(self.window, self.xyz),
+                    self.plots.panel,
+                    sizing_mode="stretch_width",
+                ),
                 sizing_mode="stretch_width",
             ),
             sizing_mode="stretch_width",
-        ),
-        sizing_mode="stretch_width",
-    )
+        )
