@@ -115,6 +115,40 @@ def _viewer_frame(t: int, pos: np.ndarray, types: np.ndarray, forces: np.ndarray
     }
 
 
+def _sizes(info: Any, num: int, n_atoms: int | None, gen: torch.Generator) -> torch.Tensor:
+    """Atoms per molecule [num]: ``n_atoms`` for every one, or drawn from the size prior when it is 0/None."""
+    if not n_atoms:
+        return info.sample_sizes(num, gen)
+    if not 1 <= n_atoms <= info.max_n_nodes:
+        raise ValueError(f"atoms per molecule must be in 1..{info.max_n_nodes}, got {n_atoms}")
+    return torch.full((num,), int(n_atoms), dtype=torch.long)
+
+
+def _rows(model_name: str, seed: int, molecules: Any, decoder: list[str], final: dict) -> list[dict]:
+    """The molecule table's rows: chemistry of the final molecules and the force field's final-frame figures."""
+    from elign.metrics.stability import stability_metrics
+
+    stab = stability_metrics(molecules, decoder)["per_molecule"]
+    rows = []
+    for b in range(len(stab["n_atoms"])):
+        rows.append(
+            {
+                "model": model_name,
+                "seed": seed,
+                "index": b,
+                **chemistry_columns(*molecules.molecule(b), decoder),
+                "atoms": int(stab["n_atoms"][b]),
+                "stable": bool(stab["molecule_stable"][b]),
+                "atom_stability": float(stab["n_stable_atoms"][b] / max(1, stab["n_atoms"][b])),
+                "energy_per_atom_eV": float(final["energy"][b, 0]),
+                "rms_force_eV_A": float(final["rms_force"][b, 0]),
+                "mlff_scored": bool(final["valid"][0, b]),
+                "not_scored_because": final["reason"][b] or "",  # the final frame's reason
+            }
+        )
+    return rows
+
+
 def sample_set(
     model: Any,
     config: Any,
@@ -129,18 +163,12 @@ def sample_set(
     """Sample ``num`` molecules with their denoising trajectories; forces on the final frame only (the
     rest: :func:`score_frames`)."""
     from elign.diffusion.sampler import node_mask_from_sizes, sample_chain
-    from elign.metrics.stability import stability_metrics
 
     info = config.dataset_info()
     decoder = list(info.atom_decoder)
     steps = max(1, min(int(steps), int(model.T)))
     gen = torch.Generator().manual_seed(int(seed))
-    if n_atoms:
-        if not 1 <= n_atoms <= info.max_n_nodes:
-            raise ValueError(f"atoms per molecule must be in 1..{info.max_n_nodes}, got {n_atoms}")
-        sizes = torch.full((num,), int(n_atoms), dtype=torch.long)
-    else:
-        sizes = info.sample_sizes(num, gen)
+    sizes = _sizes(info, num, n_atoms, gen)  # [B]
     node_mask = node_mask_from_sizes(sizes)  # [B, N, 1]
     every = max(1, math.ceil(steps / max(1, max_frames - 1)))
     molecules, traj = sample_chain(
@@ -167,24 +195,7 @@ def sample_set(
                 for f in range(F_)
             ]
         )
-    stab = stability_metrics(molecules, decoder)["per_molecule"]
-    rows = []
-    for b in range(B):
-        rows.append(
-            {
-                "model": model_name,
-                "seed": int(seed),
-                "index": b,
-                **chemistry_columns(*molecules.molecule(b), decoder),
-                "atoms": int(stab["n_atoms"][b]),
-                "stable": bool(stab["molecule_stable"][b]),
-                "atom_stability": float(stab["n_stable_atoms"][b] / max(1, stab["n_atoms"][b])),
-                "energy_per_atom_eV": float(e_form[b, -1]),
-                "rms_force_eV_A": float(rms[b, -1]),
-                "mlff_scored": bool(final["valid"][0, b]),
-                "not_scored_because": final["reason"][b] or "",  # the final frame's reason
-            }
-        )
+    rows = _rows(model_name, int(seed), molecules, decoder, final)
     return SampledSet(
         model_name=model_name,
         seed=int(seed),
