@@ -10,6 +10,7 @@ import param
 from panel.viewable import Viewer
 
 from elign_studio.session import StudioSession
+from elign_studio.views.downloads import exported_file
 
 __all__ = ["MoleculeTable"]
 
@@ -79,14 +80,8 @@ class MoleculeTable(Viewer):
             self.session.selected = rows[event.row]["index"]
 
     def _export(self) -> io.BytesIO | None:
-        try:
-            path = self.session.export_sdf(self.which.value, list(self.table.selection))
-        except (ValueError, OSError) as e:
-            self.session.error = f"Export failed: {e}"
-            return None
-        self.download.filename = path.name
-        self.session.status = f"Exported {path}"
-        return io.BytesIO(path.read_bytes())
+        selection = list(self.table.selection)
+        return exported_file(self.session, self.download, lambda: self.session.export_sdf(self.which.value, selection))
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(

@@ -11,6 +11,7 @@ from panel.viewable import Viewer
 
 from elign_studio.session import StudioSession
 from elign_studio.views.chain_plots import ChainPlots
+from elign_studio.views.downloads import exported_file
 from elign_studio.views.inputs import bounded_int_input
 from elign_studio.views.viewer import MoleculeViewer
 
@@ -154,14 +155,7 @@ class TrajectoryView(Viewer):
         self.plots.show(self.session.sets, self.session.selected, self.window.value, self.session.frame)
 
     def _trajectory_file(self) -> io.BytesIO | None:
-        try:
-            path = self.session.export_trajectory()
-        except (ValueError, OSError) as e:
-            self.session.error = f"Export failed: {e}"
-            return None
-        self.xyz.filename = path.name
-        self.session.status = f"Exported {path}"
-        return io.BytesIO(path.read_bytes())
+        return exported_file(self.session, self.xyz, self.session.export_trajectory)
 
     @param.depends("session.sets")
     def _note(self) -> pn.pane.Markdown:
