@@ -245,3 +245,35 @@ def test_a_config_file_with_an_unknown_key_is_an_error_not_ignored(capsys, tmp_p
     assert main(["pretrain", "--out", str(tmp_path / "run"), "--config", str(cfg), "--show-config"]) == 0
     shown = capsys.readouterr().out
     assert "hidden = 32" in " ".join(shown.split())
+
+
+@pytest.mark.parametrize(
+    ("command", "config", "flags", "shown"),
+    [
+        (
+            "evaluate",
+            {"dft_num": 40, "independent": "none"},
+            ["--dft-grid-level", "1"],
+            ["dft_num = 40", "dft_grid_level = 1", "independent = None"],
+        ),
+        (
+            "mlff distill",
+            {"epochs": 3, "student": {"channels": 8}},
+            ["--channels", "12"],
+            ["epochs = 3", "channels = 12"],
+        ),
+    ],
+)
+def test_every_command_reads_a_config_file_and_flags_win(capsys, tmp_path, command, config, flags, shown):
+    import json
+
+    cfg = tmp_path / "settings.json"
+    cfg.write_text(json.dumps(config))
+    out = ["--out", str(tmp_path / "run")] if command != "evaluate" else []
+    assert main([*command.split(), *out, "--config", str(cfg), *flags, "--show-config"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for line in shown:
+        assert line in text, (line, text[:400])
+    cfg.write_text(json.dumps({**config, "not_a_field": 1}))
+    err = _one_line_error(capsys, [*command.split(), *out, "--config", str(cfg), "--show-config"])
+    assert "unknown" in err and "not_a_field" in err

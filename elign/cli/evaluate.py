@@ -5,9 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from elign.configs import add_config_arguments, config_overrides, positive_int
+from elign.configs import (
+    add_config_arguments,
+    config_from_dict,
+    config_overrides,
+    describe_config,
+    positive_int,
+    read_config_file,
+)
 from elign.training.distributed import resolve_device
+
+if TYPE_CHECKING:
+    from elign.evaluation.settings import EvaluationSettings
 
 # seeds sampling), and its defaults where they differ from EvaluationSettings' (novelty on, two xTB workers)
 EVALUATE_OWN_FIELDS = ("mlff", "independent", "referees", "device", "seed", "dft_density_fit", "progress", "extra")
@@ -37,13 +48,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument("--num", type=positive_int, default=100, help="molecules per model")
     e.add_argument("--steps", type=positive_int, default=None, help="denoising steps (default: the model's T)")
-    e.add_argument("--seed", type=int, default=0, help="seed of sizes, sampling, DFT subsample and bootstrap")
+    e.add_argument("--seed", type=int, help="seed of sizes, sampling, DFT subsample and bootstrap (default 0)")
     e.add_argument("--batch-size", type=positive_int, default=256)
     e.add_argument("--device", default="auto")
     e.add_argument("--out", help="report directory (report.json, molecules.csv, SDF files, plots, report.html)")
     e.add_argument("--json", help="also write the report here (alone with one --samples: chemistry only)")
     e.add_argument("--mlff", help="reward force field (default: the shipped one, else aimnet2; 'none' to skip)")
-    e.add_argument("--independent", default="xtb", help="independent force field (default xtb; 'none' to skip)")
+    e.add_argument("--independent", help="independent force field (default xtb; 'none' to skip)")
     e.add_argument(
         "--referee",
         action="append",
@@ -53,6 +64,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument("--dft-no-density-fit", action="store_true", help="PySCF without density fitting")
     e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--config", help="JSON file of EvaluationSettings fields (flags given override it)")
+    e.add_argument("--show-config", action="store_true", help="print every field with its value and help, and exit")
     add_config_arguments(
         e,
         EvaluationSettings,
@@ -63,12 +76,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=cmd_evaluate, output_files=("json",), output_dirs=("out",))
 
 
-def _evaluate_one_file(args: argparse.Namespace) -> int:
+def _evaluate_one_file(args: argparse.Namespace, settings: EvaluationSettings) -> int:
     """The chemistry-only report of one file (``--samples FILE.sdf|.npz [--json REPORT.json]`` without --out)."""
     from elign.evaluation.evaluate import evaluate_file
 
-    novelty = EVALUATE_DEFAULTS["novelty"] if args.novelty is None else args.novelty
-    report = evaluate_file(args.samples[0], train_smiles=args.train_smiles, novelty=novelty)
+    report = evaluate_file(args.samples[0], train_smiles=settings.train_smiles, novelty=settings.novelty)
     keys = ("n", "atom_stability", "molecule_stability", "validity", "uniqueness", "novelty", "vxu")
     for k in keys:
         v = report[k]
@@ -79,39 +91,54 @@ def _evaluate_one_file(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluation_settings(args: argparse.Namespace) -> EvaluationSettings:
+    """The settings of ``elign evaluate``: the command's defaults, then ``--config FILE``, then the flags given."""
+    from elign.evaluation.settings import EvaluationSettings
+    from elign.io.assets import default_mlff
+
+    values = {**EVALUATE_DEFAULTS, **(read_config_file(args.config, EvaluationSettings) if args.config else {})}
+    values.update(config_overrides(EvaluationSettings, args, skip=EVALUATE_OWN_FIELDS))
+    own = {
+        "mlff": args.mlff,
+        "independent": args.independent,
+        "referees": tuple(dict.fromkeys(args.referee)) or None,
+        "seed": args.seed,
+        "dft_density_fit": False if args.dft_no_density_fit else None,
+        "progress": False if args.no_progress else None,
+    }
+    values.update({k: v for k, v in own.items() if v is not None})  # flags given win over the file
+    values.setdefault("mlff", default_mlff())
+    for k in ("mlff", "independent"):
+        if isinstance(values.get(k), str) and values[k].lower() == "none":
+            values[k] = None
+    values["device"] = resolve_device(args.device)
+    return config_from_dict(EvaluationSettings, values)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    settings = evaluation_settings(args)
+    if args.show_config:
+        print(describe_config(settings))
+        return 0
     if args.out is None:
         if args.checkpoint or args.guided or len(args.samples) != 1:
             raise ValueError("--out DIR is required unless a single --samples FILE is evaluated for chemistry")
-        return _evaluate_one_file(args)
+        return _evaluate_one_file(args, settings)
     if not (args.checkpoint or args.guided or args.samples):
         raise ValueError("nothing to evaluate: give --checkpoint, --guided or --samples")
-    from elign.evaluation.evaluate import EvaluationSettings, collect_samples, evaluate_models
-    from elign.io.assets import default_mlff
+    from elign.evaluation.evaluate import collect_samples, evaluate_models
 
-    device = resolve_device(args.device)
-    mlff = args.mlff or default_mlff()
-    given = config_overrides(EvaluationSettings, args, skip=EVALUATE_OWN_FIELDS)
-    settings = EvaluationSettings(
-        **{**EVALUATE_DEFAULTS, **given},
-        mlff=None if mlff.lower() == "none" else mlff,
-        independent=None if args.independent.lower() == "none" else args.independent,
-        referees=tuple(dict.fromkeys(args.referee)),
-        device=device,
-        seed=args.seed,
-        dft_density_fit=not args.dft_no_density_fit,
-        progress=not args.no_progress,
-    )
+    device = settings.device
     samples = collect_samples(
         args.checkpoint,
         args.guided,
         args.samples,
         num=args.num,
         steps=args.steps,
-        seed=args.seed,
+        seed=settings.seed,
         batch_size=args.batch_size,
         device=device,
-        progress=not args.no_progress,
+        progress=settings.progress,
     )
     run_info = {
         "num": args.num,

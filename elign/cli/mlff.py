@@ -6,7 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from elign.configs import add_config_arguments, config_overrides, positive_int
+from elign.configs import (
+    add_config_arguments,
+    config_from_dict,
+    config_overrides,
+    describe_config,
+    positive_int,
+    read_config_file,
+)
 from elign.training.distributed import resolve_device
 
 
@@ -26,6 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     md.add_argument("--device", default="auto")
     md.add_argument("--threads", type=positive_int, help="CPU threads (torch.set_num_threads)")
     md.add_argument("--no-progress", action="store_true")
+    md.add_argument("--config", help="JSON file of DistillConfig fields, 'student' a JSON object (flags override it)")
+    md.add_argument("--show-config", action="store_true", help="print every field with its value and help, and exit")
     add_config_arguments(md, DistillConfig, skip=("out_dir", "device", "progress", "student"))  # as cmd_mlff_distill
     add_config_arguments(md, StudentConfig, group_title="student architecture (StudentConfig)")
     md.set_defaults(func=cmd_mlff_distill, output_dirs=("out",))
@@ -40,21 +49,28 @@ def cmd_mlff_distill(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    student = StudentConfig(**config_overrides(StudentConfig, args))
+    own = ("out_dir", "device", "progress", "student")  # set below from --out, --device, --no-progress
+    values = {"elements": QM9_ELEMENTS, **(read_config_file(args.config, DistillConfig) if args.config else {})}
+    student_values = {**values.pop("student", {}), **config_overrides(StudentConfig, args)}
     saved = out / "config.json"
     if args.resume and (out / "state.pt").exists() and saved.exists():
-        base = json.loads(saved.read_text())  # the architecture of a resumed run is the saved one
-        student = StudentConfig(**{**base["student"], "radial_mlp": tuple(base["student"]["radial_mlp"])})
+        student_values = json.loads(saved.read_text())["student"]  # the architecture of a resumed run is the saved one
         print(f"resuming {out}: student architecture from {saved}")
-    own = ("out_dir", "device", "progress", "student")  # set below from --out, --device, --no-progress
-    given = config_overrides(DistillConfig, args, skip=own)
-    config = DistillConfig(
-        **{"elements": QM9_ELEMENTS, **given},
+    for d, k in ((student_values, "radial_mlp"), (values, "elements")):  # JSON lists are tuples in the configs
+        if isinstance(d.get(k), list):
+            d[k] = tuple(d[k])
+    values.update(config_overrides(DistillConfig, args, skip=own))
+    values.update(
         out_dir=str(out),
         device=resolve_device(args.device),
         progress=not args.no_progress,
-        student=student,
+        student=config_from_dict(StudentConfig, student_values),
     )
+    config = config_from_dict(DistillConfig, values)
+    if args.show_config:
+        print(describe_config(config))
+        print(describe_config(config.student))
+        return 0
     distill(config)
     print(f"student: {out / 'distilled.model'}; report: {out / 'report.json'}; per-epoch log: {out / 'log.jsonl'}")
     return 0
