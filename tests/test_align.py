@@ -291,3 +291,10 @@ def test_resume_drops_log_records_beyond_the_state(tmp_path, backbone):
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in lines] == [1, 2, 3]
     assert not (tmp_path / ".state.pt.abc.tmp").exists()
+
+
+def test_the_cpu_preset_is_cpu_demo_on_the_100_step_chain() -> None:
+    cpu, demo = AlignConfig.preset("cpu"), AlignConfig.preset("cpu-demo")
+    assert (cpu.steps, cpu.shared_steps, cpu.iterations, cpu.trained_steps) == (100, 40, 90, 60)
+    differ = {k for k, v in cpu.to_dict().items() if v != demo.to_dict()[k]}
+    assert differ == {"steps", "shared_steps", "iterations", "eval_every", "eval_samples"}

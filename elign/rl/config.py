@@ -172,3 +172,7 @@ PRESETS: dict[str, dict] = {
         chunk=128,
     ),
 }
+# about 20-30 minutes of one CPU thread: cpu-demo on the 100-step chain the studio samples with (branching after
+# 40 steps, 60 trained), 90 iterations; the best arm of the sweep in benchmarks/RESULTS.md (benchmarks/align_sweep.py)
+# and the recipe of the shipped assets/aligned/ (its README has the 1,000-seed report)
+PRESETS["cpu"] = dict(PRESETS["cpu-demo"], steps=100, shared_steps=40, iterations=90, eval_every=15, eval_samples=64)
