@@ -75,6 +75,42 @@ def test_bootstrap_is_seeded_and_excludes_nan() -> None:
     assert count_reasons(["x", None, "y", "x"]) == {"x": 2, "y": 1}
 
 
+def test_paired_bootstrap_honours_shared_seeds() -> None:
+    # both models see the same seeds: a large seed-to-seed spread, a small model effect (-0.1) on top of it
+    rng = np.random.default_rng(0)
+    common = rng.normal(2.0, 1.0, 400)  # [n] what the seed decides
+    base = common + rng.normal(0.0, 0.05, 400)
+    model = common - 0.1 + rng.normal(0.0, 0.05, 400)
+    model[::10] = math.nan  # a molecule the referee could not evaluate: excluded on its side only
+    unpaired = compare(base, model, seed=2)
+    paired = compare(base, model, seed=2, paired=True)
+    assert paired["diff"] == unpaired["diff"] == pytest.approx(np.nanmean(model) - np.nanmean(base))
+    assert not unpaired["ci_excludes_zero"] and unpaired["ci_low"] < -0.2  # the spread swamps the effect
+    assert paired["ci_high"] < 0 and paired["ci_high"] - paired["ci_low"] < 0.1 and paired["paired"]
+    # with nothing shared, pairing neither invents nor hides an effect
+    x, y = rng.normal(0, 1, 400), rng.normal(0, 1, 400)
+    ind, joint = compare(x, y, seed=3), compare(x, y, seed=3, paired=True)
+    assert abs((joint["ci_high"] - joint["ci_low"]) - (ind["ci_high"] - ind["ci_low"])) < 0.05
+    with pytest.raises(ValueError, match="equal-length"):
+        bootstrap_mean_diff([1.0, 2.0], [1.0], paired=True)
+
+
+def test_comparisons_pair_only_models_sampled_on_the_same_seeds() -> None:
+    from elign.data.info import qm9_info
+    from elign.evaluation.evaluate import ModelSamples, shared_seeds
+
+    def samples(kind: str, seed: int, sizes: list[int]) -> ModelSamples:
+        mols = [(np.zeros((n, 3)), np.zeros(n, np.int64)) for n in sizes]
+        return ModelSamples("m", mols, qm9_info(), {"kind": kind, "seed": seed})
+
+    a = samples("checkpoint", 0, [3, 5, 4])
+    assert shared_seeds(a, samples("checkpoint", 0, [3, 5, 4]))
+    assert shared_seeds(a, samples("guided", 0, [3, 5, 4]))
+    assert not shared_seeds(a, samples("checkpoint", 1, [3, 5, 4]))  # another seed
+    assert not shared_seeds(a, samples("checkpoint", 0, [3, 4, 5]))  # other sizes
+    assert not shared_seeds(a, samples("sdf", 0, [3, 5, 4]))  # read from a file
+
+
 # ---------------------------------------------------------------------------------------- referees
 def test_kabsch_rmsd_and_fragments() -> None:
     from elign.evaluation.referees import kabsch_rmsd, precheck
@@ -275,6 +311,10 @@ def test_evaluate_end_to_end_with_xtb_and_dft(inputs, tmp_path) -> None:
     # comparisons against the first model, with every metric
     assert [(c["baseline"], c["model"]) for c in report["comparisons"]] == [("tiny0", "tiny1"), ("tiny0", "real")]
     assert {"molecule_stable", "xtb_rms_force", "dft_formation_energy"} <= set(report["comparisons"][1]["metrics"])
+    # two checkpoints sampled here share seeds (paired, but not each model's own DFT subsample); a file does not
+    sampled, from_file = report["comparisons"][0]["metrics"], report["comparisons"][1]["metrics"]
+    assert sampled["xtb_rms_force"]["paired"] and sampled["molecule_stable"]["paired"]
+    assert not sampled["dft_formation_energy"]["paired"] and not from_file["xtb_rms_force"]["paired"]
     # files: SDF per model, plots, HTML embedding them
     for name in names:
         assert (out / f"{name}.sdf").stat().st_size > 0

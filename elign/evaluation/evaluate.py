@@ -622,7 +622,10 @@ def _comparisons(
     out = []
     for m in range(1, len(samples)):
         entry: dict[str, Any] = {"baseline": samples[0].name, "model": samples[m].name, "metrics": {}}
+        seeds_shared = shared_seeds(samples[0], samples[m])
         for k, metric in enumerate(metrics):
+            # each model's DFT subsample is drawn from its own eligible molecules unless the pool is 'all'
+            same_indices = metric.group != "dft" or settings.dft_pool == "all"
             entry["metrics"][metric.column] = compare(
                 _column(rows[0], metric.column),
                 _column(rows[m], metric.column),
@@ -630,9 +633,21 @@ def _comparisons(
                 settings.n_boot,
                 settings.confidence,
                 seed=settings.seed + 1000 * m + k,
+                paired=seeds_shared and same_indices,
             )
         out.append(entry)
     return out
+
+
+def shared_seeds(a: ModelSamples, b: ModelSamples) -> bool:
+    """True when molecule i of both was sampled by this evaluation from the same seed and size, so the
+    comparison's bootstrap resamples seeds jointly (molecules read from files are never paired)."""
+    sampled = ("checkpoint", "guided")
+    if a.source.get("kind") not in sampled or b.source.get("kind") not in sampled:
+        return False
+    if a.source.get("seed") != b.source.get("seed") or len(a.molecules) != len(b.molecules):
+        return False
+    return all(len(ta) == len(tb) for (_, ta), (_, tb) in zip(a.molecules, b.molecules, strict=True))
 
 
 # ------------------------------------------------------------------------------------------- outputs

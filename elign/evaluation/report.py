@@ -161,6 +161,7 @@ def _comparison_table(report: dict[str, Any]) -> str:
         for col, r in c["metrics"].items():
             label, unit = labels.get(col, (col, ""))
             ci = f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if r.get("ci_low") is not None else "–"
+            ci += " paired" if r.get("paired") else ""
             body.append(
                 [
                     f"{c['model']} − {c['baseline']}",
@@ -180,7 +181,7 @@ def _comparison_table(report: dict[str, Any]) -> str:
             "figure",
             "unit",
             "difference of means",
-            "95% CI (bootstrap)",
+            "95% CI (bootstrap; paired: seeds resampled jointly)",
             "one-sided Mann–Whitney p",
             "better is",
             "n baseline",
