@@ -87,6 +87,55 @@ def test_one_update_changes_policy_not_reference(tmp_path, backbone):
         assert key in metrics
 
 
+def _update_recomputing_every_old_log_prob(tr, ro, adv, iteration):
+    """The update as written before the first minibatch reused its forward: every old log-prob computed first."""
+    from elign.rl.loss import clipped_surrogate, gaussian_kl
+    from elign.rl.trainer import MINIBATCH_STREAM
+
+    R, L = ro.node_mask.shape[0], ro.num_steps
+    logp_old, ref_mean = torch.empty(L, R), torch.empty(L, R, *ro.z_t.shape[2:])
+    with torch.no_grad():
+        for li, ri in tr._items(ro, torch.arange(R)):
+            logp_old[li, ri] = tr._forward(tr.policy, ro, li, ri)[2]
+            ref_mean[li, ri] = tr._forward(tr.reference, ro, li, ri)[0]
+    order = torch.randperm(R, generator=torch.Generator().manual_seed(tr.cfg.seed * MINIBATCH_STREAM + iteration))
+    for group in tr.opt.param_groups:
+        group["lr"] = tr.cfg.lr  # iteration 0 of a run without warm-up
+    for mb in order.tensor_split(tr.cfg.minibatches):
+        tr.opt.zero_grad(set_to_none=True)
+        for li, ri in tr._items(ro, mb):
+            mean, std, logp, mask = tr._forward(tr.policy, ro, li, ri)
+            surrogate, _ = clipped_surrogate(logp, logp_old[li, ri], adv[ri, li], tr.cfg.clip_eps)
+            kl = gaussian_kl(mean, ref_mean[li, ri], std, mask).mean()
+            ((surrogate + tr.cfg.kl_beta * kl) * (len(li) / (len(mb) * L))).backward()
+        torch.nn.utils.clip_grad_norm_(tr.policy.parameters(), tr.cfg.max_grad_norm)
+        tr.opt.step()
+
+
+def test_the_update_equals_one_that_recomputes_every_old_log_prob(tmp_path, backbone):
+    cfg = tiny_align(tmp_path, backbone, iterations=1, minibatches=2, warmup_iterations=0, kl_beta=0.5)
+    a, b = make_trainer(cfg), make_trainer(cfg)
+    b.policy.load_state_dict(a.policy.state_dict())  # a perturbed policy, so the KL term has a gradient
+    with torch.no_grad():
+        for pa, pb in zip(a.policy.parameters(), b.policy.parameters(), strict=True):
+            pa.add_(1e-2 * torch.randn_like(pa))
+            pb.copy_(pa)
+    scored = a.rollout_and_score(0)
+    adv, _ = a.advantages(scored)
+    calls = []
+    forward = a._forward
+    a._forward = lambda model, ro, l, r: (
+        calls.append((model is a.policy, torch.is_grad_enabled(), len(l))) or forward(model, ro, l, r)
+    )
+    a.update(scored.rollouts, adv, 0)
+    _update_recomputing_every_old_log_prob(b, scored.rollouts, adv, 0)
+    for pa, pb in zip(a.policy.parameters(), b.policy.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, atol=1e-6, rtol=1e-5)
+    R, L = scored.rollouts.node_mask.shape[0], scored.rollouts.num_steps
+    no_grad_policy_items = sum(n for is_policy, grad, n in calls if is_policy and not grad)
+    assert no_grad_policy_items == (R // 2) * L  # only the second minibatch's old log-probs are computed first
+
+
 def test_alignment_lowers_rms_force_of_fresh_samples(tmp_path, backbone):
     """20 iterations lower the reward model's RMS force on fresh samples by more than the seed spread."""
     torch.set_num_threads(2)

@@ -122,6 +122,23 @@ def test_energy_invariant_forces_equivariant(name: str, request) -> None:
     assert r0.forces.abs().max() > 1e-3  # not trivially zero
 
 
+@pytest.mark.parametrize("name", ["synthetic", "mace", "aimnet2"])
+def test_energy_only_call_gives_the_same_energies_and_no_forces(name: str, request) -> None:
+    ff = make(name, request)
+    batch = small_batch()
+    odd = MoleculeBatch.from_lists([WATER[:2]], [torch.tensor([3, 0])], ZS, max_atoms=7).to(dtype=torch.float64)
+    batch = MoleculeBatch(
+        *(torch.cat([getattr(batch, f), getattr(odd, f)]) for f in ("positions", "one_hot", "charges", "node_mask"))
+    )
+    full, energy_only = ff(batch), ff(batch, forces=False)
+    assert full.valid.tolist() == energy_only.valid.tolist() == [True, True, True, not ff.closed_shell_only]  # OH
+    assert energy_only.reason == full.reason
+    torch.testing.assert_close(energy_only.energy, full.energy, atol=1e-6, rtol=0, equal_nan=True)
+    assert torch.isnan(energy_only.forces).all()  # not computed, never a silent zero
+    if name != "synthetic":  # these backends skip the force pass
+        assert type(ff)._compute_energy is not ForceField._compute_energy
+
+
 @pytest.mark.slow
 def test_dft_invariant_equivariant(request) -> None:
     ff = make("dft", request)

@@ -5,6 +5,9 @@ shared checks (known elements, even electron count at charge 0, at least one ato
 then flags non-finite outputs, so a molecule a model cannot score is always visible as ``valid=False``
 with a reason, and its energy and forces are NaN (never a silent zero).
 
+``ff(batch, forces=False)`` asks for energies only (FED-GRPO's potentials on x0 predictions need no forces);
+a backend that can skip the force pass overrides ``_compute_energy``, and the result's forces are then NaN.
+
 Formation energy per atom is defined the same way for every backend::
 
     (E(molecule) - sum_i E_ref(Z_i)) / n_atoms
@@ -73,7 +76,7 @@ class ComputeOutput:
     """What a backend returns for the molecules it was asked to score."""
 
     energy: torch.Tensor  # [b] eV
-    forces: torch.Tensor  # [b, N, 3] eV/A
+    forces: torch.Tensor | None  # [b, N, 3] eV/A; None from an energy-only call
     failures: list[str | None] | None = None  # per-molecule failure reasons (e.g. SCF not converged)
 
 
@@ -97,6 +100,10 @@ class ForceField(ABC):
         positions [b, N, 3] (A, self.dtype, self.device), numbers [b, N] long (0 on padding),
         mask [b, N] bool. Forces on padding may be anything; the caller zeroes them.
         """
+
+    def _compute_energy(self, positions: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor) -> ComputeOutput:
+        """Energies only, same inputs as ``_compute``. Default: ``_compute`` (forces computed and dropped)."""
+        return self._compute(positions, numbers, mask)
 
     def _compute_reference_energies(self) -> dict[int, float]:
         """Isolated-atom energies (eV). Default: evaluate each supported element as a single atom."""
@@ -147,7 +154,9 @@ class ForceField(ABC):
         return reasons
 
     @torch.no_grad()
-    def __call__(self, batch: MoleculeBatch) -> ForceFieldResult:
+    def __call__(self, batch: MoleculeBatch, forces: bool = True) -> ForceFieldResult:
+        """Energies and forces of ``batch``; with ``forces=False`` energies only (forces all NaN)."""
+        want_forces = forces
         B, N = batch.batch_size, batch.max_atoms
         out_device = batch.device
         mask = batch.node_mask[..., 0] > 0.5  # [B, N]
@@ -161,13 +170,17 @@ class ForceField(ABC):
             sub = batch if all_ok else batch.index(idx.to(out_device))
             sub_mask = mask if all_ok else mask[idx.to(out_device)]
             numbers = torch.where(sub_mask, sub.charges[..., 0].round().long(), 0)  # [b, N]
-            out = self._compute(
-                sub.positions.to(self.device, self.dtype), numbers.to(self.device), sub_mask.to(self.device)
-            )
+            compute = self._compute if want_forces else self._compute_energy
+            out = compute(sub.positions.to(self.device, self.dtype), numbers.to(self.device), sub_mask.to(self.device))
             e = out.energy.detach().to(out_device, self.dtype)  # [b]
-            f = out.forces.detach().to(out_device, self.dtype)  # [b, N, 3]
-            f = torch.where(sub_mask[..., None], f, torch.zeros((), dtype=f.dtype, device=f.device))
-            finite = (torch.isfinite(e) & torch.isfinite(f).all(dim=(1, 2))).cpu()  # [b]
+            finite = torch.isfinite(e)  # [b]
+            if want_forces:
+                f = out.forces.detach().to(out_device, self.dtype)  # [b, N, 3]
+                f = torch.where(sub_mask[..., None], f, torch.zeros((), dtype=f.dtype, device=f.device))
+                finite = finite & torch.isfinite(f).all(dim=(1, 2))
+            else:
+                f = torch.zeros(len(idx), N, 3, dtype=self.dtype, device=out_device)
+            finite = finite.cpu()
             failures = out.failures or [None] * len(idx)
             for k, b in enumerate(idx.tolist()):
                 if failures[k] is not None:
@@ -184,6 +197,8 @@ class ForceField(ABC):
         energy = torch.where(valid, energy, torch.full_like(energy, math.nan))
         nan_atoms = (~valid)[:, None] & mask  # [B, N] real atoms of invalid molecules
         forces = torch.where(nan_atoms[..., None], torch.full_like(forces, math.nan), forces)
+        if not want_forces:
+            forces = torch.full_like(forces, math.nan)  # not computed: NaN, never a silent zero
         return ForceFieldResult(energy=energy, forces=forces, valid=valid, reason=reasons)
 
     # ---------------------------------------------------------------- figures

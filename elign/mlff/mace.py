@@ -241,3 +241,8 @@ class MACEForceField(ForceField):
         forces = torch.zeros(B, N, 3, dtype=flat_forces.dtype, device=flat_forces.device)  # [B, N, 3]
         forces[mask] = flat_forces
         return ComputeOutput(energy=energy, forces=forces)
+
+    def _compute_energy(self, positions: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor) -> ComputeOutput:
+        data, _ = build_graph(positions, numbers, mask, self._z_index, self._num_elements, self.r_max)
+        out = self.model(data, training=False, compute_force=False)
+        return ComputeOutput(energy=out["energy"].detach(), forces=None)

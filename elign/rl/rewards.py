@@ -28,12 +28,15 @@ def _concat(batches: list[MoleculeBatch]) -> MoleculeBatch:
     )
 
 
-def _call_chunked(ff: ForceField, batch: MoleculeBatch, chunk: int):
-    """ff on ``batch`` in chunks of ``chunk`` molecules -> (energy-per-atom potential [B], rms [B], valid [B])."""
+def _call_chunked(ff: ForceField, batch: MoleculeBatch, chunk: int, forces: bool = True):
+    """ff on ``batch`` in chunks of ``chunk`` molecules -> (energy-per-atom potential [B], rms [B], valid [B]).
+
+    With ``forces=False`` the force field computes energies only and rms is NaN.
+    """
     psi, rms, valid, reasons = [], [], [], []
     for start in range(0, batch.batch_size, chunk):
         part = batch.index(slice(start, start + chunk))
-        res = ff(part.to(ff.device))
+        res = ff(part.to(ff.device), forces=forces)
         psi.append(-formation_energy_per_atom(part.to(ff.device), res, ff.reference_energies).float().cpu())
         rms.append(rms_force(part.to(ff.device), res).float().cpu())
         valid.append(res.valid.cpu())
@@ -68,7 +71,7 @@ def potentials_on_x0(
     idx = torch.nonzero(evaluated.cpu()).flatten().tolist()
     mask = rollouts.node_mask
     batches = [model.to_batch(rollouts.x0_pred[l], mask, atomic_numbers).to("cpu") for l in idx]
-    psi_eval, _, valid_eval, _ = _call_chunked(ff, _concat(batches), chunk)
+    psi_eval, _, valid_eval, _ = _call_chunked(ff, _concat(batches), chunk, forces=False)  # potentials: energies
     psi = torch.full((R, L), float("nan"))
     valid = torch.zeros(R, L, dtype=torch.bool)
     psi[:, idx] = psi_eval.view(len(idx), R).T

@@ -259,31 +259,37 @@ class FedGrpoTrainer:
         return mean, std, gaussian_log_prob(z_s, mean, std, mask), mask
 
     def update(self, ro: Rollouts, adv: torch.Tensor, iteration: int) -> dict[str, float]:
-        """Minibatches of whole rollouts; gradients accumulated over chunks, all-reduced, one step each."""
+        """Minibatches of whole rollouts; gradients accumulated over chunks, all-reduced, one step each.
+
+        The first minibatch's old log-probs are its own forward's, detached (the policy has not moved yet, so
+        they are the same numbers); only later minibatches need them computed beforehand.
+        """
         R = ro.node_mask.shape[0]
         L = ro.num_steps
-        with torch.no_grad():  # old log-probs and reference means, in the same layout as the update
-            logp_old = torch.empty(L, R, device=self.device)
+        order = torch.randperm(R, generator=torch.Generator().manual_seed(self.cfg.seed * MINIBATCH_STREAM + iteration))
+        minibatches = order.tensor_split(self.cfg.minibatches)
+        with torch.no_grad():  # reference means and later minibatches' old log-probs, as the update lays them out
+            logp_old = torch.full((L, R), math.nan, device=self.device)
             kl_ref_mean = torch.empty(L, R, *ro.z_t.shape[2:], device=self.device)
             for l_idx, r_idx in self._items(ro, torch.arange(R)):
-                _, _, lp, _ = self._forward(self.policy, ro, l_idx, r_idx)
                 mean_ref, _, _, _ = self._forward(self.reference, ro, l_idx, r_idx)
-                logp_old[l_idx, r_idx] = lp
                 kl_ref_mean[l_idx, r_idx] = mean_ref
+            for l_idx, r_idx in self._items(ro, torch.cat([order[:0], *minibatches[1:]])):
+                logp_old[l_idx, r_idx] = self._forward(self.policy, ro, l_idx, r_idx)[2]
         adv = adv.to(self.device)
         factor = warmup_cosine(iteration, self.cfg.iterations, self.cfg.warmup_iterations, self.cfg.min_lr_ratio)
         for group in self.opt.param_groups:
             group["lr"] = self.cfg.lr * factor
-        order = torch.randperm(R, generator=torch.Generator().manual_seed(self.cfg.seed * MINIBATCH_STREAM + iteration))
         stats: dict[str, list[float]] = {}
         self.policy.train()
-        for mb in order.tensor_split(self.cfg.minibatches):
+        for k_mb, mb in enumerate(minibatches):
             total = len(mb) * L
             self.opt.zero_grad(set_to_none=True)
             for l_idx, r_idx in self._items(ro, mb):
                 mean, std, logp, mask = self._forward(self.policy, ro, l_idx, r_idx)
+                old = logp.detach() if k_mb == 0 else logp_old[l_idx, r_idx]
                 a = adv[r_idx.to(self.device), l_idx.to(self.device)]
-                surrogate, s = clipped_surrogate(logp, logp_old[l_idx, r_idx], a, self.cfg.clip_eps)
+                surrogate, s = clipped_surrogate(logp, old, a, self.cfg.clip_eps)
                 kl = gaussian_kl(mean, kl_ref_mean[l_idx, r_idx], std, mask).mean()
                 loss = (surrogate + self.cfg.kl_beta * kl) * (len(l_idx) / total)
                 loss.backward()
