@@ -1,9 +1,9 @@
 """CPU speed against main, as same-run ratios of whole processes, one thread, medians of alternated repeats.
 
-"main" is a process as main ran it: the frozen forward (benchmarks/frozen_egnn.py) with glibc's malloc as
-is. "today" is a process as the CLI runs it now: today's forward with ``elign.runtime.tune_malloc``. Each
-repeat starts a fresh child process per mode, main first; on a shared machine only ratios measured in one
-run are honest. Figures:
+"main" is a process as main ran it: the frozen forward (benchmarks/frozen_egnn.py) and FED-GRPO update and
+potentials (benchmarks/frozen_align.py), with glibc's malloc as is. "today" is a process as the CLI runs it
+now: today's code with ``elign.runtime.tune_malloc``. Each repeat starts a fresh child process per mode, main
+first; on a shared machine only ratios measured in one run are honest. Figures:
 
 - ``sample``, ``sample1000``: the shipped backbone sampling 64 molecules (sizes from its prior, seed 0) at 100
   and 1000 steps, molecules/s; and how far apart the two modes' molecules are for the same seed.
@@ -158,9 +158,13 @@ def child_main(section: str, mode: str, data: str | None, out: str) -> None:
     import torch
 
     torch.set_num_threads(1)
+    from frozen_align import use_frozen_alignment
     from frozen_egnn import use_frozen_forward
 
-    with use_frozen_forward() if frozen else contextlib.nullcontext():
+    with contextlib.ExitStack() as frozen_code:
+        if frozen:
+            frozen_code.enter_context(use_frozen_forward())
+            frozen_code.enter_context(use_frozen_alignment())
         seconds, extra = MEASURE[section](data)
     arrays = {k: v for k, v in extra.items() if isinstance(v, np.ndarray)}
     if arrays:
