@@ -197,6 +197,20 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
+def test_a_missing_checkpoint_fails_before_any_model_is_sampled(inputs, tmp_path, monkeypatch) -> None:
+    from elign.evaluation import evaluate
+    from elign.io.checkpoints import CheckpointError
+
+    def never(*args, **kwargs):
+        raise AssertionError("sampled a model before every checkpoint was checked")
+
+    monkeypatch.setattr(evaluate, "sample_checkpoint", never)
+    with pytest.raises(CheckpointError, match="missing.safetensors"):
+        evaluate.collect_samples([str(inputs["tiny0"]), str(tmp_path / "missing.safetensors")], num=2, steps=2)
+    with pytest.raises(FileNotFoundError, match="gone.sdf"):
+        evaluate.collect_samples([str(inputs["tiny0"])], sdf_files=[str(tmp_path / "gone.sdf")], num=2, steps=2)
+
+
 def test_legacy_single_sdf_chemistry(inputs, tmp_path) -> None:
     from elign.cli import main
 

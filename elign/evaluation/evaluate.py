@@ -326,7 +326,12 @@ def collect_samples(
 
     parsed = [parse_guided(g) for g in guided]
     specs = list(checkpoints) + [g[0] for g in parsed]
-    info = load_checkpoint(resolve_checkpoint(specs[0]), "cpu")[1].dataset_info() if specs else qm9_info()
+    missing = [p for p in sdf_files if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"SDF file(s) not found: {', '.join(map(str, missing))}")
+    # every checkpoint loads before the first is sampled: a wrong path fails now, not after an hour of sampling
+    configs = [load_checkpoint(resolve_checkpoint(spec), "cpu")[1] for spec in dict.fromkeys(specs)]
+    info = configs[0].dataset_info() if specs else qm9_info()
     sizes = None
     if specs:
         sizes = torch.multinomial(
