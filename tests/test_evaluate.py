@@ -211,6 +211,27 @@ def test_a_missing_checkpoint_fails_before_any_model_is_sampled(inputs, tmp_path
         evaluate.collect_samples([str(inputs["tiny0"])], sdf_files=[str(tmp_path / "gone.sdf")], num=2, steps=2)
 
 
+def test_sampled_molecules_are_kept_and_reused_under_a_key_of_what_decides_them(inputs, tmp_path, monkeypatch) -> None:
+    import elign.diffusion.sampler as sampler
+    from elign.evaluation import evaluate
+
+    cache = tmp_path / "samples_cache"
+    first = evaluate.collect_samples([str(inputs["tiny0"])], num=3, steps=3, seed=5, cache_dir=cache)[0]
+    assert len(list(cache.glob("*.npz"))) == 1
+
+    def never(*args, **kwargs):
+        raise AssertionError("sampled again although the cache holds these molecules")
+
+    monkeypatch.setattr(sampler, "sample_molecules", never)
+    again = evaluate.collect_samples([str(inputs["tiny0"])], num=3, steps=3, seed=5, cache_dir=cache)[0]
+    assert again.throughput["cached"] and again.source == first.source
+    for (x0, t0), (x1, t1) in zip(first.molecules, again.molecules, strict=True):
+        np.testing.assert_array_equal(x0, x1)
+        np.testing.assert_array_equal(t0, t1)
+    with pytest.raises(AssertionError, match="sampled again"):  # another seed is another key
+        evaluate.collect_samples([str(inputs["tiny0"])], num=3, steps=3, seed=6, cache_dir=cache)
+
+
 def test_legacy_single_sdf_chemistry(inputs, tmp_path) -> None:
     from elign.cli import main
 

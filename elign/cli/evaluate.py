@@ -139,6 +139,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=device,
         progress=settings.progress,
+        cache_dir=Path(args.out) / "samples_cache",  # a rerun of an interrupted report does not sample again
     )
     run_info = {
         "num": args.num,

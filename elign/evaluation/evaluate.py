@@ -12,6 +12,9 @@ referee's statistics.
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
+import json
 import logging
 import math
 import os
@@ -222,8 +225,14 @@ def sample_checkpoint(
     device: str = "cpu",
     guidance: tuple[str, float] | None = None,
     progress: bool = False,
+    cache_dir: str | os.PathLike | None = None,
 ) -> ModelSamples:
-    """Sample ``num`` molecules of the given sizes [num] from a checkpoint, timing it (throughput)."""
+    """Sample ``num`` molecules of the given sizes [num] from a checkpoint, timing it (throughput).
+
+    With ``cache_dir`` the molecules are kept there as soon as they are sampled, under a key of everything
+    that decides them (checkpoint hash, sizes, seed, steps, batch size, device, guidance), and a later call
+    with the same key reads them instead of sampling again: a report interrupted after sampling resumes.
+    """
     from elign.diffusion.sampler import ForceGuidance, sample_molecules
     from elign.io.assets import resolve_checkpoint
     from elign.io.checkpoints import checkpoint_sha256, load_checkpoint
@@ -232,6 +241,21 @@ def sample_checkpoint(
     path = resolve_checkpoint(checkpoint)
     model, config, _ = load_checkpoint(path, device)
     info = config.dataset_info()
+    # the checkpoint as named (a shipped name stays a name, not this machine's path) and its content hash
+    source = {
+        "kind": "guided" if guidance is not None else "checkpoint",
+        "checkpoint": str(checkpoint),
+        "sha256": checkpoint_sha256(path),
+        "seed": seed,
+        "steps": steps or model.T,
+    }
+    if guidance is not None:
+        source |= {"guidance_mlff": guidance[0], "guidance_scale": guidance[1]}
+    key = _samples_key(source, sizes, num, batch_size, device)
+    cache = Path(cache_dir) / f"{key[:24]}.npz" if cache_dir is not None else None
+    if cache is not None and cache.is_file():
+        molecules, throughput = _read_samples(cache, key)
+        return ModelSamples(name, molecules, info, source, {**throughput, "cached": str(cache)})
     guide = None
     if guidance is not None:
         from elign.mlff import load_force_field
@@ -268,17 +292,41 @@ def sample_checkpoint(
             "force_field_seconds": guide.seconds,
             "skipped": guide.skipped,
         }
-    # the checkpoint as named (a shipped name stays a name, not this machine's path) and its content hash
-    source = {
-        "kind": "guided" if guide else "checkpoint",
-        "checkpoint": str(checkpoint),
-        "sha256": checkpoint_sha256(path),
-        "seed": seed,
-        "steps": steps or model.T,
-    }
-    if guide is not None:
-        source |= {"guidance_mlff": guidance[0], "guidance_scale": guidance[1]}
-    return ModelSamples(name, list(split_molecules(mols)), info, source, throughput)
+    molecules = list(split_molecules(mols))
+    if cache is not None:
+        _write_samples(cache, key, molecules, throughput)
+    return ModelSamples(name, molecules, info, source, throughput)
+
+
+def _samples_key(source: dict[str, Any], sizes: Any, num: int, batch_size: int, device: str) -> str:
+    """sha256 of everything that decides a checkpoint's samples."""
+    sizes_list = [int(n) for n in sizes] if sizes is not None else None
+    spec = {**source, "checkpoint": None, "sizes": sizes_list, "num": num, "batch_size": batch_size, "device": device}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def _write_samples(path: Path, key: str, molecules: list[Pair], throughput: dict[str, Any]) -> None:
+    from elign.io.checkpoints import atomic_write
+
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        key=np.array(key),
+        throughput=np.array(json.dumps(throughput)),
+        counts=np.array([len(t) for _, t in molecules], dtype=np.int64),  # [M]
+        positions=np.concatenate([x for x, _ in molecules]).astype(np.float64),  # [sum n, 3]
+        types=np.concatenate([t for _, t in molecules]).astype(np.int64),  # [sum n]
+    )
+    atomic_write(path, buffer.getvalue())
+
+
+def _read_samples(path: Path, key: str) -> tuple[list[Pair], dict[str, Any]]:
+    with np.load(path) as f:
+        if str(f["key"]) != key:
+            raise ValueError(f"{path} holds other samples than its name says (key mismatch); delete it")
+        bounds = np.cumsum(f["counts"])[:-1]
+        molecules = list(zip(np.split(f["positions"], bounds), np.split(f["types"], bounds), strict=True))
+        return molecules, json.loads(str(f["throughput"]))
 
 
 def samples_from_file(path: str | os.PathLike, name: str, info: DatasetInfo) -> ModelSamples:
@@ -315,9 +363,11 @@ def collect_samples(
     batch_size: int = 256,
     device: str = "cpu",
     progress: bool = False,
+    cache_dir: str | os.PathLike | None = None,
 ) -> list[ModelSamples]:
     """The report's rows: each checkpoint, then each guided baseline ('MODEL:MLFF:SCALE'), sampled on the same
-    sizes (drawn from the first model's size prior) and seed; then each SDF file. Names are unique."""
+    sizes (drawn from the first model's size prior) and seed; then each SDF file. Names are unique. With
+    ``cache_dir``, sampled molecules are kept there and reused by a later call (:func:`sample_checkpoint`)."""
     import torch
 
     from elign.data.info import qm9_info
@@ -338,7 +388,16 @@ def collect_samples(
             info.size_probabilities(), num, replacement=True, generator=torch.Generator().manual_seed(seed)
         )  # [num]
     taken: set[str] = set()
-    common = dict(num=num, sizes=sizes, steps=steps, seed=seed, batch_size=batch_size, device=device, progress=progress)
+    common = dict(
+        num=num,
+        sizes=sizes,
+        steps=steps,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        cache_dir=cache_dir,
+    )
     out = [sample_checkpoint(c, _unique(_checkpoint_name(c), taken), **common) for c in checkpoints]
     for model, mlff, scale in parsed:
         name = _unique(f"{_checkpoint_name(model)}+guided-{Path(mlff).stem}-{scale:g}", taken)
@@ -769,8 +828,6 @@ def evaluate_models(
 
     The first entry of ``samples`` is the baseline of every comparison.
     """
-    import json
-
     if not samples:
         raise ValueError("evaluate_models needs at least one set of molecules")
     out = Path(out_dir)
