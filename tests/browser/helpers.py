@@ -1,8 +1,10 @@
-"""What the browser tests share beyond fixtures: an offline page, and a measure of what a canvas shows."""
+"""What the browser tests share beyond fixtures: an offline page, a measure of what a canvas shows, and a
+poll for what the page shows after a server round trip (a fixed wait is too short on a slow machine)."""
 
 from __future__ import annotations
 
 import io
+import time
 
 
 def offline_page(context):
@@ -31,3 +33,11 @@ def canvas_colours(page) -> int:
     png = page.locator(".elign-viewer canvas").first.screenshot()
     img = Image.open(io.BytesIO(png)).convert("RGB").resize((200, 200))
     return len(img.getcolors(200 * 200) or [])
+
+
+def eventually(page, condition, timeout_s: float = 15.0, every_ms: int = 200) -> bool:
+    """Poll ``condition()`` until it holds or ``timeout_s`` passes; return its last value."""
+    deadline = time.monotonic() + timeout_s
+    while not (ok := bool(condition())) and time.monotonic() < deadline:
+        page.wait_for_timeout(every_ms)
+    return ok

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import canvas_colours, offline_page
+from helpers import canvas_colours, eventually, offline_page
 from playwright.sync_api import expect
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -80,11 +80,10 @@ def test_player_changes_frame(page) -> None:
     png_before = page.locator(".elign-viewer canvas").first.screenshot()
     assert page.locator(".noUi-target").count() == 1, "one frame control (the player), plus the plots' window"
     page.locator("button.first").first.click()
-    page.wait_for_timeout(1000)
-    after = page.get_by_text("t = ").first.inner_text()
+    assert eventually(page, lambda: page.get_by_text("t = ").first.inner_text() != before), before
+    canvas = page.locator(".elign-viewer canvas").first
+    assert eventually(page, lambda: canvas.screenshot() != png_before), "the canvas did not redraw"
     shot(page, "03-first-frame")
-    assert before != after, (before, after)
-    assert page.locator(".elign-viewer canvas").first.screenshot() != png_before
 
 
 def test_force_colour_range_follows_the_frame_or_is_fixed(page) -> None:
@@ -193,13 +192,13 @@ def test_the_viewer_follows_a_row_click_and_a_hidden_viewer_draws_nothing(page) 
 
 def test_force_arrows_draw_on_the_molecule(page) -> None:
     page.locator("button.first").first.click()  # the noisiest frame: large forces, long arrows
-    page.wait_for_timeout(800)
     canvas = page.locator(".elign-viewer canvas").first
-    plain = canvas.screenshot()
+    assert eventually(page, lambda: canvas.screenshot() == (page.wait_for_timeout(400) or canvas.screenshot()))
+    plain = canvas.screenshot()  # the first frame, drawn and settled
     page.locator(".elign-arrows").get_by_role("checkbox").check()
-    page.wait_for_timeout(800)
+    changed = eventually(page, lambda: canvas.screenshot() != plain)
     shot(page, "09-force-arrows")
-    assert canvas.screenshot() != plain, "ticking force arrows changed nothing on the canvas"
+    assert changed, "ticking force arrows changed nothing on the canvas"
     page.locator(".elign-arrows").get_by_role("checkbox").uncheck()
     assert page.errors == []
 
