@@ -1,6 +1,7 @@
 """FED-GRPO trainer: updates, learning on a synthetic force field, resume, DDP equivalence."""
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -88,7 +89,8 @@ def test_one_update_changes_policy_not_reference(tmp_path, backbone):
 
 
 def _update_recomputing_every_old_log_prob(tr, ro, adv, iteration):
-    """The update as written before the first minibatch reused its forward: every old log-prob computed first."""
+    """The update as written before old log-probs were reused (the first minibatch's forward, the rollout's):
+    every old log-prob and reference mean computed first."""
     from elign.rl.loss import clipped_surrogate, gaussian_kl
     from elign.rl.trainer import MINIBATCH_STREAM
 
@@ -133,7 +135,33 @@ def test_the_update_equals_one_that_recomputes_every_old_log_prob(tmp_path, back
         torch.testing.assert_close(pa, pb, atol=1e-6, rtol=1e-5)
     R, L = scored.rollouts.node_mask.shape[0], scored.rollouts.num_steps
     no_grad_policy_items = sum(n for is_policy, grad, n in calls if is_policy and not grad)
-    assert no_grad_policy_items == (R // 2) * L  # only the second minibatch's old log-probs are computed first
+    assert no_grad_policy_items == 0  # old log-probs: the first minibatch's own forward, then the rollout's
+    reference_items = sum(n for is_policy, grad, n in calls if not is_policy)
+    assert reference_items == R * L
+
+
+def test_rollout_log_probs_are_the_policy_log_probs_of_its_steps(tmp_path, backbone):
+    tr = make_trainer(tiny_align(tmp_path, backbone))
+    ro = tr.rollout_and_score(0).rollouts
+    R, L = ro.node_mask.shape[0], ro.num_steps
+    assert ro.log_prob.shape == (L, R)
+    recomputed = torch.empty(L, R)
+    with torch.no_grad():
+        for li, ri in tr._items(ro, torch.arange(R)):
+            recomputed[li, ri] = tr._forward(tr.policy, ro, li, ri)[2]
+    torch.testing.assert_close(ro.log_prob, recomputed, atol=1e-3, rtol=1e-5)  # float rounding of a ~1e2 sum
+
+
+def test_without_a_kl_term_the_update_skips_the_reference_network(tmp_path, backbone):
+    tr = make_trainer(tiny_align(tmp_path, backbone, iterations=1, kl_beta=0.0))
+    scored = tr.rollout_and_score(0)
+    adv, _ = tr.advantages(scored)
+    models = []
+    forward = tr._forward
+    tr._forward = lambda model, ro, l, r: models.append(model) or forward(model, ro, l, r)
+    stats = tr.update(scored.rollouts, adv, 0)
+    assert models and all(m is tr.policy for m in models)
+    assert "kl" not in stats and math.isfinite(stats["loss"])
 
 
 def test_alignment_lowers_rms_force_of_fresh_samples(tmp_path, backbone):

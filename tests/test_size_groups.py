@@ -6,7 +6,7 @@ import torch
 import elign.models.grouping as grouping
 from elign.diffusion.sampler import node_mask_from_sizes
 from elign.io.checkpoints import load_checkpoint
-from elign.models.egnn import _NeighbourSum, _Score
+from elign.models.egnn import _NeighbourSum, _PairSum, _Score
 from elign.models.grouping import size_groups
 from elign.testing import random_batch, tiny_model
 
@@ -92,6 +92,12 @@ def test_pair_kernels_have_exact_gradients():
     bias = torch.randn(1, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(_Score.apply, (x, weight, bias))
     assert torch.autograd.gradcheck(_Score.apply, (x, weight, None))
+    src, dst = (torch.randn(2, 4, 5, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    edge = torch.randn(2, 4, 4, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    w_e = torch.randn(5, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_PairSum.apply, (src, dst, edge, w_e))
+    expected = src[:, :, None] + dst[:, None, :] + edge @ w_e.T  # [2, 4, 4, 5]
+    assert torch.allclose(_PairSum.apply(src, dst, edge, w_e), expected)
 
 
 @pytest.mark.parametrize("grouped", [False, True])

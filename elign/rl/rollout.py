@@ -29,6 +29,7 @@ class Rollouts:
     z_t: torch.Tensor  # [L, R, N, D] inputs of the trained steps
     z_s: torch.Tensor  # [L, R, N, D] sampled outputs
     std: torch.Tensor  # [L, R]
+    log_prob: torch.Tensor  # [L, R] log p(z_s | z_t) under the policy that sampled them (PPO's old log-probs)
     x0_pred: torch.Tensor  # [L, R, N, D] x0 predictions at the inputs
     molecules: MoleculeBatch  # the decoded final molecules (R of them)
 
@@ -91,10 +92,16 @@ def grouped_rollouts(
         z = step(z, mask, t_int, s_int, 1).z_s
     mask = mask.repeat_interleave(K, 0)  # [R, N, 1]
     z = z.repeat_interleave(K, 0)
-    record = {"z_t": [], "z_s": [], "std": [], "x0_pred": []}
+    record = {"z_t": [], "z_s": [], "std": [], "log_prob": [], "x0_pred": []}
     for t_int, s_int in pairs[shared_steps:]:
         out = step(z, mask, t_int, s_int, K)
-        for key, value in (("z_t", z), ("z_s", out.z_s), ("std", out.std), ("x0_pred", out.x0_pred)):
+        for key, value in (
+            ("z_t", z),
+            ("z_s", out.z_s),
+            ("std", out.std),
+            ("log_prob", out.log_prob),
+            ("x0_pred", out.x0_pred),
+        ):
             record[key].append(value)
         z = out.z_s
     noise_x = _group_noise(model, mask, generators, K, positions_only=True)

@@ -261,21 +261,21 @@ class FedGrpoTrainer:
     def update(self, ro: Rollouts, adv: torch.Tensor, iteration: int) -> dict[str, float]:
         """Minibatches of whole rollouts; gradients accumulated over chunks, all-reduced, one step each.
 
-        The first minibatch's old log-probs are its own forward's, detached (the policy has not moved yet, so
-        they are the same numbers); only later minibatches need them computed beforehand.
+        Old log-probs are those of the policy before this update. The first minibatch takes them from its own
+        forward, detached (the policy has not moved yet: the same numbers, ratios exactly 1); later ones take
+        the rollout's, which the same policy computed when it sampled (equal up to float rounding), so no
+        forward is spent on them. The reference network's means are computed only when the KL term counts.
         """
         R = ro.node_mask.shape[0]
         L = ro.num_steps
         order = torch.randperm(R, generator=torch.Generator().manual_seed(self.cfg.seed * MINIBATCH_STREAM + iteration))
         minibatches = order.tensor_split(self.cfg.minibatches)
-        with torch.no_grad():  # reference means and later minibatches' old log-probs, as the update lays them out
-            logp_old = torch.full((L, R), math.nan, device=self.device)
-            kl_ref_mean = torch.empty(L, R, *ro.z_t.shape[2:], device=self.device)
-            for l_idx, r_idx in self._items(ro, torch.arange(R)):
-                mean_ref, _, _, _ = self._forward(self.reference, ro, l_idx, r_idx)
-                kl_ref_mean[l_idx, r_idx] = mean_ref
-            for l_idx, r_idx in self._items(ro, torch.cat([order[:0], *minibatches[1:]])):
-                logp_old[l_idx, r_idx] = self._forward(self.policy, ro, l_idx, r_idx)[2]
+        use_kl = self.cfg.kl_beta != 0
+        kl_ref_mean = torch.empty(L, R, *ro.z_t.shape[2:], device=self.device) if use_kl else None
+        if use_kl:
+            with torch.no_grad():
+                for l_idx, r_idx in self._items(ro, torch.arange(R)):
+                    kl_ref_mean[l_idx, r_idx] = self._forward(self.reference, ro, l_idx, r_idx)[0]
         adv = adv.to(self.device)
         factor = warmup_cosine(iteration, self.cfg.iterations, self.cfg.warmup_iterations, self.cfg.min_lr_ratio)
         for group in self.opt.param_groups:
@@ -287,13 +287,17 @@ class FedGrpoTrainer:
             self.opt.zero_grad(set_to_none=True)
             for l_idx, r_idx in self._items(ro, mb):
                 mean, std, logp, mask = self._forward(self.policy, ro, l_idx, r_idx)
-                old = logp.detach() if k_mb == 0 else logp_old[l_idx, r_idx]
-                a = adv[r_idx.to(self.device), l_idx.to(self.device)]
-                surrogate, s = clipped_surrogate(logp, old, a, self.cfg.clip_eps)
-                kl = gaussian_kl(mean, kl_ref_mean[l_idx, r_idx], std, mask).mean()
-                loss = (surrogate + self.cfg.kl_beta * kl) * (len(l_idx) / total)
+                l_dev, r_dev = l_idx.to(self.device), r_idx.to(self.device)
+                old = logp.detach() if k_mb == 0 else ro.log_prob[l_dev, r_dev]
+                surrogate, s = clipped_surrogate(logp, old, adv[r_dev, l_dev], self.cfg.clip_eps)
+                loss = surrogate
+                if use_kl:  # the KL to the reference is logged only where it is computed
+                    kl = gaussian_kl(mean, kl_ref_mean[l_idx, r_idx], std, mask).mean()
+                    loss = loss + self.cfg.kl_beta * kl
+                    s["kl"] = kl.detach()
+                loss = loss * (len(l_idx) / total)
                 loss.backward()
-                for k, v in {**s, "kl": kl.detach(), "loss": loss.detach() * total / len(l_idx)}.items():
+                for k, v in {**s, "loss": loss.detach() * total / len(l_idx)}.items():
                     stats.setdefault(k, []).append(float(v))
             _all_reduce_grads(self.policy, self.world)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)

@@ -287,27 +287,25 @@ class Pretrainer:
     def batch_indices(self, step: int) -> torch.Tensor:
         """The molecules of this process at a global step: a function of (seed, epoch, step) only."""
         epoch, k = divmod(step, self.steps_per_epoch)
-        if self.cfg.batching == "size_buckets":
-            return self._bucketed_epoch(epoch)[k][self.rank :: self.world]
-        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
-        perm = self.train_idx[torch.randperm(len(self.train_idx), generator=g)]
-        chunk = perm[k * self.global_batch : (k + 1) * self.global_batch]
-        return chunk[self.rank :: self.world]
+        return self._epoch_batches(epoch)[k][self.rank :: self.world]
 
-    def _bucketed_epoch(self, epoch: int) -> torch.Tensor:
-        """This epoch's global batches [steps_per_epoch, global_batch], each of molecules of near-equal size.
+    def _epoch_batches(self, epoch: int) -> torch.Tensor:
+        """This epoch's global batches [steps_per_epoch, global_batch], drawn once per epoch.
 
-        A random permutation (the same as ``random`` batching draws) drops its tail beyond whole batches, so
-        no molecule is always left out; the rest is sorted by size (stable, so ties stay in random order),
-        cut into batches and the batches are shuffled.
+        ``random``: consecutive slices of a random permutation of the training split (its tail beyond whole
+        batches is left out this epoch). ``size_buckets``: the same permutation's whole batches, sorted by
+        size (stable, so ties stay in random order), cut into batches of near-equal size, the batches shuffled.
         """
         if self._epoch_plan is None or self._epoch_plan[0] != epoch:
             g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
             used = self.steps_per_epoch * self.global_batch
             perm = self.train_idx[torch.randperm(len(self.train_idx), generator=g)][:used]
-            perm = perm[torch.argsort(self.data.n_atoms[perm], stable=True)]
+            if self.cfg.batching == "size_buckets":
+                perm = perm[torch.argsort(self.data.n_atoms[perm], stable=True)]
             batches = perm.view(self.steps_per_epoch, self.global_batch)
-            self._epoch_plan = (epoch, batches[torch.randperm(self.steps_per_epoch, generator=g)])
+            if self.cfg.batching == "size_buckets":
+                batches = batches[torch.randperm(self.steps_per_epoch, generator=g)]
+            self._epoch_plan = (epoch, batches)
         return self._epoch_plan[1]
 
     # ------------------------------------------------------------------------ loop
