@@ -13,6 +13,8 @@ first; on a shared machine only ratios measured in one run are honest. Figures:
 - ``align``: one cpu-demo FED-GRPO iteration on the shipped backbone: rollout / reward / update.
 - ``studio``: the studio's Sample without the browser: one molecule, 100 steps, every frame scored by the
   default force field (``elign_studio.sampling.sample_set``).
+- ``evaluate``: ``elign evaluate`` of the shipped backbone, 1,000 molecules at 100 steps, AIMNet2 forces, no
+  independent field (``EVALUATE_ARGS``); with ``--long-repeats`` pairs.
 
     python benchmarks/cpu_speed.py [--sections ...] [--repeats 5] [--long-repeats 3] [--data runs/qm9_dense.npz]
 """
@@ -33,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+LONG_SECTIONS = ("sample1000", "evaluate")  # measured --long-repeats times
 MODES = {"main": (True, False), "today": (False, True), "today-untuned": (False, False)}  # frozen?, tuned?
 
 
@@ -138,6 +141,20 @@ def _studio(data: str | None) -> tuple[float, dict]:
     return time.perf_counter() - t0, {"mlff": mlff}
 
 
+EVALUATE_ARGS = "--checkpoint backbone --num 1000 --steps 100 --seed 0 --batch-size 125 --device cpu --mlff aimnet2"
+EVALUATE_ARGS += " --independent none --no-progress"
+
+
+def _evaluate(data: str | None) -> tuple[float, dict]:
+    from elign.cli import build_parser
+
+    with tempfile.TemporaryDirectory() as out:
+        args = build_parser().parse_args(["evaluate", *EVALUATE_ARGS.split(), "--out", f"{out}/report"])
+        t0 = time.perf_counter()
+        args.func(args)  # not elign.cli.main, which would tune malloc in main's process too
+        return time.perf_counter() - t0, {}
+
+
 MEASURE = {
     "sample": lambda data: _sample(100, data),
     "sample1000": lambda data: _sample(1000, data),
@@ -146,6 +163,7 @@ MEASURE = {
     "pretrain": _pretrain,
     "align": _align,
     "studio": _studio,
+    "evaluate": _evaluate,
 }
 
 
@@ -231,6 +249,8 @@ def report(section: str, runs: dict[str, list[dict]], repeats: int) -> list[str]
             f"cpu-demo FED-GRPO iteration ({runs['today'][0]['shape']}): main {ratio(sec['main'], sec['today'])}"
             f"; {', '.join(parts)} {tail}"
         ]
+    if section == "evaluate":
+        return [f"elign evaluate {EVALUATE_ARGS}: main {ratio(sec['main'], sec['today'])} {tail}"]
     if section == "studio":
         return [
             f"studio Sample (one molecule, 100 steps, 101 frames scored by {runs['today'][0]['mlff']}): "
@@ -243,7 +263,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sections", nargs="+", choices=list(MEASURE), default=list(MEASURE))
     p.add_argument("--repeats", type=int, default=5, help="alternated process pairs per figure (medians)")
-    p.add_argument("--long-repeats", type=int, default=3, help="pairs for sample1000")
+    p.add_argument("--long-repeats", type=int, default=3, help="pairs for sample1000 and evaluate")
     p.add_argument("--data", help="dense QM9 file from `elign data --dense` for the pretraining figure")
     p.add_argument("--child", nargs=2, metavar=("SECTION", "MODE"), help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -255,10 +275,13 @@ def main() -> None:
 
     from common import append_results
 
+    if args.data:  # the children run in benchmarks/
+        args.data = str(Path(args.data).resolve())
+
     lines = [f"device: CPU ({platform.processor() or platform.machine()}), one thread per child process"]
     with tempfile.TemporaryDirectory() as tmp:
         for section in args.sections:
-            repeats = args.long_repeats if section == "sample1000" else args.repeats
+            repeats = args.long_repeats if section in LONG_SECTIONS else args.repeats
             modes = ["main", "today", "today-untuned"] if section == "edm19" else ["main", "today"]
             runs: dict[str, list[dict]] = {m: [] for m in modes}
             for r in range(repeats):

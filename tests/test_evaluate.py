@@ -211,6 +211,19 @@ def test_a_missing_checkpoint_fails_before_any_model_is_sampled(inputs, tmp_path
         evaluate.collect_samples([str(inputs["tiny0"])], sdf_files=[str(tmp_path / "gone.sdf")], num=2, steps=2)
 
 
+def test_each_checkpoint_is_loaded_once_for_its_plain_and_guided_rows(inputs, monkeypatch) -> None:
+    import elign.io.checkpoints as checkpoints
+    from elign.evaluation import evaluate
+
+    loads = []
+    load = checkpoints.load_checkpoint
+    monkeypatch.setattr(checkpoints, "load_checkpoint", lambda path, *a, **k: loads.append(path) or load(path, *a, **k))
+    tiny = str(inputs["tiny0"])
+    rows = evaluate.collect_samples([tiny], guided=[f"{tiny}:synthetic:0.1"], num=2, steps=2)
+    assert [r.name for r in rows] == ["tiny0", "tiny0+guided-synthetic-0.1"]
+    assert len(loads) == 1
+
+
 def test_sampled_molecules_are_kept_and_reused_under_a_key_of_what_decides_them(inputs, tmp_path, monkeypatch) -> None:
     import elign.diffusion.sampler as sampler
     from elign.evaluation import evaluate

@@ -226,8 +226,11 @@ def sample_checkpoint(
     guidance: tuple[str, float] | None = None,
     progress: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    loaded: tuple[Any, Any, Path] | None = None,
 ) -> ModelSamples:
     """Sample ``num`` molecules of the given sizes [num] from a checkpoint, timing it (throughput).
+
+    ``loaded``: the checkpoint already loaded on ``device``, as (model, config, resolved path).
 
     With ``cache_dir`` the molecules are kept there as soon as they are sampled, under a key of everything
     that decides them (checkpoint hash, sizes, seed, steps, batch size, device, guidance), and a later call
@@ -238,8 +241,11 @@ def sample_checkpoint(
     from elign.io.checkpoints import checkpoint_sha256, load_checkpoint
     from elign.metrics.bonds import split_molecules
 
-    path = resolve_checkpoint(checkpoint)
-    model, config, _ = load_checkpoint(path, device)
+    if loaded is None:
+        path = resolve_checkpoint(checkpoint)
+        model, config, _ = load_checkpoint(path, device)
+    else:
+        model, config, path = loaded
     info = config.dataset_info()
     # the checkpoint as named (a shipped name stays a name, not this machine's path) and its content hash
     source = {
@@ -379,9 +385,13 @@ def collect_samples(
     missing = [p for p in sdf_files if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"SDF file(s) not found: {', '.join(map(str, missing))}")
-    # every checkpoint loads before the first is sampled: a wrong path fails now, not after an hour of sampling
-    configs = [load_checkpoint(resolve_checkpoint(spec), "cpu")[1] for spec in dict.fromkeys(specs)]
-    info = configs[0].dataset_info() if specs else qm9_info()
+    # every checkpoint loads (once) before the first is sampled: a wrong path fails now, not after an hour
+    loaded = {}
+    for spec in dict.fromkeys(specs):
+        path = resolve_checkpoint(spec)
+        model, config, _ = load_checkpoint(path, device)
+        loaded[spec] = (model, config, path)
+    info = loaded[specs[0]][1].dataset_info() if specs else qm9_info()
     sizes = None
     if specs:
         sizes = torch.multinomial(
@@ -398,10 +408,10 @@ def collect_samples(
         progress=progress,
         cache_dir=cache_dir,
     )
-    out = [sample_checkpoint(c, _unique(_checkpoint_name(c), taken), **common) for c in checkpoints]
-    for model, mlff, scale in parsed:
-        name = _unique(f"{_checkpoint_name(model)}+guided-{Path(mlff).stem}-{scale:g}", taken)
-        out.append(sample_checkpoint(model, name, guidance=(mlff, scale), **common))
+    out = [sample_checkpoint(c, _unique(_checkpoint_name(c), taken), loaded=loaded[c], **common) for c in checkpoints]
+    for spec, mlff, scale in parsed:
+        name = _unique(f"{_checkpoint_name(spec)}+guided-{Path(mlff).stem}-{scale:g}", taken)
+        out.append(sample_checkpoint(spec, name, guidance=(mlff, scale), loaded=loaded[spec], **common))
     out += [samples_from_file(p, _unique(Path(p).stem, taken), info) for p in sdf_files]
     return out
 
