@@ -3,7 +3,9 @@
 Two series: the validation samples the run logs itself (``metrics.jsonl``: 100 molecules at 100 steps,
 seed 12345, every ``val_every`` steps) and the adoption measurements (``evaluations.jsonl``: 1,000
 molecules at 1000 steps, seed 0). A least-squares line of molecule stability against log(minutes) through
-the adoption measurements is drawn as a crude extrapolation and its crossing of 0.50 printed.
+the adoption measurements at the run's constant learning rate is drawn as a crude extrapolation and its
+crossing of 0.50 printed; measurements of a branch whose learning rate was annealed (rows with an
+``anneal`` field) are drawn apart and left out of the fit.
 
     python benchmarks/backbone_curve.py --log assets/relay/metrics.jsonl \\
         --evaluations assets/backbone/evaluations.jsonl --png assets/relay/curve.png
@@ -59,13 +61,15 @@ def main() -> None:
             f"| {r['step']:,} | {r['train_minutes']:.1f} | {r['val_atom_stability']:.3f} | "
             f"{r['val_molecule_stability']:.2f} |"
         )
-    print("\n| step | training minutes | atom stab (1000 x 1000 steps) | mol stab | validity |")
-    print("|---|---|---|---|---|")
+    print("\n| step | training minutes | atom stab (1000 x 1000 steps) | mol stab | validity | annealed |")
+    print("|---|---|---|---|---|---|")
     for e in evals:
         print(
             f"| {e['step']:,} | {e['train_minutes']:.1f} | {e['atom_stability']:.3f} | "
-            f"{e['molecule_stability']:.3f} | {e['validity']:.3f} |"
+            f"{e['molecule_stability']:.3f} | {e['validity']:.3f} | {e.get('anneal', '')} |"
         )
+    annealed = [e for e in evals if "anneal" in e]
+    evals = [e for e in evals if "anneal" not in e]  # the constant-rate lineage
     fit = log_fit(evals)
     if fit and fit[0] > 0:
         crossing = math.exp((0.5 - fit[1]) / fit[0])
@@ -80,7 +84,7 @@ def main() -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(10, 4.2))
     m = [r["train_minutes"] for r in val]
     ax.plot(
         m,
@@ -117,8 +121,18 @@ def main() -> None:
         alpha=0.35,
         label="atom stability, same samples",
     )
+    if annealed:
+        ax.plot(
+            [e["train_minutes"] for e in annealed],
+            [e["molecule_stability"] for e in annealed],
+            "*",
+            ms=12,
+            color="tab:purple",
+            label="molecule stability, same measurement, after a learning-rate anneal",
+        )
     if fit and fit[0] > 0:
-        xs = np.geomspace(min(em), 12 * 60, 50)
+        end = max(max(em), math.exp((0.5 - fit[1]) / fit[0]))
+        xs = np.geomspace(min(em), 1.1 * end, 50)
         ax.plot(xs, fit[0] * np.log(xs) + fit[1], "--", color="tab:red", lw=1, label="log-linear extrapolation")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set_xscale("log")
@@ -126,7 +140,7 @@ def main() -> None:
     ax.set_xlabel("cumulative training minutes on CPU (wall clock, log scale)")
     ax.set_ylabel("fraction stable")
     ax.set_title("Shipped-backbone lineage (4 x 64 EDM, QM9), CPU only")
-    ax.legend(fontsize=7, loc="center right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     fig.tight_layout()
     fig.savefig(args.png, dpi=120)
