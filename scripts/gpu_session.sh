@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Continue the shipped backbone on a lent GPU in one call, and leave everything worth keeping in $OUT.
+# Continue the shipped backbone's lineage on a lent GPU in one call, and leave everything worth keeping in $OUT.
 #
 # Here, once:     .venv/bin/elign data --dense runs/qm9_dense.npz        (27 MB, travels with `carry`)
 # There:          bash scripts/gpu_session.sh MINUTES [SAMPLES]          (carry: runs/qm9_dense.npz)
 # Back here:      tar xf $OUT/backbone.tar -C runs/ && elign evaluate --samples $OUT/samples.npz --json ...
 #
 # In order: training speed (benchmarks/train_speed.py), `elign pretrain --resume` of a copy of
-# assets/backbone for MINUTES, SAMPLES molecules (default 1000) at 1000 steps from the result, written
+# assets/relay (the constant-rate run the backbone is taken from; the shipped backbone itself may be an
+# annealed copy whose saved settings end its run) for MINUTES, SAMPLES molecules (default 1000) at 1000 steps from the result, written
 # losslessly as .npz (no RDKit needed there). $OUT receives session.log, backbone.tar (model.safetensors,
 # state.pt, metrics.jsonl, config.json of the continued run), samples.npz and RESULTS.md (the benchmark
 # file with the new block appended). The lent machine's python3 already holds torch, numpy, safetensors
@@ -36,7 +37,7 @@ log="$out/session.log"
         "$py" benchmarks/train_speed.py --data "$data" --steps "${SPEED_STEPS:-20}"
         cp benchmarks/RESULTS.md "$out/RESULTS.md"
     fi
-    rm -rf "$run" && mkdir -p "$(dirname "$run")" && cp -r assets/backbone "$run"
+    rm -rf "$run" && mkdir -p "$(dirname "$run")" && cp -r assets/relay "$run"
     "$py" -m elign.cli pretrain --data "$data" --out "$run" --resume --max-minutes "$minutes" --device "$device" \
         --no-progress ${PRETRAIN_ARGS:-}
     "$py" -m elign.cli sample --checkpoint "$run/model.safetensors" --num "$samples" --steps 1000 --seed 0 \

@@ -16,10 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_gpu_session_script_continues_the_backbone_and_samples(tmp_path):
+def test_gpu_session_script_continues_the_relay_and_samples(tmp_path):
     import torch
 
-    shipped = int(torch.load(ROOT / "assets" / "backbone" / "state.pt", weights_only=True)["step"])
+    shipped = int(torch.load(ROOT / "assets" / "relay" / "state.pt", weights_only=True)["step"])
     data, out, run = tmp_path / "tiny.npz", tmp_path / "out", tmp_path / "runs" / "continued"
     DenseDataset.synthetic(200, seed=0).save(data)
     out.mkdir()
