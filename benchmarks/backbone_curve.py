@@ -71,8 +71,8 @@ def main() -> None:
     annealed = [e for e in evals if "anneal" in e]
     evals = [e for e in evals if "anneal" not in e]  # the constant-rate lineage
     fit = log_fit(evals)
-    if fit and fit[0] > 0:
-        crossing = math.exp((0.5 - fit[1]) / fit[0])
+    crossing = math.exp((0.5 - fit[1]) / fit[0]) if fit and fit[0] > 0 else None  # minutes at 0.50
+    if crossing is not None:
         print(
             f"\nlog-linear fit through the 1000-step points: molecule stability = {fit[0]:.3f} ln(min) "
             f"{fit[1]:+.3f}; reaches 0.50 at about {crossing:,.0f} training minutes ({crossing / 60:.1f} h)"
@@ -130,9 +130,8 @@ def main() -> None:
             color="tab:purple",
             label="molecule stability, same measurement, after a learning-rate anneal",
         )
-    if fit and fit[0] > 0:
-        end = max(max(em), math.exp((0.5 - fit[1]) / fit[0]))
-        xs = np.geomspace(min(em), 1.1 * end, 50)
+    if crossing is not None:
+        xs = np.geomspace(min(em), 1.1 * max(max(em), crossing), 50)
         ax.plot(xs, fit[0] * np.log(xs) + fit[1], "--", color="tab:red", lw=1, label="log-linear extrapolation")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set_xscale("log")

@@ -141,8 +141,10 @@ def _studio(data: str | None) -> tuple[float, dict]:
     return time.perf_counter() - t0, {"mlff": mlff}
 
 
-EVALUATE_ARGS = "--checkpoint backbone --num 1000 --steps 100 --seed 0 --batch-size 125 --device cpu --mlff aimnet2"
-EVALUATE_ARGS += " --independent none --no-progress"
+EVALUATE_ARGS = (
+    "--checkpoint backbone --num 1000 --steps 100 --seed 0 --batch-size 125 --device cpu --mlff aimnet2"
+    " --independent none --no-progress"
+)
 
 
 def _evaluate(data: str | None) -> tuple[float, dict]:

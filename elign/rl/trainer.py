@@ -271,8 +271,8 @@ class FedGrpoTrainer:
         order = torch.randperm(R, generator=torch.Generator().manual_seed(self.cfg.seed * MINIBATCH_STREAM + iteration))
         minibatches = order.tensor_split(self.cfg.minibatches)
         use_kl = self.cfg.kl_beta != 0
-        kl_ref_mean = torch.empty(L, R, *ro.z_t.shape[2:], device=self.device) if use_kl else None
         if use_kl:
+            kl_ref_mean = torch.empty(L, R, *ro.z_t.shape[2:], device=self.device)
             with torch.no_grad():
                 for l_idx, r_idx in self._items(ro, torch.arange(R)):
                     kl_ref_mean[l_idx, r_idx] = self._forward(self.reference, ro, l_idx, r_idx)[0]

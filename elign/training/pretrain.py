@@ -302,9 +302,10 @@ class Pretrainer:
             perm = self.train_idx[torch.randperm(len(self.train_idx), generator=g)][:used]
             if self.cfg.batching == "size_buckets":
                 perm = perm[torch.argsort(self.data.n_atoms[perm], stable=True)]
-            batches = perm.view(self.steps_per_epoch, self.global_batch)
-            if self.cfg.batching == "size_buckets":
+                batches = perm.view(self.steps_per_epoch, self.global_batch)
                 batches = batches[torch.randperm(self.steps_per_epoch, generator=g)]
+            else:
+                batches = perm.view(self.steps_per_epoch, self.global_batch)
             self._epoch_plan = (epoch, batches)
         return self._epoch_plan[1]
 
