@@ -7,6 +7,9 @@ first; on a shared machine only ratios measured in one run are honest. Figures:
 
 - ``sample``, ``sample1000``: the shipped backbone sampling 64 molecules (sizes from its prior, seed 0) at 100
   and 1000 steps, molecules/s; and how far apart the two modes' molecules are for the same seed.
+- with ``--bf16``, a third mode "today-bf16" for sampling, the EDM-size step and pretraining: today's code with
+  bfloat16 autocast (``elign sample --bf16``, ``elign pretrain --cpu-bf16``; CPUs with AVX512-BF16 or AMX),
+  and how far its molecules are from float32's for the same seed.
 - ``edm19``, ``edmqm9``: one reverse step of the EDM-size network (9 x 256, random weights) for 64 molecules
   of 19 atoms, and for 64 of QM9 sizes; ``edm19`` also times today's forward without the malloc tuning.
 - ``pretrain``: 10 `elign pretrain` steps at the shipped size (batch 64, QM9 with --data, else synthetic).
@@ -17,6 +20,7 @@ first; on a shared machine only ratios measured in one run are honest. Figures:
   independent field (``EVALUATE_ARGS``); with ``--long-repeats`` pairs.
 
     python benchmarks/cpu_speed.py [--sections ...] [--repeats 5] [--long-repeats 3] [--data runs/qm9_dense.npz]
+        [--bf16]
 """
 
 from __future__ import annotations
@@ -36,7 +40,13 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 LONG_SECTIONS = ("sample1000", "evaluate")  # measured --long-repeats times
-MODES = {"main": (True, False), "today": (False, True), "today-untuned": (False, False)}  # frozen?, tuned?
+MODES = {  # frozen?, malloc tuned?, bf16 autocast?
+    "main": (True, False, False),
+    "today": (False, True, False),
+    "today-untuned": (False, False, False),
+    "today-bf16": (False, True, True),
+}
+BF16_SECTIONS = ("sample", "sample1000", "edm19", "edmqm9", "pretrain")  # also timed with --bf16
 
 
 # ----------------------------------------------------------------------------- children: one measurement each
@@ -48,7 +58,7 @@ def _shipped():
     return model.eval(), config
 
 
-def _sample(steps: int, data: str | None) -> tuple[float, dict]:
+def _sample(steps: int, data: str | None, bf16: bool) -> tuple[float, dict]:
     from elign.diffusion.sampler import sample_molecules
 
     model, config = _shipped()
@@ -57,7 +67,7 @@ def _sample(steps: int, data: str | None) -> tuple[float, dict]:
 
     def draw(n_steps: int):
         return sample_molecules(
-            model, 64, prior, steps=n_steps, seed=0, batch_size=64, atomic_numbers=info.atomic_numbers
+            model, 64, prior, steps=n_steps, seed=0, batch_size=64, atomic_numbers=info.atomic_numbers, bf16=bf16
         )
 
     draw(10)  # warm-up
@@ -71,12 +81,13 @@ def _sample(steps: int, data: str | None) -> tuple[float, dict]:
     }
 
 
-def _edm(sizes_of: str, data: str | None) -> tuple[float, dict]:
+def _edm(sizes_of: str, data: str | None, bf16: bool) -> tuple[float, dict]:
     import torch
 
     from elign.config import ModelConfig
     from elign.diffusion.sampler import node_mask_from_sizes
     from elign.models.factory import build_model
+    from elign.precision import bf16_autocast
 
     if sizes_of == "19":
         sizes = torch.full((64,), 19)
@@ -89,7 +100,7 @@ def _edm(sizes_of: str, data: str | None) -> tuple[float, dict]:
     z = model.sample_noise(mask, torch.Generator().manual_seed(0))
     s, t = torch.full((64, 1), 0.499), torch.full((64, 1), 0.5)
     times = []
-    with torch.inference_mode():
+    with torch.inference_mode(), bf16_autocast("cpu", bf16):
         for _ in range(4):  # a warm-up, then the median of three
             t0 = time.perf_counter()
             model.reverse_step(z, s, t, mask, torch.Generator().manual_seed(1))
@@ -97,14 +108,14 @@ def _edm(sizes_of: str, data: str | None) -> tuple[float, dict]:
     return statistics.median(times[1:]), {}
 
 
-def _pretrain(data: str | None) -> tuple[float, dict]:
+def _pretrain(data: str | None, bf16: bool) -> tuple[float, dict]:
     from elign.data.dense import DenseDataset
     from elign.training.pretrain import PretrainConfig, Pretrainer
 
     dataset = DenseDataset.load(data) if data else DenseDataset.synthetic(2048, sizes=(9, 27))
     config = _shipped()[1]
     with tempfile.TemporaryDirectory() as out:
-        cfg = PretrainConfig(out_dir=out, hidden=config.hidden, n_layers=config.n_layers, batch_size=64)
+        cfg = PretrainConfig(out_dir=out, hidden=config.hidden, n_layers=config.n_layers, batch_size=64, cpu_bf16=bf16)
         trainer = Pretrainer(cfg, dataset, device="cpu")
         trainer.train_step()  # warm-up
         t0 = time.perf_counter()
@@ -113,7 +124,7 @@ def _pretrain(data: str | None) -> tuple[float, dict]:
         return time.perf_counter() - t0, {}
 
 
-def _align(data: str | None) -> tuple[float, dict]:
+def _align(data: str | None, bf16: bool) -> tuple[float, dict]:
     from elign.rl.config import AlignConfig
     from elign.rl.trainer import FedGrpoTrainer
 
@@ -129,7 +140,7 @@ def _align(data: str | None) -> tuple[float, dict]:
     }
 
 
-def _studio(data: str | None) -> tuple[float, dict]:
+def _studio(data: str | None, bf16: bool) -> tuple[float, dict]:
     from elign.io.assets import default_mlff
     from elign_studio.sampling import sample_set, score_frames
 
@@ -147,7 +158,7 @@ EVALUATE_ARGS = (
 )
 
 
-def _evaluate(data: str | None) -> tuple[float, dict]:
+def _evaluate(data: str | None, bf16: bool) -> tuple[float, dict]:
     from elign.cli import build_parser
 
     with tempfile.TemporaryDirectory() as out:
@@ -158,10 +169,10 @@ def _evaluate(data: str | None) -> tuple[float, dict]:
 
 
 MEASURE = {
-    "sample": lambda data: _sample(100, data),
-    "sample1000": lambda data: _sample(1000, data),
-    "edm19": lambda data: _edm("19", data),
-    "edmqm9": lambda data: _edm("qm9", data),
+    "sample": lambda data, bf16: _sample(100, data, bf16),
+    "sample1000": lambda data, bf16: _sample(1000, data, bf16),
+    "edm19": lambda data, bf16: _edm("19", data, bf16),
+    "edmqm9": lambda data, bf16: _edm("qm9", data, bf16),
     "pretrain": _pretrain,
     "align": _align,
     "studio": _studio,
@@ -170,7 +181,7 @@ MEASURE = {
 
 
 def child_main(section: str, mode: str, data: str | None, out: str) -> None:
-    frozen, tuned = MODES[mode]
+    frozen, tuned, bf16 = MODES[mode]
     if tuned:
         from elign.runtime import tune_malloc
 
@@ -185,7 +196,7 @@ def child_main(section: str, mode: str, data: str | None, out: str) -> None:
         if frozen:
             frozen_code.enter_context(use_frozen_forward())
             frozen_code.enter_context(use_frozen_alignment())
-        seconds, extra = MEASURE[section](data)
+        seconds, extra = MEASURE[section](data, bf16)
     arrays = {k: v for k, v in extra.items() if isinstance(v, np.ndarray)}
     if arrays:
         np.savez(out + ".npz", **arrays)
@@ -210,6 +221,17 @@ def ratio(before: list[float], after: list[float]) -> str:
     return f"{b:.3f} s -> {a:.3f} s, ratio {b / a:.2f}x"
 
 
+def _difference(first: dict, second: dict) -> str:
+    """How far apart two modes' molecules of the same seed are (arrays of one child each)."""
+    real = first["mask"] > 0
+    dx = np.linalg.norm(first["positions"] - second["positions"], axis=-1)[real]
+    differ = int((first["types"] != second["types"])[real].sum())
+    return (
+        f"largest atom displacement {dx.max():.2e} A (median {np.median(dx):.1e} A), atom types differing "
+        f"{differ} of {int(real.sum())}"
+    )
+
+
 def report(section: str, runs: dict[str, list[dict]], repeats: int) -> list[str]:
     sec = {m: [r["seconds"] for r in rs] for m, rs in runs.items()}
     tail = f"(medians of {repeats} alternated whole processes)"
@@ -217,18 +239,24 @@ def report(section: str, runs: dict[str, list[dict]], repeats: int) -> list[str]
         steps = 1000 if section == "sample1000" else 100
         b, a = statistics.median(sec["main"]), statistics.median(sec["today"])
         first_main, first_today = runs["main"][0]["arrays"], runs["today"][0]["arrays"]
-        real = first_main["mask"] > 0
-        dx = np.linalg.norm(first_main["positions"] - first_today["positions"], axis=-1)[real]
-        differ = int((first_main["types"] != first_today["types"])[real].sum())
-        return [
+        lines = [
             f"sampling 64 molecules, {steps} steps, shipped backbone: main {ratio(sec['main'], sec['today'])} "
             f"({64 / b:.1f} -> {64 / a:.1f} molecules/s) {tail}",
-            f"same seed, {steps} steps, main vs today: largest atom displacement {dx.max():.2e} A (median "
-            f"{np.median(dx):.1e} A), atom types differing {differ} of {int(real.sum())}",
+            f"same seed, {steps} steps, main vs today: {_difference(first_main, first_today)}",
         ]
+        if "today-bf16" in sec:
+            first_bf16 = runs["today-bf16"][0]["arrays"]
+            lines += [
+                f"  with --bf16: main {ratio(sec['main'], sec['today-bf16'])} "
+                f"({64 / statistics.median(sec['today-bf16']):.1f} molecules/s)",
+                f"  same seed, {steps} steps, today vs today --bf16: {_difference(first_today, first_bf16)}",
+            ]
+        return lines
     if section.startswith("edm"):
         label = "64 molecules of 19 atoms" if section == "edm19" else "64 molecules of QM9 sizes"
         lines = [f"one reverse step, EDM size (9 x 256), {label}: main {ratio(sec['main'], sec['today'])} {tail}"]
+        if "today-bf16" in sec:
+            lines.append(f"  with bf16 autocast: main {ratio(sec['main'], sec['today-bf16'])}")
         if "today-untuned" in sec:
             lines.append(
                 f"  of which the malloc tuning: today's forward untuned -> tuned "
@@ -237,10 +265,16 @@ def report(section: str, runs: dict[str, list[dict]], repeats: int) -> list[str]
         return lines
     if section == "pretrain":
         b, a = statistics.median(sec["main"]), statistics.median(sec["today"])
-        return [
+        lines = [
             f"pretraining, 10 steps of 64 molecules at the shipped size: main {ratio(sec['main'], sec['today'])} "
             f"({640 / b:.0f} -> {640 / a:.0f} molecules/s) {tail}"
         ]
+        if "today-bf16" in sec:
+            lines.append(
+                f"  with --cpu-bf16: main {ratio(sec['main'], sec['today-bf16'])} "
+                f"({640 / statistics.median(sec['today-bf16']):.0f} molecules/s)"
+            )
+        return lines
     if section == "align":
         parts = []
         for k in ("rollout", "reward", "update"):
@@ -267,6 +301,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5, help="alternated process pairs per figure (medians)")
     p.add_argument("--long-repeats", type=int, default=3, help="pairs for sample1000 and evaluate")
     p.add_argument("--data", help="dense QM9 file from `elign data --dense` for the pretraining figure")
+    p.add_argument("--bf16", action="store_true", help=f"also time {', '.join(BF16_SECTIONS)} with bf16 autocast")
     p.add_argument("--child", nargs=2, metavar=("SECTION", "MODE"), help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -285,6 +320,7 @@ def main() -> None:
         for section in args.sections:
             repeats = args.long_repeats if section in LONG_SECTIONS else args.repeats
             modes = ["main", "today", "today-untuned"] if section == "edm19" else ["main", "today"]
+            modes += ["today-bf16"] if args.bf16 and section in BF16_SECTIONS else []
             runs: dict[str, list[dict]] = {m: [] for m in modes}
             for r in range(repeats):
                 for mode in modes:

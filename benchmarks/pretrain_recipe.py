@@ -61,16 +61,21 @@ CONTINUED_ARMS: dict[str, list[str]] = {
     "continued_cosine": ["--lr-decay-start", "{step}", "--lr-decay-steps", "2000", "--lr-min", "5e-5"],
     "continued_buckets_bs32": [*BUCKETS, *BATCH_32],
     "continued_buckets_bs32+beta": [*BUCKETS, *BATCH_32, *BETA],
+    "continued_cpu_bf16": ["--cpu-bf16"],
 }
 RUN_FILES = ("state.pt", "config.json", "metrics.jsonl", "model.safetensors")
 
 
 def _flags(*groups: list[str]) -> list[str]:
-    """Flag-value lists merged left to right, each flag once (a later group overrides an earlier one)."""
-    merged: dict[str, str] = {}
+    """Flag lists (``--flag value`` or a bare ``--switch``) merged left to right, each flag once (a later
+    group overrides an earlier one)."""
+    merged: dict[str, list[str]] = {}
     for group in groups:
-        merged.update(zip(group[::2], group[1::2], strict=True))
-    return [item for pair in merged.items() for item in pair]
+        for i, item in enumerate(group):
+            if item.startswith("--"):
+                value = group[i + 1 : i + 2]
+                merged[item] = value if value and not value[0].startswith("--") else []
+    return [item for flag, value in merged.items() for item in (flag, *value)]
 
 
 def arm_command(

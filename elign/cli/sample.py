@@ -26,6 +26,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--guidance-mlff", help="baseline: move positions along this force field's forces while sampling")
     s.add_argument("--guidance-scale", type=float, default=0.1, help="step size of force guidance (A^2/eV)")
     s.add_argument("--guidance-threshold", type=float, default=0.8, help="guide once sigma_t is below this")
+    s.add_argument(
+        "--bf16",
+        action="store_true",
+        help="the network's matrix products in bfloat16 where the hardware has it (AVX512-BF16, AMX, CUDA): "
+        "faster, other molecules for the same seed",
+    )
     s.set_defaults(func=cmd_sample, output_files=("out",))
 
 
@@ -63,6 +69,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         atomic_numbers=info.atomic_numbers,
         progress=True,
         guidance=guidance,
+        bf16=args.bf16,
     )
     dt = time.perf_counter() - t0
     stab = stability_metrics(mols, info.atom_decoder)
@@ -76,6 +83,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             "checkpoint": str(path),
             "n_atoms": int(per["n_atoms"][i]),
             "molecule_stable": int(per["molecule_stable"][i]),
+            **({"precision": "bf16"} if args.bf16 else {}),
         }
         for i in range(mols.batch_size)
     ]
@@ -85,7 +93,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         counts = write_sdf(args.out, mols, info.atom_decoder, props)
         written = f"wrote {counts['written']} molecules to {args.out} ({counts['invalid']} flagged invalid)"
-    print(f"sampled {args.num} molecules in {dt:.1f} s ({args.num / dt:.2f} molecules/s, {steps} steps, {device})")
+    where = f"{device}, bf16" if args.bf16 else str(device)
+    print(f"sampled {args.num} molecules in {dt:.1f} s ({args.num / dt:.2f} molecules/s, {steps} steps, {where})")
     if guidance is not None:
         print(
             f"guidance by {args.guidance_mlff} (scale {args.guidance_scale}): {guidance.calls / args.num:.0f} "

@@ -1,4 +1,4 @@
-"""EDM pretraining: AdamW with warmup, gradient clipping, EMA, bf16 on CUDA, exact resume, DDP.
+"""EDM pretraining: AdamW with warmup, gradient clipping, EMA, bf16 (CUDA; opt-in CPU), exact resume, DDP.
 
 Everything needed to continue a run lives in ``OUT/state.pt`` (weights, EMA, optimiser, step and
 data position; loaded with ``weights_only=True``). ``OUT/model.safetensors`` holds the EMA weights
@@ -29,6 +29,7 @@ from elign.diffusion.edm import EquivariantDiffusion
 from elign.diffusion.objective import TrainingObjective
 from elign.io.checkpoints import atomic_write, remove_stale_temporaries, save_checkpoint, truncate_log
 from elign.models.factory import build_model
+from elign.precision import native_bf16
 from elign.training.callbacks import Callback
 from elign.training.distributed import rank_world, resolve_device
 
@@ -69,6 +70,11 @@ class PretrainConfig:
     val_samples: int = option(200, "molecules of a validation sample", type=positive_int)
     val_steps: int = option(100, "sampler steps of a validation sample", type=positive_int)
     bf16: bool = option(True, "bfloat16 autocast on CUDA")
+    cpu_bf16: bool = option(
+        False,
+        "bfloat16 autocast on a CPU with native bf16 (AVX512-BF16 or AMX; an error elsewhere): faster wide models, "
+        "no gain at the shipped 4x64 (benchmarks/cpu_speed.py, benchmarks/pretrain_recipe.py)",
+    )
     compile: bool = option(False, "torch.compile the loss")
     loss_weighting: str = option(
         "eps",
@@ -173,6 +179,12 @@ class Pretrainer:
         self.callbacks = list(callbacks)
         self.rank, self.world = rank_world()
         self.device = torch.device(resolve_device(device))
+        self.use_bf16 = config.bf16 if self.device.type == "cuda" else config.cpu_bf16
+        if self.use_bf16 and self.device.type == "cpu" and not native_bf16(self.device):
+            raise ValueError(
+                "cpu_bf16 needs a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX); this one has neither, "
+                "and emulated bf16 is slower than float32: train without --cpu-bf16"
+            )
         self.model_config = config.model_config(data.info.to_dict())
         torch.manual_seed(config.seed)
         self.model = build_model(self.model_config).to(self.device)
@@ -321,9 +333,8 @@ class Pretrainer:
         gen = torch.Generator(device=self.device).manual_seed((self.cfg.seed * 1_000_003 + self.step) * 64 + self.rank)
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.step, self.cfg)
-        use_bf16 = self.cfg.bf16 and self.device.type == "cuda"
         self.model.train()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
             loss = self.loss_fn(b.positions, b.one_hot, b.charges, b.node_mask, gen)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
