@@ -6,7 +6,7 @@ each checkpoint's coordinate eps loss (``x@t``: mean squared error of eps on the
 atoms) and feature eps loss (``h@t``) at fixed integer times t of T = 1000, on the first ``--num`` validation
 molecules with the same noise for every checkpoint (paired: differences between checkpoints are far less noisy
 than each figure). A ``.pt`` training state is evaluated through its EMA weights. Seconds per checkpoint on one
-CPU thread at the defaults: about 10.
+CPU thread at the defaults: about 9, imports and data included.
 
     python benchmarks/noise_level_loss.py CHECKPOINT_OR_STATE [...] --data runs/qm9_dense.npz
         [--times 5 20 50 200 500] [--num 2000] [--labels ...] [--no-results]
