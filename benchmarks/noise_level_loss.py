@@ -52,27 +52,26 @@ def noise_level_losses(
 ) -> dict[str, float]:
     """{"x@t": coordinate eps loss, "h@t": feature eps loss} at each integer time t; noise seeded by (t, chunk)."""
     idx = data.splits["valid"][:num]
-    out: dict[str, float] = {}
-    for t_int in times:
-        sq_x = sq_h = n_x = n_h = 0.0
-        for k, rows in enumerate(idx.split(chunk)):
-            batch = data.batch(rows)
-            mask = batch.node_mask  # [B, N, 1]
-            batch = MoleculeBatch(remove_mean_with_mask(batch.positions, mask), batch.one_hot, batch.charges, mask)
-            xh = model.normalize(batch)  # [B, N, 3 + F]
-            B = xh.shape[0]
+    sums = {key: 0.0 for t_int in times for key in (f"x@{t_int}", f"h@{t_int}")}  # squared errors
+    n_x = n_h = 0.0  # real coordinate and feature dimensions
+    for k, rows in enumerate(idx.split(chunk)):  # each batch is built once and noised at every time
+        batch = data.batch(rows)
+        mask = batch.node_mask  # [B, N, 1]
+        batch = MoleculeBatch(remove_mean_with_mask(batch.positions, mask), batch.one_hot, batch.charges, mask)
+        xh = model.normalize(batch)  # [B, N, 3 + F]
+        B = xh.shape[0]
+        n_x += float(mask.sum()) * 3
+        n_h += float(mask.sum()) * (xh.shape[-1] - 3)
+        for t_int in times:
             gen = torch.Generator().manual_seed(1_000 * t_int + k)
             t = torch.full((B, 1), t_int / model.T)
             gamma = model.gamma(t).view(B, 1, 1)
             eps = model.sample_noise(mask, gen)
             z_t = model.alpha(gamma) * xh + model.sigma(gamma) * eps
             err = (eps - model.predict_eps(z_t, t, mask)) ** 2 * mask  # [B, N, 3 + F]
-            sq_x += float(err[..., :3].sum())
-            sq_h += float(err[..., 3:].sum())
-            n_x += float(mask.sum()) * 3
-            n_h += float(mask.sum()) * (xh.shape[-1] - 3)
-        out[f"x@{t_int}"] = sq_x / n_x
-        out[f"h@{t_int}"] = sq_h / n_h
+            sums[f"x@{t_int}"] += float(err[..., :3].sum())
+            sums[f"h@{t_int}"] += float(err[..., 3:].sum())
+    out = {key: value / (n_x if key.startswith("x") else n_h) for key, value in sums.items()}
     return out
 
 
