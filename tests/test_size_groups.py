@@ -6,8 +6,8 @@ import torch
 import elign.models.grouping as grouping
 from elign.diffusion.sampler import node_mask_from_sizes
 from elign.io.checkpoints import load_checkpoint
-from elign.models.egnn import _NeighbourSum, _PairSum, _Score
 from elign.models.grouping import size_groups
+from elign.models.pair_ops import _NeighbourSum, _PairSum, _Score, pair_dense
 from elign.testing import random_batch, tiny_model
 
 SIZES = [3, 12, 5, 5, 9, 3, 12, 7, 4, 11]
@@ -20,7 +20,7 @@ def _eps(model, z, t, mask, grouped: bool, monkeypatch):
 
 def test_groups_cover_every_molecule_once_and_fit_it():
     mask = node_mask_from_sizes(torch.tensor(SIZES))
-    groups = size_groups(mask, overhead_pairs=0)
+    groups = size_groups(mask, overhead=0)
     rows = torch.cat([r for r, _ in groups])
     assert sorted(rows.tolist()) == list(range(len(SIZES)))
     for r, n in groups:
@@ -30,16 +30,20 @@ def test_groups_cover_every_molecule_once_and_fit_it():
 
 def test_groups_trade_padding_against_overhead():
     mask = node_mask_from_sizes(torch.tensor(SIZES))
-    assert size_groups(mask, overhead_pairs=1e9) is None  # one group, the padded batch itself
-    few = size_groups(mask, overhead_pairs=50)
+    assert size_groups(mask, overhead=1e9) is None  # one group, the padded batch itself
+    few = size_groups(mask, overhead=50)
     assert 1 < len(few) < len(set(SIZES))
-    assert size_groups(node_mask_from_sizes(torch.tensor([6, 6, 6])), overhead_pairs=0) is None
+    assert size_groups(node_mask_from_sizes(torch.tensor([6, 6, 6])), overhead=0) is None
+    # four of 2 atoms and one of 8: padding costs 4 x (64 - 4) pairs but only 4 x (8 - 2) atoms
+    small_and_large = node_mask_from_sizes(torch.tensor([2, 2, 2, 2, 8]))
+    assert [n for _, n in size_groups(small_and_large, overhead=30)] == [2, 8]  # pairs: 140 against 350
+    assert size_groups(small_and_large, overhead=30, exponent=1) is None  # atoms: 76 against 70
 
 
 def test_groups_refuse_masks_whose_real_atoms_are_not_first():
     mask = node_mask_from_sizes(torch.tensor([4, 2]))
     mask[1] = torch.tensor([0.0, 1.0, 1.0, 0.0]).unsqueeze(-1)
-    assert size_groups(mask, overhead_pairs=0) is None
+    assert size_groups(mask, overhead=0) is None
 
 
 def test_grouped_network_equals_padded_network_with_gradients(monkeypatch):
@@ -75,7 +79,7 @@ def test_edm_fixture_reproduces_with_size_groups(edm_fixtures, monkeypatch):
     model, _, _ = load_checkpoint(edm_fixtures / "edm_qm9_full")
     r = torch.load(edm_fixtures / "edm_qm9_full" / "reference.pt", weights_only=True)
     mask = r["node_mask"]
-    assert len(size_groups(mask, overhead_pairs=0)) == 4  # the fixture's four sizes, one group each
+    assert len(size_groups(mask, overhead=0)) == 4  # the fixture's four sizes, one group each
     with torch.no_grad():
         eps = _eps(model, r["zt"], r["t"], mask, True, monkeypatch)
     rel = ((eps - r["eps_pred"]) * mask).norm() / (r["eps_pred"] * mask).norm()
@@ -98,6 +102,16 @@ def test_pair_kernels_have_exact_gradients():
     assert torch.autograd.gradcheck(_PairSum.apply, (src, dst, edge, w_e))
     expected = src[:, :, None] + dst[:, None, :] + edge @ w_e.T  # [2, 4, 4, 5]
     assert torch.allclose(_PairSum.apply(src, dst, edge, w_e), expected)
+
+
+def test_pair_dense_is_the_linear_layer():
+    layer = torch.nn.Linear(16, 12)
+    x = torch.randn(4, 24, 24, 16, generator=torch.Generator().manual_seed(1))  # 2,304 pair rows: oneDNN's
+    with torch.no_grad():
+        fast, plain = pair_dense(layer, x), layer(x)
+    assert fast.shape == plain.shape == (4, 24, 24, 12)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    assert pair_dense(layer, x).requires_grad  # with gradients, the layer itself
 
 
 @pytest.mark.parametrize("grouped", [False, True])

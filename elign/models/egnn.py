@@ -7,12 +7,15 @@ as the maths allows (they are what a CPU spends its time on):
 
 - the first layer of every edge MLP factorises per node, ``W [h_i; h_j; e] = (W_i h)_i + (W_j h)_j + W_e e``:
   one broadcast sum that the edge term's product accumulates into, instead of a matmul over a per-edge
-  concatenation, with a backward of its own (``_PairSum``);
+  concatenation, with a backward of its own;
+- the edge MLPs' square layers run through oneDNN on x86 CPUs, faster there than the BLAS for float32;
 - attention and the edge mask fold into one weight per pair, and the sum over neighbours is a batched
   matrix product ``weight [B, N, 1, N] @ messages [B, N, N, H]``;
 - activations work in place when no gradient is recorded;
 - on the CPU, molecules of similar size are evaluated together, each group trimmed to its largest
   (``elign.models.grouping``), so little of the pair work is padding.
+
+The pair kernels live in ``elign.models.pair_ops``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from torch import nn
 
 from elign.data.geometry import remove_mean_with_mask
 from elign.models.grouping import size_groups
+from elign.models.pair_ops import aggregate, pair_dense, pair_linear, score, silu
 
 __all__ = ["EGNN", "EGNNDynamics"]
 
@@ -35,119 +39,6 @@ def _pairwise(x: torch.Tensor, norm_constant: float) -> tuple[torch.Tensor, torc
     radial = (diff**2).sum(-1, keepdim=True)  # [B, N, N, 1]
     norm = torch.sqrt(radial + 1e-8)
     return radial, diff / (norm + norm_constant)
-
-
-class _PairSum(torch.autograd.Function):
-    """src_i + dst_j + edge_attr_ij @ w_e.T for all pairs.
-
-    src, dst [B, N, out], edge_attr [B, N, N, E], w_e [out, E] -> [B, N, N, out]. The forward builds the
-    broadcast sum in one pass and accumulates the edge term into it (a matrix product with an inner
-    dimension of E = 2, which BLAS runs slowly when it writes an output of its own). The backward takes the
-    edge gradients as products whose long dimension is the output's columns: autograd's own put it in
-    the rows, which CPU BLAS runs several times slower for E = 2.
-    """
-
-    @staticmethod
-    def forward(ctx, src, dst, edge_attr, w_e):
-        out_dim, e_dim = w_e.shape
-        edge_attr, w_e = edge_attr.to(src.dtype), w_e.to(src.dtype)
-        out = src.unsqueeze(2) + dst.unsqueeze(1)  # [B, N, N, out]
-        out.view(-1, out_dim).addmm_(edge_attr.reshape(-1, e_dim), w_e.T)
-        ctx.save_for_backward(edge_attr, w_e)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):  # grad [B, N, N, out]
-        edge_attr, w_e = ctx.saved_tensors
-        out_dim, e_dim = w_e.shape
-        flat = grad.reshape(-1, out_dim)  # [P, out]
-        need = ctx.needs_input_grad
-        grad_src = grad.sum(2) if need[0] else None  # [B, N, out]
-        grad_dst = grad.sum(1) if need[1] else None
-        grad_edge = (w_e.T @ flat.T).T.reshape(edge_attr.shape) if need[2] else None  # [B, N, N, E]
-        grad_w = (edge_attr.reshape(-1, e_dim).T @ flat).T if need[3] else None  # [out, E]
-        return grad_src, grad_dst, grad_edge, grad_w
-
-
-def _pair_linear(layer: nn.Linear, h: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
-    """``layer(cat[h_i, h_j, edge_attr_ij])`` for all pairs without building the concatenation.
-
-    h [B, N, H], edge_attr [B, N, N, E] -> [B, N, N, out]
-    """
-    B, N, H = h.shape
-    w = layer.weight  # [out, 2H + E]
-    flat = h.reshape(B * N, H)
-    src = flat @ w[:, :H].T if layer.bias is None else torch.addmm(layer.bias, flat, w[:, :H].T)  # [B N, out]
-    dst = flat @ w[:, H : 2 * H].T  # [B N, out]
-    return _PairSum.apply(src.view(B, N, -1), dst.view(B, N, -1), edge_attr, w[:, 2 * H :])
-
-
-class _NeighbourSum(torch.autograd.Function):
-    """sum_j w_ij m_ij: w [B, N, N, 1], m [B, N, N, D] -> [B, N, D] as one batched matrix product.
-
-    The backward is broadcast products and a sum; autograd's own would use matrix products with an inner
-    dimension of 1, which CPU BLAS runs many times slower.
-    """
-
-    @staticmethod
-    def forward(ctx, w: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        w = w.to(m.dtype)
-        ctx.save_for_backward(w, m)
-        return torch.matmul(w.transpose(-1, -2), m).squeeze(-2)  # [B, N, 1, N] @ [B, N, N, D]
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # grad [B, N, D]
-        w, m = ctx.saved_tensors
-        grad = grad.to(m.dtype)
-        # a broadcast product and a sum over features: as a batched matrix-vector product it is 4x slower
-        grad_w = (m * grad.unsqueeze(2)).sum(-1, keepdim=True) if ctx.needs_input_grad[0] else None  # [B, N, N, 1]
-        grad_m = w * grad.unsqueeze(2) if ctx.needs_input_grad[1] else None  # [B, N, N, D]
-        return grad_w, grad_m
-
-
-class _Score(torch.autograd.Function):
-    """A linear layer with one output, x [..., H] -> [..., 1], whose input gradient is a broadcast product
-    (autograd's would be a matrix product with an inner dimension of 1, slow on CPUs)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        weight = weight.to(x.dtype)  # [1, H]
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return F.linear(x, weight, None if bias is None else bias.to(x.dtype))
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # grad [..., 1]
-        x, weight = ctx.saved_tensors
-        grad = grad.to(x.dtype)
-        grad_x = grad * weight[0] if ctx.needs_input_grad[0] else None  # [..., H]
-        grad_w = grad.reshape(1, -1) @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None  # [1, H]
-        grad_b = grad.sum().reshape(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b
-
-
-def _score(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``layer(x)`` for a layer with one output: [..., H] -> [..., 1]."""
-    return _Score.apply(x, layer.weight, layer.bias)
-
-
-def _aggregate(
-    msg: torch.Tensor, weight: torch.Tensor, edge_mask: torch.Tensor, factor: float, method: str
-) -> torch.Tensor:
-    """sum_j weight_ij msg_ij over neighbours j (divided by ``factor``, or the mean): -> [B, N, D].
-
-    msg [B, N, N, D]; weight [B, N, N, 1] with the edge mask already folded in; edge_mask [B, N, N, 1].
-    """
-    agg = _NeighbourSum.apply(weight, msg)  # [B, N, D]
-    if method == "sum":
-        return agg / factor
-    count = edge_mask.sum(dim=2).clamp(min=1)  # [B, N, 1], real neighbours
-    return agg / count
-
-
-def _silu(x: torch.Tensor) -> torch.Tensor:
-    """SiLU, in place when no gradient is recorded (saves a pass over a pair tensor)."""
-    return F.silu(x, inplace=not torch.is_grad_enabled())
 
 
 class SinusoidsEmbedding(nn.Module):
@@ -182,10 +73,10 @@ class GCL(nn.Module):
 
     def forward(self, h, edge_attr, node_mask, edge_mask):
         # h [B, N, H], edge_attr [B, N, N, E], node_mask [B, N, 1], edge_mask [B, N, N, 1]
-        m = _silu(_pair_linear(self.edge_mlp[0], h, edge_attr))
-        m = _silu(self.edge_mlp[2](m))  # [B, N, N, H]
-        weight = torch.sigmoid(_score(self.att_mlp[0], m)) * edge_mask if self.attention else edge_mask  # [B, N, N, 1]
-        agg = _aggregate(m, weight, edge_mask, self.factor, self.aggregation)  # [B, N, H]
+        m = silu(pair_linear(self.edge_mlp[0], h, edge_attr))
+        m = silu(pair_dense(self.edge_mlp[2], m))  # [B, N, N, H]
+        weight = torch.sigmoid(score(self.att_mlp[0], m)) * edge_mask if self.attention else edge_mask  # [B, N, N, 1]
+        agg = aggregate(m, weight, edge_mask, self.factor, self.aggregation)  # [B, N, H]
         h = h + self.node_mlp(torch.cat([h, agg], dim=-1))
         return h * node_mask
 
@@ -205,11 +96,11 @@ class EquivariantUpdate(nn.Module):
 
     def forward(self, h, x, coord_diff, edge_attr, node_mask, edge_mask):
         # h [B, N, H], x [B, N, 3], coord_diff [B, N, N, 3]
-        w = _silu(_pair_linear(self.coord_mlp[0], h, edge_attr))
-        w = _score(self.coord_mlp[4], _silu(self.coord_mlp[2](w)))  # [B, N, N, 1]
+        w = silu(pair_linear(self.coord_mlp[0], h, edge_attr))
+        w = score(self.coord_mlp[4], silu(pair_dense(self.coord_mlp[2], w)))  # [B, N, N, 1]
         if self.tanh:
             w = torch.tanh(w) * self.coords_range
-        x = x + _aggregate(coord_diff, w * edge_mask, edge_mask, self.factor, self.aggregation)
+        x = x + aggregate(coord_diff, w * edge_mask, edge_mask, self.factor, self.aggregation)
         return x * node_mask
 
 

@@ -19,16 +19,19 @@ __all__ = ["GROUP_OVERHEAD_PAIRS", "size_groups"]
 GROUP_OVERHEAD_PAIRS = 2000
 
 
-def size_groups(node_mask: torch.Tensor, overhead_pairs: float | None = None) -> list[tuple[torch.Tensor, int]] | None:
+def size_groups(
+    node_mask: torch.Tensor, overhead: float | None = None, exponent: int = 2
+) -> list[tuple[torch.Tensor, int]] | None:
     """Partition a batch into groups of similar size: [(rows [b] long, atoms n)], or None for one group.
 
     node_mask [B, N, 1]. Groups are runs of consecutive sizes chosen by dynamic programming to minimise
-    the sum over groups of (molecules x largest size^2 + overhead_pairs). None when that is the whole
-    padded batch, or when a molecule's real atoms are not its first ones (the layout every batch of this
-    library has; others are evaluated padded, correctly, only slower). overhead_pairs defaults to
+    the sum over groups of (molecules x largest size^exponent + overhead): the all-pairs work of the
+    EGNN by default; ``exponent=1`` for a model whose work grows with its padded atoms. None when that is
+    the whole padded batch, or when a molecule's real atoms are not its first ones (the layout every batch
+    of this library has; others are evaluated padded, correctly, only slower). overhead defaults to
     GROUP_OVERHEAD_PAIRS.
     """
-    overhead_pairs = GROUP_OVERHEAD_PAIRS if overhead_pairs is None else overhead_pairs
+    overhead = GROUP_OVERHEAD_PAIRS if overhead is None else overhead
     mask = node_mask[..., 0] > 0  # [B, N]
     B, N = mask.shape
     if B == 0:
@@ -45,7 +48,7 @@ def size_groups(node_mask: torch.Tensor, overhead_pairs: float | None = None) ->
         molecules = 0
         for i in range(j, 0, -1):  # the last group holds distinct sizes i-1 .. j-1
             molecules += counts[i - 1]
-            cost = best[i - 1] + molecules * distinct[j - 1] ** 2 + overhead_pairs
+            cost = best[i - 1] + molecules * distinct[j - 1] ** exponent + overhead
             if cost < best[j]:
                 best[j], cut[j] = cost, i - 1
     bounds, j = [], k
