@@ -1,9 +1,10 @@
 """CPU speed against main, as same-run ratios of whole processes, one thread, medians of alternated repeats.
 
-"main" is a process as main ran it: the frozen forward (benchmarks/frozen_egnn.py) and FED-GRPO update and
-potentials (benchmarks/frozen_align.py), with glibc's malloc as is. "today" is a process as the CLI runs it
-now: today's code with ``elign.runtime.tune_malloc``. Each repeat starts a fresh child process per mode, main
-first; on a shared machine only ratios measured in one run are honest. Figures:
+"main" is a process as main ran it: the frozen forward (benchmarks/frozen_egnn.py), FED-GRPO update and
+potentials and AIMNet2 calls of whole padded batches (benchmarks/frozen_align.py), with glibc's malloc as is.
+"today" is a process as the CLI runs it now: today's code with ``elign.runtime.tune_malloc``. Each repeat starts
+a fresh child process per mode, main first; on a shared machine only ratios measured in one run are honest.
+Figures:
 
 - ``sample``, ``sample1000``: the shipped backbone sampling 64 molecules (sizes from its prior, seed 0) at 100
   and 1000 steps, molecules/s; and how far apart the two modes' molecules are for the same seed.
@@ -13,7 +14,8 @@ first; on a shared machine only ratios measured in one run are honest. Figures:
 - ``edm19``, ``edmqm9``: one reverse step of the EDM-size network (9 x 256, random weights) for 64 molecules
   of 19 atoms, and for 64 of QM9 sizes; ``edm19`` also times today's forward without the malloc tuning.
 - ``pretrain``: 10 `elign pretrain` steps at the shipped size (batch 64, QM9 with --data, else synthetic).
-- ``align``: one cpu-demo FED-GRPO iteration on the shipped backbone: rollout / reward / update.
+- ``align``: cpu-demo FED-GRPO iterations 1-4 on the shipped backbone (after iteration 0 as a warm-up), their
+  mean and each alone (each has its own two prompt sizes): rollout / reward / update.
 - ``studio``: the studio's Sample without the browser: one molecule, 100 steps, every frame scored by the
   default force field (``elign_studio.sampling.sample_set``).
 - ``evaluate``: ``elign evaluate`` of the shipped backbone, 1,000 molecules at 100 steps, AIMNet2 forces, no
@@ -124,18 +126,24 @@ def _pretrain(data: str | None, bf16: bool) -> tuple[float, dict]:
         return time.perf_counter() - t0, {}
 
 
+ALIGN_ITERATIONS = 4  # timed after a warm-up; each draws its own two prompt sizes from the QM9 prior
+
+
 def _align(data: str | None, bf16: bool) -> tuple[float, dict]:
     from elign.rl.config import AlignConfig
     from elign.rl.trainer import FedGrpoTrainer
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = AlignConfig.preset("cpu-demo", out_dir=out, device="cpu", iterations=2, eval_every=0)
+        cfg = AlignConfig.preset("cpu-demo", out_dir=out, device="cpu", iterations=ALIGN_ITERATIONS + 1, eval_every=0)
         trainer = FedGrpoTrainer(cfg)
         trainer.run_iteration()  # warm-up (the force field's first call)
-        row = trainer.run_iteration()
-    split = {k: row[f"time_{k}"] for k in ("rollout", "reward", "update")}
-    return row["time_iteration"], {
+        rows = [trainer.run_iteration() for _ in range(ALIGN_ITERATIONS)]
+        sizes = [trainer.prompts(i)[0].tolist() for i in range(1, ALIGN_ITERATIONS + 1)]
+    split = {k: sum(row[f"time_{k}"] for row in rows) / len(rows) for k in ("rollout", "reward", "update")}
+    return sum(row["time_iteration"] for row in rows) / len(rows), {
         "split": split,
+        "per_iteration": [row["time_iteration"] for row in rows],
+        "sizes": sizes,
         "shape": f"{cfg.prompts} x {cfg.group_size} rollouts, {cfg.steps} steps, reward {trainer.ff!r}",
     }
 
@@ -189,13 +197,14 @@ def child_main(section: str, mode: str, data: str | None, out: str) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from frozen_align import use_frozen_alignment
+    from frozen_align import use_frozen_alignment, use_whole_batch_aimnet2
     from frozen_egnn import use_frozen_forward
 
     with contextlib.ExitStack() as frozen_code:
         if frozen:
             frozen_code.enter_context(use_frozen_forward())
             frozen_code.enter_context(use_frozen_alignment())
+            frozen_code.enter_context(use_whole_batch_aimnet2())
         seconds, extra = MEASURE[section](data, bf16)
     arrays = {k: v for k, v in extra.items() if isinstance(v, np.ndarray)}
     if arrays:
@@ -281,9 +290,15 @@ def report(section: str, runs: dict[str, list[dict]], repeats: int) -> list[str]
             b = statistics.median(r["split"][k] for r in runs["main"])
             a = statistics.median(r["split"][k] for r in runs["today"])
             parts.append(f"{k} {b:.2f} -> {a:.2f} s ({b / a:.2f}x)")
+        each = []
+        for i, sizes in enumerate(runs["today"][0]["sizes"]):
+            b = statistics.median(r["per_iteration"][i] for r in runs["main"])
+            a = statistics.median(r["per_iteration"][i] for r in runs["today"])
+            each.append(f"{i + 1} (sizes {sizes[0]}, {sizes[1]}) {b:.2f} -> {a:.2f} s ({b / a:.2f}x)")
         return [
-            f"cpu-demo FED-GRPO iteration ({runs['today'][0]['shape']}): main {ratio(sec['main'], sec['today'])}"
-            f"; {', '.join(parts)} {tail}"
+            f"cpu-demo FED-GRPO iteration ({runs['today'][0]['shape']}), mean of iterations 1-{len(each)}: "
+            f"main {ratio(sec['main'], sec['today'])}; {', '.join(parts)} {tail}",
+            f"  by iteration: {'; '.join(each)}",
         ]
     if section == "evaluate":
         return [f"elign evaluate {EVALUATE_ARGS}: main {ratio(sec['main'], sec['today'])} {tail}"]

@@ -1,9 +1,11 @@
-"""FED-GRPO's update and energy potentials as they were before the cheaper iteration: a reference of cpu_speed.py.
+"""FED-GRPO's update and energy potentials, and AIMNet2's calls, as they were before the cheaper iteration: a
+reference of cpu_speed.py.
 
 A frozen copy, for benchmarks only (the library never imports it). Before, every old log-prob was computed in
 a no-grad pass ahead of the update (the first minibatch's too), and the potentials on x0 predictions called the
 force field with forces. ``use_frozen_alignment()`` swaps both into the live trainer, so the same trainer object
-is timed both ways.
+is timed both ways. ``use_whole_batch_aimnet2()`` makes AIMNet2 evaluate every batch in one call padded to its
+largest molecule, as it did before size groups.
 """
 
 import contextlib
@@ -81,3 +83,16 @@ def use_frozen_alignment():
         yield
     finally:
         live.FedGrpoTrainer.update, live.potentials_on_x0 = saved
+
+
+@contextlib.contextmanager
+def use_whole_batch_aimnet2():
+    """Within the block, AIMNet2 evaluates each batch in one call, padded to its largest molecule."""
+    from elign.mlff.aimnet2 import AIMNet2ForceField as ff
+
+    saved = ff._compute, ff._compute_energy
+    try:
+        ff._compute, ff._compute_energy = ff._compute_padded, ff._compute_energy_padded
+        yield
+    finally:
+        ff._compute, ff._compute_energy = saved
