@@ -8,7 +8,8 @@ as the maths allows (they are what a CPU spends its time on):
 - the first layer of every edge MLP factorises per node, ``W [h_i; h_j; e] = (W_i h)_i + (W_j h)_j + W_e e``:
   one broadcast sum that the edge term's product accumulates into, instead of a matmul over a per-edge
   concatenation, with a backward of its own;
-- the edge MLPs' square layers run through oneDNN on x86 CPUs, faster there than the BLAS for float32;
+- without gradients, the edge MLPs' square layers run through oneDNN, faster on x86 CPUs than the BLAS
+  for float32;
 - attention and the edge mask fold into one weight per pair, and the sum over neighbours is a batched
   matrix product ``weight [B, N, 1, N] @ messages [B, N, N, H]``;
 - activations work in place when no gradient is recorded;

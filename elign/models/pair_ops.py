@@ -1,8 +1,8 @@
-"""Autograd functions for the dense pair tensors ``[B, N, N, H]`` of the EGNN, shaped for a CPU.
+"""The EGNN's operations on dense pair tensors ``[B, N, N, H]``, shaped for a CPU.
 
 Each computes what the plain PyTorch expression in its docstring does, with fewer passes over the pair
-tensors or with matrix products laid out as CPU BLAS runs them fast; every backward is written out (the
-tests check each against autograd's with ``gradcheck``).
+tensors or with matrix products laid out as CPU BLAS runs them fast; the autograd functions write out their
+backward passes (the tests check each against autograd's with ``gradcheck``).
 
 On x86 CPUs, oneDNN (shipped inside PyTorch) runs the ``[P, H] x [H, H]`` products of the edge MLPs faster
 than the BLAS that ``F.linear`` calls for float32 (MKL takes a slower path on some CPUs, AMD's among them;
