@@ -24,7 +24,7 @@ from elign.data.batch import MoleculeBatch
 from elign.data.dense import DenseDataset
 from elign.data.geometry import remove_mean_with_mask
 from elign.diffusion.edm import EquivariantDiffusion
-from elign.io.checkpoints import load_checkpoint
+from elign.io.checkpoints import load_checkpoint, load_state_ema
 
 try:
     from common import append_results
@@ -37,13 +37,8 @@ def load_ema(path: Path) -> tuple[EquivariantDiffusion, dict]:
     if path.suffix != ".pt":
         model, _, meta = load_checkpoint(path, "cpu")
         return model.eval(), meta
-    from elign.config import ModelConfig
-    from elign.models.factory import build_model
-
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(ModelConfig.from_dict(json.loads(state["model_config"])))
-    model.load_state_dict(state["ema"])
-    return model.eval(), {"step": int(state["step"])}
+    model, step = load_state_ema(path)
+    return model, {"step": step}
 
 
 @torch.no_grad()

@@ -1,10 +1,11 @@
+import json
 import os
 import pickle
 
 import pytest
 import torch
 
-from elign.io.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from elign.io.checkpoints import CheckpointError, load_checkpoint, load_state_ema, save_checkpoint
 from elign.testing import random_batch, tiny_model
 
 
@@ -132,3 +133,23 @@ def test_declared_sizes_are_bounded_before_any_allocation(tmp_path, monkeypatch)
     with pytest.raises(CheckpointError, match="does not fit its model config"):
         load_checkpoint(_declaring(tmp_path, hidden=3000))
     assert devices == ["meta"]  # only a shape skeleton was built
+
+
+def test_state_ema_loads_the_ema_weights_and_refuses_misfits(tmp_path):
+    model, config = tiny_model(seed=3)
+    ema = {k: v + 1.0 if v.is_floating_point() else v for k, v in model.state_dict().items()}  # not the model's
+    path = tmp_path / "state.pt"
+    model_config = json.dumps(config.to_dict())
+    torch.save({"ema": ema, "model": model.state_dict(), "step": 17, "model_config": model_config}, path)
+    loaded, step = load_state_ema(path)
+    assert step == 17
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, ema[k]), k
+    bad = dict(ema)
+    bad.pop(next(iter(bad)))
+    torch.save({"ema": bad, "step": 17, "model_config": model_config}, path)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_state_ema(path)
+    path.write_bytes(b"not a state")
+    with pytest.raises(CheckpointError, match="not a readable elign training state"):
+        load_state_ema(path)

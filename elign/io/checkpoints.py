@@ -27,6 +27,7 @@ __all__ = [
     "CheckpointError",
     "save_checkpoint",
     "load_checkpoint",
+    "load_state_ema",
     "load_edm_run",
     "read_edm_args",
     "config_from_edm_args",
@@ -163,6 +164,18 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: invalid model config in checkpoint: {e}") from e
     model = _build_and_load(config, tensors, path)
     return model.to(device), config, json.loads(meta.get("extra", "{}"))
+
+
+def load_state_ema(path: str | Path, device: torch.device | str = "cpu") -> tuple[EquivariantDiffusion, int]:
+    """The EMA weights of an ``elign pretrain`` training state (``state.pt``): (model in eval mode, its step)."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        config = ModelConfig.from_dict(json.loads(state["model_config"]))
+        ema, step = state["ema"], int(state["step"])
+    except Exception as e:  # missing, truncated or foreign files
+        raise CheckpointError(f"{path} is not a readable elign training state ({type(e).__name__}: {e})") from e
+    return _build_and_load(config, ema, path).to(device), step
 
 
 def _read_metadata(raw: bytes) -> dict:
