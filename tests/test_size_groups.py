@@ -114,6 +114,18 @@ def test_pair_dense_is_the_linear_layer():
     assert pair_dense(layer, x).requires_grad  # with gradients, the layer itself
 
 
+def test_without_gradients_the_network_skips_the_autograd_functions(monkeypatch):
+    model, _ = tiny_model(seed=8)
+    batch = random_batch(SIZES, seed=9)
+    z, t = model.normalize(batch), torch.full((len(SIZES), 1), 0.5)
+    recorded = model.predict_eps(z, t, batch.node_mask).detach()  # through the autograd functions
+    for function in (_NeighbourSum, _PairSum, _Score):
+        monkeypatch.setattr(function, "apply", None)  # any call now fails
+    with torch.no_grad():
+        eps = model.predict_eps(z, t, batch.node_mask)
+    torch.testing.assert_close(eps, recorded, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("grouped", [False, True])
 def test_network_runs_under_bf16_autocast(grouped, monkeypatch):
     model, _ = tiny_model(seed=6)

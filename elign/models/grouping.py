@@ -34,7 +34,7 @@ def size_groups(
     overhead = GROUP_OVERHEAD_PAIRS if overhead is None else overhead
     mask = node_mask[..., 0] > 0  # [B, N]
     B, N = mask.shape
-    if B == 0:
+    if B == 0 or bool(mask.all()):  # nothing, or no padding at all (one molecule, say): one group
         return None
     sizes = mask.sum(1)  # [B]
     if not torch.equal(mask, torch.arange(N, device=mask.device)[None, :] < sizes[:, None]):

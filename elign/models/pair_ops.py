@@ -2,7 +2,9 @@
 
 Each computes what the plain PyTorch expression in its docstring does, with fewer passes over the pair
 tensors or with matrix products laid out as CPU BLAS runs them fast; the autograd functions write out their
-backward passes (the tests check each against autograd's with ``gradcheck``).
+backward passes (the tests check each against autograd's with ``gradcheck``). Where autograd records nothing
+(sampling, rollouts), the wrappers call the forward maths directly: an autograd call's overhead is a noticeable
+share of a step on one small molecule.
 
 On x86 CPUs, oneDNN (shipped inside PyTorch) runs the ``[P, H] x [H, H]`` products of the edge MLPs faster
 than the BLAS that ``F.linear`` calls for float32 (MKL takes a slower path on some CPUs, AMD's among them;
@@ -20,6 +22,14 @@ from torch import nn
 __all__ = ["aggregate", "pair_dense", "pair_linear", "score", "silu"]
 
 
+def _pair_sum(src, dst, edge_attr, w_e):
+    """_PairSum's forward, for inputs of one dtype."""
+    out_dim, e_dim = w_e.shape
+    out = src.unsqueeze(2) + dst.unsqueeze(1)  # [B, N, N, out]
+    out.view(-1, out_dim).addmm_(edge_attr.reshape(-1, e_dim), w_e.T)
+    return out
+
+
 class _PairSum(torch.autograd.Function):
     """src_i + dst_j + edge_attr_ij @ w_e.T for all pairs.
 
@@ -32,12 +42,9 @@ class _PairSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, src, dst, edge_attr, w_e):
-        out_dim, e_dim = w_e.shape
         edge_attr, w_e = edge_attr.to(src.dtype), w_e.to(src.dtype)
-        out = src.unsqueeze(2) + dst.unsqueeze(1)  # [B, N, N, out]
-        out.view(-1, out_dim).addmm_(edge_attr.reshape(-1, e_dim), w_e.T)
         ctx.save_for_backward(edge_attr, w_e)
-        return out
+        return _pair_sum(src, dst, edge_attr, w_e)
 
     @staticmethod
     def backward(ctx, grad):  # grad [B, N, N, out]
@@ -62,7 +69,14 @@ def pair_linear(layer: nn.Linear, h: torch.Tensor, edge_attr: torch.Tensor) -> t
     flat = h.reshape(B * N, H)
     src = flat @ w[:, :H].T if layer.bias is None else torch.addmm(layer.bias, flat, w[:, :H].T)  # [B N, out]
     dst = flat @ w[:, H : 2 * H].T  # [B N, out]
-    return _PairSum.apply(src.view(B, N, -1), dst.view(B, N, -1), edge_attr, w[:, 2 * H :])
+    src, dst, w_e = src.view(B, N, -1), dst.view(B, N, -1), w[:, 2 * H :]  # w_e [out, E]
+    if torch.is_grad_enabled():
+        return _PairSum.apply(src, dst, edge_attr, w_e)
+    return _pair_sum(src, dst, edge_attr.to(src.dtype), w_e.to(src.dtype))
+
+
+def _neighbour_sum(w: torch.Tensor, m: torch.Tensor) -> torch.Tensor:  # _NeighbourSum's forward, one dtype
+    return torch.matmul(w.transpose(-1, -2), m).squeeze(-2)  # [B, N, 1, N] @ [B, N, N, D] -> [B, N, D]
 
 
 class _NeighbourSum(torch.autograd.Function):
@@ -76,7 +90,7 @@ class _NeighbourSum(torch.autograd.Function):
     def forward(ctx, w: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         w = w.to(m.dtype)
         ctx.save_for_backward(w, m)
-        return torch.matmul(w.transpose(-1, -2), m).squeeze(-2)  # [B, N, 1, N] @ [B, N, N, D]
+        return _neighbour_sum(w, m)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # grad [B, N, D]
@@ -88,6 +102,10 @@ class _NeighbourSum(torch.autograd.Function):
         return grad_w, grad_m
 
 
+def _score(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:  # _Score's forward
+    return F.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))  # [..., H] -> [..., 1]
+
+
 class _Score(torch.autograd.Function):
     """A linear layer with one output, x [..., H] -> [..., 1], whose input gradient is a broadcast product
     (autograd's would be a matrix product with an inner dimension of 1, slow on CPUs)."""
@@ -97,7 +115,7 @@ class _Score(torch.autograd.Function):
         weight = weight.to(x.dtype)  # [1, H]
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return F.linear(x, weight, None if bias is None else bias.to(x.dtype))
+        return _score(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # grad [..., 1]
@@ -111,7 +129,9 @@ class _Score(torch.autograd.Function):
 
 def score(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """``layer(x)`` for a layer with one output: [..., H] -> [..., 1]."""
-    return _Score.apply(x, layer.weight, layer.bias)
+    if torch.is_grad_enabled():
+        return _Score.apply(x, layer.weight, layer.bias)
+    return _score(x, layer.weight, layer.bias)
 
 
 def aggregate(
@@ -121,7 +141,10 @@ def aggregate(
 
     msg [B, N, N, D]; weight [B, N, N, 1] with the edge mask already folded in; edge_mask [B, N, N, 1].
     """
-    agg = _NeighbourSum.apply(weight, msg)  # [B, N, D]
+    if torch.is_grad_enabled():
+        agg = _NeighbourSum.apply(weight, msg)  # [B, N, D]
+    else:
+        agg = _neighbour_sum(weight.to(msg.dtype), msg)
     if method == "sum":
         return agg / factor
     count = edge_mask.sum(dim=2).clamp(min=1)  # [B, N, 1], real neighbours
