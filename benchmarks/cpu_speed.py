@@ -20,9 +20,11 @@ Figures:
   default force field (``elign_studio.sampling.sample_set``).
 - ``evaluate``: ``elign evaluate`` of the shipped backbone, 1,000 molecules at 100 steps, AIMNet2 forces, no
   independent field (``EVALUATE_ARGS``); with ``--long-repeats`` pairs.
+- with ``--two-threads``, a mode "today-2threads" for the sections that can use a second core: today's code on
+  two threads (with the second core otherwise idle, else the figure measures the contention).
 
     python benchmarks/cpu_speed.py [--sections ...] [--repeats 5] [--long-repeats 3] [--data runs/qm9_dense.npz]
-        [--bf16]
+        [--bf16] [--two-threads]
 """
 
 from __future__ import annotations
@@ -42,13 +44,15 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 LONG_SECTIONS = ("sample1000", "evaluate")  # measured --long-repeats times
-MODES = {  # frozen?, malloc tuned?, bf16 autocast?
-    "main": (True, False, False),
-    "today": (False, True, False),
-    "today-untuned": (False, False, False),
-    "today-bf16": (False, True, True),
+MODES = {  # frozen?, malloc tuned?, bf16 autocast?, threads
+    "main": (True, False, False, 1),
+    "today": (False, True, False, 1),
+    "today-untuned": (False, False, False, 1),
+    "today-bf16": (False, True, True, 1),
+    "today-2threads": (False, True, False, 2),
 }
 BF16_SECTIONS = ("sample", "sample1000", "edm19", "edmqm9", "pretrain")  # also timed with --bf16
+THREADS_SECTIONS = ("sample", "edm19", "pretrain", "align", "studio")  # also timed on two threads with --two-threads
 
 
 # ----------------------------------------------------------------------------- children: one measurement each
@@ -189,14 +193,14 @@ MEASURE = {
 
 
 def child_main(section: str, mode: str, data: str | None, out: str) -> None:
-    frozen, tuned, bf16 = MODES[mode]
+    frozen, tuned, bf16, threads = MODES[mode]
     if tuned:
         from elign.runtime import tune_malloc
 
         tune_malloc()
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     from frozen_align import use_frozen_alignment, use_whole_batch_aimnet2
     from frozen_egnn import use_frozen_forward
 
@@ -215,7 +219,7 @@ def child_main(section: str, mode: str, data: str | None, out: str) -> None:
 # ----------------------------------------------------------------------------- parent: alternate, report
 def run_child(section: str, mode: str, data: str | None, tmp: Path, tag: str) -> dict:
     out = tmp / f"{section}-{mode}-{tag}.json"
-    env = {**os.environ, "ELIGN_MALLOC_TUNING": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "ELIGN_MALLOC_TUNING": "1", "OMP_NUM_THREADS": str(MODES[mode][3])}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", section, mode, "--out", str(out)]
     subprocess.run(cmd + (["--data", data] if data else []), env=env, check=True, cwd=HERE)
     result = json.loads(out.read_text())
@@ -239,6 +243,13 @@ def _difference(first: dict, second: dict) -> str:
         f"largest atom displacement {dx.max():.2e} A (median {np.median(dx):.1e} A), atom types differing "
         f"{differ} of {int(real.sum())}"
     )
+
+
+def threads_line(runs: dict[str, list[dict]]) -> list[str]:
+    if "today-2threads" not in runs:
+        return []
+    one, two = ([r["seconds"] for r in runs[m]] for m in ("today", "today-2threads"))
+    return [f"  today on two threads: one thread -> two {ratio(one, two)}"]
 
 
 def report(section: str, runs: dict[str, list[dict]], repeats: int) -> list[str]:
@@ -317,6 +328,11 @@ def main() -> None:
     p.add_argument("--long-repeats", type=int, default=3, help="pairs for sample1000 and evaluate")
     p.add_argument("--data", help="dense QM9 file from `elign data --dense` for the pretraining figure")
     p.add_argument("--bf16", action="store_true", help=f"also time {', '.join(BF16_SECTIONS)} with bf16 autocast")
+    p.add_argument(
+        "--two-threads",
+        action="store_true",
+        help=f"also time today's code on two threads ({', '.join(THREADS_SECTIONS)}); needs both cores free",
+    )
     p.add_argument("--child", nargs=2, metavar=("SECTION", "MODE"), help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -336,11 +352,12 @@ def main() -> None:
             repeats = args.long_repeats if section in LONG_SECTIONS else args.repeats
             modes = ["main", "today", "today-untuned"] if section == "edm19" else ["main", "today"]
             modes += ["today-bf16"] if args.bf16 and section in BF16_SECTIONS else []
+            modes += ["today-2threads"] if args.two_threads and section in THREADS_SECTIONS else []
             runs: dict[str, list[dict]] = {m: [] for m in modes}
             for r in range(repeats):
                 for mode in modes:
                     runs[mode].append(run_child(section, mode, args.data, Path(tmp), str(r)))
-            for line in report(section, runs, repeats):
+            for line in report(section, runs, repeats) + threads_line(runs):
                 print(line, flush=True)
                 lines.append(line)
     append_results("CPU speed against main (benchmarks/cpu_speed.py)", lines)

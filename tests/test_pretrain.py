@@ -3,10 +3,12 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 import torch
 
+import elign.models.egnn as egnn
 from elign.data.dense import DenseDataset
 from elign.io.checkpoints import load_checkpoint
 from elign.training.pretrain import PretrainConfig, Pretrainer
@@ -181,3 +183,56 @@ def test_pretraining_runs_in_a_thread_reports_to_callbacks_and_stops_on_the_even
     assert result["stopped_by"] == "stop requested" and result["step"] == 6
     assert [s for s, _ in seen] == [2, 4, 6] and list(_losses(tmp_path)) == [2, 4, 6]
     assert torch.load(tmp_path / "state.pt", weights_only=True)["step"] == 6  # checkpointed on stop
+
+
+def _tiny_trainer(tmp_path, **extra):
+    cfg = PretrainConfig(out_dir=str(tmp_path), hidden=16, n_layers=2, timesteps=50, batch_size=8, **extra)
+    return Pretrainer(cfg, DenseDataset.synthetic(32, seed=1))
+
+
+def test_compile_option_compiles_the_padded_forward(tmp_path, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(egnn.torch, "compile", lambda fn, **kw: compiled.append(kw) or fn)
+    plain = _tiny_trainer(tmp_path / "plain")
+    assert not compiled and "_forward_padded" not in vars(plain.model.dynamics)
+    trainer = _tiny_trainer(tmp_path / "compiled", compile=True)
+    assert compiled == [{"dynamic": True}]  # one graph for every size group
+    assert "_forward_padded" in vars(trainer.model.dynamics)  # the training network's, not the EMA's
+    assert "_forward_padded" not in vars(trainer.ema.dynamics)
+    assert torch.isfinite(trainer.train_step()["loss"])
+
+
+def test_a_failed_compilation_falls_back_to_eager_once(tmp_path, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    trainer = _tiny_trainer(tmp_path)
+    batch = trainer.data.batch(torch.arange(8), trainer.device)
+    z, t = trainer.model.normalize(batch), torch.full((8, 1), 0.5)
+    expected = trainer.model.predict_eps(z, t, batch.node_mask)
+    monkeypatch.setattr(egnn.torch, "compile", lambda fn, **kw: broken)
+    trainer.model.dynamics.compile_padded_forward()
+    with pytest.warns(UserWarning, match="running it eagerly"):
+        first = trainer.model.predict_eps(z, t, batch.node_mask)
+    torch.testing.assert_close(first, expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the compiled path is dropped: no second warning
+        torch.testing.assert_close(trainer.model.predict_eps(z, t, batch.node_mask), expected)
+
+
+@pytest.mark.slow
+def test_the_compiled_network_computes_what_the_eager_one_does(tmp_path):
+    trainer = _tiny_trainer(tmp_path)
+    batch = trainer.data.batch(torch.arange(8), trainer.device)  # several sizes: several groups
+    z, t = trainer.model.normalize(batch), torch.rand(8, 1, generator=torch.Generator().manual_seed(0))
+    expected = trainer.model.predict_eps(z, t, batch.node_mask)
+    expected.square().sum().backward()
+    grads = [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+    trainer.model.zero_grad()
+    trainer.model.dynamics.compile_padded_forward()
+    eps = trainer.model.predict_eps(z, t, batch.node_mask)
+    eps.square().sum().backward()
+    torch.testing.assert_close(eps, expected, rtol=1e-4, atol=1e-5)
+    compiled_grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+    for g_compiled, g in zip(compiled_grads, grads, strict=True):
+        torch.testing.assert_close(g_compiled, g, rtol=1e-3, atol=1e-5)

@@ -75,7 +75,11 @@ class PretrainConfig:
         "bfloat16 autocast on a CPU with native bf16 (AVX512-BF16 or AMX; an error elsewhere): faster wide models, "
         "no gain at the shipped 4x64 (benchmarks/cpu_speed.py, benchmarks/pretrain_recipe.py)",
     )
-    compile: bool = option(False, "torch.compile the loss")
+    compile: bool = option(
+        False,
+        "torch.compile the network's padded forward (inductor, dynamic shapes; eager if compilation fails): minutes "
+        "of compiling at the start, then faster steps (benchmarks/compile_speed.py); for runs of hours",
+    )
     loss_weighting: str = option(
         "eps",
         "eps: EDM's loss; truncated_snr: the eps loss x clamp(SNR, snr_min, snr_max) / SNR",
@@ -215,7 +219,9 @@ class Pretrainer:
             loss = nn.parallel.DistributedDataParallel(
                 loss, device_ids=[self.device] if self.device.type == "cuda" else None
             )
-        self.loss_fn = torch.compile(loss) if config.compile else loss
+        if config.compile:
+            self.model.dynamics.compile_padded_forward()
+        self.loss_fn = loss
 
     # ------------------------------------------------------------------------ state
     @property

@@ -1,0 +1,126 @@
+"""torch.compile (inductor, CPU) of the pretraining step at the shipped size, against eager, one thread.
+
+Two ways to compile, each in a fresh process with an empty inductor cache:
+
+- ``loss``: ``torch.compile`` of the whole loss (shapes specialised, dynamic after a recompile; what
+  ``elign pretrain --compile`` did before it compiled the forward);
+- ``forward``: ``elign pretrain --compile``: the network's padded forward (``EGNNDynamics.compile_padded_forward``)
+  compiled with dynamic shapes, so that one graph serves every size group.
+
+Each process trains the same QM9 batches of 64 (or synthetic ones) from the same seed. It first runs
+``--first`` compiled steps from step 0 and reports their total time and the steps that took over a second
+(compilations), then alternates blocks of 10 steps, compiled and eager, on the same batches (batches it has not
+seen, so recompilations there count) and reports the medians.
+
+    python benchmarks/compile_speed.py [--modes loss forward] [--data runs/qm9_dense.npz] [--first 30]
+        [--blocks 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SLOW_STEP_S = 1.0  # a step this long compiled something (an eager step at the shipped size takes about 0.2 s)
+BLOCK = 10  # steps per timed block
+
+
+def child(mode: str, data: str | None, first: int, blocks: int) -> dict:
+    import torch
+
+    from elign.data.dense import DenseDataset
+    from elign.runtime import tune_malloc
+    from elign.training.pretrain import PretrainConfig, Pretrainer
+
+    tune_malloc()
+    torch.set_num_threads(1)
+    dataset = DenseDataset.load(data) if data else DenseDataset.synthetic(2048, sizes=(9, 27))
+    with tempfile.TemporaryDirectory() as out:
+        cfg = PretrainConfig(out_dir=out, hidden=64, n_layers=4, batch_size=64, compile=mode == "forward")
+        trainer = Pretrainer(cfg, dataset, device="cpu")
+        dynamics = trainer.model.dynamics
+        if mode == "loss":
+            eager = trainer.loss_fn
+            compiled = torch.compile(eager)
+
+            def use(fn):
+                trainer.loss_fn = fn
+        else:
+            compiled = dynamics._forward_padded  # the instance's compiled function; the class's is eager
+            eager = type(dynamics)._forward_padded.__get__(dynamics)
+
+            def use(fn):
+                dynamics._forward_padded = fn
+
+        use(compiled)
+        slow, t0 = [], time.perf_counter()
+        for step in range(first):
+            t = time.perf_counter()
+            trainer.train_step()
+            if time.perf_counter() - t > SLOW_STEP_S:
+                slow.append((step, round(time.perf_counter() - t, 1)))
+        first_s = time.perf_counter() - t0
+        times: dict[str, list[float]] = {"compiled": [], "eager": []}
+        for b in range(blocks):
+            for name, fn in (("compiled", compiled), ("eager", eager)):
+                use(fn)
+                trainer.step = first + b * BLOCK  # both on the same batches
+                t = time.perf_counter()
+                for _ in range(BLOCK):
+                    trainer.train_step()
+                times[name].append(time.perf_counter() - t)
+    return {"first_s": first_s, "slow": slow, "times": times}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--modes", nargs="+", choices=["loss", "forward"], default=["loss", "forward"])
+    p.add_argument("--data", help="dense QM9 file from `elign data --dense` (else synthetic molecules)")
+    p.add_argument("--first", type=int, default=30, help="compiled steps from the start, compilations included")
+    p.add_argument("--blocks", type=int, default=5, help=f"alternated blocks of {BLOCK} steps after those")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        Path(args.out).write_text(json.dumps(child(args.child, args.data, args.first, args.blocks)))
+        return
+    from common import append_results
+
+    data = str(Path(args.data).resolve()) if args.data else None
+    lines = [
+        f"shipped size (4 x 64), batches of 64 from {'QM9' if data else 'synthetic molecules'}, one thread, each "
+        "mode a fresh process with an empty inductor cache"
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in args.modes:
+            out = Path(tmp) / f"{mode}.json"
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / f"cache-{mode}")}
+            cmd = [sys.executable, __file__, "--child", mode, "--out", str(out), "--first", str(args.first)]
+            cmd += ["--blocks", str(args.blocks)] + (["--data", data] if data else [])
+            subprocess.run(cmd, env=env, check=True, cwd=HERE)
+            r = json.loads(out.read_text())
+            c, e = (statistics.median(r["times"][k]) for k in ("compiled", "eager"))
+            slow = ", ".join(f"step {s}: {t} s" for s, t in r["slow"]) or "none"
+            lines.append(
+                f"`{mode}`: first {args.first} compiled steps {r['first_s']:.1f} s (steps over {SLOW_STEP_S:.0f} s: "
+                f"{slow}); then {BLOCK} steps compiled {c:.3f} s against eager {e:.3f} s, {e / c:.2f}x (medians of "
+                f"{args.blocks} alternated blocks; compiled "
+                + ", ".join(f"{x:.2f}" for x in r["times"]["compiled"])
+                + "; eager "
+                + ", ".join(f"{x:.2f}" for x in r["times"]["eager"])
+                + ")"
+            )
+            print(lines[-1], flush=True)
+    append_results("torch.compile of the pretraining step (benchmarks/compile_speed.py)", lines)
+
+
+if __name__ == "__main__":
+    main()
