@@ -10,10 +10,13 @@ Two ways to compile, each in a fresh process with an empty inductor cache:
 Each process trains the same QM9 batches of 64 (or synthetic ones) from the same seed. It first runs
 ``--first`` compiled steps from step 0 and reports their total time and the steps that took over a second
 (compilations), then alternates blocks of 10 steps, compiled and eager, on the same batches (batches it has not
-seen, so recompilations there count) and reports the medians.
+seen, so recompilations there count) and reports the medians. With ``--main``, the ``forward`` mode also
+alternates main's frozen forward (``benchmarks/frozen_egnn.py``) into those blocks, for a same-run ratio against
+main; that arm runs with today's malloc tuning (one process), which ``cpu_speed.py``'s main has not, so its
+ratio understates the gain from main.
 
     python benchmarks/compile_speed.py [--modes loss forward] [--data runs/qm9_dense.npz] [--first 30]
-        [--blocks 5]
+        [--blocks 5] [--main]
 """
 
 from __future__ import annotations
@@ -33,8 +36,11 @@ SLOW_STEP_S = 1.0  # a step this long compiled something (an eager step at the s
 BLOCK = 10  # steps per timed block
 
 
-def child(mode: str, data: str | None, first: int, blocks: int) -> dict:
+def child(mode: str, data: str | None, first: int, blocks: int, with_main: bool) -> dict:
+    import contextlib
+
     import torch
+    from frozen_egnn import use_frozen_forward
 
     from elign.data.dense import DenseDataset
     from elign.runtime import tune_malloc
@@ -68,15 +74,18 @@ def child(mode: str, data: str | None, first: int, blocks: int) -> dict:
             if time.perf_counter() - t > SLOW_STEP_S:
                 slow.append((step, round(time.perf_counter() - t, 1)))
         first_s = time.perf_counter() - t0
-        times: dict[str, list[float]] = {"compiled": [], "eager": []}
+        arms = [("compiled", compiled, contextlib.nullcontext), ("eager", eager, contextlib.nullcontext)]
+        arms += [("main", eager, use_frozen_forward)] if with_main and mode == "forward" else []
+        times: dict[str, list[float]] = {name: [] for name, _, _ in arms}
         for b in range(blocks):
-            for name, fn in (("compiled", compiled), ("eager", eager)):
+            for name, fn, code in arms:
                 use(fn)
-                trainer.step = first + b * BLOCK  # both on the same batches
-                t = time.perf_counter()
-                for _ in range(BLOCK):
-                    trainer.train_step()
-                times[name].append(time.perf_counter() - t)
+                trainer.step = first + b * BLOCK  # all on the same batches
+                with code():
+                    t = time.perf_counter()
+                    for _ in range(BLOCK):
+                        trainer.train_step()
+                    times[name].append(time.perf_counter() - t)
     return {"first_s": first_s, "slow": slow, "times": times}
 
 
@@ -86,11 +95,13 @@ def main() -> None:
     p.add_argument("--data", help="dense QM9 file from `elign data --dense` (else synthetic molecules)")
     p.add_argument("--first", type=int, default=30, help="compiled steps from the start, compilations included")
     p.add_argument("--blocks", type=int, default=5, help=f"alternated blocks of {BLOCK} steps after those")
+    p.add_argument("--main", action="store_true", help="also alternate main's frozen forward (forward mode)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        Path(args.out).write_text(json.dumps(child(args.child, args.data, args.first, args.blocks)))
+        result = child(args.child, args.data, args.first, args.blocks, args.main)
+        Path(args.out).write_text(json.dumps(result))
         return
     from common import append_results
 
@@ -105,6 +116,7 @@ def main() -> None:
             env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / f"cache-{mode}")}
             cmd = [sys.executable, __file__, "--child", mode, "--out", str(out), "--first", str(args.first)]
             cmd += ["--blocks", str(args.blocks)] + (["--data", data] if data else [])
+            cmd += ["--main"] if args.main else []
             subprocess.run(cmd, env=env, check=True, cwd=HERE)
             r = json.loads(out.read_text())
             c, e = (statistics.median(r["times"][k]) for k in ("compiled", "eager"))
@@ -118,7 +130,14 @@ def main() -> None:
                 + ", ".join(f"{x:.2f}" for x in r["times"]["eager"])
                 + ")"
             )
-            print(lines[-1], flush=True)
+            if "main" in r["times"]:
+                m = statistics.median(r["times"]["main"])
+                lines.append(
+                    f"  main's forward in the same blocks: {m:.3f} s; main -> eager {m / e:.2f}x, main -> compiled "
+                    f"{m / c:.2f}x ({BLOCK * 64 / m:.0f} -> {BLOCK * 64 / e:.0f} -> {BLOCK * 64 / c:.0f} molecules/s; "
+                    "main " + ", ".join(f"{x:.2f}" for x in r["times"]["main"]) + ")"
+                )
+            print("\n".join(lines[-2:]), flush=True)
     append_results("torch.compile of the pretraining step (benchmarks/compile_speed.py)", lines)
 
 
