@@ -23,7 +23,8 @@ __all__ = ["aggregate", "pair_dense", "pair_linear", "score", "silu"]
 
 
 def _pair_sum(src, dst, edge_attr, w_e):
-    """_PairSum's forward, for inputs of one dtype."""
+    """_PairSum's forward, in src's dtype."""
+    edge_attr, w_e = edge_attr.to(src.dtype), w_e.to(src.dtype)
     out_dim, e_dim = w_e.shape
     out = src.unsqueeze(2) + dst.unsqueeze(1)  # [B, N, N, out]
     out.view(-1, out_dim).addmm_(edge_attr.reshape(-1, e_dim), w_e.T)
@@ -72,11 +73,11 @@ def pair_linear(layer: nn.Linear, h: torch.Tensor, edge_attr: torch.Tensor) -> t
     src, dst, w_e = src.view(B, N, -1), dst.view(B, N, -1), w[:, 2 * H :]  # w_e [out, E]
     if torch.is_grad_enabled():
         return _PairSum.apply(src, dst, edge_attr, w_e)
-    return _pair_sum(src, dst, edge_attr.to(src.dtype), w_e.to(src.dtype))
+    return _pair_sum(src, dst, edge_attr, w_e)
 
 
-def _neighbour_sum(w: torch.Tensor, m: torch.Tensor) -> torch.Tensor:  # _NeighbourSum's forward, one dtype
-    return torch.matmul(w.transpose(-1, -2), m).squeeze(-2)  # [B, N, 1, N] @ [B, N, N, D] -> [B, N, D]
+def _neighbour_sum(w: torch.Tensor, m: torch.Tensor) -> torch.Tensor:  # _NeighbourSum's forward, in m's dtype
+    return torch.matmul(w.to(m.dtype).transpose(-1, -2), m).squeeze(-2)  # [B, N, 1, N] @ [B, N, N, D] -> [B, N, D]
 
 
 class _NeighbourSum(torch.autograd.Function):
@@ -144,7 +145,7 @@ def aggregate(
     if torch.is_grad_enabled():
         agg = _NeighbourSum.apply(weight, msg)  # [B, N, D]
     else:
-        agg = _neighbour_sum(weight.to(msg.dtype), msg)
+        agg = _neighbour_sum(weight, msg)
     if method == "sum":
         return agg / factor
     count = edge_mask.sum(dim=2).clamp(min=1)  # [B, N, 1], real neighbours
