@@ -5,10 +5,11 @@ A frozen copy, for benchmarks only (the library never imports it). Before, every
 a no-grad pass ahead of the update (the first minibatch's too), and the potentials on x0 predictions called the
 force field with forces. ``use_frozen_alignment()`` swaps both into the live trainer, so the same trainer object
 is timed both ways. ``use_whole_batch_aimnet2()`` makes AIMNet2 evaluate every batch in one call padded to its
-largest molecule, as it did before size groups.
+largest molecule, rounded up to a multiple of 8 atoms, as it did before size groups.
 """
 
 import contextlib
+import math
 
 import torch
 
@@ -85,14 +86,27 @@ def use_frozen_alignment():
         live.FedGrpoTrainer.update, live.potentials_on_x0 = saved
 
 
+def _inputs_padded_to_8(self, positions, numbers, mask):
+    B, N, _ = positions.shape
+    n_pad = max(8, math.ceil(N / 8) * 8)
+    coord = torch.zeros(B, n_pad, 3, dtype=torch.float32, device=self.device)
+    coord[:, :N] = torch.where(mask[..., None], positions, torch.zeros((), dtype=positions.dtype))
+    z = torch.zeros(B, n_pad, dtype=torch.long, device=self.device)
+    z[:, :N] = torch.where(mask, numbers, 0)
+    charge = torch.zeros(B, dtype=torch.float32, device=self.device)
+    return {"coord": coord, "numbers": z, "charge": charge}
+
+
 @contextlib.contextmanager
 def use_whole_batch_aimnet2():
-    """Within the block, AIMNet2 evaluates each batch in one call, padded to its largest molecule."""
+    """Within the block, AIMNet2 evaluates each batch in one call, padded to its largest molecule rounded up to a
+    multiple of 8 atoms."""
     from elign.mlff.aimnet2 import AIMNet2ForceField as ff
 
-    saved = ff._compute, ff._compute_energy
+    saved = ff._compute, ff._compute_energy, ff._inputs
     try:
         ff._compute, ff._compute_energy = ff._compute_padded, ff._compute_energy_padded
+        ff._inputs = _inputs_padded_to_8
         yield
     finally:
-        ff._compute, ff._compute_energy = saved
+        ff._compute, ff._compute_energy, ff._inputs = saved

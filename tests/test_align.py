@@ -140,6 +140,29 @@ def test_the_update_equals_one_that_recomputes_every_old_log_prob(tmp_path, back
     assert reference_items == R * L
 
 
+def test_the_update_evaluates_a_groups_shared_first_step_once(tmp_path, backbone, monkeypatch):
+    from elign.rl import trainer as trainer_module
+
+    cfg = tiny_align(tmp_path, backbone, iterations=1, minibatches=2, warmup_iterations=0, kl_beta=0.5)
+    a, b = make_trainer(cfg), make_trainer(cfg)
+    scored = a.rollout_and_score(0)
+    adv, _ = a.advantages(scored)
+    rows = []
+    predict = a.policy.predict_eps
+    a.policy.predict_eps = lambda z, t, mask: rows.append(z.shape[0]) or predict(z, t, mask)
+    a.update(scored.rollouts, adv, 0)
+    monkeypatch.setattr(trainer_module, "_shared_first_steps", lambda *args: None)  # every item evaluated
+    b.update(scored.rollouts, adv, 0)
+    for pa, pb in zip(a.policy.parameters(), b.policy.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, atol=1e-6, rtol=1e-5)
+    R, L, K = scored.rollouts.node_mask.shape[0], scored.rollouts.num_steps, cfg.group_size
+    order = torch.randperm(R, generator=torch.Generator().manual_seed(cfg.seed * trainer_module.MINIBATCH_STREAM))
+    minibatches = order.tensor_split(cfg.minibatches)
+    assert all(len(mb) * L <= cfg.chunk for mb in minibatches)  # one chunk each: its first steps together
+    # a minibatch's first steps: one input per group among its rollouts
+    assert rows == [len(mb) * (L - 1) + len(set((mb // K).tolist())) for mb in minibatches]
+
+
 def test_rollout_log_probs_are_the_policy_log_probs_of_its_steps(tmp_path, backbone):
     tr = make_trainer(tiny_align(tmp_path, backbone))
     ro = tr.rollout_and_score(0).rollouts
@@ -150,6 +173,53 @@ def test_rollout_log_probs_are_the_policy_log_probs_of_its_steps(tmp_path, backb
         for li, ri in tr._items(ro, torch.arange(R)):
             recomputed[li, ri] = tr._forward(tr.policy, ro, li, ri)[2]
     torch.testing.assert_close(ro.log_prob, recomputed, atol=1e-3, rtol=1e-5)  # float rounding of a ~1e2 sum
+
+
+def test_the_first_branched_step_sees_each_group_once(tmp_path, backbone):
+    cfg = tiny_align(tmp_path, backbone)  # 2 groups of 4, 8 shared steps of 20
+    tr = make_trainer(cfg)
+    rows = []
+    predict = tr.policy.predict_eps
+    tr.policy.predict_eps = lambda z, t, mask: rows.append(z.shape[0]) or predict(z, t, mask)
+    scored = tr.rollout_and_score(0)
+    ro, G, K = scored.rollouts, cfg.prompts, cfg.group_size
+    trained = cfg.steps - cfg.shared_steps
+    assert rows == [G] * (cfg.shared_steps + 1) + [G * K] * (trained - 1) + [G * K]  # the last: decoding z_0
+    for name in ("z_t", "x0_pred", "std"):  # shared bit for bit within a group at the first trained step
+        first = getattr(ro, name)[0].view(G, K, -1)
+        assert torch.equal(first, first[:, :1].expand_as(first)), name
+    assert not torch.equal(ro.z_s[0][0], ro.z_s[0][1])  # each rollout then draws its own noise
+    with torch.no_grad():  # and they are what the network gives each rollout on its own
+        x0 = tr.policy.reverse_mean_std(
+            ro.z_t[0], ro.s[:1].expand(G * K) / tr.policy.T, ro.t[:1].expand(G * K) / tr.policy.T, ro.node_mask
+        )[2]
+    torch.testing.assert_close(ro.x0_pred[0], x0, atol=1e-5, rtol=1e-5)
+
+
+def test_potentials_score_the_shared_first_step_once_per_group(tmp_path, backbone, monkeypatch):
+    from elign.rl.rewards import energy_schedule, potentials_on_x0
+
+    cfg = tiny_align(tmp_path, backbone)
+    tr = make_trainer(cfg)
+    ro = tr.rollout_and_score(0).rollouts
+    evaluated = energy_schedule(ro.num_steps, cfg.energy_every)
+    scored = []
+    call = type(tr.ff).__call__
+    monkeypatch.setattr(
+        type(tr.ff),
+        "__call__",
+        lambda ff, batch, forces=True: scored.append(batch.batch_size) or call(ff, batch, forces),
+    )
+    psi, valid = potentials_on_x0(tr.policy, tr.ff, ro, evaluated, tr.info.atomic_numbers)
+    G, R, n_eval = cfg.prompts, ro.node_mask.shape[0], int(evaluated.sum())
+    assert sum(scored) == G + (n_eval - 1) * R
+    for l in torch.nonzero(evaluated).flatten().tolist():  # each column as scoring every rollout gives it
+        batch = tr.policy.to_batch(ro.x0_pred[l], ro.node_mask, tr.info.atomic_numbers)
+        r = tr.ff(batch, forces=False)
+        expected = -tr.ff.formation_energy_per_atom(batch, r).float()
+        torch.testing.assert_close(psi[:, l], expected, atol=1e-5, rtol=1e-5, equal_nan=True)
+        assert torch.equal(valid[:, l], r.valid)
+    assert torch.isnan(psi[:, ~evaluated]).all() and not valid[:, ~evaluated].any()
 
 
 def test_without_a_kl_term_the_update_skips_the_reference_network(tmp_path, backbone):

@@ -2,9 +2,10 @@
 
 The TorchScript ensemble (4 members) takes padded batches (atomic number 0 on padding) and returns
 energies (eV) and forces (eV/A). TorchScript's profiling executor re-specialises on every new input
-shape, which is very slow while shapes change; we pad the atom axis to a multiple of ``pad_atoms``
-and call the model inside ``torch.jit.optimized_execution(False)`` (scoped, thread-local). Molecules of
-similar size are evaluated together, each group padded only to its own largest.
+shape, which is very slow while shapes change; we call the model inside
+``torch.jit.optimized_execution(False)`` (scoped, thread-local), where a new shape costs what a repeated
+one does, so no call pads further than its largest molecule. Molecules of similar size are evaluated
+together, each group trimmed to its own largest (``benchmarks/aimnet2_calls.py`` measures both).
 
 Reference energies: AIMNet2 has no spin input, so we evaluate each element as a single atom with the
 model itself (the model's own, closed-shell, isolated-atom energies: H -10.81 eV, C -1029.11 eV, ...).
@@ -18,7 +19,6 @@ scales would be wrong.)
 from __future__ import annotations
 
 import importlib.util
-import math
 from pathlib import Path
 
 import torch
@@ -29,8 +29,9 @@ from elign.models.grouping import size_groups
 __all__ = ["AIMNET2_ELEMENTS", "AIMNet2ForceField", "aimnet2_model_path"]
 
 # What a further model call must save, in molecules x padded atoms, to be worth making (size groups). Measured
-# on one thread: a call costs about 11 ms plus 0.045 ms a padded atom (energies; forces about 28 ms + 0.1 ms).
-CALL_OVERHEAD_ATOMS = 250
+# on one thread (benchmarks/aimnet2_calls.py, 2026-12-07): a call costs about 8 ms plus 0.4 ms an atom with
+# energies only, 16 ms plus 0.95 ms with forces: an overhead of about 20 atoms either way.
+CALL_OVERHEAD_ATOMS = 20
 
 # Elements of the wB97M-D3 AIMNet2 model.
 AIMNET2_ELEMENTS = frozenset({1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 33, 34, 35, 53})
@@ -58,13 +59,11 @@ class AIMNet2ForceField(ForceField):
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         path: str | Path | None = None,
-        pad_atoms: int = 8,
         warmup: bool = True,
     ) -> None:
         super().__init__(device, dtype)
         self.path = Path(path) if path is not None else aimnet2_model_path()
         self.model = torch.jit.load(str(self.path), map_location=self.device).eval()
-        self.pad_atoms = pad_atoms
         if warmup:
             self.warmup()
 
@@ -76,13 +75,10 @@ class AIMNet2ForceField(ForceField):
             self._compute_padded(x.to(self.device, self.dtype), z, torch.ones_like(z, dtype=torch.bool))
 
     def _inputs(self, positions: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The model's input dict, the atom axis padded to a multiple of ``pad_atoms`` (number 0 on padding)."""
-        B, N, _ = positions.shape
-        n_pad = max(self.pad_atoms, math.ceil(N / self.pad_atoms) * self.pad_atoms)
-        coord = torch.zeros(B, n_pad, 3, dtype=torch.float32, device=self.device)  # [B, n_pad, 3]
-        coord[:, :N] = torch.where(mask[..., None], positions, torch.zeros((), dtype=positions.dtype))
-        z = torch.zeros(B, n_pad, dtype=torch.long, device=self.device)  # [B, n_pad]
-        z[:, :N] = torch.where(mask, numbers, 0)
+        """The model's input dict: float32 coordinates, atomic number 0 (and the origin) on padding atoms."""
+        B = positions.shape[0]
+        coord = torch.where(mask[..., None], positions, torch.zeros((), dtype=positions.dtype)).float()  # [B, N, 3]
+        z = torch.where(mask, numbers, 0).long()  # [B, N]
         charge = torch.zeros(B, dtype=torch.float32, device=self.device)  # [B]
         return {"coord": coord, "numbers": z, "charge": charge}
 
@@ -96,21 +92,14 @@ class AIMNet2ForceField(ForceField):
         """``compute`` on groups of molecules of similar size, each trimmed to its largest: one call's results.
 
         The model's work grows with the padded atoms (molecules x atoms), and one call pads every molecule to
-        the batch's largest, rounded up to ``pad_atoms``. Groups are chosen on those rounded
-        sizes, so no call pads further than the model would. positions [B, N, 3], numbers [B, N], mask [B, N].
+        the batch's largest. positions [B, N, 3], numbers [B, N], mask [B, N].
         """
         B, N = mask.shape
-        sizes = mask.sum(1)  # [B]
-        if not torch.equal(mask, torch.arange(N, device=mask.device) < sizes[:, None]):  # real atoms not first
-            return compute(positions, numbers, mask)
-        rounded = (sizes.clamp(min=1) + self.pad_atoms - 1) // self.pad_atoms * self.pad_atoms  # [B]
-        as_rounded = torch.arange(int(rounded.max()), device=mask.device) < rounded[:, None]  # [B, n_max]
-        groups = size_groups(as_rounded[..., None], overhead=CALL_OVERHEAD_ATOMS, exponent=1)
+        groups = size_groups(mask[..., None], overhead=CALL_OVERHEAD_ATOMS, exponent=1)
         if groups is None:
             return compute(positions, numbers, mask)
         energy = forces = None
         for rows, n in groups:
-            n = min(n, N)
             out = compute(positions[rows, :n], numbers[rows, :n], mask[rows, :n])
             if energy is None:
                 energy = out.energy.new_empty(B)  # [B]

@@ -65,15 +65,23 @@ def potentials_on_x0(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Psi_t on the x0 prediction of the evaluated trained steps -> (psi [R, L], valid [R, L] bool).
 
-    Unevaluated steps hold NaN and valid=False.
+    Unevaluated steps hold NaN and valid=False. The first trained step's x0 predictions are shared within
+    each group (:class:`Rollouts`), so the force field scores one of each group there.
     """
     L, R = rollouts.x0_pred.shape[:2]
+    K = rollouts.group_size
     idx = torch.nonzero(evaluated.cpu()).flatten().tolist()
     mask = rollouts.node_mask
-    batches = [model.to_batch(rollouts.x0_pred[l], mask, atomic_numbers).to("cpu") for l in idx]
+    rows = [slice(None, None, K) if l == 0 else slice(None) for l in idx]  # the rollouts scored at each step
+    batches = [
+        model.to_batch(rollouts.x0_pred[l][r], mask[r], atomic_numbers).to("cpu")
+        for l, r in zip(idx, rows, strict=True)
+    ]
     psi_eval, _, valid_eval, _ = _call_chunked(ff, _concat(batches), chunk, forces=False)  # potentials: energies
     psi = torch.full((R, L), float("nan"))
     valid = torch.zeros(R, L, dtype=torch.bool)
-    psi[:, idx] = psi_eval.view(len(idx), R).T
-    valid[:, idx] = valid_eval.view(len(idx), R).T
+    counts = [b.batch_size for b in batches]
+    for l, p, v in zip(idx, psi_eval.split(counts), valid_eval.split(counts), strict=True):
+        repeats = K if l == 0 else 1
+        psi[:, l], valid[:, l] = p.repeat_interleave(repeats), v.repeat_interleave(repeats)
     return psi, valid

@@ -20,7 +20,11 @@ __all__ = ["Rollouts", "grouped_rollouts"]
 
 @dataclass
 class Rollouts:
-    """R = G * K rollouts (group-major), L trained (branched) steps each."""
+    """R = G * K rollouts (group-major), L trained (branched) steps each.
+
+    The first trained step's input is its group's shared state, so its z_t, std and x0_pred are the same (bit
+    for bit) for the K rollouts of a group; its z_s, drawn with each rollout's own noise, are not.
+    """
 
     group_size: int  # K
     node_mask: torch.Tensor  # [R, N, 1]
@@ -82,19 +86,25 @@ def grouped_rollouts(
     mask = node_mask_from_sizes(sizes, max_atoms, device)  # [G, N, 1]
     z = _group_noise(model, mask, generators, 1)
 
-    def step(z, mask, t_int, s_int, per_group):
+    def step(z, mask, t_int, s_int, per_group, eps=None):
         B = z.shape[0]
         ones = torch.ones(B, 1, device=device)
+        s, t = ones * (s_int / model.T), ones * (t_int / model.T)
+        if eps is None:
+            eps = model.predict_eps(z, t, mask)
         noise = _group_noise(model, mask, generators, per_group)
-        return model.reverse_step(z, ones * (s_int / model.T), ones * (t_int / model.T), mask, noise=noise)
+        return model.step_from_eps(z, eps, s, t, mask, noise=noise)
 
     for t_int, s_int in pairs[:shared_steps]:
         z = step(z, mask, t_int, s_int, 1).z_s
+    # the first branched step's input is its group's shared state: the network sees each group once
+    t_first = torch.full((len(sizes), 1), pairs[shared_steps][0] / model.T, device=device)
+    eps_first = model.predict_eps(z, t_first, mask).repeat_interleave(K, 0)  # [R, N, D]
     mask = mask.repeat_interleave(K, 0)  # [R, N, 1]
     z = z.repeat_interleave(K, 0)
     record = {"z_t": [], "z_s": [], "std": [], "log_prob": [], "x0_pred": []}
-    for t_int, s_int in pairs[shared_steps:]:
-        out = step(z, mask, t_int, s_int, K)
+    for k, (t_int, s_int) in enumerate(pairs[shared_steps:]):
+        out = step(z, mask, t_int, s_int, K, eps_first if k == 0 else None)
         for key, value in (
             ("z_t", z),
             ("z_s", out.z_s),

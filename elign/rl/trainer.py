@@ -254,7 +254,12 @@ class FedGrpoTrainer:
         z_t, z_s, mask = ro.z_t[l_idx, r_idx], ro.z_s[l_idx, r_idx], ro.node_mask[r_idx]
         T = self.policy.T
         s, t = (ro.s[l_idx] / T).float(), (ro.t[l_idx] / T).float()
-        eps = model.predict_eps(z_t, t.view(-1, 1), mask)  # the network ...
+        shared = _shared_first_steps(l_idx, r_idx, ro.group_size)
+        if shared is None:
+            eps = model.predict_eps(z_t, t.view(-1, 1), mask)  # the network ...
+        else:  # ... once for each distinct input: the first trained step's is shared within a group
+            rows, inverse = shared
+            eps = model.predict_eps(z_t[rows], t[rows].view(-1, 1), mask[rows])[inverse]
         mean, std, _ = model.reverse_from_eps(z_t, eps, s, t, mask)  # ... then the Gaussian step
         return mean, std, gaussian_log_prob(z_s, mean, std, mask), mask
 
@@ -450,6 +455,22 @@ def _load_ff(cfg: AlignConfig, device: torch.device):
 
     dtype = torch.float64 if cfg.mlff_dtype == "float64" else torch.float32
     return load_force_field(cfg.mlff or default_mlff(), device=device, dtype=dtype)
+
+
+def _shared_first_steps(l_idx: torch.Tensor, r_idx: torch.Tensor, group_size: int):
+    """Items (l, r) whose network input is another item's: the first trained step (l = 0) of rollouts of one
+    group (:class:`~elign.rl.rollout.Rollouts`). -> (rows [U] of the distinct inputs, inverse [M] mapping each
+    item to its row among them), or None when every input is distinct."""
+    first = l_idx == 0
+    if int(first.sum()) < 2:
+        return None
+    key = torch.where(first, -1 - r_idx // group_size, l_idx * (int(r_idx.max()) + 1) + r_idx)  # [M]
+    distinct, inverse = torch.unique(key, return_inverse=True)
+    if len(distinct) == len(key):
+        return None
+    positions = torch.arange(len(key), device=key.device)
+    rows = torch.full_like(distinct, len(key)).scatter_reduce_(0, inverse, positions, "amin")  # first occurrences
+    return rows, inverse
 
 
 def _all_reduce_grads(model: torch.nn.Module, world: int) -> None:
