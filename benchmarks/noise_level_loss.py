@@ -20,9 +20,7 @@ from pathlib import Path
 
 import torch
 
-from elign.data.batch import MoleculeBatch
 from elign.data.dense import DenseDataset
-from elign.data.geometry import remove_mean_with_mask
 from elign.diffusion.edm import EquivariantDiffusion
 from elign.io.checkpoints import load_checkpoint, load_state_ema
 
@@ -52,17 +50,15 @@ def noise_level_losses(
     for k, rows in enumerate(idx.split(chunk)):  # each batch is built once and noised at every time
         batch = data.batch(rows)
         mask = batch.node_mask  # [B, N, 1]
-        batch = MoleculeBatch(remove_mean_with_mask(batch.positions, mask), batch.one_hot, batch.charges, mask)
-        xh = model.normalize(batch)  # [B, N, 3 + F]
+        xh = model.centred_latent(batch)  # [B, N, 3 + F]
         B = xh.shape[0]
         n_x += float(mask.sum()) * 3
         n_h += float(mask.sum()) * (xh.shape[-1] - 3)
         for t_int in times:
             gen = torch.Generator().manual_seed(1_000 * t_int + k)
             t = torch.full((B, 1), t_int / model.T)
-            gamma = model.gamma(t).view(B, 1, 1)
             eps = model.sample_noise(mask, gen)
-            z_t = model.alpha(gamma) * xh + model.sigma(gamma) * eps
+            z_t = model.diffuse(xh, t, eps)
             err = (eps - model.predict_eps(z_t, t, mask)) ** 2 * mask  # [B, N, 3 + F]
             sums[f"x@{t_int}"] += float(err[..., :3].sum())
             sums[f"h@{t_int}"] += float(err[..., 3:].sum())

@@ -117,3 +117,12 @@ def test_learning_rate_decays_from_its_start_step_and_holds_its_floor(tmp_path):
     assert lr_at(10_000, constant) == pytest.approx(4e-4)
     with pytest.raises(ValueError, match="lr_min"):
         PretrainConfig(out_dir=str(tmp_path), lr=1e-4, lr_decay_start=0, lr_min=1e-3)
+
+
+def test_diffuse_is_the_original_edms_noising(edm_fixtures):
+    from elign.io.checkpoints import load_checkpoint
+
+    model, _, _ = load_checkpoint(edm_fixtures / "edm_qm9_tiny")
+    r = torch.load(edm_fixtures / "edm_qm9_tiny" / "reference.pt", weights_only=True)
+    z_t = model.diffuse(r["xh_normalized"], r["t"], r["eps"]) * r["node_mask"]
+    torch.testing.assert_close(z_t, r["zt"], atol=1e-6, rtol=1e-5)

@@ -115,6 +115,16 @@ class EquivariantDiffusion(nn.Module):
             parts.append(batch.charges / self.norm_values[2] * m)
         return torch.cat(parts, dim=-1)
 
+    def centred_latent(self, batch: MoleculeBatch) -> torch.Tensor:
+        """The normalised latent [B, N, 3 + F] of ``batch`` with its positions moved to their centre of mass."""
+        m = batch.node_mask
+        return self.normalize(MoleculeBatch(remove_mean_with_mask(batch.positions, m), batch.one_hot, batch.charges, m))
+
+    def diffuse(self, xh: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """q(z_t | x): z_t = alpha_t xh + sigma_t eps for xh, eps [B, N, 3 + F] and t [B, 1] in [0, 1]."""
+        g = self.gamma(t).view(-1, 1, 1)
+        return self.alpha(g) * xh + self.sigma(g) * eps
+
     def unnormalize(self, z: torch.Tensor, node_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """[B, N, 3 + F] -> positions [B, N, 3], type scores [B, N, K], charges [B, N, 1]."""
         x = z[..., :3] * self.norm_values[0]
@@ -148,21 +158,19 @@ class EquivariantDiffusion(nn.Module):
         """
         objective = objective or TrainingObjective()
         m = batch.node_mask
-        batch = MoleculeBatch(remove_mean_with_mask(batch.positions, m), batch.one_hot, batch.charges, m)
-        xh = self.normalize(batch)
+        xh = self.centred_latent(batch)
         B = xh.shape[0]
         t_int, weight = objective.sample_times(B, self.T, xh.device, generator)  # [B, 1], [B]
         t = t_int.to(xh.dtype) / self.T
-        g = self.gamma(t).view(B, 1, 1)
         eps = self.sample_noise(m, generator)
-        z_t = self.alpha(g) * xh + self.sigma(g) * eps
+        z_t = self.diffuse(xh, t, eps)
         eps_pred = self.predict_eps(z_t, t, m)
         sq = ((eps - eps_pred) ** 2 * m).sum(dim=(1, 2))  # [B]
         dims = m[..., 0].sum(1) * xh.shape[-1]  # [B]
         loss = sq / dims
         if objective.is_edm:
             return loss
-        return loss * weight * objective.loss_weight(g.view(B).float())
+        return loss * weight * objective.loss_weight(self.gamma(t).view(B).float())
 
     # ------------------------------------------------------------ sampling: the network, then the Gaussian
     def reverse_from_eps(self, z_t, eps, s, t, node_mask):
