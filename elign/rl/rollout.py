@@ -103,8 +103,8 @@ def grouped_rollouts(
     mask = mask.repeat_interleave(K, 0)  # [R, N, 1]
     z = z.repeat_interleave(K, 0)
     record = {"z_t": [], "z_s": [], "std": [], "log_prob": [], "x0_pred": []}
-    for k, (t_int, s_int) in enumerate(pairs[shared_steps:]):
-        out = step(z, mask, t_int, s_int, K, eps_first if k == 0 else None)
+    for i, (t_int, s_int) in enumerate(pairs[shared_steps:]):
+        out = step(z, mask, t_int, s_int, K, eps_first if i == 0 else None)
         for key, value in (
             ("z_t", z),
             ("z_s", out.z_s),
