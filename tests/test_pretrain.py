@@ -10,6 +10,7 @@ import torch
 
 import elign.models.egnn as egnn
 from elign.data.dense import DenseDataset
+from elign.diffusion.sampler import node_mask_from_sizes
 from elign.io.checkpoints import load_checkpoint
 from elign.training.pretrain import PretrainConfig, Pretrainer
 
@@ -52,7 +53,7 @@ def test_sigterm_then_resume_continues_exactly(tmp_path):
     data = tmp_path / "tiny.npz"
     DenseDataset.synthetic(80, seed=1).save(data)
     killed = tmp_path / "killed"
-    proc = _run(data, killed, "--max-steps", "100000", wait=False)
+    proc = _run(data, killed, "--max-steps", "100000", "--no-compile", wait=False)  # long: eager by choice
     deadline = time.time() + 90
     while time.time() < deadline:
         if (killed / "metrics.jsonl").exists() and len((killed / "metrics.jsonl").read_text().splitlines()) >= 5:
@@ -166,7 +167,9 @@ def test_pretraining_runs_in_a_thread_reports_to_callbacks_and_stops_on_the_even
     import threading
 
     data = DenseDataset.synthetic(64, seed=0)
-    cfg = PretrainConfig(out_dir=str(tmp_path), hidden=8, n_layers=1, timesteps=20, batch_size=16, log_every=2)
+    cfg = PretrainConfig(
+        out_dir=str(tmp_path), hidden=8, n_layers=1, timesteps=20, batch_size=16, log_every=2, compile=False
+    )  # unbounded, so eager by choice
     stop, seen = threading.Event(), []
 
     class StopAfterThree:
@@ -200,6 +203,44 @@ def test_compile_option_compiles_the_padded_forward(tmp_path, monkeypatch):
     assert "_forward_padded" in vars(trainer.model.dynamics)  # the training network's, not the EMA's
     assert "_forward_padded" not in vars(trainer.ema.dynamics)
     assert torch.isfinite(trainer.train_step()["loss"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "compiles"),
+    [
+        ({}, True),  # no limit: a run of hours
+        ({"max_minutes": 150}, True),
+        ({"max_minutes": 10}, False),  # too short to repay the compilations
+        ({"max_steps": 500}, False),
+        ({"max_steps": 50_000, "max_minutes": 60}, True),
+        ({"compile": False}, False),
+        ({"compile": True, "max_steps": 5}, True),
+    ],
+)
+def test_compile_by_default_only_runs_long_enough_to_repay_it(tmp_path, extra, compiles):
+    assert _tiny_trainer(tmp_path, **extra).compiles() is compiles
+
+
+def test_the_steps_a_resumed_run_has_left_decide_whether_it_compiles(tmp_path):
+    trainer = _tiny_trainer(tmp_path, max_steps=12_000)
+    assert trainer.compiles()
+    trainer.step = 11_000  # as after resuming near the end
+    assert not trainer.compiles()
+
+
+def test_fit_compiles_a_long_run_by_default(tmp_path, monkeypatch):
+    import threading
+
+    compiled = []
+    monkeypatch.setattr(egnn.torch, "compile", lambda fn, **kw: compiled.append(kw) or fn)
+    trainer = _tiny_trainer(tmp_path)
+    assert not compiled  # deciding waits for fit, when the steps left are known
+    stop = threading.Event()
+    stop.set()  # one step, then a clean stop
+    trainer.fit(progress=False, stop_event=stop)
+    assert compiled == [{"dynamic": True}] and trainer.compiled and trainer.step == 1
+    trainer.fit(progress=False, stop_event=stop)
+    assert len(compiled) == 1  # compiled once per trainer
 
 
 def test_a_failed_compilation_falls_back_to_eager_once(tmp_path, monkeypatch):
@@ -236,3 +277,12 @@ def test_the_compiled_network_computes_what_the_eager_one_does(tmp_path):
     compiled_grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
     for g_compiled, g in zip(compiled_grads, grads, strict=True):
         torch.testing.assert_close(g_compiled, g, rtol=1e-3, atol=1e-5)
+    # without gradients too (sampling, rollouts), where eager sends large pair products to oneDNN
+    mask = node_mask_from_sizes(torch.full((8,), 12))  # 8 x 12 x 12 pair rows: above ONEDNN_MIN_ROWS
+    z = trainer.model.sample_noise(mask, torch.Generator().manual_seed(1))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to eager
+        eps = trainer.model.predict_eps(z, t, mask)
+    trainer.model.dynamics.__dict__.pop("_forward_padded")  # eager again
+    with torch.no_grad():
+        torch.testing.assert_close(eps, trainer.model.predict_eps(z, t, mask), rtol=1e-4, atol=1e-5)

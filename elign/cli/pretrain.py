@@ -22,17 +22,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--show-config", action="store_true", help="print every field with its value and help, and exit")
     add_config_arguments(t, PretrainConfig, skip=("out_dir",))
     t.add_argument("--device", default="auto")
-    t.add_argument("--threads", type=positive_int, help="CPU threads (torch.set_num_threads)")
+    t.add_argument("--threads", type=positive_int, help="CPU threads (torch's, and torch.compile's workers)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_pretrain, output_dirs=("out",))
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    import torch
-
+    from elign.runtime import set_threads
     from elign.training.pretrain import PretrainConfig, Pretrainer
 
-    torch.set_num_threads(args.threads) if args.threads else None
+    if args.threads:
+        set_threads(args.threads)
     out = Path(args.out)
     saved = out / "config.json"
     overrides = {**(read_config_file(args.config, PretrainConfig) if args.config else {})}

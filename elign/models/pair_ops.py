@@ -179,6 +179,7 @@ def pair_dense(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         and x.dtype == layer.weight.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
         and x.numel() >= ONEDNN_MIN_ROWS * x.shape[-1]
+        and not torch.compiler.is_compiling()  # inductor cannot lower this op for dynamic shapes
     )
     if not usable:
         return layer(x)

@@ -37,6 +37,12 @@ __all__ = ["BATCHINGS", "PretrainConfig", "Pretrainer", "lr_at"]
 
 BATCHINGS = ("random", "size_buckets")
 
+# compile=None compiles a CPU run at least this long: its three compilations take 3-4 minutes on one thread,
+# after which steps at the shipped size run about 1.2x faster (benchmarks/compile_speed.py), so a run repays
+# them after about 20 minutes
+AUTO_COMPILE_MINUTES = 30.0
+AUTO_COMPILE_STEPS = 10_000  # about 35 minutes at the shipped size on one thread
+
 
 @dataclass
 class PretrainConfig:
@@ -75,10 +81,11 @@ class PretrainConfig:
         "bfloat16 autocast on a CPU with native bf16 (AVX512-BF16 or AMX; an error elsewhere): faster wide models, "
         "no gain at the shipped 4x64 (benchmarks/cpu_speed.py, benchmarks/pretrain_recipe.py)",
     )
-    compile: bool = option(
-        False,
+    compile: bool | None = option(
+        None,
         "torch.compile the network's padded forward (inductor, dynamic shapes; eager if compilation fails): minutes "
-        "of compiling at the start, then faster steps (benchmarks/compile_speed.py); for runs of hours",
+        "of compiling at the start, then faster steps (benchmarks/compile_speed.py). None (auto): compile a CPU "
+        "run with at least 30 minutes and 10,000 steps ahead of it, where that pays",
     )
     loss_weighting: str = option(
         "eps",
@@ -219,8 +226,9 @@ class Pretrainer:
             loss = nn.parallel.DistributedDataParallel(
                 loss, device_ids=[self.device] if self.device.type == "cuda" else None
             )
+        self.compiled = False
         if config.compile:
-            self.model.dynamics.compile_padded_forward()
+            self._compile()
         self.loss_fn = loss
 
     # ------------------------------------------------------------------------ state
@@ -334,6 +342,24 @@ class Pretrainer:
             limits.append(math.ceil(self.cfg.epochs * self.steps_per_epoch))
         return min(limits) if limits else None
 
+    def compiles(self) -> bool:
+        """Whether :meth:`fit` runs the network compiled: ``compile`` if set; if None, whether the run is long
+        enough to repay the minutes of compiling (on a CPU, a budget of at least AUTO_COMPILE_MINUTES and
+        AUTO_COMPILE_STEPS steps left to go)."""
+        if self.cfg.compile is not None:
+            return self.cfg.compile
+        if self.device.type != "cpu":
+            return False
+        total = self.total_steps()
+        steps_left = math.inf if total is None else total - self.step
+        minutes = math.inf if self.cfg.max_minutes is None else self.cfg.max_minutes
+        return steps_left >= AUTO_COMPILE_STEPS and minutes >= AUTO_COMPILE_MINUTES
+
+    def _compile(self) -> None:
+        if not self.compiled:
+            self.model.dynamics.compile_padded_forward()
+            self.compiled = True
+
     def train_step(self) -> dict:
         b = self.data.batch(self.batch_indices(self.step), self.device)
         gen = torch.Generator(device=self.device).manual_seed((self.cfg.seed * 1_000_003 + self.step) * 64 + self.rank)
@@ -384,6 +410,8 @@ class Pretrainer:
             remove_stale_temporaries(self.out)
             atomic_write(self.out / "config.json", json.dumps(asdict(self.cfg), indent=2).encode())
         total = self.total_steps()
+        if self.compiles():
+            self._compile()
         run_start = start_wall = time.monotonic()  # run_start: this invocation; start_wall: since the last save
         self._cpu_mark = time.process_time()
         last_ckpt = start_wall
