@@ -5,6 +5,12 @@ CUDA (when present): the paper preset (4 x 24 rollouts, 1000 steps, branch at 40
 
     python benchmarks/align_speed.py [--checkpoint PATH] [--mlff NAME] [--iterations 2] [--skip-cpu]
 
+``--compare-compile`` (CPU) also builds a second trainer whose policy and reference networks run through
+``torch.compile`` (``EGNNDynamics.compile_padded_forward``, as ``elign pretrain`` compiles), lets it compile over
+its first two iterations, then alternates the two trainers' iterations 2..N (the same prompts for both):
+
+    python benchmarks/align_speed.py --threads 1 --iterations 12 --compare-compile
+
 ``--mlff mace-off-small-like`` times a MACE of MACE-OFF23-small's shape with random weights (the size the
 paper-preset target refers to; MACE-OFF weights cannot be downloaded here), built as in mlff_speed.py.
 """
@@ -47,6 +53,47 @@ def measure(preset: str, device: str, args, mlff: str | None) -> str:
     return line
 
 
+def compare_compile(args, mlff: str | None) -> str:
+    import statistics
+    import time
+
+    with tempfile.TemporaryDirectory() as out:
+        trainers = {}
+        for name in ("eager", "compiled"):
+            cfg = AlignConfig.preset(
+                "cpu-demo",
+                out_dir=str(Path(out) / name),
+                checkpoint=args.checkpoint,
+                mlff=mlff,
+                device="cpu",
+                iterations=args.iterations,
+                eval_every=0,
+            )
+            trainers[name] = FedGrpoTrainer(cfg)
+        compiled = trainers["compiled"]
+        compiled.policy.dynamics.compile_padded_forward()
+        compiled.reference.dynamics.compile_padded_forward()
+        t0 = time.perf_counter()
+        for trainer in trainers.values():  # iterations 0 and 1: the force field's warm-up and the compilations
+            for _ in range(2):
+                trainer.run_iteration()
+        first_s = time.perf_counter() - t0
+        times = {name: [] for name in trainers}
+        for _ in range(2, args.iterations):
+            for name, trainer in trainers.items():
+                times[name].append(trainer.run_iteration()["time_iteration"])
+    ratios = [e / c for e, c in zip(times["eager"], times["compiled"], strict=True)]
+    line = (
+        f"cpu-demo iterations 2-{args.iterations - 1}, one process, {torch.get_num_threads()} thread(s), networks "
+        f"compiled against eager: mean {statistics.mean(times['compiled']):.2f} s against "
+        f"{statistics.mean(times['eager']):.2f} s, eager/compiled median {statistics.median(ratios):.2f}x "
+        f"(per iteration: {', '.join(f'{r:.2f}' for r in ratios)}); iterations 0-1 of both took {first_s:.0f} s "
+        f"(compilations included)"
+    )
+    print(line)
+    return line
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=None, help="backbone (default: the shipped one)")
@@ -59,6 +106,7 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-cpu", action="store_true", help="time only the paper preset on CUDA")
+    p.add_argument("--compare-compile", action="store_true", help="cpu-demo with compiled networks against eager")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,6 +115,10 @@ def main() -> None:
             from mlff_speed import build_mace_off_small_like
 
             mlff = str(build_mace_off_small_like(Path(tmp) / "mace_off_small_like.model"))
+        if args.compare_compile:
+            line = compare_compile(args, mlff)
+            append_results("Alignment speed (benchmarks/align_speed.py --compare-compile)", [line])
+            return
         lines = [] if args.skip_cpu else [measure("cpu-demo", "cpu", args, mlff)]
         if torch.cuda.is_available():
             lines.append(measure("paper", "cuda", args, mlff))
