@@ -18,7 +18,9 @@ paper-preset target refers to; MACE-OFF weights cannot be downloaded here), buil
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -28,18 +30,23 @@ from elign.rl.config import AlignConfig
 from elign.rl.trainer import FedGrpoTrainer
 
 
+def _trainer(preset: str, out: str, device: str, args, mlff: str | None) -> FedGrpoTrainer:
+    cfg = AlignConfig.preset(
+        preset,
+        out_dir=out,
+        checkpoint=args.checkpoint,
+        mlff=mlff,
+        device=device,
+        iterations=args.iterations,
+        eval_every=0,
+    )
+    return FedGrpoTrainer(cfg)
+
+
 def measure(preset: str, device: str, args, mlff: str | None) -> str:
     with tempfile.TemporaryDirectory() as out:
-        cfg = AlignConfig.preset(
-            preset,
-            out_dir=out,
-            checkpoint=args.checkpoint,
-            mlff=mlff,
-            device=device,
-            iterations=args.iterations,
-            eval_every=0,
-        )
-        trainer = FedGrpoTrainer(cfg)
+        trainer = _trainer(preset, out, device, args, mlff)
+        cfg = trainer.cfg
         rows = [trainer.run_iteration() for _ in range(args.iterations)]
     last = rows[-1]  # the first iteration includes warm-up of the force field
     line = (
@@ -54,22 +61,10 @@ def measure(preset: str, device: str, args, mlff: str | None) -> str:
 
 
 def compare_compile(args, mlff: str | None) -> str:
-    import statistics
-    import time
-
     with tempfile.TemporaryDirectory() as out:
-        trainers = {}
-        for name in ("eager", "compiled"):
-            cfg = AlignConfig.preset(
-                "cpu-demo",
-                out_dir=str(Path(out) / name),
-                checkpoint=args.checkpoint,
-                mlff=mlff,
-                device="cpu",
-                iterations=args.iterations,
-                eval_every=0,
-            )
-            trainers[name] = FedGrpoTrainer(cfg)
+        trainers = {
+            name: _trainer("cpu-demo", str(Path(out) / name), "cpu", args, mlff) for name in ("eager", "compiled")
+        }
         compiled = trainers["compiled"]
         compiled.policy.dynamics.compile_padded_forward()
         compiled.reference.dynamics.compile_padded_forward()
