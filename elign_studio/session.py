@@ -24,7 +24,15 @@ from elign_studio.worker import TrainerFactory, TrainingWorker
 
 __all__ = ["METRIC_KEYS", "RUN_STATES", "StudioSession", "preset_settings"]
 
-METRIC_KEYS = ("reward_force_mean", "reward_energy_mean", "kl", "clip_fraction", "rollout_molecule_stability")
+METRIC_KEYS = (
+    "reward_force_mean",
+    "reward_energy_mean",
+    "kl",
+    "clip_fraction",
+    "rollout_molecule_stability",
+    "rollout_composition_tv",  # the rollouts' atom-type distance to QM9 (a guard against composition drift)
+    "eval_atom_type_tv",  # the same on the held-out evaluation's molecules, at its iterations only
+)
 EDITABLE = ("iterations", "prompts", "group_size", "steps", "lr")
 SHIPPED = {"backbone (shipped)": "shipped_backbone", "aligned (shipped)": "shipped_aligned"}
 

@@ -445,3 +445,73 @@ def test_the_cpu_preset_is_cpu_demo_on_the_100_step_chain() -> None:
     assert (cpu.steps, cpu.shared_steps, cpu.iterations, cpu.trained_steps) == (100, 40, 90, 60)
     differ = {k for k, v in cpu.to_dict().items() if v != demo.to_dict()[k]}
     assert differ == {"steps", "shared_steps", "iterations", "eval_every", "eval_samples"}
+
+
+def test_train_steps_trains_a_seeded_subset_of_the_branched_steps(tmp_path, backbone):
+    tr = make_trainer(tiny_align(tmp_path, backbone, iterations=1, train_steps=3, kl_beta=0.5))
+    subset = tr.trained_steps(12, iteration=4)
+    assert len(subset) == 3 and subset.tolist() == sorted(set(subset.tolist())) and int(subset.max()) < 12
+    assert torch.equal(subset, tr.trained_steps(12, iteration=4))  # a function of (seed, iteration): resumable
+    assert not all(torch.equal(subset, tr.trained_steps(12, iteration=i)) for i in range(5, 10))
+    scored = tr.rollout_and_score(0)
+    adv, _ = tr.advantages(scored)
+    steps_seen = []
+    forward = tr._forward
+    tr._forward = lambda model, ro, l, r: steps_seen.extend(l.tolist()) or forward(model, ro, l, r)
+    stats = tr.update(scored.rollouts, adv, 0)
+    assert set(steps_seen) == set(tr.trained_steps(scored.rollouts.num_steps, 0).tolist())
+    assert math.isfinite(stats["loss"]) and "kl" in stats
+    full = make_trainer(tiny_align(tmp_path / "full", backbone, iterations=1))
+    assert full.trained_steps(12, 0).tolist() == list(range(12))
+
+
+def test_the_composition_channel_tracks_and_resumes_its_running_drift(tmp_path, backbone):
+    cfg = tiny_align(tmp_path, backbone, iterations=2, w_composition=0.5)
+    tr = make_trainer(cfg)
+    tr.train()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= r["rollout_composition_tv"] <= 1 and "rollout_hydrogen_fraction" in r for r in lines)
+    assert tr.drift_updates == 2 and float(tr.running_drift().abs().sum()) > 0
+    again = make_trainer(tiny_align(tmp_path, backbone, iterations=2, w_composition=0.5))
+    assert again.maybe_resume() and again.drift_updates == 2 and torch.equal(again.drift, tr.drift)
+    scored = again.rollout_and_score(2)
+    with_channel, _ = again.advantages(scored)
+    again.cfg.w_composition = 0.0
+    without, _ = again.advantages(scored)
+    assert not torch.allclose(with_channel, without)
+
+
+def test_the_composition_channel_needs_qm9s_elements(tmp_path, backbone):
+    model, model_config, _ = load_checkpoint(backbone)
+    model_config.dataset_info = lambda: type(
+        "Info", (), {"atom_decoder": ["C", "H"], "num_types": 2, "max_n_nodes": 7}
+    )()
+    with pytest.raises(ValueError, match="QM9's elements"):
+        FedGrpoTrainer(
+            tiny_align(tmp_path, backbone, w_composition=0.5),
+            force_field=load_force_field("synthetic"),
+            model=model,
+            model_config=model_config,
+        )
+
+
+def test_the_best_model_is_chosen_by_stability_within_the_guards(tmp_path, backbone):
+    tr = make_trainer(tiny_align(tmp_path, backbone))
+    base = {"eval_molecule_stability": 0.8, "eval_uniqueness": 1.0, "eval_atom_type_tv": 0.03, "eval_rms_force": 0.5}
+    assert tr.held_out_score(base) == pytest.approx(0.8)
+    drifted = {**base, "eval_molecule_stability": 0.9, "eval_atom_type_tv": 0.06}
+    assert tr.held_out_score(drifted) == pytest.approx(0.9 - 10 * 0.02)
+    assert tr.held_out_score(drifted) < tr.held_out_score(base)
+    collapsed = {**base, "eval_uniqueness": 0.9}
+    assert tr.held_out_score(collapsed) == pytest.approx(0.8 - 10 * 0.05)
+    tr.cfg.best_by = "force"
+    assert tr.held_out_score(base) == -0.5
+    with pytest.raises(ValueError, match="best_by"):
+        tiny_align(tmp_path, backbone, best_by="newest")
+
+
+def test_evaluation_reports_the_guards(tmp_path, backbone):
+    metrics = make_trainer(tiny_align(tmp_path, backbone, eval_samples=8)).evaluate()
+    for k in ("eval_atom_type_tv", "eval_bond_type_tv", "eval_ring_size_tv", "eval_uniqueness", "eval_validity"):
+        assert k in metrics and 0 <= metrics[k] <= 1, k
+    assert metrics["eval_heavy_formulas_distinct"] >= 1

@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from elign.rl.advantages import carry_forward, disentangled_advantages, group_zscore, shaped_energy_returns
+from elign.rl.advantages import (
+    carry_forward,
+    composition_advantages,
+    composition_drift,
+    disentangled_advantages,
+    group_zscore,
+    shaped_energy_returns,
+)
 from elign.rl.config import AlignConfig
 from elign.rl.loss import clipped_surrogate, gaussian_kl, warmup_cosine
 
@@ -142,3 +149,23 @@ def test_config_validation_names_the_bad_values():
     assert (paper.prompts, paper.group_size, paper.steps, paper.trained_steps) == (4, 24, 1000, 400)
     assert (paper.clip_eps, paper.kl_beta, paper.lr, paper.w_energy) == (2e-3, 0.04, 4e-6, 0.1)
     assert all(AlignConfig.help().values())
+
+
+def test_the_composition_channel_pushes_against_the_drift_with_zero_group_mean():
+    # one group of three: fractions over (H, C); the policy over-makes H by 0.1
+    fractions = torch.tensor([[[0.7, 0.3], [0.5, 0.5], [0.6, 0.4]]])  # [G=1, K=3, E=2]
+    drift = composition_drift(fractions[0], torch.tensor([[0.5, 0.5]] * 3))
+    assert torch.allclose(drift, torch.tensor([0.1, -0.1]))
+    adv = composition_advantages(fractions, drift, tolerance=0.1)  # [1, 3]
+    assert adv[0, 0] < 0 < adv[0, 1] and abs(float(adv[0, 2])) < 1e-6  # richest in H pushed down
+    assert abs(float(adv.sum())) < 1e-5
+    assert torch.allclose(adv, composition_advantages(fractions, drift * 2, tolerance=0.1 * 2**0.5))  # D / tol^2
+    assert torch.count_nonzero(composition_advantages(fractions, torch.zeros(2), 0.1)) == 0  # no drift, no push
+
+
+def test_the_composition_channel_is_added_before_the_clip():
+    rf, returns, valid = torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2, 3), torch.ones(1, 2, dtype=torch.bool)
+    plain = disentangled_advantages(rf, returns, valid, clip=1.5)
+    shifted = disentangled_advantages(rf, returns, valid, clip=1.5, composition=torch.tensor([[1.0, -1.0]]))
+    assert torch.allclose(plain, torch.tensor([[[1.0] * 3, [-1.0] * 3]]))
+    assert torch.allclose(shifted, torch.tensor([[[1.5] * 3, [-1.5] * 3]]))  # 2 and -2, clipped

@@ -85,10 +85,24 @@ def _evaluate_one_file(args: argparse.Namespace, settings: EvaluationSettings) -
     for k in keys:
         v = report[k]
         print(f"{k:>20}: {v if v is None or isinstance(v, int) else f'{v:.4f}'}")
+    if line := guards_line(report.get("composition")):
+        print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"report written to {args.json}")
     return 0
+
+
+def guards_line(guards: dict | None) -> str | None:
+    """One line of composition guards against QM9 (None without QM9's elements)."""
+    if not guards or guards.get("atom_type_tv") is None:
+        return None
+    return (
+        f"composition: H fraction {guards['hydrogen_fraction']:.3f}, atom-type TV {guards['atom_type_tv']:.3f}, "
+        f"bond-type TV {guards['bond_type_tv']:.3f}, ring-size TV {guards['ring_size_tv']:.3f}, heavy formulas "
+        f"{guards['heavy_formulas_distinct']} (a QM9 sample: {guards['heavy_formulas_distinct_qm9']:.0f}); "
+        f"novelty of a QM9 sample {guards['reference']['novelty_qm9_sample']:.3f}"
+    )
 
 
 def evaluation_settings(args: argparse.Namespace) -> EvaluationSettings:
@@ -161,6 +175,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{m['name']}: n {m['n']}, atom stability {fig['atom_stability']}, molecule stability "
             f"{fig['molecule_stability']}, validity {fig['validity']}{rate}"
         )
+        if line := guards_line(c.get("composition")):
+            print(f"  {line}")
         for group, g in m["physics"].items():
             figures = ", ".join(
                 f"{k} median {v['median']:.4g}"

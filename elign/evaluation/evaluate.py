@@ -102,7 +102,10 @@ def qm9_train_smiles(cache_dir: str | os.PathLike | None = None, progress: bool 
 
 
 def evaluate_molecules(molecules: Any, info: DatasetInfo, train_smiles: set[str] | None) -> dict[str, Any]:
-    """Stability and RDKit figures of a MoleculeBatch or (positions, types) pairs, JSON-ready."""
+    """Stability, RDKit and composition figures (guards against QM9) of a MoleculeBatch or (positions, types)
+    pairs, JSON-ready."""
+    from elign.metrics.composition import qm9_guards
+
     stab = stability_metrics(molecules, info.atom_decoder)
     chem = chemistry_metrics_from_batch(molecules, info.atom_decoder, train_smiles)
     return {
@@ -115,6 +118,7 @@ def evaluate_molecules(molecules: Any, info: DatasetInfo, train_smiles: set[str]
         "vxu": chem["vxu"],
         "n_valid": chem["n_valid"],
         "n_unique": chem["n_unique"],
+        "composition": qm9_guards(molecules, info.atom_decoder),
         "per_molecule": {
             "molecule_stable": stab["per_molecule"]["molecule_stable"].tolist(),
             "n_atoms": stab["per_molecule"]["n_atoms"].tolist(),

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["write_html", "write_plots"]
+__all__ = ["composition_rows", "write_html", "write_plots"]
 
 CHEMISTRY_BARS = ("atom_stability", "molecule_stability", "validity", "uniqueness", "vxu")
 
@@ -127,6 +127,66 @@ def _chemistry_table(report: dict[str, Any]) -> str:
     return _table(["model", *keys, "molecules/s", "sampling s", "steps", "device"], body)
 
 
+GUARD_COLUMNS = (
+    ("atom_type_tv", "atom-type TV"),
+    ("bond_type_tv", "bond-type TV"),
+    ("ring_size_tv", "ring-size TV"),
+    ("hydrogen_fraction", "H fraction"),
+    ("unsaturation", "unsaturation"),
+    ("rings_per_molecule", "rings/mol."),
+)
+
+
+def composition_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of the composition guards (one row per model, then QM9's), for HTML and text alike."""
+    models = [m for m in report["models"] if m["chemistry"].get("composition")]
+    if not models:
+        return [], []
+    elements = list(models[0]["chemistry"]["composition"]["atom_fractions"])
+    header = ["model", *elements, *(label for _, label in GUARD_COLUMNS), "heavy formulas", "novelty"]
+    body = []
+    for m in models:
+        c = m["chemistry"]["composition"]
+        expected = c.get("heavy_formulas_distinct_qm9")
+        formulas = f"{c['heavy_formulas_distinct']}" + (f" (QM9: {expected:.0f})" if expected is not None else "")
+        body.append(
+            [
+                m["name"],
+                *(c["atom_fractions"][a] for a in elements),
+                *(c.get(k) for k, _ in GUARD_COLUMNS),
+                formulas,
+                m["chemistry"].get("novelty"),
+            ]
+        )
+    ref = models[0]["chemistry"]["composition"].get("reference")
+    if ref is not None:
+        from elign.data.reference import qm9_reference
+
+        qm9 = qm9_reference()
+        body.append(
+            [
+                "QM9",
+                *(qm9["atom_fractions"][a] for a in elements),
+                0.0,
+                0.0,
+                0.0,
+                ref["hydrogen_fraction"],
+                ref["unsaturation"],
+                ref["rings_per_molecule"],
+                "",
+                f"{ref['novelty_qm9_sample']:.3f} (a QM9 sample); held-out {ref['novelty_held_out']:.3f}",
+            ]
+        )
+    return header, body
+
+
+def _composition_table(report: dict[str, Any]) -> str:
+    header, body = composition_rows(report)
+    if not body:
+        return "<p>no composition figures (the models' elements are not QM9's)</p>"
+    return _table(header, body)
+
+
 def _physics_table(report: dict[str, Any]) -> str:
     body = []
     for metric in report["metrics"]:
@@ -233,6 +293,9 @@ def write_html(report: dict[str, Any], out_dir: str | Path) -> Path:
 <p>Baseline of every comparison: <b>{html.escape(report["models"][0]["name"])}</b>. Molecules a referee could
 not evaluate are counted by reason and excluded from its statistics.</p>
 <h2>Chemistry and throughput</h2>{_chemistry_table(report)}
+<h2>Composition against QM9</h2><p>Total variation distances (TV: 0 equal, 1 disjoint) of atom types, bond types
+(EDM's distance rules) and ring sizes to QM9's; distinct heavy-atom formulas beside those a QM9 sample of the same
+size holds; novelty beside the rate a sample of QM9 itself gets.</p>{_composition_table(report)}
 <h2>Physics</h2>{_physics_table(report)}{ref_html}
 <h2>Comparisons</h2>{_comparison_table(report) if report["comparisons"] else "<p>one model only</p>"}
 <h2>Plots</h2>{images}

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["group_zscore", "shaped_energy_returns", "carry_forward", "disentangled_advantages"]
+__all__ = [
+    "carry_forward",
+    "composition_advantages",
+    "composition_drift",
+    "disentangled_advantages",
+    "group_zscore",
+    "shaped_energy_returns",
+]
 
 
 def group_zscore(values: torch.Tensor, valid: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -61,8 +68,9 @@ def disentangled_advantages(
     failed_advantage: float = -1.0,
     eps: float = 1e-6,
     w_success: float | None = None,
+    composition: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """A_t = clip(w_F * z(R_F) + w_E * z(G_t), -c, c), each channel normalised within its group.
+    """A_t = clip(w_F * z(R_F) + w_E * z(G_t) [+ A_C], -c, c), each channel normalised within its group.
 
     reward_force [G, K], energy_returns [G, K, L], valid [G, K] -> advantages [G, K, L].
     Failed rollouts (the force field cannot score them) never enter the force and energy statistics. With
@@ -70,12 +78,33 @@ def disentangled_advantages(
     instead: the indicator valid (1/0) z-scored over all K members of the group and added as w_S * z(S), so
     a failed member is pushed down only relative to scorable members of its own group (a group that failed
     or succeeded entirely gets no push from it) and the group's advantages keep a zero mean.
+    ``composition`` [G, K], the weighted composition channel (:func:`composition_advantages`), is added to
+    every step of every member before the clip (a failed member's too, under ``w_success``).
     """
     a_f = group_zscore(reward_force, valid, eps).unsqueeze(-1)  # [G, K, 1]
     a_e = group_zscore(energy_returns, valid, eps)  # [G, K, L]
+    a_c = 0.0 if composition is None else composition.unsqueeze(-1)  # [G, K, 1]
     if w_success is None:
-        adv = (w_force * a_f + w_energy * a_e).clamp(-clip, clip)
+        adv = (w_force * a_f + w_energy * a_e + a_c).clamp(-clip, clip)
         return torch.where(valid.unsqueeze(-1), adv, torch.full_like(adv, failed_advantage))
     everyone = torch.ones_like(valid)
     a_s = group_zscore(valid.to(reward_force.dtype), everyone, eps).unsqueeze(-1)  # [G, K, 1]
-    return (w_force * a_f + w_energy * a_e + w_success * a_s).clamp(-clip, clip)
+    return (w_force * a_f + w_energy * a_e + w_success * a_s + a_c).clamp(-clip, clip)
+
+
+def composition_drift(fractions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean atom-type drift of a set of rollouts from their targets: fractions [R, E], target [R, E] -> [E]."""
+    return (fractions - target).mean(dim=0)
+
+
+def composition_advantages(fractions: torch.Tensor, drift: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """The composition channel: A_C = (mean_g p - p_i) . D / tolerance^2 within each group.
+
+    fractions [G, K, E] (each rollout's atom-type fractions), drift D [E] (the running drift of the policy's
+    fractions from QM9's) -> [G, K]. A rollout richer than its group in the elements the policy already
+    over-makes is pushed down, one poorer pushed up: the policy-gradient of -|D|^2 / (2 tolerance^2), a penalty
+    on the batch's drift, not on any one molecule's composition, so it vanishes when the policy makes QM9's
+    composition and leaves the spread of compositions alone. Zero mean within each group.
+    """
+    centred = fractions.mean(dim=1, keepdim=True) - fractions  # [G, K, E]
+    return (centred * drift).sum(-1) / tolerance**2

@@ -41,6 +41,17 @@ class AlignConfig:
         "treat molecules of several fragments (EDM bond rules) as failed: their "
         "separated atoms feel no force, which would reward falling apart",
     )
+    w_composition: float = option(
+        0.0,
+        "weight of the composition channel: a rollout is pushed against the running drift of the policy's "
+        "atom-type fractions from QM9's (of the same sizes), relative to its group (0: off)",
+    )
+    composition_tolerance: float = option(
+        0.02,
+        "drift scale of the composition channel: a rollout off its group by this along a drift this large "
+        "gets w_composition",
+    )
+    composition_momentum: float = option(0.9, "momentum of the (bias-corrected) running drift it pushes against")
     validity_penalty: float = option(0.0, "subtracted from the force reward of RDKit-invalid molecules (0: off)")
     clip_eps: float = option(2e-3, "PPO clip range of the probability ratio")
     kl_beta: float = option(0.04, "weight of the KL penalty to the frozen reference policy")
@@ -49,10 +60,20 @@ class AlignConfig:
     warmup_iterations: int = option(5, "linear warm-up iterations")
     min_lr_ratio: float = option(0.1, "cosine floor as a fraction of lr; held after the last iteration")
     max_grad_norm: float = option(1.0, "gradient-norm clip")
+    train_steps: int = option(
+        0, "branched steps per rollout trained in an update, drawn at random each iteration (0: all of them)"
+    )
     minibatches: int = option(1, "optimiser steps per iteration (rollouts split into this many minibatches)")
     chunk: int = option(64, "(rollout, step) pairs per forward/backward; a memory knob, not a hyperparameter")
     eval_every: int = option(10, "iterations between held-out sampling evaluations (0: off)")
     eval_samples: int = option(64, "molecules in the held-out evaluation (fresh samples, fixed seed)")
+    best_by: str = option(
+        "guarded",
+        "held-out criterion of best.safetensors: 'guarded' (molecule stability less 10x the excess over the "
+        "guards below) or 'force' (lowest mean RMS force)",
+    )
+    guard_type_tv: float = option(0.04, "guard: atom-type total variation distance to QM9 the best model may reach")
+    guard_uniqueness: float = option(0.95, "guard: uniqueness of valid molecules the best model must keep")
     seed: int = option(0, "seed of prompts, rollout noise and evaluation")
     device: str = option("auto", "'auto', 'cpu' or 'cuda[:i]'")
     mlff_dtype: str = option("float32", "force-field precision: float32 or float64")
@@ -88,6 +109,17 @@ class AlignConfig:
             errors.append(f"failed_mode={self.failed_mode!r} must be 'fixed' or 'group'")
         if self.w_success < 0:
             errors.append(f"w_success={self.w_success} must be >= 0")
+        if self.w_composition < 0 or self.composition_tolerance <= 0 or not 0 <= self.composition_momentum < 1:
+            errors.append(
+                f"w_composition={self.w_composition} must be >= 0, composition_tolerance="
+                f"{self.composition_tolerance} > 0 and composition_momentum={self.composition_momentum} in [0, 1)"
+            )
+        if not 0 <= self.train_steps <= self.steps - self.shared_steps:
+            errors.append(f"train_steps={self.train_steps} must be in [0, steps - shared_steps]")
+        if self.best_by not in ("guarded", "force"):
+            errors.append(f"best_by={self.best_by!r} must be 'guarded' or 'force'")
+        if not 0 <= self.guard_type_tv <= 1 or not 0 <= self.guard_uniqueness <= 1:
+            errors.append(f"guard_type_tv={self.guard_type_tv} and guard_uniqueness={self.guard_uniqueness} in [0, 1]")
         if self.mlff_dtype not in ("float32", "float64"):
             errors.append(f"mlff_dtype={self.mlff_dtype!r} must be 'float32' or 'float64'")
         if errors:

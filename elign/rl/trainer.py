@@ -27,7 +27,13 @@ from elign.io.checkpoints import (
 from elign.metrics.bonds import n_fragments, split_molecules
 from elign.metrics.rdkit_metrics import chemistry_metrics_from_batch
 from elign.metrics.stability import stability_metrics
-from elign.rl.advantages import carry_forward, disentangled_advantages, shaped_energy_returns
+from elign.rl.advantages import (
+    carry_forward,
+    composition_advantages,
+    composition_drift,
+    disentangled_advantages,
+    shaped_energy_returns,
+)
 from elign.rl.config import AlignConfig
 from elign.rl.loss import clipped_surrogate, gaussian_kl, warmup_cosine
 from elign.rl.rewards import energy_schedule, potentials_on_x0, score_molecules
@@ -52,7 +58,9 @@ SIZES_STREAM = 7919  # the prompts' molecule sizes
 GROUPS_STREAM = 100_003  # a group's rollouts (with GROUPS_PER_ITERATION: one generator per group)
 GROUPS_PER_ITERATION = 1009  # more than any iteration's number of groups
 MINIBATCH_STREAM = 31  # the update's minibatch order
+TRAINED_STEPS_STREAM = 61  # the update's subset of trained steps (train_steps)
 EVAL_SEED_OFFSET = 10_000  # evaluate(): held-out seeds, never a training iteration's
+GUARD_PENALTY = 10.0  # best_by 'guarded': stability lost per unit a guard is exceeded
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,7 @@ class ScoredRollouts:
     evaluated: torch.Tensor  # [L] bool: the steps whose x0 predictions the force field scored
     psi_t: torch.Tensor  # [R, L] energy potentials of the x0 predictions
     psi_valid: torch.Tensor  # [R, L] bool
+    fractions: torch.Tensor  # [R, E] atom-type fractions of the final molecules
     timing: dict[str, float]
 
 
@@ -104,6 +113,10 @@ class FedGrpoTrainer:
         self.iteration = 0
         self.best_score = -math.inf
         self.out = Path(config.out_dir)
+        self.qm9_fractions = _qm9_size_fractions(self.info, required=config.w_composition > 0)  # [N_max + 1, E]
+        # the running drift of the rollouts' atom-type fractions from QM9's (momentum, bias-corrected by count)
+        self.drift = torch.zeros(self.info.num_types, dtype=torch.float64)  # [E]
+        self.drift_updates = 0
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -114,6 +127,8 @@ class FedGrpoTrainer:
             "optimizer": self.opt.state_dict(),
             "iteration": self.iteration,
             "best_score": self.best_score,
+            "composition_drift": self.drift,
+            "composition_updates": self.drift_updates,
             "config": json.dumps(self.cfg.to_dict()),
             "model_config": json.dumps(self.model_config.to_dict()),
         }
@@ -152,6 +167,8 @@ class FedGrpoTrainer:
         self.opt.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
         self.best_score = float(state["best_score"])
+        self.drift = state.get("composition_drift", self.drift).to(torch.float64).cpu()
+        self.drift_updates = int(state.get("composition_updates", 0))
         if self.rank == 0:
             truncate_log(self.out / "metrics.jsonl", "iteration", self.iteration)
         return True
@@ -206,8 +223,47 @@ class FedGrpoTrainer:
             evaluated=evaluated,
             psi_t=psi_t,
             psi_valid=psi_valid,
+            fractions=_type_fractions(ro.molecules),
             timing={"time_rollout": t1 - t0, "time_reward": t2 - t1},
         )
+
+    # ------------------------------------------------------------------ composition
+    def running_drift(self) -> torch.Tensor:
+        """[E] the bias-corrected running drift of the rollouts' atom-type fractions from QM9's."""
+        if self.drift_updates == 0:
+            return torch.zeros_like(self.drift)
+        return self.drift / (1 - self.cfg.composition_momentum**self.drift_updates)
+
+    def _track_composition(self, scored: ScoredRollouts) -> dict[str, float]:
+        """Fold this iteration's drift into the running one; -> the figures logged (none without QM9's table)."""
+        if self.qm9_fractions is None:
+            return {}
+        sizes = scored.rollouts.node_mask.sum(dim=(1, 2)).round().long().cpu()  # [R]
+        fractions = scored.fractions.to(torch.float64).cpu()  # [R, E]
+        drift = composition_drift(fractions, self.qm9_fractions[sizes])  # [E]
+        if self.world > 1:
+            import torch.distributed as dist
+
+            drift = drift.to(self.device)
+            dist.all_reduce(drift)
+            drift = drift.cpu() / self.world
+        m = self.cfg.composition_momentum
+        self.drift = m * self.drift + (1 - m) * drift
+        self.drift_updates += 1
+        figures = {
+            "rollout_composition_tv": 0.5 * float(drift.abs().sum()),
+            "running_composition_tv": 0.5 * float(self.running_drift().abs().sum()),
+        }
+        if "H" in self.info.atom_decoder:
+            figures["rollout_hydrogen_fraction"] = float(fractions[:, self.info.atom_decoder.index("H")].mean())
+        return figures
+
+    def _composition_channel(self, fractions: torch.Tensor) -> torch.Tensor | None:
+        """[G, K] the weighted composition channel of rollouts of fractions [G, K, E]; None when it is off."""
+        if not self.cfg.w_composition:
+            return None
+        drift = self.running_drift().to(fractions)
+        return self.cfg.w_composition * composition_advantages(fractions, drift, self.cfg.composition_tolerance)
 
     def _connected(self, molecules) -> torch.Tensor:  # [B] bool: one fragment under EDM's bond rules
         return torch.tensor(
@@ -235,15 +291,16 @@ class FedGrpoTrainer:
             self.cfg.failed_advantage,
             self.cfg.adv_eps,
             self.cfg.w_success if self.cfg.failed_mode == "group" else None,
+            self._composition_channel(scored.fractions.view(G, K, -1)),
         )
         psi_failed = int((~psi_valid[:, evaluated] & scored.valid[:, None]).sum())
         return adv.view(G * K, L), {"psi_failed": psi_failed}
 
-    def _items(self, ro: Rollouts, rollout_ids: torch.Tensor):
-        """All (step, rollout) pairs of the given rollouts, in chunks of ``cfg.chunk``."""
-        L = ro.num_steps
-        steps = torch.arange(L).repeat_interleave(len(rollout_ids))
-        rolls = rollout_ids.repeat(L)
+    def _items(self, ro: Rollouts, rollout_ids: torch.Tensor, step_ids: torch.Tensor | None = None):
+        """All (step, rollout) pairs of the given rollouts and steps (all by default), in chunks of ``cfg.chunk``."""
+        step_ids = torch.arange(ro.num_steps) if step_ids is None else step_ids
+        steps = step_ids.repeat_interleave(len(rollout_ids))
+        rolls = rollout_ids.repeat(len(step_ids))
         for start in range(0, len(steps), self.cfg.chunk):
             yield steps[start : start + self.cfg.chunk], rolls[start : start + self.cfg.chunk]
 
@@ -263,6 +320,14 @@ class FedGrpoTrainer:
         mean, std, _ = model.reverse_from_eps(z_t, eps, s, t, mask)  # ... then the Gaussian step
         return mean, std, gaussian_log_prob(z_s, mean, std, mask), mask
 
+    def trained_steps(self, num_steps: int, iteration: int) -> torch.Tensor:
+        """[L'] sorted indices of the branched steps this iteration's update trains: all of them, or
+        ``cfg.train_steps`` drawn at random (DanceGRPO's subset), a function of (seed, iteration)."""
+        if not self.cfg.train_steps or self.cfg.train_steps >= num_steps:
+            return torch.arange(num_steps)
+        g = torch.Generator().manual_seed(self.cfg.seed * TRAINED_STEPS_STREAM + iteration)
+        return torch.randperm(num_steps, generator=g)[: self.cfg.train_steps].sort().values
+
     def update(self, ro: Rollouts, adv: torch.Tensor, iteration: int) -> dict[str, float]:
         """Minibatches of whole rollouts; gradients accumulated over chunks, all-reduced, one step each.
 
@@ -273,13 +338,14 @@ class FedGrpoTrainer:
         """
         R = ro.node_mask.shape[0]
         L = ro.num_steps
+        step_ids = self.trained_steps(L, iteration)  # [L']
         order = torch.randperm(R, generator=torch.Generator().manual_seed(self.cfg.seed * MINIBATCH_STREAM + iteration))
         minibatches = order.tensor_split(self.cfg.minibatches)
         use_kl = self.cfg.kl_beta != 0
         if use_kl:
             kl_ref_mean = torch.empty(L, R, *ro.z_t.shape[2:], device=self.device)
             with torch.no_grad():
-                for l_idx, r_idx in self._items(ro, torch.arange(R)):
+                for l_idx, r_idx in self._items(ro, torch.arange(R), step_ids):
                     kl_ref_mean[l_idx, r_idx] = self._forward(self.reference, ro, l_idx, r_idx)[0]
         adv = adv.to(self.device)
         factor = warmup_cosine(iteration, self.cfg.iterations, self.cfg.warmup_iterations, self.cfg.min_lr_ratio)
@@ -288,9 +354,9 @@ class FedGrpoTrainer:
         stats: dict[str, list[float]] = {}
         self.policy.train()
         for k_mb, mb in enumerate(minibatches):
-            total = len(mb) * L
+            total = len(mb) * len(step_ids)
             self.opt.zero_grad(set_to_none=True)
-            for l_idx, r_idx in self._items(ro, mb):
+            for l_idx, r_idx in self._items(ro, mb, step_ids):
                 mean, std, logp, mask = self._forward(self.policy, ro, l_idx, r_idx)
                 l_dev, r_dev = l_idx.to(self.device), r_idx.to(self.device)
                 old = logp.detach() if k_mb == 0 else ro.log_prob[l_dev, r_dev]
@@ -319,6 +385,7 @@ class FedGrpoTrainer:
         t_start = time.perf_counter()
         scored = self.rollout_and_score(it)
         ro = scored.rollouts
+        composition = self._track_composition(scored)
         adv, adv_info = self.advantages(scored)
         t_update = time.perf_counter()
         upd = self.update(ro, adv, it)
@@ -340,6 +407,7 @@ class FedGrpoTrainer:
             "rollout_validity": float(scored.rdkit_valid.float().mean()),
             "rollout_connected": float(scored.connected.float().mean()),
             "advantage_abs_mean": float(adv.abs().mean()),
+            **composition,
             **upd,
             **timing,
             "time_iteration": time.perf_counter() - t_start,
@@ -367,7 +435,9 @@ class FedGrpoTrainer:
         valid = scored.valid & connected if self.cfg.disconnected_failed else scored.valid
         rms = torch.where(valid, -scored.reward_force, torch.nan)
         energy = torch.where(valid, -scored.psi_0, torch.nan)
-        stab = stability_metrics(mols.to("cpu"), self.info.atom_decoder)
+        mols = mols.to("cpu")
+        stab = stability_metrics(mols, self.info.atom_decoder)
+        chem = chemistry_metrics_from_batch(mols, self.info.atom_decoder)
         return {
             "eval_rms_force": _nanstats(rms)[0],
             "eval_energy": _nanstats(energy)[0],
@@ -375,7 +445,33 @@ class FedGrpoTrainer:
             "eval_connected": float(connected.float().mean()),
             "eval_molecule_stability": stab["molecule_stability"],
             "eval_atom_stability": stab["atom_stability"],
+            "eval_validity": chem["validity"],
+            "eval_uniqueness": chem["uniqueness"],
+            **self._eval_guards(mols),
         }
+
+    def _eval_guards(self, mols) -> dict[str, float]:
+        """The composition guards of held-out molecules against QM9 (none for other element sets)."""
+        if self.qm9_fractions is None:
+            return {}
+        from elign.metrics.composition import qm9_guards
+
+        guards = qm9_guards(mols, self.info.atom_decoder)
+        keys = ("atom_type_tv", "bond_type_tv", "ring_size_tv", "hydrogen_fraction", "unsaturation")
+        return {f"eval_{k}": guards[k] for k in keys} | {
+            "eval_heavy_formulas_distinct": guards["heavy_formulas_distinct"],
+            "eval_heavy_formulas_distinct_qm9": guards["heavy_formulas_distinct_qm9"],
+        }
+
+    def held_out_score(self, metrics: dict) -> float:
+        """The criterion of best.safetensors (higher is better; NaN never wins): ``best_by`` 'force' is the
+        lowest mean RMS force; 'guarded' is molecule stability less 10x how far the atom-type distance to QM9
+        exceeds ``guard_type_tv`` and uniqueness falls below ``guard_uniqueness``."""
+        if self.cfg.best_by == "force":
+            return -metrics["eval_rms_force"]
+        excess = max(0.0, metrics.get("eval_atom_type_tv", 0.0) - self.cfg.guard_type_tv)
+        excess += max(0.0, self.cfg.guard_uniqueness - metrics["eval_uniqueness"])
+        return metrics["eval_molecule_stability"] - GUARD_PENALTY * excess
 
     # ------------------------------------------------------------------ loop
     def train(self, stop_event: threading.Event | None = None, progress: bool = False) -> dict:
@@ -406,7 +502,8 @@ class FedGrpoTrainer:
                 consistent = True
                 if self.cfg.eval_every and self.iteration % self.cfg.eval_every == 0:
                     metrics.update(self.evaluate())
-                    score = -metrics["eval_rms_force"]
+                    score = self.held_out_score(metrics)
+                    metrics["eval_score"] = score
                     if math.isfinite(score) and score > self.best_score:
                         self.best_score = score
                         if self.rank == 0:
@@ -455,6 +552,28 @@ def _load_ff(cfg: AlignConfig, device: torch.device):
 
     dtype = torch.float64 if cfg.mlff_dtype == "float64" else torch.float32
     return load_force_field(cfg.mlff or default_mlff(), device=device, dtype=dtype)
+
+
+def _type_fractions(molecules) -> torch.Tensor:
+    """[B, E] atom-type fractions of each molecule of a MoleculeBatch (from its one-hot types)."""
+    counts = (molecules.one_hot * molecules.node_mask).sum(dim=1)  # [B, E]
+    return (counts / counts.sum(dim=1, keepdim=True).clamp(min=1)).detach().cpu()
+
+
+def _qm9_size_fractions(info, required: bool) -> torch.Tensor | None:
+    """[N_max + 1, E] QM9's atom-type fractions per molecule size, or None when the model's elements are not
+    QM9's (an error when the composition channel needs them)."""
+    from elign.data.reference import qm9_reference, size_fractions
+
+    reference = qm9_reference()
+    if list(reference["atom_fractions"]) != list(info.atom_decoder):
+        if required:
+            raise ValueError(
+                f"w_composition needs a model of QM9's elements {list(reference['atom_fractions'])}; this one has "
+                f"{list(info.atom_decoder)}"
+            )
+        return None
+    return torch.from_numpy(size_fractions(reference, info.max_n_nodes))
 
 
 def _shared_first_steps(l_idx: torch.Tensor, r_idx: torch.Tensor, group_size: int):

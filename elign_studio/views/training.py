@@ -22,6 +22,8 @@ LABELS = {
     "kl": "KL to reference",
     "clip_fraction": "clip fraction",
     "rollout_molecule_stability": "molecule stability",
+    "rollout_composition_tv": "atom-type TV (rollouts)",
+    "eval_atom_type_tv": "atom-type TV (held-out)",
 }
 
 
@@ -59,6 +61,9 @@ class TrainingView(Viewer):
         self.kl = chart(("kl",), "KL", "KL")
         self.clip = chart(("clip_fraction",), "Clip fraction", "fraction")
         self.stab = chart(("rollout_molecule_stability",), "Stability", "fraction")
+        self.composition = chart(
+            ("rollout_composition_tv", "eval_atom_type_tv"), "Atom types: distance to QM9 (TV)", "TV"
+        )
         self.progress = pn.pane.Markdown("No run yet.", css_classes=["elign-train-state"])
         self.align_model = pn.widgets.Select(
             name="Model to align", options=session.model_names, value=session.align_model or None
@@ -132,6 +137,7 @@ class TrainingView(Viewer):
                         pn.pane.HoloViews(self.kl, sizing_mode="stretch_width"),
                         pn.pane.HoloViews(self.clip, sizing_mode="stretch_width"),
                         pn.pane.HoloViews(self.stab, sizing_mode="stretch_width"),
+                        pn.pane.HoloViews(self.composition, sizing_mode="stretch_width"),
                         sizing_mode="stretch_width",
                     ),
                     sizing_mode="stretch_width",
