@@ -17,10 +17,13 @@ def device_name(device: str) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s))"
 
 
-def append_results(section: str, lines: list[str]) -> None:
-    """Append a dated block under ``## section`` to benchmarks/RESULTS.md."""
+def append_results(section: str, lines: list[str], bullets: bool = True) -> None:
+    """Append a dated block under ``## section`` to benchmarks/RESULTS.md (each line a bullet, or as written)."""
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    block = [f"\n## {section} ({stamp}, torch {torch.__version__})\n", *[f"- {line}" for line in lines]]
+    block = [
+        f"\n## {section} ({stamp}, torch {torch.__version__})\n",
+        *[f"- {line}" if bullets else line for line in lines],
+    ]
     if not RESULTS.exists():
         RESULTS.write_text("# Benchmark results\n\nEach block is appended by the script named in its heading.\n")
     with RESULTS.open("a") as f:

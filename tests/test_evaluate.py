@@ -252,6 +252,8 @@ def test_legacy_single_sdf_chemistry(inputs, tmp_path) -> None:
     assert main(["evaluate", "--samples", str(inputs["real"]), "--json", str(out), "--no-novelty"]) == 0
     report = json.loads(out.read_text())
     assert report["n"] == 4 and report["molecule_stability"] == 1.0 and report["validity"] == 1.0
+    guards = report["composition"]
+    assert guards["n"] == 4 and 0 < guards["atom_type_tv"] <= 1 and guards["heavy_formulas_distinct"] >= 1
 
 
 @pytest.mark.parametrize(("bad", "message"), [
@@ -368,6 +370,7 @@ def test_evaluate_end_to_end_with_xtb_and_dft(inputs, tmp_path) -> None:
         assert (out / f"{name}.sdf").stat().st_size > 0
     assert "plots/stability.png" in report["files"]["plots"] and "plots/xtb_rms_force.png" in report["files"]["plots"]
     html = (out / "report.html").read_text()
+    assert "Composition against QM9" in html and "atom-type TV" in html and "a QM9 sample" in html
     for plot in report["files"]["plots"]:
         assert (out / plot).read_bytes()[:4] == b"\x89PNG" and f'src="{plot}"' in html
     # an interrupted DFT run resumes from the cache: the same subsample again needs no new calculation
