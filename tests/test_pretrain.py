@@ -2,6 +2,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 
@@ -286,3 +287,36 @@ def test_the_compiled_network_computes_what_the_eager_one_does(tmp_path):
     trainer.model.dynamics.__dict__.pop("_forward_padded")  # eager again
     with torch.no_grad():
         torch.testing.assert_close(eps, trainer.model.predict_eps(z, t, mask), rtol=1e-4, atol=1e-5)
+
+
+def test_non_finite_weights_are_never_saved_over_the_last_good_state(tmp_path):
+    """A diverged run whose loss is not logged at that step still never writes NaN weights: the periodic
+    checkpoint and the save at the stop refuse them and the previous state stays resumable."""
+    trainer = _tiny_trainer(tmp_path, max_steps=4, log_every=1000)
+    trainer.fit(progress=False)
+    good = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert good["step"] == 4
+    with torch.no_grad():
+        next(trainer.model.parameters()).fill_(float("nan"))
+    trainer.cfg.max_steps = 100
+    stop = threading.Event()
+    stop.set()  # the save at a stop (SIGTERM, --max-minutes) after one more step
+    with pytest.raises(FloatingPointError, match=r"non-finite by step 5 .*keeps the last finite checkpoint"):
+        trainer.fit(progress=False, stop_event=stop)
+    trainer.cfg.checkpoint_minutes = 1e-9  # the periodic checkpoint after every step
+    with pytest.raises(FloatingPointError, match=r"non-finite by step 6 "):
+        trainer.fit(progress=False)
+    kept = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert kept["step"] == 4 and all(torch.isfinite(v).all() for v in kept["model"].values())
+    resumed = _tiny_trainer(tmp_path, max_steps=6, log_every=1000)
+    resumed.resume()
+    assert resumed.step == 4
+
+
+def test_non_finite_entries_name_every_bad_tensor():
+    from elign.io.checkpoints import non_finite_entries
+
+    state = {"model": {"w": torch.ones(2), "b": torch.tensor([float("inf")])}, "opt": [{"m": torch.tensor([1.0])}]}
+    assert non_finite_entries(state) == ["model.b"]
+    state["opt"][0]["m"][0] = float("nan")
+    assert non_finite_entries(state) == ["model.b", "opt.0.m"] and non_finite_entries({"step": 3}) == []

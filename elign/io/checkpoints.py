@@ -36,6 +36,7 @@ __all__ = [
     "remove_stale_temporaries",
     "truncate_log",
     "checkpoint_sha256",
+    "non_finite_entries",
 ]
 
 FORMAT = "elign-edm/1"
@@ -43,6 +44,20 @@ FORMAT = "elign-edm/1"
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, unsafe or does not fit the model it describes."""
+
+
+def non_finite_entries(tree: object, prefix: str = "") -> list[str]:
+    """Dotted names of the floating-point tensors in a nested state (dicts, lists) holding a NaN or an infinity:
+    what must never be saved (weights, EMA, optimiser moments)."""
+    if isinstance(tree, torch.Tensor):
+        return [prefix or "tensor"] if tree.is_floating_point() and not bool(torch.isfinite(tree).all()) else []
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, list | tuple):
+        items = enumerate(tree)
+    else:
+        return []
+    return [name for k, v in items for name in non_finite_entries(v, f"{prefix}.{k}" if prefix else str(k))]
 
 
 def atomic_write(path: str | Path, data: bytes) -> None:

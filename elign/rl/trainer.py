@@ -20,6 +20,7 @@ from elign.diffusion.edm import gaussian_log_prob
 from elign.io.checkpoints import (
     atomic_write,
     load_checkpoint,
+    non_finite_entries,
     remove_stale_temporaries,
     save_checkpoint,
     truncate_log,
@@ -136,6 +137,13 @@ class FedGrpoTrainer:
     def save(self) -> None:
         if self.rank:
             return
+        state = self.state_dict()
+        bad = non_finite_entries({k: state[k] for k in ("policy", "optimizer")})
+        if bad:
+            raise FloatingPointError(
+                f"alignment became non-finite by iteration {self.iteration} ({', '.join(bad[:3])}); nothing was "
+                f"saved: {self.out / 'state.pt'} keeps the last finite checkpoint"
+            )
         save_checkpoint(
             self.out / "model.safetensors",
             self.policy,
@@ -148,7 +156,7 @@ class FedGrpoTrainer:
             },
         )
         buf = io.BytesIO()  # the state last: a kill between the two never leaves the weights behind it
-        torch.save(self.state_dict(), buf)
+        torch.save(state, buf)
         atomic_write(self.out / "state.pt", buf.getvalue())
 
     def maybe_resume(self) -> bool:

@@ -27,7 +27,13 @@ from elign.data.batch import MoleculeBatch
 from elign.data.dense import DenseDataset
 from elign.diffusion.edm import EquivariantDiffusion
 from elign.diffusion.objective import TrainingObjective
-from elign.io.checkpoints import atomic_write, remove_stale_temporaries, save_checkpoint, truncate_log
+from elign.io.checkpoints import (
+    atomic_write,
+    non_finite_entries,
+    remove_stale_temporaries,
+    save_checkpoint,
+    truncate_log,
+)
 from elign.models.factory import build_model
 from elign.precision import native_bf16
 from elign.training.callbacks import Callback
@@ -284,9 +290,17 @@ class Pretrainer:
         """The EMA weights, then the full state: a kill between the two never leaves the weights behind."""
         if self.rank != 0:
             return
+        state = self.state_dict()
+        bad = non_finite_entries({k: state[k] for k in ("model", "ema", "optimizer")})
+        if bad:
+            raise FloatingPointError(
+                f"training became non-finite by step {self.step} ({', '.join(bad[:3])}"
+                f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}); nothing was saved: "
+                f"{self.state_path} keeps the last finite checkpoint"
+            )
         self._save_weights()
         buf = io.BytesIO()
-        torch.save(self.state_dict(), buf)
+        torch.save(state, buf)
         atomic_write(self.state_path, buf.getvalue())
 
     def _save_weights(self) -> None:
