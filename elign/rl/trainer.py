@@ -25,6 +25,7 @@ from elign.io.checkpoints import (
     save_checkpoint,
     truncate_log,
 )
+from elign.io.run_lock import RunLock
 from elign.metrics.bonds import n_fragments, split_molecules
 from elign.metrics.rdkit_metrics import chemistry_metrics_from_batch
 from elign.metrics.stability import stability_metrics
@@ -483,9 +484,19 @@ class FedGrpoTrainer:
 
     # ------------------------------------------------------------------ loop
     def train(self, stop_event: threading.Event | None = None, progress: bool = False) -> dict:
+        """Iterate until ``cfg.iterations`` or ``stop_event``, holding the run folder's lock; -> a summary."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(self.out)
+        if self.rank == 0:
+            lock.acquire()  # one writer per run folder
+        try:
+            return self._train(stop_event, progress)
+        finally:
+            lock.release()
+
+    def _train(self, stop_event: threading.Event | None, progress: bool) -> dict:
         from tqdm.auto import tqdm
 
-        self.out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             remove_stale_temporaries(self.out)
             atomic_write(self.out / "config.json", json.dumps(self.cfg.to_dict(), indent=2).encode())

@@ -34,6 +34,7 @@ from elign.io.checkpoints import (
     save_checkpoint,
     truncate_log,
 )
+from elign.io.run_lock import RunLock
 from elign.models.factory import build_model
 from elign.precision import native_bf16
 from elign.training.callbacks import Callback
@@ -193,6 +194,7 @@ class Pretrainer:
         self.cfg = config
         self.data = data
         self.out = Path(config.out_dir)
+        self.lock = RunLock(self.out)
         self.callbacks = list(callbacks)
         self.rank, self.world = rank_world()
         self.device = torch.device(resolve_device(device))
@@ -283,6 +285,7 @@ class Pretrainer:
         self.cpu_minutes = float(state.get("cpu_minutes", 0.0))
         self.cpu_from_step = int(state.get("cpu_from_step", self.step))
         if self.rank == 0 and path == self.state_path:  # the log and weights of this run follow its state
+            self.lock.acquire()
             truncate_log(self.out / "metrics.jsonl", "step", self.step)
             self._save_weights()
 
@@ -421,8 +424,15 @@ class Pretrainer:
         checkpoint every ``checkpoint_minutes`` and when it stops; -> {step, stopped_by, minutes}."""
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
+            self.lock.acquire()  # one writer per run folder
             remove_stale_temporaries(self.out)
             atomic_write(self.out / "config.json", json.dumps(asdict(self.cfg), indent=2).encode())
+        try:
+            return self._fit(progress, stop_event)
+        finally:
+            self.lock.release()
+
+    def _fit(self, progress: bool, stop_event: threading.Event | None) -> dict:
         total = self.total_steps()
         if self.compiles():
             self._compile()
