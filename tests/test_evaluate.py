@@ -245,6 +245,39 @@ def test_sampled_molecules_are_kept_and_reused_under_a_key_of_what_decides_them(
         evaluate.collect_samples([str(inputs["tiny0"])], num=3, steps=3, seed=6, cache_dir=cache)
 
 
+@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 cut short", None])
+def test_a_damaged_samples_cache_is_sampled_again_and_named(inputs, tmp_path, capsys, damage) -> None:
+    from elign.evaluation import evaluate
+
+    cache = tmp_path / "samples_cache"
+    first = evaluate.collect_samples([str(inputs["tiny0"])], num=3, steps=3, seed=5, cache_dir=cache)[0]
+    (path,) = cache.glob("*.npz")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage is None else damage)  # truncated, empty or foreign
+    again = evaluate.collect_samples([str(inputs["tiny0"])], num=3, steps=3, seed=5, cache_dir=cache)[0]
+    assert "cached" not in again.throughput and f"{path} is damaged" in capsys.readouterr().err
+    for (x0, _), (x1, _) in zip(first.molecules, again.molecules, strict=True):
+        np.testing.assert_array_equal(x0, x1)  # the same seed gives the same molecules
+    assert evaluate.collect_samples([str(inputs["tiny0"])], num=3, steps=3, seed=5, cache_dir=cache)[0].throughput[
+        "cached"
+    ]  # and the file is whole again
+
+
+@pytest.mark.parametrize(
+    "record", ["[]", "{}", '{"energy": NaN, "forces": [[0, 0, 0]]}', '{"energy": 1.0}', "not json"]
+)
+def test_a_damaged_referee_record_is_computed_again_and_named(tmp_path, capsys, record) -> None:
+    from elign.evaluation.referees import DFT_FIELDS, _cache_read
+
+    (tmp_path / "k.json").write_text(record)
+    assert _cache_read(tmp_path, "k", DFT_FIELDS) is None
+    assert f"{tmp_path / 'k.json'} is damaged" in capsys.readouterr().err
+    (tmp_path / "k.json").write_text('{"energy": -40.5, "forces": [[0.1, 0, 0]]}')
+    assert _cache_read(tmp_path, "k", DFT_FIELDS)["energy"] == -40.5
+    (tmp_path / "k.json").write_text('{"energy": null, "forces": null, "reason": "SCF not converged"}')
+    assert _cache_read(tmp_path, "k", DFT_FIELDS)["reason"] == "SCF not converged"  # a failure, kept as one
+
+
 def test_legacy_single_sdf_chemistry(inputs, tmp_path) -> None:
     from elign.cli import main
 

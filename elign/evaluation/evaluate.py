@@ -19,7 +19,9 @@ import logging
 import math
 import os
 import re
+import sys
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -263,8 +265,8 @@ def sample_checkpoint(
         source |= {"guidance_mlff": guidance[0], "guidance_scale": guidance[1]}
     key = _samples_key(source, sizes, num, batch_size, device)
     cache = Path(cache_dir) / f"{key[:24]}.npz" if cache_dir is not None else None
-    if cache is not None and cache.is_file():
-        molecules, throughput = _read_samples(cache, key)
+    if cache is not None and cache.is_file() and (kept := _read_samples(cache, key)) is not None:
+        molecules, throughput = kept
         return ModelSamples(name, molecules, info, source, {**throughput, "cached": str(cache)})
     guide = None
     if guidance is not None:
@@ -330,13 +332,21 @@ def _write_samples(path: Path, key: str, molecules: list[Pair], throughput: dict
     atomic_write(path, buffer.getvalue())
 
 
-def _read_samples(path: Path, key: str) -> tuple[list[Pair], dict[str, Any]]:
-    with np.load(path) as f:
-        if str(f["key"]) != key:
-            raise ValueError(f"{path} holds other samples than its name says (key mismatch); delete it")
-        bounds = np.cumsum(f["counts"])[:-1]
-        molecules = list(zip(np.split(f["positions"], bounds), np.split(f["types"], bounds), strict=True))
-        return molecules, json.loads(str(f["throughput"]))
+def _read_samples(path: Path, key: str) -> tuple[list[Pair], dict[str, Any]] | None:
+    """The cached molecules, or None when the file is damaged or holds others (they are sampled again)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            counts, positions, types = f["counts"], f["positions"], f["types"]  # [M], [sum n, 3], [sum n]
+            if str(f["key"]) != key:
+                raise ValueError("other samples than its name says")
+            if counts.sum() != len(positions) or len(types) != len(positions) or not np.isfinite(positions).all():
+                raise ValueError("inconsistent arrays")
+            bounds = np.cumsum(counts)[:-1]
+            molecules = list(zip(np.split(positions, bounds), np.split(types, bounds), strict=True))
+            return molecules, json.loads(str(f["throughput"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        print(f"warning: {path} is damaged ({e}); sampling it again", file=sys.stderr)
+        return None
 
 
 def samples_from_file(path: str | os.PathLike, name: str, info: DatasetInfo) -> ModelSamples:

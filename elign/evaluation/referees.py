@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import multiprocessing as mp
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
@@ -199,14 +200,35 @@ def geometry_key(
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-def _cache_read(folder: Path, key: str) -> dict[str, Any] | None:
+XTB_FIELDS = ("energy", "rms_force", "delta_e_relax", "rmsd")  # what a successful xTB record holds
+DFT_FIELDS = ("energy", "forces")
+
+
+def _cache_read(folder: Path, key: str, fields: Sequence[str]) -> dict[str, Any] | None:
+    """The cached record of ``key``, or None when there is none or it is damaged (then it is computed again
+    and the file named): a failure record has a ``reason``; a success holds every field, each finite."""
     path = folder / f"{key}.json"
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError):  # a file cut short by an interruption: compute again
-        return None
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError):  # cut short by an interruption, or damaged
+        record = None
+    if _valid_record(record, fields):
+        return record
+    print(f"warning: {path} is damaged; computing it again", file=sys.stderr)
+    return None
+
+
+def _valid_record(record: Any, fields: Sequence[str]) -> bool:
+    if not isinstance(record, dict):
+        return False
+    if isinstance(record.get("reason"), str) and record.get("energy") is None:
+        return True  # a deterministic failure, cached as such
+    try:
+        return all(np.isfinite(np.asarray(record[k], dtype=np.float64)).all() for k in fields)
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def _cache_write(folder: Path, key: str, record: dict[str, Any]) -> None:
@@ -288,7 +310,7 @@ def xtb_relax_all(
             out[i]["reason"] = reason
             continue
         key = geometry_key("xtb-relax", z, x, settings)
-        cached = _cache_read(folder, key) if folder is not None else None
+        cached = _cache_read(folder, key, XTB_FIELDS) if folder is not None else None
         if cached is not None:
             out[i] = cached
             continue
@@ -340,7 +362,7 @@ def dft_cached(
     records: list[dict[str, Any] | None] = [None] * len(jobs)
     keys = [dft_cache_key(z, x, level, "molecule" if f else f"atom-spin{s}") for z, x, s, f in jobs]
     for i, key in enumerate(keys):
-        records[i] = _cache_read(folder, key)
+        records[i] = _cache_read(folder, key, DFT_FIELDS)
     n_cached = sum(r is not None for r in records)
     todo = [i for i, r in enumerate(records) if r is None]
     if todo:
