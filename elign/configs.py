@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import typing
 from dataclasses import MISSING, Field, field, fields
 from pathlib import Path
@@ -69,7 +70,46 @@ def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields: {unknown}; the fields are {names}")
-    return cls(**data)
+    hints = typing.get_type_hints(cls)
+    checked = {k: _checked_value(cls.__name__, k, v, hints[k]) for k, v in data.items()}
+    return cls(**checked)
+
+
+def _checked_value(owner: str, name: str, value: Any, annotation: Any) -> Any:
+    """``value`` as the field's type (an int where a float is asked, a list where a tuple is), or a ValueError
+    naming the field: a string where a number is asked, a bool where a number is, a NaN or an infinity."""
+    kind, many = _base_type(annotation)
+    optional = type(None) in typing.get_args(annotation)
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"{owner}.{name} may not be None")
+    if many:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{owner}.{name}={value!r} must be a list of {kind.__name__}")
+        return tuple(_scalar(owner, name, v, kind) for v in value)
+    return _scalar(owner, name, value, kind)
+
+
+def _scalar(owner: str, name: str, value: Any, kind: Any) -> Any:
+    wrong = ValueError(f"{owner}.{name}={value!r} must be {getattr(kind, '__name__', kind)}")
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise wrong
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            raise wrong
+        return int(value)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise wrong
+        if not math.isfinite(value):
+            raise ValueError(f"{owner}.{name}={value!r} must be a finite number")
+        return float(value)
+    if kind is str and not isinstance(value, str):
+        raise wrong
+    return value
 
 
 def read_config_file(path: str | Path, cls: type) -> dict[str, Any]:

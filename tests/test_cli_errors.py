@@ -277,3 +277,42 @@ def test_every_command_reads_a_config_file_and_flags_win(capsys, tmp_path, comma
     cfg.write_text(json.dumps({**config, "not_a_field": 1}))
     err = _one_line_error(capsys, [*command.split(), *out, "--config", str(cfg), "--show-config"])
     assert "unknown" in err and "not_a_field" in err
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("lr=abc", "AlignConfig.lr='abc' must be float"),
+        ("lr=NaN", "AlignConfig.lr=nan must be a finite number"),
+        ("group_size=2.5", "AlignConfig.group_size=2.5 must be int"),
+        ("iterations=true", "AlignConfig.iterations=True must be int"),
+    ],
+)
+def test_align_settings_of_the_wrong_type_are_named(capsys, tmp_path, setting, message):
+    err = _one_line_error(capsys, ["align", "--out", str(tmp_path / "a"), "--set", setting])
+    assert message in err
+
+
+def test_nonsense_numbers_are_refused(capsys, tmp_path):
+    data = tmp_path / "d.npz"
+    DenseDataset.synthetic(8, seed=0).save(data)
+    for flag, value in (("--clip-grad", "-1"), ("--epochs", "-1"), ("--max-minutes", "0")):
+        err = _one_line_error(capsys, ["pretrain", "--data", str(data), "--out", str(tmp_path / "p"), flag, value])
+        assert flag.lstrip("-").replace("-", "_") in err
+    err = _one_line_error(
+        capsys,
+        ["sample", "--num", "1", "--steps", "2", "--guidance-mlff", "synthetic", "--guidance-scale", "nan",
+         "--out", str(tmp_path / "g.sdf")],
+    )  # fmt: skip
+    assert "guidance scale must be a finite number" in err and not (tmp_path / "g.sdf").exists()
+
+
+def test_config_values_are_checked_against_their_fields():
+    from elign.configs import config_from_dict
+    from elign.rl.config import AlignConfig
+
+    assert config_from_dict(AlignConfig, {"lr": 1, "kl_beta": 0}).lr == 1.0  # an int where a float is asked
+    with pytest.raises(ValueError, match="may not be None"):
+        config_from_dict(AlignConfig, {"lr": None})
+    with pytest.raises(ValueError, match="must be str"):
+        config_from_dict(AlignConfig, {"failed_mode": 3})

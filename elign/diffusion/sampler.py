@@ -6,6 +6,7 @@ reverse step between consecutive ones; S = T is the original full chain.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,8 +78,10 @@ class ForceGuidance:
     def __init__(
         self, force_field, scale: float, sigma_threshold: float = 0.8, atomic_numbers: list[int] | None = None
     ) -> None:
-        if scale < 0:
-            raise ValueError(f"guidance scale must be >= 0, got {scale}")
+        if not (math.isfinite(scale) and scale >= 0):
+            raise ValueError(f"guidance scale must be a finite number >= 0, got {scale}")
+        if not (math.isfinite(sigma_threshold) and 0 <= sigma_threshold <= 1):
+            raise ValueError(f"guidance threshold must be in [0, 1], got {sigma_threshold}")
         self.ff, self.scale, self.sigma_threshold = force_field, scale, sigma_threshold
         self.atomic_numbers = atomic_numbers
         self.calls = 0

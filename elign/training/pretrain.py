@@ -128,8 +128,13 @@ class PretrainConfig:
             bad.update(lr_decay_start=self.lr_decay_start, lr_decay_steps=self.lr_decay_steps, lr_min=self.lr_min)
         if self.batching not in BATCHINGS:
             bad["batching"] = self.batching
+        if not self.clip_grad > 0:
+            bad["clip_grad"] = self.clip_grad
+        for k in ("epochs", "max_minutes", "checkpoint_minutes"):
+            if getattr(self, k) is not None and not getattr(self, k) > 0:
+                bad[k] = getattr(self, k)
         if bad:
-            raise ValueError(f"invalid PretrainConfig values: {bad}")
+            raise ValueError(f"invalid PretrainConfig values: {bad} (clip_grad, epochs and minutes must be > 0)")
         self.objective()  # rejects a bad weighting or time density with its own message
 
     def objective(self) -> TrainingObjective:
