@@ -89,3 +89,16 @@ def test_one_rule_resolves_every_device_name(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert resolve_device("auto") == "cuda:3"  # under torchrun: this process's GPU
+
+
+def test_the_process_group_follows_the_device_not_the_machine(monkeypatch):
+    """Under torchrun, a --device cpu run uses gloo even where CUDA is present (nccl cannot reduce CPU tensors)."""
+    import torch
+
+    from elign.training.distributed import process_group_backend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert process_group_backend("cpu") == "gloo"
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert process_group_backend("cuda:1") == "nccl" and chosen == [torch.device("cuda:1")]

@@ -94,7 +94,7 @@ class FedGrpoTrainer:
         """``force_field``, ``model`` and ``model_config`` may be given directly (tests, the studio)."""
         self.cfg = config
         self.callbacks = list(callbacks or [])
-        self.rank, self.world = rank_world()
+        self.rank, self.world = rank_world(config.device)
         self.device = torch.device(resolve_device(config.device))
         if config.prompts % self.world:
             raise ValueError(

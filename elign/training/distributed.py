@@ -7,7 +7,7 @@ import os
 
 import torch
 
-__all__ = ["finish", "rank_world", "resolve_device"]
+__all__ = ["finish", "process_group_backend", "rank_world", "resolve_device"]
 
 
 def resolve_device(name: str | None = "auto") -> str:
@@ -25,17 +25,24 @@ def resolve_device(name: str | None = "auto") -> str:
     return name
 
 
-def rank_world() -> tuple[int, int]:
-    """Initialise torch.distributed under torchrun (gloo on CPU, nccl on CUDA); (rank, world size)."""
+def rank_world(device: str | None = "auto") -> tuple[int, int]:
+    """Initialise torch.distributed under torchrun (nccl when this process computes on CUDA, else gloo, so a
+    ``--device cpu`` run on a GPU machine uses gloo); (rank, world size)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return 0, 1
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(process_group_backend(resolve_device(device)))
     return dist.get_rank(), dist.get_world_size()
+
+
+def process_group_backend(device: str) -> str:
+    """'nccl' for a CUDA device (made this process's current one), 'gloo' for anything else."""
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+        return "nccl"
+    return "gloo"
 
 
 def finish() -> None:

@@ -201,7 +201,7 @@ class Pretrainer:
         self.out = Path(config.out_dir)
         self.lock = RunLock(self.out)
         self.callbacks = list(callbacks)
-        self.rank, self.world = rank_world()
+        self.rank, self.world = rank_world(device)
         self.device = torch.device(resolve_device(device))
         self.use_bf16 = config.bf16 if self.device.type == "cuda" else config.cpu_bf16
         if self.use_bf16 and self.device.type == "cpu" and not native_bf16(self.device):
