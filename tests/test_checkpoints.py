@@ -153,3 +153,34 @@ def test_state_ema_loads_the_ema_weights_and_refuses_misfits(tmp_path):
     path.write_bytes(b"not a state")
     with pytest.raises(CheckpointError, match="not a readable elign training state"):
         load_state_ema(path)
+
+
+@pytest.mark.parametrize("max_n_nodes", [100_000_000_000, 3000, 0])
+def test_an_absurd_size_prior_is_refused_before_anything_is_allocated(tmp_path, max_n_nodes):
+    from safetensors.torch import load, save
+
+    from elign.data.info import qm9_info
+
+    model, config = tiny_model(seed=3)
+    path = save_checkpoint(tmp_path / "m.safetensors", model, config)
+    raw = path.read_bytes()
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])["__metadata__"]
+    cfg = json.loads(header["config"])
+    cfg["dataset"] = {**qm9_info().to_dict(), "atom_decoder": cfg["atom_decoder"], "max_n_nodes": max_n_nodes}
+    header["config"] = json.dumps(cfg)
+    path.write_bytes(save(load(raw), metadata=header))
+    with pytest.raises(CheckpointError, match=rf"max_n_nodes={max_n_nodes} atoms: must be in \[1, 500\]"):
+        load_checkpoint(path)
+
+
+def test_a_file_of_enormous_molecules_is_refused_before_its_pair_tables(tmp_path):
+    import numpy as np
+
+    from elign.io.export import read_molecules, write_npz
+
+    path = tmp_path / "big.npz"
+    n = 600
+    write_npz(path, [(np.random.default_rng(0).normal(size=(n, 3)) * 10, np.zeros(n, dtype=np.int64))], ["C"])
+    with pytest.raises(ValueError, match="molecule 0 has 600 atoms, more than the 500"):
+        read_molecules(path)
+    assert len(read_molecules(path, max_atoms=600)) == 1

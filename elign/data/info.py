@@ -10,7 +10,9 @@ import torch
 
 from elign.data.elements import ATOMIC_NUMBERS
 
-__all__ = ["DatasetInfo", "qm9_info"]
+__all__ = ["MAX_N_NODES", "DatasetInfo", "qm9_info"]
+
+MAX_N_NODES = 500  # the largest molecule a size prior may allow (QM9: 29, GEOM-Drugs: 181)
 
 
 @dataclass
@@ -26,6 +28,11 @@ class DatasetInfo:
         unknown = [a for a in self.atom_decoder if a not in ATOMIC_NUMBERS]
         if unknown:
             raise ValueError(f"unknown elements in atom_decoder: {unknown}")
+        if not 1 <= self.max_n_nodes <= MAX_N_NODES:
+            raise ValueError(
+                f"size prior up to max_n_nodes={self.max_n_nodes} atoms: must be in [1, {MAX_N_NODES}] (a checkpoint "
+                "holding more is damaged or not a molecule model of this kind)"
+            )
         if self.n_nodes and max(self.n_nodes) > self.max_n_nodes:
             raise ValueError(f"size histogram reaches {max(self.n_nodes)} atoms > max_n_nodes={self.max_n_nodes}")
 

@@ -213,11 +213,27 @@ def read_npz(path: str | os.PathLike) -> list[tuple[np.ndarray, list[str], dict[
     ]
 
 
-def read_molecules(path: str | os.PathLike) -> list[tuple[np.ndarray, list[str], dict[str, Any]]]:
-    """Molecules of an ``.sdf`` or ``.npz`` file: per molecule (positions [n,3] float32, symbols, props)."""
+MAX_FILE_ATOMS = 500  # atoms per molecule in a file read: pair tables grow as n^2 (QM9's largest has 29)
+
+
+def read_molecules(
+    path: str | os.PathLike, max_atoms: int = MAX_FILE_ATOMS
+) -> list[tuple[np.ndarray, list[str], dict[str, Any]]]:
+    """Molecules of an ``.sdf`` or ``.npz`` file: per molecule (positions [n,3] float32, symbols, props).
+
+    A molecule of more than ``max_atoms`` atoms is refused before any pairwise table is built."""
     suffix = Path(path).suffix.lower()
     if suffix == ".npz":
-        return read_npz(path)
-    if suffix in (".sdf", ".sd", ".mol"):
-        return read_sdf(path)
-    raise ValueError(f"{path}: expected an .sdf or .npz file of molecules")
+        records = read_npz(path)
+    elif suffix in (".sdf", ".sd", ".mol"):
+        records = read_sdf(path)
+    else:
+        raise ValueError(f"{path}: expected an .sdf or .npz file of molecules")
+    big = [(i, len(symbols)) for i, (_, symbols, _) in enumerate(records) if len(symbols) > max_atoms]
+    if big:
+        i, n = big[0]
+        raise ValueError(
+            f"{path}: molecule {i} has {n} atoms, more than the {max_atoms} this reads (pairwise tables grow as "
+            f"n^2){f'; {len(big) - 1} more like it' if len(big) > 1 else ''}"
+        )
+    return records
