@@ -316,3 +316,26 @@ def test_config_values_are_checked_against_their_fields():
         config_from_dict(AlignConfig, {"lr": None})
     with pytest.raises(ValueError, match="must be str"):
         config_from_dict(AlignConfig, {"failed_mode": 3})
+
+
+def test_score_checks_geometry_and_fragments_as_evaluate_does(capsys, tmp_path):
+    from elign.io.export import write_npz
+
+    d = 1.09 / 3**0.5
+    methane = np.array([[0, 0, 0], [d, d, d], [-d, -d, d], [-d, d, -d], [d, -d, -d]])
+    molecules = [
+        (methane, np.array([1, 0, 0, 0, 0])),  # scored
+        (np.array([[0, 0, 0], [0.01, 0, 0]]), np.array([0, 0])),  # H2 at 0.01 A: not a geometry
+        (methane * 1e30, np.array([1, 0, 0, 0, 0])),  # CH4 blown apart: five fragments
+        (np.array([[0, 0, 0], [0.74, 0, 0], [5.0, 0, 0], [5.74, 0, 0]]), np.array([0, 0, 0, 0])),  # two H2
+    ]
+    path = tmp_path / "m.npz"
+    write_npz(path, molecules, ["H", "C"])
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(path), "--mlff", "synthetic", "--out", str(out), "--device", "cpu"]) == 0
+    rows = [r.split(",") for r in out.read_text().splitlines()[1:]]
+    assert [r[5] for r in rows] == ["1", "0", "0", "0"]
+    assert "closer than" in rows[1][6] and "fragments" in rows[2][6] and "fragments" in rows[3][6]
+    assert rows[1][4] == "" and rows[2][4] == ""  # no number for a molecule that was not scored
+    printed = capsys.readouterr().out
+    assert "1/4 molecules scored" in printed and "nan" not in printed.lower()

@@ -80,8 +80,8 @@ class ForceGuidance:
     ) -> None:
         if not (math.isfinite(scale) and scale >= 0):
             raise ValueError(f"guidance scale must be a finite number >= 0, got {scale}")
-        if not (math.isfinite(sigma_threshold) and 0 <= sigma_threshold <= 1):
-            raise ValueError(f"guidance threshold must be in [0, 1], got {sigma_threshold}")
+        if not (math.isfinite(sigma_threshold) and sigma_threshold >= 0):
+            raise ValueError(f"guidance threshold must be a finite number >= 0, got {sigma_threshold}")
         self.ff, self.scale, self.sigma_threshold = force_field, scale, sigma_threshold
         self.atomic_numbers = atomic_numbers
         self.calls = 0

@@ -9,6 +9,7 @@ With ``invalid='skip'`` molecules that do not sanitize are left out and counted 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from elign.io.checkpoints import atomic_write
 from elign.metrics.bonds import decoder_symbols, split_molecules
 
 __all__ = ["read_molecules", "read_npz", "read_sdf", "write_npz", "write_sdf", "write_xyz"]
@@ -237,3 +239,50 @@ def read_molecules(
             f"n^2){f'; {len(big) - 1} more like it' if len(big) > 1 else ''}"
         )
     return records
+
+
+SCORE_COLUMNS = (
+    "index",
+    "n_atoms",
+    "energy_eV",
+    "formation_energy_per_atom_eV",
+    "rms_force_eV_per_A",
+    "valid",
+    "reason",
+)
+
+
+def write_score_tables(scores: Any, out: str | os.PathLike, atoms: str | os.PathLike | None = None) -> None:
+    """The per-molecule CSV of :class:`elign.evaluation.scoring.FileScores` at ``out`` and, with ``atoms``, the
+    per-atom force table (unscored molecules: empty values and their reason)."""
+    import csv
+
+    def num(v: float) -> str:
+        return f"{v:.6f}" if np.isfinite(v) else ""
+
+    buffer = io.StringIO()
+    w = csv.writer(buffer)
+    w.writerow(SCORE_COLUMNS)
+    for b, syms in enumerate(scores.symbols):
+        w.writerow(
+            [
+                b,
+                len(syms),
+                num(scores.energy[b]),
+                num(scores.formation_energy[b]),
+                num(scores.rms_force[b]),
+                int(scores.valid[b]),
+                scores.reason[b],
+            ]
+        )
+    atomic_write(out, buffer.getvalue().encode())
+    if atoms is None:
+        return
+    buffer = io.StringIO()
+    w = csv.writer(buffer)
+    w.writerow(["molecule", "atom", "element", "fx", "fy", "fz", "force_norm"])
+    for b, syms in enumerate(scores.symbols):
+        for i, sym in enumerate(syms):
+            f = scores.forces[b][i]
+            w.writerow([b, i, sym, *(num(v) for v in f), num(float(np.sqrt((f**2).sum())))])
+    atomic_write(atoms, buffer.getvalue().encode())
