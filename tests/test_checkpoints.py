@@ -47,7 +47,7 @@ def test_truncated_and_missing_files(tmp_path):
 def test_mismatched_config_is_explained(tmp_path):
     from safetensors.torch import save
 
-    from elign.io.checkpoints import atomic_write
+    from elign.io.files import atomic_write
 
     model, config = tiny_model()
     other, _ = tiny_model(hidden=8)

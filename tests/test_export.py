@@ -117,3 +117,64 @@ def test_npz_round_trip_is_lossless_and_needs_no_rdkit(tmp_path: Path) -> None:
         read_npz(tmp_path / "other.npz")
     with pytest.raises(ValueError, match=r"\.sdf or \.npz"):
         read_molecules(tmp_path / "out.pdb")
+
+
+def _pairs(n):
+    d = 1.09 / 3**0.5
+    methane = np.array([[0, 0, 0], [d, d, d], [-d, -d, d], [-d, d, -d], [d, -d, -d]])
+    return [(methane + k, np.array([1, 0, 0, 0, 0])) for k in range(n)]
+
+
+def test_an_sdf_the_disk_took_only_part_of_is_never_renamed_into_place(tmp_path, monkeypatch):
+    """RDKit's writer does not report a failed write (a full disk): the re-read count catches it."""
+    from elign.io.files import FileWriteError
+
+    path = tmp_path / "s.sdf"
+    assert write_sdf(path, _pairs(8), ["H", "C"])["written"] == 8
+    before = path.read_bytes()
+
+    real = Chem.SDWriter
+
+    class LosingWriter:  # what a full disk does to it: records after the second silently vanish
+        def __init__(self, name):
+            self.inner, self.seen = real(name), 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.inner.close()
+
+        def SetKekulize(self, value):  # noqa: N802 (RDKit's name)
+            self.inner.SetKekulize(value)
+
+        def write(self, mol):
+            self.seen += 1
+            if self.seen <= 2:
+                self.inner.write(mol)
+
+    monkeypatch.setattr(Chem, "SDWriter", LosingWriter)
+    with pytest.raises(FileWriteError, match=r"could not write .*s\.sdf \(2 of 64 molecules reached the disk\); "
+                       r"the previous file is kept"):  # fmt: skip
+        write_sdf(path, _pairs(64), ["H", "C"])
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["s.sdf"]
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    import errno
+
+    from elign.io.files import FileWriteError
+
+    path = tmp_path / "m.npz"
+    write_npz(path, _pairs(3), ["H", "C"])
+    before = path.read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", full)
+    with pytest.raises(FileWriteError, match=r"could not write .*m\.npz \(No space left on device\); the previous"):
+        write_npz(path, _pairs(5), ["H", "C"])
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+    with pytest.raises(FileWriteError, match="nothing was written"):
+        write_npz(tmp_path / "new.npz", _pairs(1), ["H", "C"])

@@ -318,7 +318,7 @@ def _samples_key(source: dict[str, Any], sizes: Any, num: int, batch_size: int, 
 
 
 def _write_samples(path: Path, key: str, molecules: list[Pair], throughput: dict[str, Any]) -> None:
-    from elign.io.checkpoints import atomic_write
+    from elign.io.files import atomic_write
 
     buffer = io.BytesIO()
     np.savez(

@@ -21,6 +21,7 @@ import torch
 
 from elign.config import ModelConfig
 from elign.diffusion.edm import EquivariantDiffusion
+from elign.io.files import TEMP_SUFFIX, atomic_write
 from elign.models.factory import build_model
 
 __all__ = [
@@ -31,7 +32,6 @@ __all__ = [
     "load_edm_run",
     "read_edm_args",
     "config_from_edm_args",
-    "atomic_write",
     "check_writable",
     "remove_stale_temporaries",
     "truncate_log",
@@ -60,29 +60,10 @@ def non_finite_entries(tree: object, prefix: str = "") -> list[str]:
     return [name for k, v in items for name in non_finite_entries(v, f"{prefix}.{k}" if prefix else str(k))]
 
 
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write bytes to a temporary file beside ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Delete the temporary files an interrupted :func:`atomic_write` left in ``folder``; the removed paths."""
     removed = []
-    for tmp in Path(folder).glob(".*.tmp"):
+    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
         if tmp.is_file():
             tmp.unlink(missing_ok=True)
             removed.append(tmp)

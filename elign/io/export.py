@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from elign.io.checkpoints import atomic_write
+from elign.io.files import atomic_write, write_file
 from elign.metrics.bonds import decoder_symbols, split_molecules
 
 __all__ = ["read_molecules", "read_npz", "read_sdf", "write_npz", "write_sdf", "write_xyz"]
@@ -86,13 +86,14 @@ def write_sdf(
     mols = list(split_molecules(molecules))
     props = _check_properties(properties, len(mols))
     counts = {"written": 0, "skipped": 0, "invalid": 0}
-    tmp = Path(f"{os.fspath(path)}.tmp.sdf")  # written whole, then renamed: never a half-written file
-    try:
+
+    def produce(tmp: Path) -> None:
+        counts.update(written=0, skipped=0, invalid=0)
         with quiet_rdkit(), Chem.SDWriter(os.fspath(tmp)) as writer:
             writer.SetKekulize(False)
             for i, ((x, t), p) in enumerate(zip(mols, props, strict=True)):
                 try:
-                    mol, ok = _prepare(x, t, symbols, p, name=f"mol_{i}")
+                    mol, ok = _prepare(x, t, symbols, dict(p), name=f"mol_{i}")
                 except Exception as err:  # a molecule that cannot be written is counted, never fatal
                     log.warning("write_sdf: molecule %d not written: %s", i, err)
                     counts["skipped"] += 1
@@ -104,10 +105,13 @@ def write_sdf(
                     continue
                 writer.write(mol)
                 counts["written"] += 1
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    def verify(tmp: Path) -> None:  # RDKit's writer does not report a failed write (a full disk): count
+        found = sum(line.rstrip() == "$$$$" for line in tmp.read_text(errors="replace").splitlines())
+        if found != counts["written"]:
+            raise OSError(f"{found} of {counts['written']} molecules reached the disk")
+
+    write_file(path, produce, verify)
     return counts
 
 
@@ -158,8 +162,7 @@ def write_xyz(path: str | os.PathLike, molecules: Any, decoder: Any, comments: S
         comment = comments[i] if comments is not None else f"mol_{i}"
         lines += [str(len(t)), comment.replace("\n", " ")]
         lines += [f"{symbols[ti]:<2s} {a:14.8f} {b:14.8f} {c:14.8f}" for ti, (a, b, c) in zip(t, x, strict=True)]
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines) + ("\n" if lines else ""))
+    atomic_write(path, ("\n".join(lines) + ("\n" if lines else "")).encode())
     return len(mols)
 
 
@@ -180,16 +183,24 @@ def write_npz(
         else np.zeros((0, 3), np.float32)
     )
     types = np.concatenate([np.asarray(t, np.int64) for _, t in mols]) if mols else np.zeros(0, np.int64)
-    tmp = Path(f"{os.fspath(path)}.tmp.npz")
-    np.savez_compressed(
-        tmp,
+    arrays = dict(
         positions=positions,
         types=types,
         n_atoms=np.array([len(t) for _, t in mols]),
         decoder=np.array(symbols),
         properties=np.array(json.dumps(props, default=str)),
     )
-    os.replace(tmp, path)
+
+    def produce(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    def verify(tmp: Path) -> None:
+        with np.load(tmp, allow_pickle=False) as f:
+            if len(f["n_atoms"]) != len(mols) or len(f["positions"]) != len(positions):
+                raise OSError("the file read back holds other arrays than were written")
+
+    write_file(path, produce, verify)
     return len(mols)
 
 

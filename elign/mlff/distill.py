@@ -337,7 +337,7 @@ def label_molecules(
 
 
 def save_labels(path: Path, labels: Labels) -> None:
-    from elign.io.checkpoints import atomic_write
+    from elign.io.files import atomic_write
 
     payload = {
         "format": LABELS_FORMAT, "train": labels.train.to_dict(), "val": labels.val.to_dict(),
@@ -686,7 +686,7 @@ class _Run:
         }
 
     def save(self, path: Path) -> None:
-        from elign.io.checkpoints import atomic_write
+        from elign.io.files import atomic_write
 
         buf = io.BytesIO()
         torch.save(self.state(), buf)
@@ -825,7 +825,7 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 def _save_model(model: torch.nn.Module, path: Path) -> None:
-    from elign.io.checkpoints import atomic_write
+    from elign.io.files import atomic_write
 
     buf = io.BytesIO()
     torch.save(model, buf)

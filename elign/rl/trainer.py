@@ -18,13 +18,13 @@ import torch
 
 from elign.diffusion.edm import gaussian_log_prob
 from elign.io.checkpoints import (
-    atomic_write,
     load_checkpoint,
     non_finite_entries,
     remove_stale_temporaries,
     save_checkpoint,
     truncate_log,
 )
+from elign.io.files import atomic_write
 from elign.io.run_lock import RunLock
 from elign.metrics.bonds import n_fragments, split_molecules
 from elign.metrics.rdkit_metrics import chemistry_metrics_from_batch

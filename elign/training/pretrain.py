@@ -28,12 +28,12 @@ from elign.data.dense import DenseDataset
 from elign.diffusion.edm import EquivariantDiffusion
 from elign.diffusion.objective import TrainingObjective
 from elign.io.checkpoints import (
-    atomic_write,
     non_finite_entries,
     remove_stale_temporaries,
     save_checkpoint,
     truncate_log,
 )
+from elign.io.files import atomic_write
 from elign.io.run_lock import RunLock
 from elign.models.factory import build_model
 from elign.precision import native_bf16
