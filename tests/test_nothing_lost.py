@@ -74,3 +74,22 @@ def test_sdf_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert write_sdf(path, mols, ["H", "C", "N", "O", "F"])["written"] == 1
     assert "M  END" in path.read_text()
+
+
+def test_a_state_of_the_other_trainer_or_without_its_optimiser_is_named(tmp_path):
+    """Handing an alignment state to pretraining (or a state missing a part) is one clear error, not a KeyError."""
+    import torch
+
+    from elign.data.dense import DenseDataset
+    from elign.training.pretrain import PretrainConfig, Pretrainer
+
+    cfg = PretrainConfig(out_dir=str(tmp_path), hidden=16, n_layers=2, timesteps=50, batch_size=8, max_steps=1)
+    trainer = Pretrainer(cfg, DenseDataset.synthetic(16, seed=1))
+    trainer.fit(progress=False)
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    torch.save({**state, "format": "elign-align/1"}, tmp_path / "state.pt")
+    with pytest.raises(ValueError, match="is a elign-align/1 state, not elign-pretrain/1"):
+        Pretrainer(cfg, DenseDataset.synthetic(16, seed=1)).resume()
+    torch.save({k: v for k, v in state.items() if k != "optimizer"}, tmp_path / "state.pt")
+    with pytest.raises(ValueError, match=r"lacks \['optimizer'\]"):
+        Pretrainer(cfg, DenseDataset.synthetic(16, seed=1)).resume()

@@ -37,6 +37,7 @@ __all__ = [
     "truncate_log",
     "checkpoint_sha256",
     "non_finite_entries",
+    "require_state",
 ]
 
 FORMAT = "elign-edm/1"
@@ -58,6 +59,19 @@ def non_finite_entries(tree: object, prefix: str = "") -> list[str]:
     else:
         return []
     return [name for k, v in items for name in non_finite_entries(v, f"{prefix}.{k}" if prefix else str(k))]
+
+
+def require_state(state: object, kind: str, keys: tuple[str, ...], path: str | Path) -> None:
+    """Raise ValueError unless ``state`` is a training state of ``kind`` holding ``keys`` (an alignment state
+    handed to pretraining, or one written without its optimiser, is named as such)."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds no training state")
+    found = state.get("format")
+    if found != kind:
+        raise ValueError(f"{path} is a {found or 'unlabelled'} state, not {kind}")
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}")
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:

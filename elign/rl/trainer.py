@@ -21,6 +21,7 @@ from elign.io.checkpoints import (
     load_checkpoint,
     non_finite_entries,
     remove_stale_temporaries,
+    require_state,
     save_checkpoint,
     truncate_log,
 )
@@ -171,6 +172,7 @@ class FedGrpoTrainer:
                 f"{path} is not a readable alignment state ({type(e).__name__}); move it away to "
                 "start afresh or restore a good copy"
             ) from None
+        require_state(state, "elign-align/1", ("policy", "reference", "optimizer", "iteration", "best_score"), path)
         self.policy.load_state_dict(state["policy"])
         self.reference.load_state_dict(state["reference"])
         self.opt.load_state_dict(state["optimizer"])

@@ -30,6 +30,7 @@ from elign.diffusion.objective import TrainingObjective
 from elign.io.checkpoints import (
     non_finite_entries,
     remove_stale_temporaries,
+    require_state,
     save_checkpoint,
     truncate_log,
 )
@@ -267,15 +268,7 @@ class Pretrainer:
         path = Path(path) if path else self.state_path
         if not path.exists():
             raise FileNotFoundError(f"nothing to resume: {path} does not exist")
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-            saved = ModelConfig.from_dict(json.loads(state["model_config"]))
-        except Exception as e:  # truncated, foreign or tampered files all end here
-            detail = str(e).split(". ")[0].splitlines()[0][:100] if str(e) else ""
-            raise ValueError(
-                f"{path} is not a readable elign training state ({type(e).__name__}: {detail}); "
-                "resume from another copy"
-            ) from None
+        state, saved = self._read_state(path)
         if (saved.hidden, saved.n_layers, saved.timesteps) != (self.cfg.hidden, self.cfg.n_layers, self.cfg.timesteps):
             raise ValueError(
                 f"{path} holds a {saved.n_layers}x{saved.hidden} model with T={saved.timesteps}, "
@@ -293,6 +286,22 @@ class Pretrainer:
             self.lock.acquire()
             truncate_log(self.out / "metrics.jsonl", "step", self.step)
             self._save_weights()
+
+    def _read_state(self, path: Path) -> tuple[dict, ModelConfig]:
+        """The training state in ``path`` and its model config, or one ValueError naming what is wrong."""
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as e:  # truncated, foreign or tampered files all end here
+            detail = str(e).split(". ")[0].splitlines()[0][:100] if str(e) else ""
+            raise ValueError(
+                f"{path} is not a readable elign training state ({type(e).__name__}: {detail}); "
+                "resume from another copy"
+            ) from None
+        require_state(state, "elign-pretrain/1", ("model", "ema", "optimizer", "step", "model_config"), path)
+        try:
+            return state, ModelConfig.from_dict(json.loads(state["model_config"]))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path} holds an unreadable model config ({e})") from None
 
     def save(self) -> None:
         """The EMA weights, then the full state: a kill between the two never leaves the weights behind."""
