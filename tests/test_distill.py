@@ -211,3 +211,20 @@ def test_backbone_samples_join_the_training_set(tmp_path) -> None:
     teacher = load_force_field("synthetic")  # open shells allowed: all 4 untrained samples are scored
     labels = make_labels(teacher, [tiny_molecules(3, seed=0)], [tiny_molecules(2, seed=1)], cfg, [samples])
     assert (labels.train.kind == 2).sum() + labels.n_invalid["train"] == 4
+
+
+def test_a_non_finite_student_is_never_saved(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from elign.mlff.distill import _Run
+
+    path = tmp_path / "state.pt"
+    good = {"model": {"w": torch.ones(2)}, "optimizer": {"state": {}}, "ema": {}}
+    run = SimpleNamespace(epoch=3, step=30, state=lambda: good)
+    _Run.save(run, path)
+    before = path.read_bytes()
+    bad = {**good, "optimizer": {"state": {0: {"exp_avg": torch.tensor([float("nan")])}}}}
+    run.state = lambda: bad
+    with pytest.raises(FloatingPointError, match=r"by epoch 3, step 30 \(optimizer.state.0.exp_avg\).*keeps"):
+        _Run.save(run, path)
+    assert path.read_bytes() == before
