@@ -1,4 +1,4 @@
-"""The ``elign`` command line: data, pretrain, sample, align, score, evaluate, mlff.
+"""The ``elign`` command line: data, pretrain, sample, align, score, evaluate, mlff, studio.
 
 One module per command, each with ``add_parser(sub)`` (its subcommand and flags) and its ``cmd_*`` function;
 building the parser imports no RDKit and no force field (the commands import their work when they run).
@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from elign.cli import align, data, evaluate, mlff, pretrain, sample, score
+from elign.cli import align, data, evaluate, mlff, pretrain, sample, score, studio
 from elign.cli.common import check_outputs
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (data, pretrain, sample, align, score, evaluate, mlff)  # the order of ``elign --help``
+COMMANDS = (data, pretrain, sample, align, score, evaluate, mlff, studio)  # the order of ``elign --help``
 
 
 def build_parser() -> argparse.ArgumentParser:

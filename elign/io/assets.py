@@ -1,4 +1,4 @@
-"""Where the shipped checkpoints live: ``assets/`` beside the package, or ``$ELIGN_ASSETS``."""
+"""Where the shipped checkpoints live: ``$ELIGN_ASSETS``, ``assets/`` beside the package, or inside a wheel."""
 
 from __future__ import annotations
 
@@ -9,8 +9,15 @@ __all__ = ["assets_dir", "default_mlff", "shipped_backbone", "shipped_aligned", 
 
 
 def assets_dir() -> Path:
+    """``$ELIGN_ASSETS``; else the repository's ``assets/`` beside the package (a checkout, an editable
+    install); else the copies a wheel carries in ``elign/shipped/`` (an installed package)."""
     env = os.environ.get("ELIGN_ASSETS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "assets"
+    if env:
+        return Path(env)
+    repository = Path(__file__).resolve().parents[2] / "assets"
+    if (repository / "backbone").is_dir():
+        return repository
+    return Path(__file__).resolve().parents[1] / "shipped"
 
 
 def shipped_backbone() -> Path:
