@@ -15,7 +15,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--checkpoint", help="native .safetensors, an original EDM run directory, 'backbone' (default) or 'aligned'"
     )
-    s.add_argument("--num", type=positive_int, default=100)
+    s.add_argument("--num", type=positive_int, default=100, help="molecules (per formula with --formula)")
+    s.add_argument(
+        "--formula",
+        nargs="+",
+        metavar="FORMULA",
+        help="sample isomers of these formulas (C7H10O2 ...; or a file of them, one per line): the atom types are "
+        "fixed, only positions are sampled",
+    )
     s.add_argument("--steps", type=positive_int, default=None, help="denoising steps (default: the model's T)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=positive_int, default=256)
@@ -57,10 +64,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
             args.guidance_threshold,
             info.atomic_numbers,
         )
+    types = formulas = None
+    if args.formula:
+        from elign.data.formula import formula_batch, read_formulas
+
+        formulas = read_formulas(args.formula)
+        types = formula_batch(formulas, args.num, info.atom_decoder, info.max_n_nodes)
+    total = args.num if types is None else len(types)
     t0 = time.perf_counter()
     mols = sample_molecules(
         model,
-        args.num,
+        total,
         info.size_probabilities(),
         steps=args.steps,
         seed=args.seed,
@@ -70,6 +84,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         progress=True,
         guidance=guidance,
         bf16=args.bf16,
+        types=types,
     )
     dt = time.perf_counter() - t0
     stab = stability_metrics(mols, info.atom_decoder)
@@ -82,6 +97,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             "steps": steps,
             "checkpoint": str(path),
             "n_atoms": int(per["n_atoms"][i]),
+            **({"formula": formulas[i // args.num]} if formulas else {}),
             "molecule_stable": int(per["molecule_stable"][i]),
             **({"precision": "bf16"} if args.bf16 else {}),
         }
@@ -94,10 +110,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         counts = write_sdf(args.out, mols, info.atom_decoder, props)
         written = f"wrote {counts['written']} molecules to {args.out} ({counts['invalid']} flagged invalid)"
     where = f"{device}, bf16" if args.bf16 else str(device)
-    print(f"sampled {args.num} molecules in {dt:.1f} s ({args.num / dt:.2f} molecules/s, {steps} steps, {where})")
+    print(f"sampled {total} molecules in {dt:.1f} s ({total / dt:.2f} molecules/s, {steps} steps, {where})")
     if guidance is not None:
         print(
-            f"guidance by {args.guidance_mlff} (scale {args.guidance_scale}): {guidance.calls / args.num:.0f} "
+            f"guidance by {args.guidance_mlff} (scale {args.guidance_scale}): {guidance.calls / total:.0f} "
             f"force-field calls per molecule, {guidance.seconds:.1f} s of the {dt:.1f} s in the force field, "
             f"{guidance.skipped} unscorable evaluations left unguided"
         )

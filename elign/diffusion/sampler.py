@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from elign.data.batch import MoleculeBatch
 from elign.data.geometry import remove_mean_with_mask
+from elign.diffusion.conditioning import FixedTypes
 from elign.diffusion.edm import EquivariantDiffusion
 from elign.precision import bf16_autocast
 
@@ -118,10 +119,12 @@ def sample_chain(
     z_T: torch.Tensor | None = None,
     step_callback: Callable[[int, int], None] | None = None,
     guidance: ForceGuidance | None = None,
+    fixed_types: FixedTypes | None = None,
 ) -> tuple[MoleculeBatch, Trajectory | None]:
     """Run the reverse chain for the molecules of ``node_mask`` [B, N, 1] and decode them.
 
-    ``trajectory_every=k`` keeps every k-th latent (and always the first and the last).
+    ``trajectory_every=k`` keeps every k-th latent (and always the first and the last). ``fixed_types``: the atom
+    types are given (a formula) and only the positions are sampled (:mod:`elign.diffusion.conditioning`).
     """
     steps = model.T if steps is None else steps
     grid = timestep_grid(model.T, steps)
@@ -129,6 +132,8 @@ def sample_chain(
     z = model.sample_noise(node_mask, generator) if z_T is None else z_T
     traj = Trajectory() if trajectory_every else None
     ones = torch.ones(B, 1, device=z.device, dtype=z.dtype)
+    if fixed_types is not None:
+        z = fixed_types.noised(model, z, ones * (grid[0] / model.T), node_mask, generator)
     for i, (t_int, s_int) in enumerate(zip(grid[:-1], grid[1:], strict=True)):
         step = model.reverse_step(z, ones * (s_int / model.T), ones * (t_int / model.T), node_mask, generator)
         if traj is not None and (i % trajectory_every == 0):
@@ -136,8 +141,13 @@ def sample_chain(
         z = step.z_s
         if guidance is not None:
             z = guidance(model, z, ones * (s_int / model.T), node_mask)
+        if fixed_types is not None:
+            fixed_types.assign(model, step.x0_pred, node_mask)
+            z = fixed_types.noised(model, z, ones * (s_int / model.T), node_mask, generator)
         if step_callback is not None:
             step_callback(i + 1, len(grid) - 1)
+    if fixed_types is not None:
+        z = fixed_types.finish(z)
     molecules = model.decode(z, node_mask, generator, atomic_numbers)
     if traj is not None:
         traj.add(0, molecules.positions, molecules.one_hot.argmax(-1), molecules.positions)
@@ -157,17 +167,27 @@ def sample_molecules(
     sizes: torch.Tensor | None = None,
     guidance: ForceGuidance | None = None,
     bf16: bool = False,
+    types: torch.Tensor | None = None,
 ) -> MoleculeBatch:
     """Sample ``num`` molecules, sizes drawn from ``sizes_prob`` [N_max + 1] (or given), in batches.
 
     Molecules are batched by size (largest first) so that little padding is computed; the result is
     in the order of ``sizes``, padded to the largest. The same seed, sizes and batch size give the
     same molecules. ``bf16`` runs the network's matrix products in bfloat16 (:mod:`elign.precision`):
-    faster where the hardware has it, other molecules for the same seed.
+    faster where the hardware has it, other molecules for the same seed. ``types`` [num, N] long (-1 on padding):
+    the atom types of each molecule are given (formulas, :func:`elign.data.formula.formula_types`), which also
+    fixes the sizes; only positions are sampled.
     """
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")
     gen = torch.Generator(device=device).manual_seed(seed)
+    if types is not None:
+        types = torch.as_tensor(types, dtype=torch.long)
+        sizes = (types >= 0).sum(dim=1)  # [num]
+        if len(types) != num or int(sizes.min()) < 1:
+            raise ValueError(f"types must give {num} molecules of at least one atom each")
+        if atomic_numbers is None:
+            raise ValueError("sampling given types needs the model's atomic numbers")
     if sizes is None:
         size_gen = torch.Generator().manual_seed(seed)
         sizes = torch.multinomial(sizes_prob.double(), num, replacement=True, generator=size_gen)
@@ -180,8 +200,13 @@ def sample_molecules(
     bar = tqdm(total=num, desc=f"sampling ({steps_total} steps)", unit="mol", disable=not progress)
     for idx in order.split(batch_size):
         mask = node_mask_from_sizes(sizes[idx], device=device)
+        fixed = None
+        if types is not None:
+            fixed = FixedTypes(types[idx, : mask.shape[1]].to(device), list(atomic_numbers))
         with bf16_autocast(device, bf16):
-            mols, _ = sample_chain(model, mask, steps, gen, atomic_numbers=atomic_numbers, guidance=guidance)
+            mols, _ = sample_chain(
+                model, mask, steps, gen, atomic_numbers=atomic_numbers, guidance=guidance, fixed_types=fixed
+            )
         pad = n_max - mask.shape[1]
         parts = [torch.nn.functional.pad(getattr(mols, f).cpu(), (0, 0, 0, pad)) for f in fields]
         if out is None:
