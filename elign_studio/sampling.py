@@ -159,20 +159,30 @@ def sample_set(
     n_atoms: int | None = None,
     force_field_name: str = "synthetic",
     max_frames: int = 101,
+    formula: str | None = None,
 ) -> SampledSet:
     """Sample ``num`` molecules with their denoising trajectories; forces on the final frame only (the
-    rest: :func:`score_frames`)."""
+    rest: :func:`score_frames`). ``formula``: isomers of it (the atom types fixed; ``n_atoms`` is ignored)."""
+    from elign.diffusion.conditioning import FixedTypes
     from elign.diffusion.sampler import node_mask_from_sizes, sample_chain
 
     info = config.dataset_info()
     decoder = list(info.atom_decoder)
     steps = max(1, min(int(steps), int(model.T)))
     gen = torch.Generator().manual_seed(int(seed))
-    sizes = _sizes(info, num, n_atoms, gen)  # [B]
+    fixed = None
+    if formula:
+        from elign.data.formula import formula_batch
+
+        types = torch.from_numpy(formula_batch([formula], num, decoder, info.max_n_nodes))  # [B, n]
+        sizes = (types >= 0).sum(dim=1)
+        fixed = FixedTypes(types, list(info.atomic_numbers))
+    else:
+        sizes = _sizes(info, num, n_atoms, gen)  # [B]
     node_mask = node_mask_from_sizes(sizes)  # [B, N, 1]
     every = max(1, math.ceil(steps / max(1, max_frames - 1)))
     molecules, traj = sample_chain(
-        model, node_mask, steps, gen, trajectory_every=every, atomic_numbers=info.atomic_numbers
+        model, node_mask, steps, gen, trajectory_every=every, atomic_numbers=info.atomic_numbers, fixed_types=fixed
     )
     pos, types = torch.stack(traj.positions), torch.stack(traj.types)  # [F, B, N, 3], [F, B, N]
     F_, B = pos.shape[:2]

@@ -111,6 +111,11 @@ class StudioSession(param.Parameterized):
         label="Atoms (0: from the prior)",
         doc="atoms per molecule; 0 draws sizes from the model's size prior",
     )
+    formula = param.String(
+        default="",
+        label="Formula (isomers; empty: free)",
+        doc="sample isomers of this formula (C7H10O2): the atom types are fixed, only positions are sampled",
+    )
     sampling = param.Boolean(default=False, doc="a sample is being drawn in the background")
     sets = param.List(default=[], doc="SampledSet per model (one, or two side by side)")
     selected = param.Integer(default=0, doc="molecule index shown in the viewer")
@@ -343,6 +348,7 @@ class StudioSession(param.Parameterized):
             num=self.num,
             steps=self.sample_steps,
             n_atoms=self.n_atoms or None,
+            formula=self.formula.strip() or None,
             force_field_name=self.force_field,
         )
         self._sample_started = time.perf_counter()

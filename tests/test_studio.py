@@ -153,6 +153,21 @@ def test_session_sample_and_export(studio: StudioSession) -> None:
     assert len(mols) == 1 and mols[0].HasProp("rms_force_eV_A")
 
 
+def test_a_typed_formula_samples_its_isomers(studio: StudioSession) -> None:
+    from collections import Counter
+
+    studio.param.update(num=3, sample_steps=5, formula="CH4O")
+    assert studio.sample(), studio.error
+    studio.wait_sampling(60)
+    assert not studio.error and len(studio.rows) == 3
+    for b in range(3):
+        assert Counter(studio.sets[0].frames[b][-1]["elements"]) == Counter(C=1, H=4, O=1)
+    studio.param.update(formula="CH3Cl")
+    assert studio.sample()
+    studio.wait_sampling(60)
+    assert "the model has no Cl" in studio.error
+
+
 def test_side_by_side_same_seed(studio: StudioSession) -> None:
     studio.add_checkpoint(str(studio.settings.data_dir / "tiny.safetensors"), name="copy")
     studio.param.update(side_by_side=True, sample_model="tiny", compare_model="copy", sample_steps=5, n_atoms=4)

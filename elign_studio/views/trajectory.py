@@ -47,6 +47,7 @@ class TrajectoryView(Viewer):
         self.params = pn.Column(  # inside the 300-pixel control column, none clipped at its edge
             pn.widgets.Checkbox.from_param(session.param.side_by_side),
             *(bounded_int_input(session, k, width=260) for k in ("seed", "num", "sample_steps", "n_atoms")),
+            pn.widgets.TextInput.from_param(session.param.formula, width=260, placeholder="e.g. C7H10O2"),
             width=280,
         )
         self.go = pn.widgets.Button(name="Sample", button_type="primary", css_classes=["elign-sample"])
