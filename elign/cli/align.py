@@ -19,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--config", help="JSON file of AlignConfig fields (may name a preset); flags given override it")
     a.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override any AlignConfig field")
     a.add_argument("--show-config", action="store_true", help="print every field with its value and help, and exit")
+    a.add_argument("--no-progress", action="store_true", help="no progress bar (for a log file)")
     add_config_arguments(
         a,
         AlignConfig,
@@ -57,7 +58,7 @@ def cmd_align(args: argparse.Namespace) -> int:
         f"device {trainer.device}"
     )
     with stop_on_signals() as stop:  # finish the iteration, checkpoint, exit
-        print(json.dumps(trainer.train(stop, progress=True)))
+        print(json.dumps(trainer.train(stop, progress=not args.no_progress)))
     from elign.training.distributed import finish
 
     finish()
