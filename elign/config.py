@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from elign.data.elements import QM9_SYMBOLS
 from elign.data.info import DatasetInfo
 
 __all__ = ["ModelConfig"]
@@ -14,7 +15,7 @@ MODEL_LIMITS = {"hidden": 4096, "n_layers": 64, "inv_sublayers": 16, "timesteps"
 
 @dataclass
 class ModelConfig:
-    atom_decoder: list[str] = field(default_factory=lambda: ["H", "C", "N", "O", "F"])
+    atom_decoder: list[str] = field(default_factory=lambda: list(QM9_SYMBOLS))
     include_charges: bool = True
     hidden: int = 256  # nf: features per atom
     n_layers: int = 9  # equivariant blocks

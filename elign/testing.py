@@ -6,13 +6,14 @@ import torch
 
 from elign.config import ModelConfig
 from elign.data.batch import MoleculeBatch
+from elign.data.elements import QM9_ATOMIC_NUMBERS, QM9_SYMBOLS
 from elign.data.geometry import remove_mean_with_mask
 from elign.diffusion.edm import EquivariantDiffusion
 from elign.models.factory import build_model
 
 __all__ = ["tiny_config", "tiny_model", "random_batch", "random_rotation", "assert_equivariant"]
 
-QM9_Z = [1, 6, 7, 8, 9]
+QM9_Z = list(QM9_ATOMIC_NUMBERS)
 
 
 def tiny_config(**overrides) -> ModelConfig:
@@ -23,7 +24,7 @@ def tiny_config(**overrides) -> ModelConfig:
         timesteps=50,
         dataset={
             "name": "tiny",
-            "atom_decoder": ["H", "C", "N", "O", "F"],
+            "atom_decoder": list(QM9_SYMBOLS),
             "n_nodes": {3: 1, 4: 2, 5: 2, 6: 1},
             "max_n_nodes": 6,
         },

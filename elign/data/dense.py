@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from elign.data.batch import MoleculeBatch
+from elign.data.elements import QM9_SYMBOLS
 from elign.data.geometry import remove_mean_with_mask
 from elign.data.info import DatasetInfo
 
@@ -90,7 +91,7 @@ class DenseDataset:
         hist: dict[int, int] = {}
         for _, t in mols[n_val:]:
             hist[len(t)] = hist.get(len(t), 0) + 1
-        info = DatasetInfo("synthetic", ["H", "C", "N", "O", "F"], hist, sizes[1])
+        info = DatasetInfo("synthetic", list(QM9_SYMBOLS), hist, sizes[1])
         return cls.from_molecules(mols, {"train": np.arange(n_val, num), "valid": np.arange(n_val)}, info)
 
     # ----------------------------------------------------------------------------- files

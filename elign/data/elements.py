@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ATOMIC_NUMBERS", "ELEMENT_SYMBOLS", "SYMBOLS"]
+__all__ = ["ATOMIC_NUMBERS", "ELEMENT_SYMBOLS", "QM9_ATOMIC_NUMBERS", "QM9_SYMBOLS", "SYMBOLS"]
 
 SYMBOLS: tuple[str, ...] = (
     "H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne", "Na", "Mg", "Al", "Si", "P", "S", "Cl", "Ar",
@@ -16,3 +16,6 @@ SYMBOLS: tuple[str, ...] = (
 
 ATOMIC_NUMBERS: dict[str, int] = {s: z for z, s in enumerate(SYMBOLS, start=1)}
 ELEMENT_SYMBOLS: dict[int, str] = dict(enumerate(SYMBOLS, start=1))
+
+QM9_SYMBOLS: tuple[str, ...] = ("H", "C", "N", "O", "F")  # QM9's elements, in EDM's decoder order
+QM9_ATOMIC_NUMBERS: tuple[int, ...] = tuple(ATOMIC_NUMBERS[s] for s in QM9_SYMBOLS)  # (1, 6, 7, 8, 9)

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from elign.data.batch import MoleculeBatch
+from elign.data.elements import QM9_ATOMIC_NUMBERS, QM9_SYMBOLS
 from elign.data.info import DatasetInfo
 
 __all__ = [
@@ -72,8 +73,8 @@ __all__ = [
     "read_qm9pack",
 ]
 
-ATOM_DECODER: tuple[str, ...] = ("H", "C", "N", "O", "F")
-ATOMIC_NUMBERS: tuple[int, ...] = (1, 6, 7, 8, 9)
+ATOM_DECODER: tuple[str, ...] = QM9_SYMBOLS
+ATOMIC_NUMBERS: tuple[int, ...] = QM9_ATOMIC_NUMBERS
 QM9_NUM_MOLECULES = 130_831  # QM9 without the 3,054 uncharacterized molecules
 QM9_MAX_N_NODES = 29
 EDM_NUM_TRAIN = 100_000

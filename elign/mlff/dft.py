@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from elign.data.elements import QM9_ATOMIC_NUMBERS
 from elign.mlff._pool import run_with_deadline
 from elign.mlff.base import (
     BOHR_TO_ANGSTROM,
@@ -93,7 +94,7 @@ class DFTForceField(ForceField):
         n_workers: int = 1,
         threads_per_worker: int | None = None,
         time_limit: float | None = 600.0,
-        reference_elements: tuple[int, ...] = (1, 6, 7, 8, 9),
+        reference_elements: tuple[int, ...] = QM9_ATOMIC_NUMBERS,
     ) -> None:
         super().__init__(device, dtype)
         try:

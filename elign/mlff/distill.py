@@ -35,6 +35,7 @@ import torch
 
 from elign.configs import non_negative_int, option, positive_int
 from elign.data.batch import MoleculeBatch
+from elign.data.elements import QM9_ATOMIC_NUMBERS
 from elign.mlff.base import ELEMENT_SYMBOLS, ForceField
 from elign.mlff.mace import build_graph
 from elign.safe_import import import_mace
@@ -82,7 +83,7 @@ class StudentConfig:
         return "+".join(f"{self.channels}x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(self.hidden_l + 1))
 
 
-QM9_ELEMENTS = (1, 6, 7, 8, 9)  # H C N O F: the default student's elements
+QM9_ELEMENTS = QM9_ATOMIC_NUMBERS  # H C N O F: the default student's elements
 
 
 @dataclass
