@@ -422,6 +422,30 @@ def test_a_started_run_says_starting_until_its_first_iteration(studio: StudioSes
     assert "3 iterations received" in progress.object, progress.object
 
 
+def test_each_alignment_plot_keeps_its_own_axes_and_composition_is_plotted(studio: StudioSession) -> None:
+    """Clip fraction (~0.01) and stability (~0.5) share the label 'fraction': linked axes would empty one."""
+    import holoviews as hv
+    import holoviews.plotting.bokeh  # noqa: F401  (the app loads it; a test loads it itself)
+    import pandas as pd
+    import panel as pn
+
+    from elign_studio.views.training import TrainingView, _curves
+
+    view = TrainingView(session=studio)
+    panes = list(pn.panel(view).select(pn.pane.HoloViews))
+    assert len(panes) == 5 and not any(p.linked_axes for p in panes)
+    data = pd.DataFrame(
+        {"step": [1.0, 2.0], "rollout_composition_tv": [0.03, 0.02], "eval_atom_type_tv": [None, 0.025]}
+    )
+    overlay = _curves(data, ("rollout_composition_tv", "eval_atom_type_tv"), "Atom types", "TV")
+    plot = hv.renderer("bokeh").get_plot(overlay)
+    assert plot.state.xaxis[0].formatter.format == "%d"  # whole iterations on the x axis
+    assert {c.label for c in overlay if isinstance(c, hv.Curve)} == {
+        "atom-type TV (rollouts)",
+        "atom-type TV (held-out)",
+    }
+
+
 def test_the_run_state_follows_the_run(studio: StudioSession) -> None:
     seen: list[str] = []
     studio.param.watch(lambda e: seen.append(e.new), "run_state")

@@ -34,7 +34,9 @@ def _curves(data: pd.DataFrame, keys: tuple[str, ...], title: str, ylabel: str) 
     """A line and markers per metric in ``keys`` against the iteration."""
     items = [hv.Curve(data, "step", (k, ylabel), label=LABELS[k]).opts(tools=["hover"]) for k in keys]
     items += [hv.Scatter(data, "step", (k, ylabel)).opts(size=4) for k in keys]
-    return hv.Overlay(items).opts(title=title, responsive=True, height=220, legend_position="bottom_left")
+    return hv.Overlay(items).opts(
+        title=title, responsive=True, height=220, legend_position="bottom_left", xformatter="%d", framewise=True
+    )
 
 
 def _empty() -> pd.DataFrame:
@@ -132,12 +134,12 @@ class TrainingView(Viewer):
                 pn.Column(self.align_model, self.settings, pn.Row(self.start, self.stop, self.resume), width=330),
                 pn.Column(
                     self.progress,
-                    pn.pane.HoloViews(self.reward, sizing_mode="stretch_width"),
+                    pn.pane.HoloViews(self.reward, sizing_mode="stretch_width", linked_axes=False),
                     pn.Row(
-                        pn.pane.HoloViews(self.kl, sizing_mode="stretch_width"),
-                        pn.pane.HoloViews(self.clip, sizing_mode="stretch_width"),
-                        pn.pane.HoloViews(self.stab, sizing_mode="stretch_width"),
-                        pn.pane.HoloViews(self.composition, sizing_mode="stretch_width"),
+                        pn.pane.HoloViews(self.kl, sizing_mode="stretch_width", linked_axes=False),
+                        pn.pane.HoloViews(self.clip, sizing_mode="stretch_width", linked_axes=False),
+                        pn.pane.HoloViews(self.stab, sizing_mode="stretch_width", linked_axes=False),
+                        pn.pane.HoloViews(self.composition, sizing_mode="stretch_width", linked_axes=False),
                         sizing_mode="stretch_width",
                     ),
                     sizing_mode="stretch_width",
