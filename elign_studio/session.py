@@ -263,6 +263,19 @@ class StudioSession(param.Parameterized):
             raise ValueError(f"no model named {name!r}; load a checkpoint first")
         return self.models[name]
 
+    @param.depends("sample_model", watch=True)
+    def _bound_atoms(self) -> None:
+        """Atoms per molecule may reach the chosen model's largest size, no more (0: from its size prior)."""
+        try:
+            _, config, _ = ModelCache.load(self.model_path(self.sample_model))
+        except (ValueError, OSError):  # no model yet, or one that cannot load: Sample says why
+            return
+        largest = int(config.dataset_info().max_n_nodes)
+        self.param.n_atoms.bounds = (0, largest)
+        if self.n_atoms > largest:
+            self.status = f"Atoms: {self.n_atoms} is more than {self.sample_model} makes, {largest} is used"
+            self.n_atoms = largest
+
     # ================================================================ alignment
     @param.depends("preset", watch=True)
     def _apply_preset(self) -> None:

@@ -502,3 +502,18 @@ def test_every_view_is_a_viewer_that_renders(studio: StudioSession) -> None:
     messages = Messages(session=studio)
     studio.error = "broken"
     assert messages.error.visible and messages.error.object == "broken"
+
+
+def test_atoms_are_bounded_by_the_chosen_models_largest_size(studio: StudioSession) -> None:
+    from elign_studio.views.inputs import bounded_int_input
+
+    largest = 6  # the tiny model's size prior
+    studio.sample_model = ""
+    studio.sample_model = "tiny"
+    assert studio.param.n_atoms.bounds == (0, largest)
+    box = bounded_int_input(studio, "n_atoms")
+    box.value = 500
+    assert studio.n_atoms == largest and box.value == largest and "500 is out of range" in studio.status
+    assert studio.sample(), studio.error  # Sample works with what the box shows
+    studio.wait_sampling(60)
+    assert not studio.error

@@ -16,10 +16,10 @@ __all__ = ["bounded_int_input"]
 def bounded_int_input(owner: param.Parameterized, name: str, **widget_kwargs) -> pn.widgets.IntInput:
     """An IntInput for the Integer param ``owner.name``, both ways linked, clamping to its bounds."""
     p = owner.param[name]
-    low, high = p.bounds or (None, None)
     box = pn.widgets.IntInput(name=p.label, value=getattr(owner, name), description=p.doc, **widget_kwargs)
 
     def _typed(event) -> None:
+        low, high = p.bounds or (None, None)  # read now: a model's largest size changes with the model
         typed = p.default if event.new is None else event.new
         kept = max(typed, low) if low is not None else typed
         kept = min(kept, high) if high is not None else kept
