@@ -81,6 +81,7 @@ def main() -> None:
     ap.add_argument("--model", default="model.safetensors", help="file of each run to measure")
     ap.add_argument("--out", default="runs/frontier")
     ap.add_argument("--plot", help="also copy the frontier plot here")
+    ap.add_argument("--sample-only", action="store_true", help="only sample into the cache (parallel processes)")
     args = ap.parse_args()
 
     import shutil
@@ -99,6 +100,8 @@ def main() -> None:
         progress=True,
         cache_dir=out / "samples_cache",
     )
+    if args.sample_only:
+        return
     train = qm9_train_smiles()
     rows = []
     for name, run, s in zip(["backbone", *arms], [None, *arms.values()], samples, strict=True):
