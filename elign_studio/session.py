@@ -224,6 +224,10 @@ class StudioSession(param.Parameterized):
         self.error = ""
         try:
             path = self.settings.readable(user_path)
+            if path.is_dir():  # an EDM run folder: every file it is loaded from must lie in a readable folder too
+                for name_in_run in ("args.pickle", "generative_model_ema.npy", "generative_model.npy"):
+                    if (path / name_in_run).is_symlink() or (path / name_in_run).exists():
+                        self.settings.readable(path / name_in_run)
             model, config, _ = ModelCache.load(path)
         except (PathNotAllowed, ValueError, OSError) as e:
             self.error = f"Cannot load {user_path}: {_fmt_error(e)}"
@@ -248,14 +252,18 @@ class StudioSession(param.Parameterized):
         if not data:
             self.error = f"{filename} is empty"
             return None
-        target = self.settings.writable("uploads", f"{uuid.uuid4().hex[:8]}-{filename}")
-        target.write_bytes(data)
+        base = Path(filename).name  # a name is never a path: the uuid prefix stays, no other upload is reached
+        target = self.settings.writable("uploads", f"{uuid.uuid4().hex[:8]}-{base}")
         label = None
         try:
-            label = self.add_checkpoint(str(target), name=Path(filename).stem)
+            target.write_bytes(data)
+            label = self.add_checkpoint(str(target), name=Path(base).stem)
+        except Exception as e:  # whatever a malformed file raises becomes the banner, never a server traceback
+            self.error = f"Cannot load {base}: {_fmt_error(e)}"
         finally:  # a refused (or crashing) upload never stays on disk
             if label is None:
                 target.unlink(missing_ok=True)
+                self.error = self.error.replace(str(target), base)  # the user's file, not the internal path
         return label
 
     def model_path(self, name: str) -> Path:

@@ -517,3 +517,34 @@ def test_atoms_are_bounded_by_the_chosen_models_largest_size(studio: StudioSessi
     assert studio.sample(), studio.error  # Sample works with what the box shows
     studio.wait_sampling(60)
     assert not studio.error
+
+
+def test_uploads_are_named_safely_and_fail_on_the_page(studio: StudioSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    uploads = studio.settings.folder("uploads")
+    good = (studio.settings.data_dir / "tiny.safetensors").read_bytes()
+    label = studio.add_upload("../../other/evil.safetensors", good)
+    assert label == "evil"
+    (saved,) = uploads.iterdir()
+    assert saved.parent == uploads and saved.name.endswith("-evil.safetensors") and len(saved.name) > 20
+    assert studio.add_upload("broken.safetensors", b"\x00" * 64) is None
+    assert "broken.safetensors" in studio.error and str(uploads) not in studio.error  # the user's file, not ours
+    from elign_studio import session as session_module
+
+    def explode(path):
+        raise KeyError("nf")  # what a malformed file may raise deep inside a loader
+
+    monkeypatch.setattr(session_module.ModelCache, "load", staticmethod(explode))
+    assert studio.add_upload("odd.safetensors", good) is None and "odd.safetensors" in studio.error
+    assert [p.name for p in uploads.iterdir()] == [saved.name]
+
+
+def test_an_edm_run_folder_may_not_link_out_of_the_readable_folders(studio: StudioSession, tmp_path: Path) -> None:
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"  # beside the data folder, not in it
+    outside.mkdir()
+    (outside / "args.pickle").write_bytes(b"secret")
+    run = studio.settings.data_dir / "edm_run"
+    run.mkdir()
+    (run / "args.pickle").symlink_to(outside / "args.pickle")
+    (run / "generative_model_ema.npy").write_bytes(b"x")
+    assert studio.add_checkpoint("edm_run") is None
+    assert "outside the folders this studio may read" in studio.error
