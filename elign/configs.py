@@ -87,8 +87,15 @@ def _checked_value(owner: str, name: str, value: Any, annotation: Any) -> Any:
     if many:
         if not isinstance(value, list | tuple):
             raise ValueError(f"{owner}.{name}={value!r} must be a list of {kind.__name__}")
-        return tuple(_scalar(owner, name, v, kind) for v in value)
+        items = [_scalar(owner, name, v, kind) for v in value]
+        return items if typing.get_origin(_strip_none(annotation)) is list else tuple(items)
     return _scalar(owner, name, value, kind)
+
+
+def _strip_none(annotation: Any) -> Any:
+    """``X | None`` -> X; anything else as it is."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if type(None) in typing.get_args(annotation) and len(args) == 1 else annotation
 
 
 def _scalar(owner: str, name: str, value: Any, kind: Any) -> Any:
@@ -133,7 +140,7 @@ def _base_type(annotation: Any) -> tuple[type, bool]:
     """(the scalar type of a field, whether it is a tuple of them): int | None -> (int, False)."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     origin = typing.get_origin(annotation)
-    if origin is tuple:
+    if origin in (tuple, list):
         return args[0], True
     if args and origin is not None:  # a union with None
         return _base_type(args[0])

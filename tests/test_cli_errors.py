@@ -339,3 +339,30 @@ def test_score_checks_geometry_and_fragments_as_evaluate_does(capsys, tmp_path):
     assert rows[1][4] == "" and rows[2][4] == ""  # no number for a molecule that was not scored
     printed = capsys.readouterr().out
     assert "1/4 molecules scored" in printed and "nan" not in printed.lower()
+
+
+def test_damaged_files_are_one_line_naming_them(capsys, tmp_path):
+    """A zero-byte npz, an SDF renamed .npz, EDM args without nf, a checkpoint whose config holds a string
+    for a number, and torch's advice to load unsafely: each one line, no traceback."""
+    import argparse
+    import pickle
+
+    from elign.io.checkpoints import CheckpointError, config_from_edm_args, load_edm_run
+
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    assert "empty.npz is not a readable .npz" in _one_line_error(capsys, ["evaluate", "--samples", str(empty)])
+    renamed = tmp_path / "renamed.npz"
+    renamed.write_text("water\n  RDKit\n\n  0  0  0  0  0  0  0  0  0  0999 V2000\nM  END\n$$$$\n")
+    assert "renamed.npz is not a readable .npz" in _one_line_error(capsys, ["score", str(renamed)])
+    with pytest.raises(CheckpointError, match="lacks 'nf'"):
+        config_from_edm_args(argparse.Namespace(n_layers=2, diffusion_steps=10))
+    run = tmp_path / "edm"
+    run.mkdir()
+    args = {"nf": 8, "n_layers": 1, "attention": True, "tanh": True, "diffusion_steps": 10,
+            "diffusion_noise_schedule": "polynomial_2", "dataset": "qm9"}  # fmt: skip
+    (run / "args.pickle").write_bytes(pickle.dumps(argparse.Namespace(**args)))
+    (run / "generative_model_ema.npy").write_bytes(pickle.dumps(print))  # a pickle that would call code
+    with pytest.raises(CheckpointError) as err:
+        load_edm_run(run)
+    assert "never unpickled in full" in str(err.value) and "weights_only=False" not in str(err.value)

@@ -164,8 +164,10 @@ def load_checkpoint(
         raw = path.read_bytes()
         tensors = load(raw)
         meta = _read_metadata(raw)
-    except (SafetensorError, ValueError, OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is not a readable elign checkpoint ({e}); is the file truncated?") from e
+    except (SafetensorError, ValueError, OSError, json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable elign checkpoint ({_first_line(e)}); is the file truncated?"
+        ) from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")
     try:
@@ -186,6 +188,12 @@ def load_state_ema(path: str | Path, device: torch.device | str = "cpu") -> tupl
     except Exception as e:  # missing, truncated or foreign files
         raise CheckpointError(f"{path} is not a readable elign training state ({type(e).__name__}: {e})") from e
     return _build_and_load(config, ema, path).to(device), step
+
+
+def _first_line(e: BaseException) -> str:
+    """An exception's first sentence, without the advice some libraries append (to load unsafely, say)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text.split(". ")[0][:200]
 
 
 def _read_metadata(raw: bytes) -> dict:
@@ -256,6 +264,17 @@ _EDM_DEFAULTS = {  # fields older EDM runs lack, with the original code's defaul
 
 
 def config_from_edm_args(args: argparse.Namespace) -> ModelConfig:
+    """The ModelConfig of an EDM run's args (CheckpointError naming what is missing or unusable)."""
+    try:
+        return _config_from_edm_args(args)
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        what = f"lacks {e}" if isinstance(e, KeyError) else f"holds an unusable value ({e})"
+        raise CheckpointError(f"the EDM run's args.pickle {what}") from None
+
+
+def _config_from_edm_args(args: argparse.Namespace) -> ModelConfig:
     a = {**_EDM_DEFAULTS, **vars(args)}
     if a.get("dataset", "qm9") != "qm9" or a["remove_h"]:
         raise CheckpointError(
@@ -313,7 +332,10 @@ def load_edm_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tup
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for unsafe or corrupt files
-        raise CheckpointError(f"{weights}: refused or unreadable as a weights-only state dict ({e})") from e
+        raise CheckpointError(
+            f"{weights}: refused or unreadable as a weights-only state dict ({_first_line(e)}); it is never "
+            "unpickled in full"
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{weights}: expected a state dict, got {type(state).__name__}")
     return _build_and_load(config, state, weights).to(device), config

@@ -206,7 +206,13 @@ def write_npz(
 
 def read_npz(path: str | os.PathLike) -> list[tuple[np.ndarray, list[str], dict[str, Any]]]:
     """Read a file of :func:`write_npz`: per molecule (positions [n,3] float32, symbols, props)."""
-    with np.load(os.fspath(path), allow_pickle=False) as f:
+    try:
+        archive = np.load(os.fspath(path), allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:  # empty, truncated, or not an npz at all (an SDF renamed)
+        raise ValueError(f"{path} is not a readable .npz molecule archive ({type(e).__name__})") from None
+    if not hasattr(archive, "files"):
+        raise ValueError(f"{path} holds a single array, not a molecule archive of elign")
+    with archive as f:
         missing = {"positions", "types", "n_atoms", "decoder"} - set(f.files)
         if missing:
             raise ValueError(f"{path} is not a molecule archive of elign (missing {sorted(missing)})")
