@@ -93,3 +93,19 @@ def test_a_state_of_the_other_trainer_or_without_its_optimiser_is_named(tmp_path
     torch.save({k: v for k, v in state.items() if k != "optimizer"}, tmp_path / "state.pt")
     with pytest.raises(ValueError, match=r"lacks \['optimizer'\]"):
         Pretrainer(cfg, DenseDataset.synthetic(16, seed=1)).resume()
+
+
+def test_a_state_of_another_shape_is_one_line(tmp_path):
+    import torch
+
+    from elign.data.dense import DenseDataset
+    from elign.training.pretrain import PretrainConfig, Pretrainer
+
+    cfg = PretrainConfig(out_dir=str(tmp_path), hidden=16, n_layers=2, timesteps=50, batch_size=8, max_steps=1)
+    Pretrainer(cfg, DenseDataset.synthetic(16, seed=1)).fit(progress=False)
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    state["model"] = {k: torch.zeros(3, *v.shape[1:]) if v.dim() else v for k, v in state["model"].items()}
+    torch.save(state, tmp_path / "state.pt")
+    with pytest.raises(ValueError, match=r"state\.pt does not fit this run's model \(\d+ parameters differ") as err:
+        Pretrainer(cfg, DenseDataset.synthetic(16, seed=1)).resume()
+    assert "\n" not in str(err.value)

@@ -9,6 +9,7 @@ allow-list unpickler) and ``generative_model_ema.npy`` (a ``torch.save``d state 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -38,6 +39,7 @@ __all__ = [
     "checkpoint_sha256",
     "non_finite_entries",
     "require_state",
+    "state_must_fit",
 ]
 
 FORMAT = "elign-edm/1"
@@ -72,6 +74,17 @@ def require_state(state: object, kind: str, keys: tuple[str, ...], path: str | P
     missing = [k for k in keys if k not in state]
     if missing:
         raise ValueError(f"{path} lacks {missing}")
+
+
+@contextlib.contextmanager
+def state_must_fit(path: str | Path):
+    """Turn the many-line error of loading a state into a model of another shape into one line naming ``path``."""
+    try:
+        yield
+    except (RuntimeError, KeyError, ValueError) as e:
+        lines = [line.strip() for line in str(e).splitlines() if "size mismatch" in line or "Missing" in line]
+        detail = f"{len(lines)} parameters differ, e.g. {lines[0][:120]}" if lines else _first_line(e)
+        raise ValueError(f"{path} does not fit this run's model ({detail})") from None
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:

@@ -23,6 +23,7 @@ from elign.io.checkpoints import (
     remove_stale_temporaries,
     require_state,
     save_checkpoint,
+    state_must_fit,
     truncate_log,
 )
 from elign.io.files import atomic_write
@@ -173,9 +174,10 @@ class FedGrpoTrainer:
                 "start afresh or restore a good copy"
             ) from None
         require_state(state, "elign-align/1", ("policy", "reference", "optimizer", "iteration", "best_score"), path)
-        self.policy.load_state_dict(state["policy"])
-        self.reference.load_state_dict(state["reference"])
-        self.opt.load_state_dict(state["optimizer"])
+        with state_must_fit(path):
+            self.policy.load_state_dict(state["policy"])
+            self.reference.load_state_dict(state["reference"])
+            self.opt.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
         self.best_score = float(state["best_score"])
         self.drift = state.get("composition_drift", self.drift).to(torch.float64).cpu()

@@ -32,6 +32,7 @@ from elign.io.checkpoints import (
     remove_stale_temporaries,
     require_state,
     save_checkpoint,
+    state_must_fit,
     truncate_log,
 )
 from elign.io.files import atomic_write
@@ -274,9 +275,10 @@ class Pretrainer:
                 f"{path} holds a {saved.n_layers}x{saved.hidden} model with T={saved.timesteps}, "
                 f"but this run asks for {self.cfg.n_layers}x{self.cfg.hidden}, T={self.cfg.timesteps}"
             )
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.opt.load_state_dict(state["optimizer"])
+        with state_must_fit(path):
+            self.model.load_state_dict(state["model"])
+            self.ema.load_state_dict(state["ema"])
+            self.opt.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.elapsed_minutes = float(state["elapsed_minutes"])
         # states written before CPU time was recorded count it from the step they resume at
