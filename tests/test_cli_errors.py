@@ -366,3 +366,9 @@ def test_damaged_files_are_one_line_naming_them(capsys, tmp_path):
     with pytest.raises(CheckpointError) as err:
         load_edm_run(run)
     assert "never unpickled in full" in str(err.value) and "weights_only=False" not in str(err.value)
+
+
+def test_data_checks_the_dense_path_before_any_work(capsys, tmp_path):
+    cache = tmp_path / "never-built.npz"
+    err = _one_line_error(capsys, ["data", "--cache", str(cache), "--dense", "/proc/dense.npz"])
+    assert "/proc/dense.npz" in err and not cache.exists()

@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--archive", help="path to dsgdb9nsd.xyz.tar.bz2 when the qm9pack wheel is absent")
     d.add_argument("--dense", help="also write a dense training file (.npz) that a GPU run can carry")
     d.add_argument("--rebuild", action="store_true", help="parse the source again even if the cache exists")
-    d.set_defaults(func=cmd_data)
+    d.set_defaults(func=cmd_data, output_files=("dense",))  # the dense path is checked before the work
 
 
 def cmd_data(args: argparse.Namespace) -> int:

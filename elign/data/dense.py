@@ -96,13 +96,26 @@ class DenseDataset:
 
     # ----------------------------------------------------------------------------- files
     def save(self, path: str | Path) -> None:
-        np.savez_compressed(
-            path,
+        """Write the file through the verified writer: a failed write (a full disk) keeps the previous file."""
+        from elign.io.files import write_file
+
+        arrays = dict(
             positions=self.positions.numpy(),
             types=self.types.numpy(),
             info=np.array(json.dumps(self.info.to_dict())),
             **{f"split_{k}": v.numpy() for k, v in self.splits.items()},
         )
+
+        def produce(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+
+        def verify(tmp: Path) -> None:
+            with np.load(tmp, allow_pickle=False) as f:
+                if f["types"].shape != arrays["types"].shape:
+                    raise OSError("the file read back holds other arrays than were written")
+
+        write_file(path, produce, verify)
 
     @classmethod
     def load(cls, path: str | Path) -> DenseDataset:
