@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import panel as pn
@@ -20,9 +21,20 @@ __all__ = ["TrajectoryView", "chain_force_top"]
 SCALES = {"per frame": "frame", "fixed": "fixed", "whole chain": "chain"}  # button label -> viewer scale
 
 
+FORMED_SHARE = 0.25  # "whole chain" colours by the last quarter of the chain: the molecule, not the noise
+
+
 def chain_force_top(sets: list, b: int) -> float:
-    """The 95th percentile of |F| (eV/A) over every scored frame of molecule ``b`` in all sets (1 if none)."""
-    vals = [v for s in sets if b < len(s.frames) for fr in s.frames[b] for v in fr["force"] if v is not None]
+    """One colour-bar top for the whole chain of molecule ``b`` in all sets (side by side, one bar): the 95th
+    percentile of |F| (eV/A) over the scored frames of the chain's last quarter, where the molecule has formed;
+    the early frames' forces (10^4 eV/A on noise) saturate at the top instead of flattening the final molecule to
+    one colour (1 if nothing is scored)."""
+    vals = []
+    for s in sets:
+        if b < len(s.frames):
+            frames = s.frames[b]
+            start = min(len(frames) - 1, int(math.ceil((1 - FORMED_SHARE) * len(frames))))
+            vals += [v for fr in frames[start:] for v in fr["force"] if v is not None]
     if not vals:
         return 1.0
     return float(max(1e-3, np.percentile(vals, 95)))
