@@ -251,6 +251,25 @@ def test_chain_series_drops_unscored_frames_and_starts_at_the_window() -> None:
     assert chain_force_top([], 0) == 1.0
 
 
+def test_the_energy_axis_shows_the_formed_molecule_not_the_noises_spikes() -> None:
+    import numpy as np
+
+    from elign_studio.views.chain_plots import ChainPlots, energy_span
+
+    class Sampled:
+        model_name, num_frames, frames_scored = "m", 6, True
+        energy = np.array([[5e4, 4e3, -3.0, -5.5, -6.0, -6.1]])
+        rms_force = np.ones((1, 6))
+        frames = [[{"force": [1.0]}] * 6]
+
+    plots = ChainPlots()
+    plots.show([Sampled()], 0, 0, 5)
+    y = plots.energy.fig.y_range
+    assert -6.5 < y.start < -6.1 and -5.5 < y.end < -4.0  # the last half's span, padded; the 5e4 spike off the top
+    assert energy_span([]) == (-10.0, 1.0)
+    assert len(plots.energy.fig.title.text) < 40  # the title fits above the plot
+
+
 def test_molecule_table_shows_the_index_and_a_click_selects(studio: StudioSession) -> None:
     from types import SimpleNamespace
 

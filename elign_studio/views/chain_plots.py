@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import panel as pn
-from bokeh.models import ColumnDataSource, HoverTool, Legend, LegendItem, Span
+from bokeh.models import ColumnDataSource, HoverTool, Legend, LegendItem, Range1d, Span
 from bokeh.plotting import figure
 
-__all__ = ["ChainPlots", "chain_series"]
+__all__ = ["ChainPlots", "chain_series", "energy_span"]
 
 COLOURS = ("#1f77b4", "#ff7f0e")  # one per model shown side by side
 MAX_SETS = len(COLOURS)
@@ -37,6 +37,17 @@ def chain_series(sampled, b: int, first_frame: int = 0) -> dict[str, np.ndarray]
     }
 
 
+def energy_span(series: list[np.ndarray], tail: float = 0.5) -> tuple[float, float]:
+    """The energy axis: the span of the last ``tail`` of each chain's scored frames, padded by a tenth, so that
+    the noise's spikes (10^4 eV/atom in the first frames) run off the top instead of flattening the molecule."""
+    tails = [e[int(len(e) * (1 - tail)) :] for e in series if len(e)]
+    if not tails:
+        return -10.0, 1.0
+    lo, hi = float(min(t.min() for t in tails)), float(max(t.max() for t in tails))
+    pad = max(0.1 * (hi - lo), 0.05)
+    return lo - pad, hi + pad
+
+
 @dataclass
 class _Chart:
     """One figure: a line per model (data replaced in place), their legend entries, the frame marker."""
@@ -49,6 +60,7 @@ class _Chart:
 
 
 def _chart(y_label: str, log: bool) -> _Chart:
+    ranges = {} if log else {"y_range": Range1d(-10, 1)}  # linear: the formed molecule's span, set in ``show``
     fig = figure(
         height=240,
         sizing_mode="stretch_width",
@@ -56,6 +68,7 @@ def _chart(y_label: str, log: bool) -> _Chart:
         y_axis_label=y_label,
         y_axis_type="log" if log else "linear",
         tools="pan,wheel_zoom,box_zoom,reset,save",
+        **ranges,
         toolbar_location="above",
     )
     fig.add_tools(HoverTool(tooltips=[("frame", "@x"), (y_label, "@y{0.0000}")]))
@@ -102,6 +115,8 @@ class ChainPlots:
             if d is not None:
                 unscored = max(unscored, d["unscored"])
                 shown.append((k, s.model_name))
+        start, end = energy_span([np.asarray(src.data["y"], dtype=float) for src in self.energy.sources])
+        self.energy.fig.y_range.update(start=start, end=end)
         gaps = f"; {unscored} unscored frames left out" if unscored else ""
         if sets and not all(s.frames_scored for s in sets):
             gaps = "; scoring the other frames..."
@@ -110,5 +125,5 @@ class ChainPlots:
                 chart.items[k].label = {"value": name}
             chart.legend.items = [chart.items[k] for k, _ in shown]
             chart.marker.location = frame
-        self.energy.fig.title.text = f"Energy from frame {first} (red: the frame shown{gaps})"
+        self.energy.fig.title.text = f"Energy from frame {first}{gaps}"
         self.force.fig.title.text = f"RMS force from frame {first}, log axis"
