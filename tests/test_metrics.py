@@ -202,6 +202,12 @@ def test_readable_smiles_shows_every_fragment_without_explicit_hydrogens() -> No
     assert readable_smiles(*pentavalent_carbon(), DECODER) == ("", 1)  # rejected by RDKit, still one piece
 
 
+def test_readable_smiles_adds_no_hydrogen_so_it_matches_the_formula() -> None:
+    x, t = methane()
+    keep = [i for i in range(len(t)) if i != 1]  # one hydrogen short: a methyl radical, not methane
+    assert readable_smiles(x[keep], [t[i] for i in keep], DECODER)[0] == "[CH3]"
+
+
 def test_chemistry_metrics_definitions() -> None:
     mols = [water(), water(), methane(), ethylene(), pentavalent_carbon()]
     built = [build_molecule(x, t, DECODER) for x, t in mols]

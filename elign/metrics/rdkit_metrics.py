@@ -102,15 +102,18 @@ def molecule_smiles(positions: Any, types: Any, decoder: Any) -> str | None:
 
 
 def readable_smiles(positions: Any, types: Any, decoder: Any) -> tuple[str, int]:
-    """For people, not the metrics: the SMILES of the whole 3D molecule (every fragment, hydrogens implicit;
-    "" when RDKit rejects it) and its number of connected fragments under the metric's bonds (0 for a
+    """For people, not the metrics: the SMILES of the whole 3D molecule (every fragment) with exactly its own
+    atoms: no hydrogen is added, so it matches the formula and an atom short of hydrogens shows as a radical
+    ([CH2]); "" when RDKit rejects it. Also its number of connected fragments under the metric's bonds (0 for a
     geometry the metrics do not judge)."""
     if not chemically_judgeable(positions):
         return "", 0
-    mol = build_molecule(positions, types, decoder)
+    mol = Chem.RWMol(build_molecule(positions, types, decoder))
+    for atom in mol.GetAtoms():
+        atom.SetNoImplicit(True)  # the hydrogens are the molecule's own atoms, never invented
     with quiet_rdkit():
         fragments = len(Chem.GetMolFrags(mol))
-        clean = sanitized(mol)
+        clean = sanitized(mol.GetMol())
         return ("" if clean is None else Chem.MolToSmiles(Chem.RemoveHs(clean))), fragments
 
 
