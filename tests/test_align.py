@@ -515,3 +515,29 @@ def test_evaluation_reports_the_guards(tmp_path, backbone):
     for k in ("eval_atom_type_tv", "eval_bond_type_tv", "eval_ring_size_tv", "eval_uniqueness", "eval_validity"):
         assert k in metrics and 0 <= metrics[k] <= 1, k
     assert metrics["eval_heavy_formulas_distinct"] >= 1
+
+
+def test_the_composition_channel_stops_a_reward_that_pays_for_hydrogen_from_drifting_the_atom_types(
+    tmp_path, backbone, monkeypatch
+):
+    """A reward that pays for hydrogen drifts the policy's atom types; the composition channel holds them."""
+    from elign.rl import trainer as trainer_module
+    from elign.rl.rewards import RewardOutput
+
+    def pays_for_hydrogen(ff, molecules, chunk=256):
+        fractions = trainer_module._type_fractions(molecules)  # [B, E]
+        n = len(fractions)
+        return RewardOutput(fractions[:, 0].clone(), torch.zeros(n), torch.ones(n, dtype=torch.bool), [None] * n)
+
+    monkeypatch.setattr(trainer_module, "score_molecules", pays_for_hydrogen)
+    torch.set_num_threads(2)
+    hydrogen = {}
+    for w in (0.0, 2.0):
+        cfg = tiny_align(tmp_path / f"w{w}", backbone, iterations=25, lr=2e-3, kl_beta=0.0, w_energy=0.0,
+                         w_composition=w, prompts=2, group_size=8, eval_samples=96, seed=1)  # fmt: skip
+        tr = make_trainer(cfg)
+        before = tr.evaluate()["eval_hydrogen_fraction"]
+        tr.train()
+        hydrogen[w] = tr.evaluate()["eval_hydrogen_fraction"] - before
+    assert hydrogen[0.0] > 0.03, hydrogen  # the reward alone drifts the types
+    assert hydrogen[2.0] < hydrogen[0.0] / 2, hydrogen  # the channel holds them
