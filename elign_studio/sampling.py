@@ -23,10 +23,13 @@ _FF_CACHE: dict[str, Any] = {}
 _FF_LOCK = threading.Lock()
 
 
-def force_field(name: str) -> Any:
-    """A force field by name or path, built once per process (they are stateless after loading)."""
+def force_field(name: str | None) -> Any:
+    """A force field by name or path (None: the library's default), built once per process (they are stateless
+    after loading)."""
+    from elign.io.assets import default_mlff
     from elign.mlff import load_force_field
 
+    name = name or default_mlff()
     with _FF_LOCK:
         if name not in _FF_CACHE:
             _FF_CACHE[name] = load_force_field(name, device="cpu")
@@ -157,12 +160,13 @@ def sample_set(
     num: int = 1,
     steps: int = 100,
     n_atoms: int | None = None,
-    force_field_name: str = "synthetic",
+    force_field_name: str | None = None,
     max_frames: int = 101,
     formula: str | None = None,
 ) -> SampledSet:
     """Sample ``num`` molecules with their denoising trajectories; forces on the final frame only (the
-    rest: :func:`score_frames`). ``formula``: isomers of it (the atom types fixed; ``n_atoms`` is ignored)."""
+    rest: :func:`score_frames`). ``formula``: isomers of it (the atom types fixed; ``n_atoms`` is ignored).
+    ``force_field_name`` None: the library's default force field."""
     from elign.diffusion.conditioning import FixedTypes
     from elign.diffusion.sampler import node_mask_from_sizes, sample_chain
 

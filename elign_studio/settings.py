@@ -30,11 +30,18 @@ def _safe_name(name: str) -> str:
     return stem or "file"
 
 
+def _default_force_field() -> str:
+    """The library's one default (:func:`elign.io.assets.default_mlff`)."""
+    from elign.io.assets import default_mlff
+
+    return default_mlff()
+
+
 @dataclass
 class StudioSettings:
     data_dir: Path
     read_dirs: list[Path] = field(default_factory=list)
-    force_field: str = "aimnet2"
+    force_field: str = field(default_factory=lambda: _default_force_field())
     trainer: str = ""  # "module:callable" replacing FedGrpoTrainer (ELIGN_STUDIO_TRAINER)
     config_builder: str = ""  # "module:callable(preset, overrides)" replacing AlignConfig.preset
 
@@ -48,9 +55,7 @@ class StudioSettings:
 
         data = Path(os.environ.get("ELIGN_STUDIO_DATA", "studio-data"))
         extra = [Path(p) for p in os.environ.get("ELIGN_STUDIO_READ", "").split(os.pathsep) if p]
-        from elign.io.assets import default_mlff
-
-        ff = os.environ.get("ELIGN_STUDIO_FORCE_FIELD") or default_mlff()
+        ff = os.environ.get("ELIGN_STUDIO_FORCE_FIELD") or _default_force_field()
         return cls(
             data_dir=data,
             read_dirs=[assets_dir(), *extra],

@@ -338,7 +338,7 @@ def test_unscored_molecules_say_why_and_fragments_are_marked(monkeypatch: pytest
 
     monkeypatch.setattr(sampling, "force_field", lambda name: SyntheticForceField(closed_shell_only=True))
     model, config = tiny_model(seed=2)
-    s = sampling.sample_set(model, config, "tiny", seed=0, num=12, steps=5, n_atoms=3)
+    s = sampling.sample_set(model, config, "tiny", seed=0, num=12, steps=5, n_atoms=3, force_field_name="synthetic")
     for row in s.rows:
         assert (row["not_scored_because"] == "") == row["mlff_scored"], row
     assert any("odd electron count" in row["not_scored_because"] for row in s.rows)
