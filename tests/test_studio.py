@@ -567,3 +567,16 @@ def test_an_edm_run_folder_may_not_link_out_of_the_readable_folders(studio: Stud
     (run / "generative_model_ema.npy").write_bytes(b"x")
     assert studio.add_checkpoint("edm_run") is None
     assert "outside the folders this studio may read" in studio.error
+
+
+def test_the_viewer_controls_reach_both_viewers_and_the_player(studio: StudioSession) -> None:
+    from elign_studio.views.trajectory import TrajectoryView
+
+    view = TrajectoryView(session=studio)
+    view.hide_h.value = True
+    view.atom_labels.value = "index"
+    view.style.value = "spacefill"
+    view.speed.value = 400
+    for v in view.viewers:
+        assert (v.hide_h, v.atom_labels, v.style) == (True, "index", "spacefill")
+    assert view.player.interval == 400

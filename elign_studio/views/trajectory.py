@@ -73,6 +73,16 @@ class TrajectoryView(Viewer):
         )
         self.window = pn.widgets.IntSlider(name="Plots from frame", start=0, end=1, value=0, width=280)
         self.arrows = pn.widgets.Checkbox(name="Force arrows", value=False, css_classes=["elign-arrows"])
+        self.hide_h = pn.widgets.Checkbox(name="Hide hydrogens", value=False, css_classes=["elign-hide-h"])
+        self.atom_labels = pn.widgets.RadioButtonGroup(
+            options=["none", "element", "index"], value="none", name="Atom labels", css_classes=["elign-labels"]
+        )
+        self.style = pn.widgets.Select(
+            name="Representation", options=["ball and stick", "stick", "spacefill"], value="ball and stick", width=270
+        )
+        self.speed = pn.widgets.IntSlider(
+            name="Playback: ms per frame", start=20, end=1000, step=20, value=120, width=280
+        )
         self.player = pn.widgets.Player(  # its own slider is the one frame control
             name="Frame",
             start=0,
@@ -114,6 +124,10 @@ class TrajectoryView(Viewer):
         self.player.param.watch(lambda e: setattr(session, "frame", e.new), "value")
         self.color.param.watch(lambda e: [setattr(v, "color_by", e.new) for v in self.viewers], "value")
         self.arrows.param.watch(lambda e: [setattr(v, "arrows", e.new) for v in self.viewers], "value")
+        self.hide_h.param.watch(lambda e: [setattr(v, "hide_h", e.new) for v in self.viewers], "value")
+        self.atom_labels.param.watch(lambda e: [setattr(v, "atom_labels", e.new) for v in self.viewers], "value")
+        self.style.param.watch(lambda e: [setattr(v, "style", e.new) for v in self.viewers], "value")
+        self.speed.param.watch(lambda e: setattr(self.player, "interval", e.new), "value")
         self.scale.param.watch(self._force_range, "value")
         self.fixed_top.param.watch(self._force_range, "value")
         self.window.param.watch(self._plot, "value")
@@ -182,6 +196,7 @@ class TrajectoryView(Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         controls = [self.model, self.other, self.params, self.color, self.scale, self.fixed_top, self.arrows, self.go]
+        controls += [self.style, self.atom_labels, self.hide_h, self.speed]
         return pn.Column(
             pn.pane.Markdown("### Trajectories"),
             pn.Row(

@@ -31,9 +31,24 @@ class MoleculeViewer(ThreeDmolComponent):
     color_by = param.Selector(default="force", objects=["force", "element"])
     arrows = param.Boolean(default=False, doc="draw each atom's force as an arrow (2 A at the colour bar top)")
     label = param.String(default="")
+    hide_h = param.Boolean(default=False, doc="hide the hydrogens (and their bonds)")
+    atom_labels = param.Selector(default="none", objects=["none", "element", "index"], doc="a label on each atom")
+    style = param.Selector(
+        default="ball and stick", objects=["ball and stick", "stick", "spacefill"], doc="how atoms are drawn"
+    )
 
     _esm = """
 const ARROW = 2.0;  // force-arrow length (A) at the colour bar's top
+const STYLES = {  // representation -> 3Dmol style of each atom (colour added per atom below)
+  'ball and stick': { stick: { radius: 0.14 }, sphere: { scale: 0.3 } },
+  'stick': { stick: { radius: 0.2 } },
+  'spacefill': { sphere: { scale: 1.0 } },
+};
+function styled(name, colours) {  // a fresh style object with the colour options on every part
+  const s = JSON.parse(JSON.stringify(STYLES[name] || STYLES['ball and stick']));
+  for (const part of Object.values(s)) Object.assign(part, colours);
+  return s;
+}
 const STOPS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];  // viridis
 function colour(v, vmax) {
   if (v === null || v === undefined || !isFinite(v)) return '#9e9e9e';
@@ -141,13 +156,16 @@ export function render({ model, el }) {
     }
     const m = viewer.addModel();
     m.addAtoms(atoms);
-    if (model.color_by === 'force') {
-      const cf = (a) => colour(a.properties.force, vmax);
-      viewer.setStyle({}, { stick: { radius: 0.14, colorfunc: cf }, sphere: { scale: 0.3, colorfunc: cf } });
-    } else {
-      const cs = 'Jmol';
-      viewer.setStyle({}, { stick: { radius: 0.14, colorscheme: cs },
-                            sphere: { scale: 0.3, colorscheme: cs } });
+    const colours = model.color_by === 'force' ? { colorfunc: (a) => colour(a.properties.force, vmax) }
+      : { colorscheme: 'Jmol' };
+    viewer.setStyle({}, styled(model.style, colours));
+    if (model.hide_h) viewer.setStyle({ elem: 'H' }, {});  // hidden atoms take their bonds with them
+    if (model.atom_labels !== 'none') {
+      atoms.forEach((a, i) => {
+        if (model.hide_h && a.elem === 'H') return;
+        viewer.addLabel(model.atom_labels === 'element' ? a.elem : String(i), { position: { x: a.x, y: a.y, z: a.z },
+          fontSize: 11, fontColor: 'black', backgroundColor: 'white', backgroundOpacity: 0.6, inFront: true });
+      });
     }
     const fmaxFrame = frameMax === null ? 'not scored' : frameMax.toPrecision(3) + ' eV/\u00c5';
     title.textContent = model.label + '  t = ' + fr.t + '  (' + n + ' atoms, ' + fr.bonds.length +
@@ -162,7 +180,7 @@ export function render({ model, el }) {
     }, (atom, v) => { if (atom.hoverLabel) { v.removeLabel(atom.hoverLabel); delete atom.hoverLabel; } });
     if (model.arrows && fr.fvec) {  // F = -dE/dx: where each atom is pushed, ARROW A long at the bar's top
       fr.fvec.forEach((f, i) => {
-        if (!f) return;
+        if (!f || (model.hide_h && fr.elements[i] === 'H')) return;
         const scale = ARROW / vmax, p = fr.xyz[i];
         const tip = { x: p[0] + f[0] * scale, y: p[1] + f[1] * scale, z: p[2] + f[2] * scale };
         if (Math.hypot(tip.x - p[0], tip.y - p[1], tip.z - p[2]) < 0.05) return;
@@ -189,6 +207,9 @@ export function render({ model, el }) {
   model.on('label', () => draw(false));  // the title follows a new selection's label
   model.on('color_by', () => draw(false));
   model.on('arrows', () => draw(false));
+  model.on('hide_h', () => draw(false));
+  model.on('atom_labels', () => draw(false));
+  model.on('style', () => draw(false));
   model.on('after_layout', () => {
     if (pending !== null) draw(pending);
     else if (viewer) { viewer.resize(); viewer.render(); }

@@ -203,6 +203,26 @@ def test_force_arrows_draw_on_the_molecule(page) -> None:
     assert page.errors == []
 
 
+def test_representation_labels_and_hidden_hydrogens_redraw_the_molecule(page) -> None:
+    page.locator("button.last").first.click()  # the final molecule
+    canvas = page.locator(".elign-viewer canvas").first
+    assert eventually(page, lambda: canvas.screenshot() == (page.wait_for_timeout(400) or canvas.screenshot()))
+    plain = canvas.screenshot()
+    page.locator(".elign-hide-h").get_by_role("checkbox").check()
+    assert eventually(page, lambda: canvas.screenshot() != plain), "hiding hydrogens changed nothing"
+    hidden = canvas.screenshot()
+    page.locator(".elign-labels").get_by_role("button", name="element").click()
+    assert eventually(page, lambda: canvas.screenshot() != hidden), "element labels changed nothing"
+    page.get_by_label("Representation").select_option("spacefill")
+    page.wait_for_timeout(600)
+    shot(page, "09b-spacefill-labels-no-h")
+    page.get_by_label("Representation").select_option("ball and stick")
+    page.locator(".elign-labels").get_by_role("button", name="none").click()
+    page.locator(".elign-hide-h").get_by_role("checkbox").uncheck()
+    assert eventually(page, lambda: canvas.screenshot() == plain or canvas_colours(page) > 10)
+    assert page.errors == []
+
+
 def test_the_grid_shows_every_molecule_and_a_click_views_it(page) -> None:
     grid = page.locator(".elign-grid").first
     grid.scroll_into_view_if_needed()
