@@ -19,6 +19,7 @@ import param
 
 from elign.rl.config import PRESETS
 from elign_studio.sampling import ModelCache, SampledSet, sample_set, score_frames
+from elign_studio.serving import MAX_UPLOAD_MB
 from elign_studio.settings import DEFAULT_FORCE_FIELDS, PathNotAllowed, StudioSettings
 from elign_studio.worker import TrainerFactory, TrainingWorker
 
@@ -251,6 +252,12 @@ class StudioSession(param.Parameterized):
             return None
         if not data:
             self.error = f"{filename} is empty"
+            return None
+        if len(data) > MAX_UPLOAD_MB * 2**20:
+            self.error = (
+                f"{filename} is {len(data) / 2**20:.0f} MB, more than the {MAX_UPLOAD_MB} MB an upload may be; "
+                f"put it in {self.settings.data_dir} and load it by path"
+            )
             return None
         base = Path(filename).name  # a name is never a path: the uuid prefix stays, no other upload is reached
         target = self.settings.writable("uploads", f"{uuid.uuid4().hex[:8]}-{base}")

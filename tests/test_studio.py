@@ -580,3 +580,13 @@ def test_the_viewer_controls_reach_both_viewers_and_the_player(studio: StudioSes
     for v in view.viewers:
         assert (v.hide_h, v.atom_labels, v.style) == (True, "index", "spacefill")
     assert view.player.interval == 400
+
+
+def test_an_upload_beyond_the_limit_is_refused_with_the_way_round(studio: StudioSession) -> None:
+    from elign_studio.serving import MAX_UPLOAD_MB, WEBSOCKET_MAX_MESSAGE_BYTES, serve_command
+
+    assert studio.add_upload("huge.safetensors", b"\x00" * (MAX_UPLOAD_MB * 2**20 + 1)) is None
+    assert f"more than the {MAX_UPLOAD_MB} MB" in studio.error and "load it by path" in studio.error
+    cmd = serve_command(5006)
+    assert cmd[cmd.index("--websocket-max-message-size") + 1] == str(WEBSOCKET_MAX_MESSAGE_BYTES)
+    assert WEBSOCKET_MAX_MESSAGE_BYTES > MAX_UPLOAD_MB * 2**20 * 4 / 3  # base64 of the largest upload fits

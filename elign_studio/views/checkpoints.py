@@ -6,6 +6,7 @@ import panel as pn
 import param
 from panel.viewable import Viewer
 
+from elign_studio.serving import MAX_UPLOAD_MB
 from elign_studio.session import StudioSession
 
 __all__ = ["CheckpointView"]
@@ -54,7 +55,7 @@ class CheckpointView(Viewer):
                 f"### Checkpoints\nReadable folders: {roots}. Files are written only under `{settings.data_dir}`."
             ),
             pn.Row(self.path, self.load, sizing_mode="stretch_width"),
-            pn.Row(pn.pane.Markdown("or upload a `.safetensors` checkpoint:"), self.upload),
+            pn.Row(pn.pane.Markdown(f"or upload a `.safetensors` checkpoint (up to {MAX_UPLOAD_MB} MB):"), self.upload),
             self.force_field,
             self._listing,
             sizing_mode="stretch_width",
