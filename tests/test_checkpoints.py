@@ -184,3 +184,13 @@ def test_a_file_of_enormous_molecules_is_refused_before_its_pair_tables(tmp_path
     with pytest.raises(ValueError, match="molecule 0 has 600 atoms, more than the 500"):
         read_molecules(path)
     assert len(read_molecules(path, max_atoms=600)) == 1
+
+
+def test_deeply_nested_metadata_is_a_checkpoint_error(tmp_path):
+    from safetensors.torch import save
+
+    path = tmp_path / "nested.safetensors"
+    deep = "[" * 100_000 + "]" * 100_000
+    path.write_bytes(save({"w": torch.zeros(1)}, metadata={"format": "elign-edm/1", "config": deep}))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)

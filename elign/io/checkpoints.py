@@ -185,8 +185,8 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")
     try:
         config = ModelConfig.from_dict(json.loads(meta["config"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: invalid model config in checkpoint: {e}") from e
+    except (KeyError, TypeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path}: invalid model config in checkpoint: {_first_line(e)}") from None
     model = _build_and_load(config, tensors, path)
     return model.to(device), config, json.loads(meta.get("extra", "{}"))
 
