@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import param
 
 from elign.rl.config import PRESETS
@@ -443,14 +444,15 @@ class StudioSession(param.Parameterized):
         return path
 
     def export_trajectory(self) -> Path:
-        """The shown molecule's denoising chain (each model side by side in turn) as a multi-frame XYZ in
-        exports/, one frame per trajectory frame, its comment naming model, frame, t and max |F|."""
+        """The shown molecule's denoising chain (each model side by side in turn) as a multi-frame extended XYZ
+        in exports/, one frame per trajectory frame with each atom's force (eV/A; NaN where not scored), its
+        comment naming model, frame, t and max |F|."""
         from elign.io.export import write_xyz
 
         if not self.sets:
             raise ValueError("nothing to export: sample molecules first")
         b = self.selected
-        pairs, comments = [], []
+        pairs, comments, forces = [], [], []
         for s in self.sets:
             pos, types, _ = s.trajectory  # [F, B, N, 3], [F, B, N]
             n = len(s.frames[b][0]["elements"])
@@ -459,8 +461,10 @@ class StudioSession(param.Parameterized):
                 top = f"max |F| {max(scored):.4g} eV/A" if scored else "forces not scored"
                 pairs.append((pos[f, b, :n].numpy(), types[f, b, :n].numpy()))
                 comments.append(f"{s.model_name} #{b} frame {f} t={s.times[f]} {top}")
+                vectors = frame.get("fvec") or [None] * n  # per atom [3] eV/A, None where not scored
+                forces.append(np.array([v if v is not None else [np.nan] * 3 for v in vectors], dtype=float))
         path = self.settings.writable("exports", time.strftime(f"trajectory-{b}-%Y%m%d-%H%M%S.xyz"))
-        write_xyz(path, pairs, self.sets[0].decoder, comments)
+        write_xyz(path, pairs, self.sets[0].decoder, comments, forces=forces)
         return path
 
     # ================================================================ polling

@@ -178,3 +178,17 @@ def test_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path, monkeyp
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["m.npz"]
     with pytest.raises(FileWriteError, match="nothing was written"):
         write_npz(tmp_path / "new.npz", _pairs(1), ["H", "C"])
+
+
+def test_xyz_with_forces_is_extended_xyz_that_ase_reads(tmp_path: Path) -> None:
+    ase_io = pytest.importorskip("ase.io")
+    path = tmp_path / "f.xyz"
+    f_water = np.arange(9, dtype=float).reshape(3, 3) / 10
+    write_xyz(path, [water(), water()], DECODER, comments=['scored "a"', "not scored"], forces=[f_water, None])
+    frames = ase_io.read(str(path), index=":")
+    assert len(frames) == 2
+    np.testing.assert_allclose(frames[0].get_forces(), f_water)
+    assert np.isnan(frames[1].get_forces()).all()
+    np.testing.assert_allclose(frames[0].positions, water()[0], atol=1e-6)
+    with pytest.raises(ValueError, match="1 force arrays for 2 molecules"):
+        write_xyz(path, [water(), water()], DECODER, forces=[f_water])

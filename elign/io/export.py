@@ -151,17 +151,36 @@ def read_sdf(path: str | os.PathLike) -> list[tuple[np.ndarray, list[str], dict[
     return out
 
 
-def write_xyz(path: str | os.PathLike, molecules: Any, decoder: Any, comments: Sequence[str] | None = None) -> int:
-    """Write molecules as a multi-frame XYZ file (Angstrom); returns the number of frames written."""
+def write_xyz(
+    path: str | os.PathLike,
+    molecules: Any,
+    decoder: Any,
+    comments: Sequence[str] | None = None,
+    forces: Sequence[np.ndarray | None] | None = None,
+) -> int:
+    """Write molecules as a multi-frame XYZ file (Angstrom); returns the number of frames written.
+
+    With ``forces`` (per frame [n, 3] eV/A, or None where not scored) the file is extended XYZ: each comment line
+    declares ``Properties=species:S:1:pos:R:3:forces:R:3`` and every atom line carries its force (NaN where the
+    frame was not scored), which ASE and OVITO read.
+    """
     symbols = decoder_symbols(decoder)
     mols = list(split_molecules(molecules))
     if comments is not None and len(comments) != len(mols):
         raise ValueError(f"{len(comments)} comments for {len(mols)} molecules")
+    if forces is not None and len(forces) != len(mols):
+        raise ValueError(f"{len(forces)} force arrays for {len(mols)} molecules")
     lines: list[str] = []
     for i, (x, t) in enumerate(mols):
-        comment = comments[i] if comments is not None else f"mol_{i}"
-        lines += [str(len(t)), comment.replace("\n", " ")]
-        lines += [f"{symbols[ti]:<2s} {a:14.8f} {b:14.8f} {c:14.8f}" for ti, (a, b, c) in zip(t, x, strict=True)]
+        comment = (comments[i] if comments is not None else f"mol_{i}").replace("\n", " ")
+        f = None
+        if forces is not None:
+            f = np.full((len(t), 3), np.nan) if forces[i] is None else np.asarray(forces[i], dtype=np.float64)
+            comment = f'Properties=species:S:1:pos:R:3:forces:R:3 comment="{comment.replace(chr(34), chr(39))}"'
+        lines += [str(len(t)), comment]
+        for k, (ti, (a, b, c)) in enumerate(zip(t, x, strict=True)):
+            atom = f"{symbols[ti]:<2s} {a:14.8f} {b:14.8f} {c:14.8f}"
+            lines.append(atom if f is None else atom + "".join(f" {v:14.8f}" for v in f[k]))
     atomic_write(path, ("\n".join(lines) + ("\n" if lines else "")).encode())
     return len(mols)
 

@@ -154,8 +154,9 @@ def test_trajectory_xyz_and_a_measured_distance_agree(page) -> None:
         n = int(lines[0])
         comment, atoms, lines = lines[1], lines[2 : 2 + n], lines[2 + n :]
         t = int(re.search(r" t=(\d+) ", comment).group(1))
-        frames.setdefault(t, np.array([[float(v) for v in a.split()[1:]] for a in atoms]))
-    assert len(frames) > 2
+        frames.setdefault(t, np.array([[float(v) for v in a.split()[1:4]] for a in atoms]))
+        last_forces = np.array([[float(v) for v in a.split()[4:7]] for a in atoms])  # extended XYZ: forces too
+    assert len(frames) > 2 and np.isfinite(last_forces).all()  # the final frame is scored
     viewer = page.locator(".elign-viewer").first
     viewer.evaluate("el => { el.elignPick(0); el.elignPick(1); }")  # what clicks on atoms 0 and 1 do
     text = page.locator(".elign-distance").first.inner_text()
