@@ -590,3 +590,10 @@ def test_an_upload_beyond_the_limit_is_refused_with_the_way_round(studio: Studio
     cmd = serve_command(5006)
     assert cmd[cmd.index("--websocket-max-message-size") + 1] == str(WEBSOCKET_MAX_MESSAGE_BYTES)
     assert WEBSOCKET_MAX_MESSAGE_BYTES > MAX_UPLOAD_MB * 2**20 * 4 / 3  # base64 of the largest upload fits
+
+
+def test_the_table_shows_why_a_molecule_was_not_scored_beside_its_figures() -> None:
+    from elign_studio.views.molecules import COLUMNS
+
+    where = COLUMNS.index("not_scored_because")
+    assert where == COLUMNS.index("energy_per_atom_eV") + 1 and where < len(COLUMNS) - 3

@@ -21,14 +21,14 @@ COLUMNS = [  # "molecule" is the rows' "index" (Tabulator hides a column named "
     "formula",
     "atoms",
     "stable",
-    "atom_stability",
     "valid",
     "connected",
-    "smiles",
-    "energy_per_atom_eV",
     "rms_force_eV_A",
+    "energy_per_atom_eV",
+    "not_scored_because",  # beside the figures it explains, not behind a horizontal scroll
+    "atom_stability",
+    "smiles",
     "mlff_scored",
-    "not_scored_because",
 ]
 
 
