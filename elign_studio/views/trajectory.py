@@ -80,8 +80,8 @@ class TrajectoryView(Viewer):
         self.style = pn.widgets.Select(
             name="Representation", options=["ball and stick", "stick", "spacefill"], value="ball and stick", width=270
         )
-        self.speed = pn.widgets.IntSlider(
-            name="Playback: ms per frame", start=20, end=1000, step=20, value=120, width=280
+        self.speed = pn.widgets.IntInput(  # a number box: the player's slider stays the one slider for frames
+            name="Playback: ms per frame", start=20, end=2000, step=20, value=120, width=260
         )
         self.player = pn.widgets.Player(  # its own slider is the one frame control
             name="Frame",
