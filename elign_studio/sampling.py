@@ -209,6 +209,8 @@ def sample_set(
                 for f in range(F_)
             ]
         )
+        if not final["valid"][0, b]:  # the viewer says why the final frame is grey
+            frames[b][-1]["why"] = final["reason"][b] or "not scorable"
     rows = _rows(model_name, int(seed), molecules, decoder, final)
     return SampledSet(
         model_name=model_name,
@@ -281,4 +283,6 @@ def score_frames(sampled: SampledSet, chunk_frames: int = 20, should_stop: Any =
                 if part["valid"][f - start, b]:
                     n = len(chain[f]["elements"])
                     chain[f].update(_force_fields(part["forces"][f - start, b, :n], n))
+                else:  # the viewer says why this frame is grey (atoms of the noise on top of each other, ...)
+                    chain[f]["why"] = part["reason"][(f - start) * B + b] or "not scorable"
     return replace(sampled, frames=frames, energy=energy, rms_force=rms, frames_scored=True)

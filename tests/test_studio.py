@@ -342,6 +342,11 @@ def test_unscored_molecules_say_why_and_fragments_are_marked(monkeypatch: pytest
     for row in s.rows:
         assert (row["not_scored_because"] == "") == row["mlff_scored"], row
     assert any("odd electron count" in row["not_scored_because"] for row in s.rows)
+    for b, row in enumerate(s.rows):  # the viewer's final frame says the same
+        assert s.frames[b][-1].get("why", "") == (row["not_scored_because"] or ""), row
+    scored = sampling.score_frames(s)
+    grey = [fr for chain in scored.frames for fr in chain if all(v is None for v in fr["force"])]
+    assert grey and all(fr.get("why") for fr in grey)  # every grey frame carries its reason
 
 
 def test_notebook_resources_are_inline(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,8 @@ __all__ = ["MoleculeViewer"]
 
 
 class MoleculeViewer(ThreeDmolComponent):
-    """Shows ``frames[frame]``: {elements, xyz, force (|F| per atom, eV/A, null if unscored), bonds}."""
+    """Shows ``frames[frame]``: {elements, xyz, force (|F| per atom, eV/A, null if unscored), bonds, and ``why``
+    a frame is not scored when it is not}."""
 
     frames = param.List(default=[], doc="viewer frames of one molecule's trajectory")
     frame = param.Integer(default=0)
@@ -167,7 +168,8 @@ export function render({ model, el }) {
           fontSize: 11, fontColor: 'black', backgroundColor: 'white', backgroundOpacity: 0.6, inFront: true });
       });
     }
-    const fmaxFrame = frameMax === null ? 'not scored' : frameMax.toPrecision(3) + ' eV/\u00c5';
+    const fmaxFrame = frameMax === null ? 'not scored' + (fr.why ? ': ' + fr.why : '')
+      : frameMax.toPrecision(3) + ' eV/\u00c5';
     title.textContent = model.label + '  t = ' + fr.t + '  (' + n + ' atoms, ' + fr.bonds.length +
       ' bonds, max |F| ' + fmaxFrame + ')';
     viewer.setHoverable({}, true, (atom, v) => {
