@@ -189,8 +189,29 @@ def sample_set(
         model, node_mask, steps, gen, trajectory_every=every, atomic_numbers=info.atomic_numbers, fixed_types=fixed
     )
     pos, types = torch.stack(traj.positions), torch.stack(traj.types)  # [F, B, N, 3], [F, B, N]
+    return chain_set(
+        model_name, int(seed), decoder, list(info.atomic_numbers), molecules, pos, types, list(traj.times),
+        node_mask, force_field_name,
+    )  # fmt: skip
+
+
+def chain_set(
+    name: str,
+    seed: int,
+    decoder: list[str],
+    atomic_numbers: list[int],
+    molecules: Any,
+    pos: torch.Tensor,
+    types: torch.Tensor,
+    times: list[int],
+    node_mask: torch.Tensor,
+    force_field_name: str | None,
+) -> SampledSet:
+    """The set of chains pos [F, B, N, 3], types [F, B, N] ending in ``molecules``: forces on the final frame
+    (the rest: :func:`score_frames`), viewer frames and the table's rows."""
     F_, B = pos.shape[:2]
-    final = _score(force_field(force_field_name), pos[-1:], types[-1:], node_mask, info.atomic_numbers)
+    sizes = node_mask.sum(dim=(1, 2)).round().long()  # [B]
+    final = _score(force_field(force_field_name), pos[-1:], types[-1:], node_mask, atomic_numbers)
     e_form = np.full((B, F_), np.nan)  # [B, F]
     rms = np.full((B, F_), np.nan)
     e_form[:, -1], rms[:, -1] = final["energy"][:, 0], final["rms_force"][:, 0]
@@ -200,9 +221,9 @@ def sample_set(
         frames.append(
             [
                 _viewer_frame(
-                    traj.times[f],
-                    traj.positions[f][b, :n].numpy(),
-                    traj.types[f][b, :n].numpy(),
+                    times[f],
+                    pos[f, b, :n].numpy(),
+                    types[f, b, :n].numpy(),
                     final["forces"][0, b, :n] if f == F_ - 1 and final["valid"][0, b] else None,
                     decoder,
                 )
@@ -211,13 +232,13 @@ def sample_set(
         )
         if not final["valid"][0, b]:  # the viewer says why the final frame is grey
             frames[b][-1]["why"] = final["reason"][b] or "not scorable"
-    rows = _rows(model_name, int(seed), molecules, decoder, final)
+    rows = _rows(name, seed, molecules, decoder, final)
     return SampledSet(
-        model_name=model_name,
-        seed=int(seed),
+        model_name=name,
+        seed=seed,
         decoder=decoder,
         batch=molecules,
-        times=list(traj.times),
+        times=list(times),
         frames=frames,
         energy=e_form,
         rms_force=rms,
@@ -225,14 +246,43 @@ def sample_set(
         force_field=force_field_name,
         frames_scored=F_ == 1,
         trajectory=(pos, types, node_mask),
-        atomic_numbers=list(info.atomic_numbers),
+        atomic_numbers=list(atomic_numbers),
     )
 
 
+def file_set(path: Any, name: str, force_field_name: str | None = None) -> SampledSet:
+    """The molecules of a user's .sdf, .npz or .xyz file as a set to view and score: one frame each (an .xyz of
+    several frames of one molecule is that molecule's trajectory)."""
+    from elign.data.batch import MoleculeBatch
+    from elign.data.elements import ATOMIC_NUMBERS, QM9_SYMBOLS
+    from elign.io.export import read_molecules, read_xyz
+
+    records = read_xyz(path) if str(path).lower().endswith(".xyz") else read_molecules(path)
+    if not records:
+        raise ValueError(f"{Path(path).name} holds no molecules")
+    seen = {sym for _, syms, _ in records for sym in syms}
+    decoder = list(QM9_SYMBOLS) + sorted(seen - set(QM9_SYMBOLS), key=ATOMIC_NUMBERS.__getitem__)
+    atomic_numbers = [ATOMIC_NUMBERS[a] for a in decoder]
+    index = {a: k for k, a in enumerate(decoder)}
+    xs = [torch.as_tensor(np.asarray(x, dtype=np.float32)) for x, _, _ in records]
+    ts = [torch.tensor([index[a] for a in syms]) for _, syms, _ in records]
+    trajectory = str(path).lower().endswith(".xyz") and len({tuple(s) for _, s, _ in records}) == 1 and len(xs) > 1
+    if trajectory:  # frames of one molecule: its chain, the last frame the molecule
+        batch = MoleculeBatch.from_lists(xs[-1:], ts[-1:], atomic_numbers)
+        pos = torch.stack([x[None] for x in xs])  # [F, 1, n, 3]
+        types = torch.stack([t[None] for t in ts])  # [F, 1, n]
+        times = list(range(len(xs) - 1, -1, -1))
+    else:
+        batch = MoleculeBatch.from_lists(xs, ts, atomic_numbers)
+        pos, types, times = batch.positions[None], batch.one_hot.argmax(-1)[None], [0]  # [1, B, N, 3], [1, B, N]
+    return chain_set(name, 0, decoder, atomic_numbers, batch, pos, types, times, batch.node_mask, force_field_name)
+
+
 def chemistry_columns(positions: Any, types: Any, decoder: list[str]) -> dict[str, Any]:
-    """The table's chemistry of one molecule (positions [n, 3], types [n]): formula, validity under the
-    metric (its largest fragment sanitizes), the whole molecule's SMILES with implicit hydrogens, and
+    """The table's chemistry of one molecule (positions [n, 3], types [n]): formula (Hill order), validity under
+    the metric (its largest fragment sanitizes), the whole molecule's SMILES with exactly its own atoms, and
     whether it is one connected piece."""
+    from elign.data.formula import hill_formula
     from elign.metrics.rdkit_metrics import molecule_smiles, readable_smiles
 
     counts = dict.fromkeys(decoder, 0)
@@ -240,7 +290,7 @@ def chemistry_columns(positions: Any, types: Any, decoder: list[str]) -> dict[st
         counts[decoder[k]] += 1
     smiles, fragments = readable_smiles(positions, types, decoder)
     return {
-        "formula": "".join(f"{s}{c if c > 1 else ''}" for s, c in counts.items() if c),
+        "formula": hill_formula(counts),
         "valid": molecule_smiles(positions, types, decoder) is not None,
         "smiles": smiles,
         "connected": fragments == 1,

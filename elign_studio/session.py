@@ -506,6 +506,39 @@ class StudioSession(param.Parameterized):
                     seconds = time.perf_counter() - self._sample_started - self.last_sample_seconds
                     self.status = f"{self._sampled_status}; forces on every frame after {seconds:.1f} s more"
 
+    def open_molecules(self, filename: str, data: bytes) -> bool:
+        """Show a user's .sdf, .npz or .xyz file (an .xyz of one molecule's frames is its trajectory) in the viewer,
+        the table and the grid, scored by the session's force field. False with ``error`` set."""
+        from elign_studio.sampling import file_set
+
+        self.error = ""
+        base = Path(filename).name
+        if Path(base).suffix.lower() not in (".sdf", ".sd", ".mol", ".npz", ".xyz"):
+            self.error = f"{base}: open an .sdf, .npz or .xyz file of molecules"
+            return False
+        if len(data) > MAX_UPLOAD_MB * 2**20:
+            self.error = f"{base} is more than the {MAX_UPLOAD_MB} MB an upload may be"
+            return False
+        target = self.settings.writable("uploads", f"{uuid.uuid4().hex[:8]}-{base}")
+        try:
+            target.write_bytes(data)
+            opened = file_set(target, Path(base).stem, self.force_field)
+        except Exception as e:  # whatever a malformed file raises becomes the banner
+            self.error = f"Cannot open {base}: {_fmt_error(e)}".replace(str(target), base)
+            return False
+        finally:
+            target.unlink(missing_ok=True)
+        self._sample_generation += 1  # a sample still being scored no longer replaces what is shown
+        self.param.update(selected=0, frame=opened.num_frames - 1, sets=[opened])
+        self._sampled_status = f"Opened {base}: {len(opened.rows)} molecule(s), {opened.num_frames} frame(s)"
+        self.status = self._sampled_status
+        if not opened.frames_scored:
+            self._sample_started = time.perf_counter()
+            self.last_sample_seconds = 0.0
+            self.status += "; scoring the other frames..."
+            self._score_job = self._executor.submit(self._score_many, [opened], self._sample_generation)
+        return True
+
     def _collect_sample(self) -> None:
         job = self._sample_job
         if job is not None and job.done() and self.sampling:

@@ -417,9 +417,9 @@ def test_a_fragmented_molecule_is_valid_but_not_connected_and_its_smiles_shows_b
     decoder = ["H", "C", "N", "O", "F"]
     cols = chemistry_columns(np.concatenate([water, co]), np.array([3, 0, 0, 1, 3, 0, 0]), decoder)
     assert cols["valid"] and not cols["connected"], cols  # valid: its largest fragment (the metric's rule)
-    assert sorted(cols["smiles"].split(".")) == ["C=O", "O"] and cols["formula"] == "H4CO2"
+    assert sorted(cols["smiles"].split(".")) == ["C=O", "O"] and cols["formula"] == "CH4O2"  # Hill order
     one = chemistry_columns(co, np.array([1, 3, 0, 0]), decoder)
-    assert one == {"formula": "H2CO", "valid": True, "smiles": "C=O", "connected": True}
+    assert one == {"formula": "CH2O", "valid": True, "smiles": "C=O", "connected": True}
 
 
 def test_a_started_run_says_starting_until_its_first_iteration(studio: StudioSession) -> None:
@@ -602,3 +602,35 @@ def test_the_table_shows_why_a_molecule_was_not_scored_beside_its_figures() -> N
 
     where = COLUMNS.index("not_scored_because")
     assert where == COLUMNS.index("energy_per_atom_eV") + 1 and where < len(COLUMNS) - 3
+
+
+def test_a_users_own_file_is_viewed_scored_and_exported(studio: StudioSession, tmp_path: Path) -> None:
+    import numpy as np
+    from rdkit import Chem
+
+    from elign.io.export import write_npz, write_sdf, write_xyz
+
+    d = 1.09 / 3**0.5
+    methane = (np.array([[0, 0, 0], [d, d, d], [-d, -d, d], [-d, d, -d], [d, -d, -d]]), np.array([0, 1, 1, 1, 1]))
+    water = (np.array([[0, 0, 0.12], [0, 0.76, -0.47], [0, -0.76, -0.47]]), np.array([1, 0, 0]))
+    decoder = ["C", "H", "O"]
+    water = (water[0], np.array([2, 1, 1]))
+    write_sdf(tmp_path / "mine.sdf", [methane, water], decoder)
+    assert studio.open_molecules("mine.sdf", (tmp_path / "mine.sdf").read_bytes()), studio.error
+    assert [r["formula"] for r in studio.rows] == ["CH4", "H2O"] and studio.sets[0].model_name == "mine"
+    assert all(r["mlff_scored"] for r in studio.rows) and "Opened mine.sdf: 2 molecule(s)" in studio.status
+    path = studio.export_sdf("all")
+    assert len([m for m in Chem.SDMolSupplier(str(path), sanitize=False)]) == 2
+    write_npz(tmp_path / "mine.npz", [methane], decoder)
+    assert studio.open_molecules("mine.npz", (tmp_path / "mine.npz").read_bytes()) and len(studio.rows) == 1
+    frames = [(methane[0] * s, methane[1]) for s in (3.0, 2.0, 1.0)]  # one molecule's chain, as exported
+    write_xyz(tmp_path / "chain.xyz", frames, decoder, forces=[None] * 3)
+    assert studio.open_molecules("chain.xyz", (tmp_path / "chain.xyz").read_bytes()), studio.error
+    studio.wait_sampling(60)
+    studio.poll()
+    s = studio.sets[0]
+    assert s.num_frames == 3 and len(studio.rows) == 1 and s.frames_scored and studio.frame == 2
+    assert not studio.open_molecules("notes.txt", b"hello") and "open an .sdf, .npz or .xyz" in studio.error
+    assert not studio.open_molecules("bad.xyz", b"3\\ncomment\\nC 0 0\\n") and "bad.xyz" in studio.error
+    assert str(studio.settings.folder("uploads")) not in studio.error
+    assert not list(studio.settings.folder("uploads").iterdir())  # nothing of the user's files stays

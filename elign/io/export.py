@@ -26,6 +26,8 @@ __all__ = ["read_molecules", "read_npz", "read_sdf", "write_npz", "write_sdf", "
 
 log = logging.getLogger(__name__)
 
+MAX_FILE_ATOMS = 500  # atoms per molecule in a file read: pair tables grow as n^2 (QM9's largest has 29)
+
 VALID_TAG = "elign_valid"
 SMILES_TAG = "elign_smiles"
 
@@ -185,6 +187,38 @@ def write_xyz(
     return len(mols)
 
 
+def read_xyz(
+    path: str | os.PathLike, max_atoms: int = MAX_FILE_ATOMS
+) -> list[tuple[np.ndarray, list[str], dict[str, Any]]]:
+    """Read a (multi-frame, plain or extended) XYZ file: per frame (positions [n,3] float32, symbols, {comment}).
+    Columns after x, y, z (forces of an extended XYZ) are ignored; a malformed frame is a ValueError naming it."""
+    lines = Path(path).read_text(errors="replace").splitlines()
+    out, i = [], 0
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        try:
+            n = int(lines[i].split()[0])
+        except ValueError:
+            raise ValueError(f"{path}: line {i + 1} should hold an atom count, not {lines[i][:40]!r}") from None
+        if not 1 <= n <= max_atoms:
+            raise ValueError(f"{path}: frame {len(out)} has {n} atoms; this reads 1 to {max_atoms}")
+        atoms = lines[i + 2 : i + 2 + n]
+        if len(atoms) < n:
+            raise ValueError(f"{path}: frame {len(out)} is cut short ({len(atoms)} of {n} atom lines)")
+        try:
+            symbols = [a.split()[0].capitalize() for a in atoms]
+            xyz = np.array([[float(v) for v in a.split()[1:4]] for a in atoms], dtype=np.float32)  # [n, 3]
+        except (IndexError, ValueError):
+            raise ValueError(f"{path}: frame {len(out)} has an atom line that is not 'symbol x y z'") from None
+        if xyz.shape != (n, 3):
+            raise ValueError(f"{path}: frame {len(out)} has an atom line without three coordinates")
+        out.append((xyz, symbols, {"comment": lines[i + 1].strip() if i + 1 < len(lines) else ""}))
+        i += 2 + n
+    return out
+
+
 def write_npz(
     path: str | os.PathLike, molecules: Any, decoder: Any, properties: Sequence[dict[str, Any]] | None = None
 ) -> int:
@@ -249,9 +283,6 @@ def read_npz(path: str | os.PathLike) -> list[tuple[np.ndarray, list[str], dict[
         (positions[e - n : e], [decoder[int(i)] for i in types[e - n : e]], p)
         for n, e, p in zip(n_atoms, ends, props, strict=True)
     ]
-
-
-MAX_FILE_ATOMS = 500  # atoms per molecule in a file read: pair tables grow as n^2 (QM9's largest has 29)
 
 
 def read_molecules(

@@ -26,7 +26,7 @@ class CheckpointView(Viewer):
             sizing_mode="stretch_width",
         )
         self.load = pn.widgets.Button(name="Load path", button_type="primary", width=120)
-        self.upload = pn.widgets.FileInput(accept=".safetensors", name="Upload")
+        self.upload = pn.widgets.FileInput(accept=".safetensors", name="Upload", css_classes=["elign-upload"])
         self.force_field = pn.widgets.Select.from_param(session.param.force_field, name="Force field for scoring")
         self.load.on_click(self._load)
         self.upload.param.watch(self._upload, "value")

@@ -64,6 +64,10 @@ class TrajectoryView(Viewer):
         )
         self.go = pn.widgets.Button(name="Sample", button_type="primary", css_classes=["elign-sample"])
         self.go.on_click(lambda _: session.sample())
+        self.open = pn.widgets.FileInput(accept=".sdf,.sd,.mol,.npz,.xyz", css_classes=["elign-open"], width=260)
+        self.open.param.watch(
+            lambda e: e.new and session.open_molecules(self.open.filename or "molecules.sdf", e.new), "value"
+        )
         self.color = pn.widgets.RadioButtonGroup(options=["force", "element"], value="force", name="Colour atoms by")
         self.scale = pn.widgets.RadioButtonGroup(
             options=list(SCALES), value="per frame", name="Force colour range", css_classes=["elign-force-scale"]
@@ -196,6 +200,7 @@ class TrajectoryView(Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         controls = [self.model, self.other, self.params, self.color, self.scale, self.fixed_top, self.arrows, self.go]
+        controls += [pn.pane.Markdown("or open your own (.sdf, .npz, .xyz):", margin=(0, 5)), self.open]
         controls += [self.style, self.atom_labels, self.hide_h, self.speed]
         return pn.Column(
             pn.pane.Markdown("### Trajectories"),

@@ -242,9 +242,26 @@ def test_an_upload_of_an_edm_sized_checkpoint_reaches_the_server_and_its_verdict
     big = tmp_path / "edm-sized.safetensors"
     big.write_bytes(b"\x00" * (21 * 2**20))  # not a checkpoint: the verdict is a refusal naming the file
     page.locator(".bk-tab", has_text="Checkpoints").click()
-    page.locator("input[type=file]").set_input_files(str(big))
+    page.locator(".elign-upload input[type=file]").set_input_files(str(big))
     page.get_by_text("Cannot load edm-sized.safetensors").wait_for(timeout=60_000)
     shot(page, "12-large-upload")
     page.locator(".bk-tab", has_text="Trajectories").click()
     assert page.get_by_role("button", name="Sample").is_enabled()  # the page is alive
     assert page.errors == []
+
+
+def test_a_users_own_sdf_opens_in_the_viewer(page, tmp_path) -> None:
+    import numpy as np
+
+    from elign.io.export import write_sdf
+
+    d = 1.09 / 3**0.5
+    methane = (np.array([[0, 0, 0], [d, d, d], [-d, -d, d], [-d, d, -d], [d, -d, -d]]), np.array([0, 1, 1, 1, 1]))
+    write_sdf(tmp_path / "mine.sdf", [methane], ["C", "H"])
+    page.locator(".bk-tab", has_text="Trajectories").click()
+    page.locator(".elign-open input[type=file]").set_input_files(str(tmp_path / "mine.sdf"))
+    page.get_by_text("Opened mine.sdf: 1 molecule(s)").wait_for(timeout=60_000)
+    page.get_by_text("mine #0").first.wait_for(timeout=10_000)
+    page.wait_for_timeout(500)
+    shot(page, "13-own-sdf")
+    assert canvas_colours(page) > 10 and page.errors == []
