@@ -301,7 +301,7 @@ def test_non_finite_weights_are_never_saved_over_the_last_good_state(tmp_path):
     trainer.cfg.max_steps = 100
     stop = threading.Event()
     stop.set()  # the save at a stop (SIGTERM, --max-minutes) after one more step
-    with pytest.raises(FloatingPointError, match=r"non-finite by step 5 .*keeps the last finite checkpoint"):
+    with pytest.raises(FloatingPointError, match=r"non-finite by step 5 .*keeps the last finite state"):
         trainer.fit(progress=False, stop_event=stop)
     trainer.cfg.checkpoint_minutes = 1e-9  # the periodic checkpoint after every step
     with pytest.raises(FloatingPointError, match=r"non-finite by step 6 "):

@@ -38,6 +38,7 @@ __all__ = [
     "truncate_log",
     "checkpoint_sha256",
     "non_finite_entries",
+    "refuse_non_finite",
     "require_state",
     "state_must_fit",
 ]
@@ -61,6 +62,17 @@ def non_finite_entries(tree: object, prefix: str = "") -> list[str]:
     else:
         return []
     return [name for k, v in items for name in non_finite_entries(v, f"{prefix}.{k}" if prefix else str(k))]
+
+
+def refuse_non_finite(state: dict, parts: tuple[str, ...], what: str, kept: str | Path) -> None:
+    """Raise FloatingPointError, naming the bad tensors, when a part of ``state`` holds a NaN or an infinity:
+    ``what`` says where the run is ("training ... by step 250"), ``kept`` which file keeps the last good state."""
+    bad = non_finite_entries({k: state[k] for k in parts})
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise FloatingPointError(
+            f"{what} ({', '.join(bad[:3])}{more}); nothing was saved: {kept} keeps the last finite state"
+        )
 
 
 def require_state(state: object, kind: str, keys: tuple[str, ...], path: str | Path) -> None:

@@ -688,16 +688,12 @@ class _Run:
 
     def save(self, path: Path) -> None:
         """The training state, never with a non-finite weight, EMA or optimiser moment (the last one stays)."""
-        from elign.io.checkpoints import non_finite_entries
+        from elign.io.checkpoints import refuse_non_finite
         from elign.io.files import atomic_write
 
         state = self.state()
-        bad = non_finite_entries({k: state[k] for k in ("model", "optimizer", "ema")})
-        if bad:
-            raise FloatingPointError(
-                f"distillation became non-finite by epoch {self.epoch}, step {self.step} ({', '.join(bad[:3])}); "
-                f"nothing was saved: {path} keeps the last finite state"
-            )
+        what = f"distillation became non-finite by epoch {self.epoch}, step {self.step}"
+        refuse_non_finite(state, ("model", "optimizer", "ema"), what, path)
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write(path, buf.getvalue())

@@ -19,7 +19,7 @@ import torch
 from elign.diffusion.edm import gaussian_log_prob
 from elign.io.checkpoints import (
     load_checkpoint,
-    non_finite_entries,
+    refuse_non_finite,
     remove_stale_temporaries,
     require_state,
     save_checkpoint,
@@ -141,12 +141,8 @@ class FedGrpoTrainer:
         if self.rank:
             return
         state = self.state_dict()
-        bad = non_finite_entries({k: state[k] for k in ("policy", "optimizer")})
-        if bad:
-            raise FloatingPointError(
-                f"alignment became non-finite by iteration {self.iteration} ({', '.join(bad[:3])}); nothing was "
-                f"saved: {self.out / 'state.pt'} keeps the last finite checkpoint"
-            )
+        what = f"alignment became non-finite by iteration {self.iteration}"
+        refuse_non_finite(state, ("policy", "optimizer"), what, self.out / "state.pt")
         save_checkpoint(
             self.out / "model.safetensors",
             self.policy,

@@ -28,7 +28,7 @@ from elign.data.dense import DenseDataset
 from elign.diffusion.edm import EquivariantDiffusion
 from elign.diffusion.objective import TrainingObjective
 from elign.io.checkpoints import (
-    non_finite_entries,
+    refuse_non_finite,
     remove_stale_temporaries,
     require_state,
     save_checkpoint,
@@ -310,13 +310,8 @@ class Pretrainer:
         if self.rank != 0:
             return
         state = self.state_dict()
-        bad = non_finite_entries({k: state[k] for k in ("model", "ema", "optimizer")})
-        if bad:
-            raise FloatingPointError(
-                f"training became non-finite by step {self.step} ({', '.join(bad[:3])}"
-                f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}); nothing was saved: "
-                f"{self.state_path} keeps the last finite checkpoint"
-            )
+        what = f"training became non-finite by step {self.step}"
+        refuse_non_finite(state, ("model", "ema", "optimizer"), what, self.state_path)
         self._save_weights()
         buf = io.BytesIO()
         torch.save(state, buf)
