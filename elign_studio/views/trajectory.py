@@ -96,9 +96,11 @@ class TrajectoryView(Viewer):
             loop_policy="once",
             show_loop_controls=False,
             sizing_mode="stretch_width",
-            show_value=True,
+            show_value=False,  # its own readout lagged behind server updates: the text below follows in the browser
             visible_buttons=["first", "previous", "pause", "play", "next", "last"],
         )
+        self.frame_readout = pn.widgets.StaticText(name="Frame", value="0", css_classes=["elign-frame-readout"])
+        self.player.jslink(self.frame_readout, code={"value": "target.value = String(source.value)"})
         self.viewers = [
             MoleculeViewer(label="", sizing_mode="stretch_width", height=400),
             MoleculeViewer(label="", sizing_mode="stretch_width", height=400, visible=False),
@@ -174,10 +176,12 @@ class TrajectoryView(Viewer):
             else:
                 v.visible = k == 0
         self.player.param.update(end=max(1, n_frames - 1), value=min(frame, n_frames - 1))
+        self.frame_readout.value = str(min(frame, n_frames - 1))
         self.window.param.update(end=max(1, n_frames - 2), value=min(self.window.value, max(0, n_frames - 2)))
 
     def _frame(self, event) -> None:
         self.player.value = event.new
+        self.frame_readout.value = str(event.new)
         for v in self.viewers:
             if v.visible:
                 v.frame = event.new
@@ -209,6 +213,7 @@ class TrajectoryView(Viewer):
                 pn.Column(
                     self._note,
                     pn.Row(*self.viewers, sizing_mode="stretch_width"),
+                    self.frame_readout,
                     self.player,
                     pn.Row(self.window, self.xyz),
                     self.plots.panel,

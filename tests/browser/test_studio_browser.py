@@ -74,6 +74,23 @@ def test_sampling_draws_a_molecule(page) -> None:
     assert page.errors == []
 
 
+def test_the_frame_readout_names_the_frame_the_player_shows(page) -> None:
+    import re
+
+    status = page.get_by_text(re.compile(r"\(\d+ frames\)")).first.inner_text()
+    last = int(re.search(r"\((\d+) frames\)", status).group(1)) - 1
+    element = page.locator(".elign-frame-readout").first
+
+    def readout() -> str:  # the widget draws in its shadow root
+        return element.evaluate("el => (el.shadowRoot ? el.shadowRoot.textContent : el.textContent)").strip()  # css too
+
+    assert eventually(page, lambda: readout().endswith(f"Frame: {last}")), readout()[-20:]
+    page.locator("button.first").first.click()
+    assert eventually(page, lambda: readout().endswith("Frame: 0")), readout()[-20:]
+    page.locator("button.last").first.click()
+    assert eventually(page, lambda: readout().endswith(f"Frame: {last}")), readout()[-20:]
+
+
 def test_player_changes_frame(page) -> None:
     title = page.get_by_text("t = ").first
     before = title.inner_text()
