@@ -55,9 +55,7 @@ def load_resources() -> None:
     hv.Store.set_current_backend("bokeh")
     script = _threedmol_script()
     publish_display_data({LOAD_MIME: script, "application/javascript": script})  # as Panel publishes its own
-    local_scripts = ThreeDmolComponent.__javascript__
-    ThreeDmolComponent.__javascript__ = []  # sent above; a relative URL would not resolve in a notebook
-    try:
-        load_notebook(inline=True, reloading=False)
-    finally:
-        ThreeDmolComponent.__javascript__ = local_scripts
+    # sent above; in a kernel the component never asks for it by URL again: a relative URL resolves against the
+    # notebook's page, where nothing serves it (after a browser reload, a re-run cell asked for it and went blank)
+    ThreeDmolComponent.__javascript__ = []
+    load_notebook(inline=True, reloading=False)

@@ -40,3 +40,26 @@ def test_studio_renders_and_samples_in_jupyterlab(jupyter_lab, browser) -> None:
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "jupyter-sampled.png"))
         context.close()
+
+
+def test_after_a_reload_rerunning_the_cell_in_the_same_kernel_renders_again(jupyter_lab, browser) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 1400})
+    page = offline_page(context)
+    try:
+        for attempt in ("first run", "after a reload"):
+            if attempt == "after a reload":
+                page.reload()
+            else:
+                page.goto(jupyter_lab)
+            page.get_by_text("(ipykernel) | Idle").wait_for(timeout=120_000)
+            page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first.click()
+            page.keyboard.press("Shift+Enter")
+            page.locator(".jp-OutputArea").get_by_role("button", name="Sample").wait_for(timeout=90_000)
+            page.locator(".elign-viewer canvas").first.wait_for(timeout=60_000)
+        missing = [e for e in page.errors if "3Dmol" in e or "Panel" in e or "Bokeh" in e]
+        assert missing == [], missing
+        assert not [u for u in page.external if "__javascript__" in u or "3Dmol" in u]
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "jupyter-after-reload.png"))
+        context.close()
