@@ -88,7 +88,7 @@ class TrajectoryView(Viewer):
             name="Playback: ms per frame", start=20, end=2000, step=20, value=120, width=260
         )
         self.player = pn.widgets.Player(  # its own slider is the one frame control
-            name="Frame",
+            name="",  # the readout above names the frame
             start=0,
             end=1,
             value=0,

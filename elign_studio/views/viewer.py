@@ -3,7 +3,8 @@
 The colour bar's top is the shown frame's largest |F| (``scale="frame"``: every frame uses the whole
 palette, so the final molecule reads as well as the noisy first frames) or ``fmax`` (``"fixed"``: a physical
 range the user sets, comparable across frames and models; ``"chain"``: a range over the whole trajectory).
-Force arrows (optional) show each atom's force vector, 2 A long at the colour bar's top. Hovering an atom
+Force arrows (optional) show each atom's force vector from the surface of its sphere, 2 A long at the colour
+bar's top (at most 4 A). Hovering an atom
 shows its element, index and |F|; clicking two atoms measures their distance (a dashed
 line with its length, kept while the frame changes); the PNG button saves the view.
 """
@@ -183,11 +184,13 @@ export function render({ model, el }) {
     if (model.arrows && fr.fvec) {  // F = -dE/dx: where each atom is pushed, ARROW A long at the bar's top
       fr.fvec.forEach((f, i) => {
         if (!f || (model.hide_h && fr.elements[i] === 'H')) return;
-        const scale = ARROW / vmax, p = fr.xyz[i];
-        const tip = { x: p[0] + f[0] * scale, y: p[1] + f[1] * scale, z: p[2] + f[2] * scale };
-        if (Math.hypot(tip.x - p[0], tip.y - p[1], tip.z - p[2]) < 0.05) return;
-        viewer.addArrow({ start: { x: p[0], y: p[1], z: p[2] }, end: tip, radius: 0.08,
-                          color: colour(fr.force[i], vmax), mid: 0.75 });
+        const scale = ARROW / vmax, p = fr.xyz[i], norm = Math.hypot(f[0], f[1], f[2]);
+        const length = Math.min(norm * scale, 2 * ARROW);  // a noisy frame's 10^4 eV/A stays on the screen
+        if (length < 0.05) return;
+        const u = f.map(v => v / norm), r0 = model.style === 'stick' ? 0.2 : 0.45;  // leave the atom's sphere
+        const start = { x: p[0] + u[0] * r0, y: p[1] + u[1] * r0, z: p[2] + u[2] * r0 };
+        const tip = { x: start.x + u[0] * length, y: start.y + u[1] * length, z: start.z + u[2] * length };
+        viewer.addArrow({ start: start, end: tip, radius: 0.08, color: colour(fr.force[i], vmax), mid: 0.75 });
       });
     }
     viewer.setClickable({}, true, (atom) => host.elignPick(atom.index));
