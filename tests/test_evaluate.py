@@ -424,15 +424,23 @@ def test_a_shipped_checkpoint_is_recorded_by_name_and_hash_not_by_this_machines_
     assert row.source["sha256"] == hashlib.sha256(shipped_backbone().read_bytes()).hexdigest()
 
 
-def test_dft_subsample_grows_by_prefix_so_a_larger_budget_keeps_the_molecules_already_computed() -> None:
-    from elign.evaluation.evaluate import dft_subsample
+def test_dft_draw_grows_by_prefix_so_a_larger_budget_keeps_the_molecules_already_computed() -> None:
+    from elign.evaluation.evaluate import dft_draw
 
     pool = list(range(3, 400, 2))  # [199] eligible molecule indices
-    small, large = dft_subsample(pool, 10, seed=0), dft_subsample(pool, 40, seed=0)
-    assert len(small) == 10 and len(large) == 40 and small == sorted(small)
-    assert set(small) <= set(large) <= set(pool)
-    assert dft_subsample(pool, 10, seed=0) == small and dft_subsample(pool, 10, seed=1) != small
-    assert dft_subsample(pool, 500, seed=0) == pool and dft_subsample([], 5, seed=0) == []
+    small, large = dft_draw(pool, 10, seed=0), dft_draw(pool, 40, seed=0)
+    assert len(small) == 10 and len(large) == 40 and large[:10] == small
+    assert set(small) <= set(large) <= set(pool) and small != sorted(small)
+    assert dft_draw(pool, 10, seed=0) == small and dft_draw(pool, 10, seed=1) != small
+    assert sorted(dft_draw(pool, 500, seed=0)) == pool and dft_draw([], 5, seed=0) == []
+
+
+def test_models_take_turns_so_a_stopped_dft_run_holds_a_prefix_of_every_models_draw() -> None:
+    from elign.evaluation.evaluate import take_turns
+
+    order = take_turns([[7, 3, 9], [4, 1], []])
+    assert order == [(0, 7), (1, 4), (0, 3), (1, 1), (0, 9)]
+    assert take_turns([]) == [] and take_turns([[], []]) == []
 
 
 def test_an_original_edm_run_directory_is_recorded_with_the_hash_of_the_files_it_is_loaded_from(edm_fixtures):

@@ -43,7 +43,7 @@ __all__ = [
     "Metric",
     "ModelSamples",
     "collect_samples",
-    "dft_subsample",
+    "dft_draw",
     "evaluate_file",
     "evaluate_models",
     "evaluate_molecules",
@@ -213,11 +213,18 @@ def _unique(name: str, taken: set[str]) -> str:
     return out
 
 
-def dft_subsample(pool: Sequence[int], num: int, seed: int) -> list[int]:
-    """``num`` indices drawn at random from ``pool``, sorted: a prefix of one seeded permutation, so raising
-    ``num`` keeps every molecule already drawn (and its cached DFT result) and only adds new ones."""
+def dft_draw(pool: Sequence[int], num: int, seed: int) -> list[int]:
+    """``num`` indices drawn at random from ``pool``, in the order drawn: a prefix of one seeded permutation, so
+    raising ``num`` keeps every molecule already drawn (and its cached DFT result) and only adds new ones."""
     order = np.random.default_rng(seed).permutation(len(pool))  # [len(pool)]
-    return sorted(int(pool[j]) for j in order[:num])
+    return [int(pool[j]) for j in order[:num]]
+
+
+def take_turns(draws: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    """(model, index) pairs with the models taking turns in the order each drew its molecules: a run stopped part
+    way has computed a prefix of every model's draw, which a rerun with a smaller budget reports as is."""
+    longest = max(map(len, draws), default=0)
+    return [(m, draw[rank]) for rank in range(longest) for m, draw in enumerate(draws) if rank < len(draw)]
 
 
 def sample_checkpoint(
@@ -599,7 +606,7 @@ def _dft_columns(
         conv_tol=settings.dft_conv_tol,
     )
     n = min(len(s.molecules) for s in samples)
-    jobs, owners, elements, subsamples, eligibility = [], [], set(), [], []
+    subsamples, eligibility, draws, numbers_of, reasons_of = [], [], [], [], []
     for m, s in enumerate(samples):
         numbers = [[int(s.info.atomic_numbers[j]) for j in t] for _, t in s.molecules[:n]]
         reasons = [
@@ -609,8 +616,11 @@ def _dft_columns(
         # 'eligible': each model's subsample is drawn from the molecules DFT can evaluate, so the budget is not
         # spent on exclusions; 'all': the same random indices for every model, exclusions counted among them
         pool = [i for i in range(n) if reasons[i] is None] if settings.dft_pool == "eligible" else list(range(n))
-        subsample = dft_subsample(pool, settings.dft_num, settings.seed)
-        subsamples.append(subsample)
+        draw = dft_draw(pool, settings.dft_num, settings.seed)
+        draws.append(draw)
+        subsamples.append(sorted(draw))
+        numbers_of.append(numbers)
+        reasons_of.append(reasons)
         eligibility.append(
             {
                 "n_eligible": reasons.count(None),
@@ -618,17 +628,19 @@ def _dft_columns(
                 "excluded": count_reasons([reason_category(r) for r in reasons if r is not None]),
             }
         )
-        chosen = set(subsample)
+        chosen = set(draw)
         for i in range(len(rows[m])):
             rows[m][i]["dft_selected"] = i in chosen
-        for i in subsample:
+        for i in draw:
             rows[m][i]["dft_reason"] = reasons[i]
-            if reasons[i] is None:
-                jobs.append((numbers[i], np.asarray(s.molecules[i][0], dtype=np.float64), 0, True))
-                owners.append((m, i, numbers[i]))
-                elements.update(numbers[i])
+    jobs, owners, elements = [], [], set()
+    for m, i in take_turns(draws):
+        if reasons_of[m][i] is None:
+            jobs.append((numbers_of[m][i], np.asarray(samples[m].molecules[i][0], dtype=np.float64), 0, True))
+            owners.append((m, i, numbers_of[m][i]))
+            elements.update(numbers_of[m][i])
     atom_jobs = [([z], np.zeros((1, 3)), GROUND_STATE_UNPAIRED[z], False) for z in sorted(elements)]
-    threads = max(1, (os.cpu_count() or 1) // max(1, settings.dft_workers))
+    threads = settings.dft_threads or max(1, (os.cpu_count() or 1) // max(1, settings.dft_workers))
     t0 = time.perf_counter()
     records, n_cached = dft_cached(
         atom_jobs + jobs,

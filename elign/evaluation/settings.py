@@ -47,6 +47,9 @@ class EvaluationSettings:
     )
     dft_conv_tol: float = option(1e-9, "SCF energy convergence (Hartree)")
     dft_workers: int = option(1, "DFT worker processes", type=positive_int)
+    dft_threads: int | None = option(
+        None, "threads of each DFT worker (None: the machine's cores shared among the workers)", type=positive_int
+    )
     dft_time_limit: float | None = option(900.0, "seconds per molecule of DFT")
     n_boot: int = option(2000, "bootstrap resamples", type=positive_int)
     confidence: float = option(0.95, "confidence of the bootstrap intervals")
