@@ -471,14 +471,56 @@ def test_the_composition_channel_tracks_and_resumes_its_running_drift(tmp_path, 
     tr.train()
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(0 <= r["rollout_composition_tv"] <= 1 and "rollout_hydrogen_fraction" in r for r in lines)
-    assert tr.drift_updates == 2 and float(tr.running_drift().abs().sum()) > 0
+    assert all(0 <= r["rollout_bond_tv"] <= 1 and "running_bond_tv" not in r for r in lines)
+    assert tr.composition.updates == 2 and float(tr.composition.running().abs().sum()) > 0
     again = make_trainer(tiny_align(tmp_path, backbone, iterations=2, w_composition=0.5))
-    assert again.maybe_resume() and again.drift_updates == 2 and torch.equal(again.drift, tr.drift)
+    assert again.maybe_resume() and again.composition.updates == 2
+    assert torch.equal(again.composition.drift, tr.composition.drift)
     scored = again.rollout_and_score(2)
     with_channel, _ = again.advantages(scored)
     again.cfg.w_composition = 0.0
     without, _ = again.advantages(scored)
     assert not torch.allclose(with_channel, without)
+
+
+def test_with_composition_bonds_the_channel_also_pushes_the_bond_types(tmp_path, backbone):
+    tr = make_trainer(tiny_align(tmp_path, backbone, iterations=2, w_composition=0.5, composition_bonds=True))
+    tr.train()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= r["running_bond_tv"] <= 1 for r in lines)
+    assert tr.composition.drift.shape == (tr.info.num_types + 3,) and tr.composition.updates == 2
+    scored = tr.rollout_and_score(2)
+    assert scored.bond_counts.shape == (len(scored.fractions), 3)
+    with_bonds, _ = tr.advantages(scored)
+    tr.composition.drift[tr.info.num_types :] = 0.0  # no bond drift: the channel is the atom-type one
+    atoms_only, _ = tr.advantages(scored)
+    assert not torch.allclose(with_bonds, atoms_only)
+    # a run resumed without bonds restarts its running drift rather than misreading the longer one
+    again = make_trainer(tiny_align(tmp_path, backbone, iterations=2, w_composition=0.5))
+    assert again.maybe_resume() and again.composition.updates == 0
+
+
+def test_the_bond_drift_is_pooled_and_a_rollout_without_bonds_pushes_nothing() -> None:
+    from elign.data.info import qm9_info
+    from elign.metrics.composition import BOND_LABELS
+    from elign.rl.composition import CompositionTracker
+
+    info = qm9_info()
+    tracker = CompositionTracker(info, momentum=0.5, bonds=True)
+    fractions = torch.full((2, info.num_types), 1.0 / info.num_types)  # [R, E]
+    bond_counts = torch.tensor([[9, 1, 0], [0, 0, 0]])  # [R, 3]: the second rollout has no bonds
+    drift = tracker.batch_drift(fractions, bond_counts, torch.tensor([9, 9]))
+    assert torch.allclose(
+        drift[info.num_types :], torch.tensor([0.9, 0.1, 0.0], dtype=torch.float64) - tracker.bond_target
+    )
+    vectors = tracker.vectors(fractions, bond_counts)
+    assert torch.allclose(vectors[1, info.num_types :], tracker.bond_target) and len(BOND_LABELS) == 3
+    tracker.fold(drift)
+    assert torch.allclose(tracker.running(), drift)  # bias-corrected: the first batch is the running drift
+    channel = tracker.channel(vectors.view(1, 2, -1), weight=1.0, tolerance=0.1)
+    assert channel.shape == (1, 2) and abs(float(channel.sum())) < 1e-9
+    # the rollout that makes the batch's excess of double bonds is pushed down, the one without bonds up
+    assert float(channel[0, 0]) < float(channel[0, 1])
 
 
 def test_the_composition_channel_needs_qm9s_elements(tmp_path, backbone):

@@ -27,6 +27,7 @@ from elign.metrics.bonds import bond_orders, decoder_symbols, split_molecules
 __all__ = [
     "BOND_LABELS",
     "RING_LABELS",
+    "bond_type_counts",
     "composition_counts",
     "composition_metrics",
     "expected_distinct",
@@ -103,8 +104,7 @@ def composition_counts(molecules: Any, decoder: Any) -> dict[str, Any]:
         )
         formulas.append(heavy_formula(t, symbols))
         orders = bond_orders(x, t, symbols)  # [n, n]
-        upper = orders[np.triu_indices(len(t), k=1)]
-        bonds += np.bincount(upper, minlength=4)[1:4]
+        bonds += np.bincount(orders[np.triu_indices(len(t), k=1)], minlength=4)[1:4]
         sizes = _ring_sizes(orders)
         per_rings.append(len(sizes))
         for s in sizes:
@@ -117,6 +117,16 @@ def composition_counts(molecules: Any, decoder: Any) -> dict[str, Any]:
         "unsaturation": np.asarray(unsaturation, dtype=np.float64),
         "heavy_formulas": formulas,
     }
+
+
+def bond_type_counts(molecules: Any, decoder: Any) -> np.ndarray:
+    """[M, 3] each molecule's single, double and triple bonds under EDM's distance rules."""
+    symbols = decoder_symbols(decoder)
+    rows = []
+    for x, t in split_molecules(molecules):
+        upper = bond_orders(x, t, symbols)[np.triu_indices(len(t), k=1)]  # [n (n - 1) / 2]
+        rows.append(np.bincount(upper, minlength=4)[1:4])
+    return np.asarray(rows, dtype=np.int64).reshape(-1, len(BOND_LABELS))
 
 
 def expected_distinct(frequencies: dict[str, float], n: int) -> float:

@@ -52,6 +52,11 @@ class AlignConfig:
         "gets w_composition",
     )
     composition_momentum: float = option(0.9, "momentum of the (bias-corrected) running drift it pushes against")
+    composition_bonds: bool = option(
+        False,
+        "the composition channel also pushes the batch's bond-type fractions (single, double, triple under EDM's "
+        "distance rules) toward QM9's",
+    )
     validity_penalty: float = option(0.0, "subtracted from the force reward of RDKit-invalid molecules (0: off)")
     clip_eps: float = option(2e-3, "PPO clip range of the probability ratio")
     kl_beta: float = option(0.04, "weight of the KL penalty to the frozen reference policy")

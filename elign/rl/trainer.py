@@ -29,15 +29,15 @@ from elign.io.checkpoints import (
 from elign.io.files import atomic_write
 from elign.io.run_lock import RunLock
 from elign.metrics.bonds import n_fragments, split_molecules
+from elign.metrics.composition import bond_type_counts
 from elign.metrics.rdkit_metrics import chemistry_metrics_from_batch
 from elign.metrics.stability import stability_metrics
 from elign.rl.advantages import (
     carry_forward,
-    composition_advantages,
-    composition_drift,
     disentangled_advantages,
     shaped_energy_returns,
 )
+from elign.rl.composition import CompositionTracker
 from elign.rl.config import AlignConfig
 from elign.rl.loss import clipped_surrogate, gaussian_kl, warmup_cosine
 from elign.rl.rewards import energy_schedule, potentials_on_x0, score_molecules
@@ -81,6 +81,7 @@ class ScoredRollouts:
     psi_t: torch.Tensor  # [R, L] energy potentials of the x0 predictions
     psi_valid: torch.Tensor  # [R, L] bool
     fractions: torch.Tensor  # [R, E] atom-type fractions of the final molecules
+    bond_counts: torch.Tensor  # [R, 3] single, double and triple bonds of the final molecules
     timing: dict[str, float]
 
 
@@ -117,10 +118,12 @@ class FedGrpoTrainer:
         self.iteration = 0
         self.best_score = -math.inf
         self.out = Path(config.out_dir)
-        self.qm9_fractions = _qm9_size_fractions(self.info, required=config.w_composition > 0)  # [N_max + 1, E]
-        # the running drift of the rollouts' atom-type fractions from QM9's (momentum, bias-corrected by count)
-        self.drift = torch.zeros(self.info.num_types, dtype=torch.float64)  # [E]
-        self.drift_updates = 0
+        self.composition = CompositionTracker(
+            self.info,
+            config.composition_momentum,
+            bonds=config.composition_bonds,
+            required=config.w_composition > 0,
+        )
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -131,8 +134,7 @@ class FedGrpoTrainer:
             "optimizer": self.opt.state_dict(),
             "iteration": self.iteration,
             "best_score": self.best_score,
-            "composition_drift": self.drift,
-            "composition_updates": self.drift_updates,
+            **self.composition.state_dict(),
             "config": json.dumps(self.cfg.to_dict()),
             "model_config": json.dumps(self.model_config.to_dict()),
         }
@@ -176,8 +178,7 @@ class FedGrpoTrainer:
             self.opt.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
         self.best_score = float(state["best_score"])
-        self.drift = state.get("composition_drift", self.drift).to(torch.float64).cpu()
-        self.drift_updates = int(state.get("composition_updates", 0))
+        self.composition.load_state_dict(state)
         if self.rank == 0:
             truncate_log(self.out / "metrics.jsonl", "iteration", self.iteration)
         return True
@@ -233,46 +234,36 @@ class FedGrpoTrainer:
             psi_t=psi_t,
             psi_valid=psi_valid,
             fractions=_type_fractions(ro.molecules),
+            bond_counts=torch.from_numpy(bond_type_counts(ro.molecules.to("cpu"), self.info.atom_decoder)),
             timing={"time_rollout": t1 - t0, "time_reward": t2 - t1},
         )
 
     # ------------------------------------------------------------------ composition
-    def running_drift(self) -> torch.Tensor:
-        """[E] the bias-corrected running drift of the rollouts' atom-type fractions from QM9's."""
-        if self.drift_updates == 0:
-            return torch.zeros_like(self.drift)
-        return self.drift / (1 - self.cfg.composition_momentum**self.drift_updates)
-
     def _track_composition(self, scored: ScoredRollouts) -> dict[str, float]:
-        """Fold this iteration's drift into the running one; -> the figures logged (none without QM9's table)."""
-        if self.qm9_fractions is None:
+        """Fold this iteration's drift from QM9 into the running one; -> the figures logged (none without QM9's
+        elements)."""
+        if not self.composition.available:
             return {}
         sizes = scored.rollouts.node_mask.sum(dim=(1, 2)).round().long().cpu()  # [R]
-        fractions = scored.fractions.to(torch.float64).cpu()  # [R, E]
-        drift = composition_drift(fractions, self.qm9_fractions[sizes])  # [E]
+        drift = self.composition.batch_drift(scored.fractions, scored.bond_counts, sizes)  # [D]
         if self.world > 1:
             import torch.distributed as dist
 
             drift = drift.to(self.device)
             dist.all_reduce(drift)
             drift = drift.cpu() / self.world
-        m = self.cfg.composition_momentum
-        self.drift = m * self.drift + (1 - m) * drift
-        self.drift_updates += 1
-        figures = {
-            "rollout_composition_tv": 0.5 * float(drift.abs().sum()),
-            "running_composition_tv": 0.5 * float(self.running_drift().abs().sum()),
-        }
-        if "H" in self.info.atom_decoder:
-            figures["rollout_hydrogen_fraction"] = float(fractions[:, self.info.atom_decoder.index("H")].mean())
-        return figures
+        self.composition.fold(drift)
+        return self.composition.figures(drift, scored.fractions, scored.bond_counts)
 
-    def _composition_channel(self, fractions: torch.Tensor) -> torch.Tensor | None:
-        """[G, K] the weighted composition channel of rollouts of fractions [G, K, E]; None when it is off."""
+    def _composition_channel(self, scored: ScoredRollouts, groups: int) -> torch.Tensor | None:
+        """[G, K] the weighted composition channel of the rollouts; None when it is off."""
         if not self.cfg.w_composition:
             return None
-        drift = self.running_drift().to(fractions)
-        return self.cfg.w_composition * composition_advantages(fractions, drift, self.cfg.composition_tolerance)
+        vectors = self.composition.vectors(scored.fractions, scored.bond_counts)  # [R, D]
+        channel = self.composition.channel(
+            vectors.view(groups, -1, vectors.shape[-1]), self.cfg.w_composition, self.cfg.composition_tolerance
+        )  # [G, K] float64
+        return channel.to(scored.reward_force.dtype)
 
     def _connected(self, molecules) -> torch.Tensor:  # [B] bool: one fragment under EDM's bond rules
         return torch.tensor(
@@ -300,7 +291,7 @@ class FedGrpoTrainer:
             self.cfg.failed_advantage,
             self.cfg.adv_eps,
             self.cfg.w_success if self.cfg.failed_mode == "group" else None,
-            self._composition_channel(scored.fractions.view(G, K, -1)),
+            self._composition_channel(scored, G),
         )
         psi_failed = int((~psi_valid[:, evaluated] & scored.valid[:, None]).sum())
         return adv.view(G * K, L), {"psi_failed": psi_failed}
@@ -461,7 +452,7 @@ class FedGrpoTrainer:
 
     def _eval_guards(self, mols) -> dict[str, float]:
         """The composition guards of held-out molecules against QM9 (none for other element sets)."""
-        if self.qm9_fractions is None:
+        if not self.composition.available:
             return {}
         from elign.metrics.composition import qm9_guards
 
@@ -577,22 +568,6 @@ def _type_fractions(molecules) -> torch.Tensor:
     """[B, E] atom-type fractions of each molecule of a MoleculeBatch (from its one-hot types)."""
     counts = (molecules.one_hot * molecules.node_mask).sum(dim=1)  # [B, E]
     return (counts / counts.sum(dim=1, keepdim=True).clamp(min=1)).detach().cpu()
-
-
-def _qm9_size_fractions(info, required: bool) -> torch.Tensor | None:
-    """[N_max + 1, E] QM9's atom-type fractions per molecule size, or None when the model's elements are not
-    QM9's (an error when the composition channel needs them)."""
-    from elign.data.reference import qm9_reference, size_fractions
-
-    reference = qm9_reference()
-    if list(reference["atom_fractions"]) != list(info.atom_decoder):
-        if required:
-            raise ValueError(
-                f"w_composition needs a model of QM9's elements {list(reference['atom_fractions'])}; this one has "
-                f"{list(info.atom_decoder)}"
-            )
-        return None
-    return torch.from_numpy(size_fractions(reference, info.max_n_nodes))
 
 
 def _shared_first_steps(l_idx: torch.Tensor, r_idx: torch.Tensor, group_size: int):
