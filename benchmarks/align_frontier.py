@@ -86,7 +86,8 @@ def main() -> None:
 
     import shutil
 
-    from elign.evaluation.evaluate import collect_samples, evaluate_molecules, qm9_train_smiles
+    from elign.evaluation.chemistry import evaluate_molecules, qm9_train_smiles
+    from elign.evaluation.samples import collect_samples
 
     arms = dict(a.split("=", 1) for a in args.arm)
     out = Path(args.out)

@@ -107,7 +107,7 @@ def train_arm(cmd: list[str], out: Path) -> dict:
 def sample_figures(checkpoint: Path, num: int, steps: int, seed: int) -> dict:
     """EDM chemistry of ``num`` samples at ``steps`` denoising steps (sizes and noise from ``seed``)."""
     from elign.diffusion.sampler import sample_molecules
-    from elign.evaluation.evaluate import evaluate_molecules
+    from elign.evaluation.chemistry import evaluate_molecules
     from elign.io.checkpoints import load_checkpoint
     from elign.metrics.bonds import n_fragments
 

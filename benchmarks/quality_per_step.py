@@ -52,7 +52,8 @@ def main() -> None:
     ap.add_argument("--plot", help="also copy the plot here")
     args = ap.parse_args()
 
-    from elign.evaluation.evaluate import collect_samples, evaluate_molecules
+    from elign.evaluation.chemistry import evaluate_molecules
+    from elign.evaluation.samples import collect_samples
 
     checkpoints = args.checkpoint or ["backbone", "aligned"]
     out = Path(args.out)

@@ -167,8 +167,8 @@ def run_probes() -> None:
         import contextlib
         import io
 
-        from elign.evaluation.evaluate import _read_samples
         from elign.evaluation.referees import DFT_FIELDS, _cache_read
+        from elign.evaluation.samples import _read_samples
 
         (tmp / "s.npz").write_bytes(b"PK\x03\x04 cut")
         (tmp / "k.json").write_text("[]")

@@ -97,7 +97,8 @@ def test_paired_bootstrap_honours_shared_seeds() -> None:
 
 def test_comparisons_pair_only_models_sampled_on_the_same_seeds() -> None:
     from elign.data.info import qm9_info
-    from elign.evaluation.evaluate import ModelSamples, shared_seeds
+    from elign.evaluation.comparison import shared_seeds
+    from elign.evaluation.samples import ModelSamples
 
     def samples(kind: str, seed: int, sizes: list[int]) -> ModelSamples:
         mols = [(np.zeros((n, 3)), np.zeros(n, np.int64)) for n in sizes]
@@ -133,7 +134,7 @@ def test_kabsch_rmsd_and_fragments() -> None:
 
 def test_referees_and_force_fields_count_a_molecule_under_the_same_reason() -> None:
     """A fragmented radical (water and a distant H atom) is 'disconnected' for every referee of a report."""
-    from elign.evaluation.evaluate import force_field_figures, reason_category
+    from elign.evaluation.physics import force_field_figures, reason_category
     from elign.evaluation.referees import DFT_ELEMENTS, XTB_ELEMENTS, precheck
     from elign.mlff import load_force_field
 
@@ -198,67 +199,67 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_a_missing_checkpoint_fails_before_any_model_is_sampled(inputs, tmp_path, monkeypatch) -> None:
-    from elign.evaluation import evaluate
+    from elign.evaluation import samples
     from elign.io.checkpoints import CheckpointError
 
     def never(*args, **kwargs):
         raise AssertionError("sampled a model before every checkpoint was checked")
 
-    monkeypatch.setattr(evaluate, "sample_checkpoint", never)
+    monkeypatch.setattr(samples, "sample_checkpoint", never)
     with pytest.raises(CheckpointError, match="missing.safetensors"):
-        evaluate.collect_samples([str(inputs["tiny0"]), str(tmp_path / "missing.safetensors")], num=2, steps=2)
+        samples.collect_samples([str(inputs["tiny0"]), str(tmp_path / "missing.safetensors")], num=2, steps=2)
     with pytest.raises(FileNotFoundError, match="gone.sdf"):
-        evaluate.collect_samples([str(inputs["tiny0"])], sdf_files=[str(tmp_path / "gone.sdf")], num=2, steps=2)
+        samples.collect_samples([str(inputs["tiny0"])], sdf_files=[str(tmp_path / "gone.sdf")], num=2, steps=2)
 
 
 def test_each_checkpoint_is_loaded_once_for_its_plain_and_guided_rows(inputs, monkeypatch) -> None:
     import elign.io.checkpoints as checkpoints
-    from elign.evaluation import evaluate
+    from elign.evaluation import samples
 
     loads = []
     load = checkpoints.load_checkpoint
     monkeypatch.setattr(checkpoints, "load_checkpoint", lambda path, *a, **k: loads.append(path) or load(path, *a, **k))
     tiny = str(inputs["tiny0"])
-    rows = evaluate.collect_samples([tiny], guided=[f"{tiny}:synthetic:0.1"], num=2, steps=2)
+    rows = samples.collect_samples([tiny], guided=[f"{tiny}:synthetic:0.1"], num=2, steps=2)
     assert [r.name for r in rows] == ["tiny0", "tiny0+guided-synthetic-0.1"]
     assert len(loads) == 1
 
 
 def test_sampled_molecules_are_kept_and_reused_under_a_key_of_what_decides_them(inputs, tmp_path, monkeypatch) -> None:
     import elign.diffusion.sampler as sampler
-    from elign.evaluation import evaluate
+    from elign.evaluation import samples
 
     cache = tmp_path / "samples_cache"
-    first = evaluate.collect_samples([str(inputs["tiny0"])], num=3, steps=3, seed=5, cache_dir=cache)[0]
+    first = samples.collect_samples([str(inputs["tiny0"])], num=3, steps=3, seed=5, cache_dir=cache)[0]
     assert len(list(cache.glob("*.npz"))) == 1
 
     def never(*args, **kwargs):
         raise AssertionError("sampled again although the cache holds these molecules")
 
     monkeypatch.setattr(sampler, "sample_molecules", never)
-    again = evaluate.collect_samples([str(inputs["tiny0"])], num=3, steps=3, seed=5, cache_dir=cache)[0]
+    again = samples.collect_samples([str(inputs["tiny0"])], num=3, steps=3, seed=5, cache_dir=cache)[0]
     assert again.throughput["cached"] and again.source == first.source
     for (x0, t0), (x1, t1) in zip(first.molecules, again.molecules, strict=True):
         np.testing.assert_array_equal(x0, x1)
         np.testing.assert_array_equal(t0, t1)
     with pytest.raises(AssertionError, match="sampled again"):  # another seed is another key
-        evaluate.collect_samples([str(inputs["tiny0"])], num=3, steps=3, seed=6, cache_dir=cache)
+        samples.collect_samples([str(inputs["tiny0"])], num=3, steps=3, seed=6, cache_dir=cache)
 
 
 @pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 cut short", None])
 def test_a_damaged_samples_cache_is_sampled_again_and_named(inputs, tmp_path, capsys, damage) -> None:
-    from elign.evaluation import evaluate
+    from elign.evaluation import samples
 
     cache = tmp_path / "samples_cache"
-    first = evaluate.collect_samples([str(inputs["tiny0"])], num=3, steps=3, seed=5, cache_dir=cache)[0]
+    first = samples.collect_samples([str(inputs["tiny0"])], num=3, steps=3, seed=5, cache_dir=cache)[0]
     (path,) = cache.glob("*.npz")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2] if damage is None else damage)  # truncated, empty or foreign
-    again = evaluate.collect_samples([str(inputs["tiny0"])], num=3, steps=3, seed=5, cache_dir=cache)[0]
+    again = samples.collect_samples([str(inputs["tiny0"])], num=3, steps=3, seed=5, cache_dir=cache)[0]
     assert "cached" not in again.throughput and f"{path} is damaged" in capsys.readouterr().err
     for (x0, _), (x1, _) in zip(first.molecules, again.molecules, strict=True):
         np.testing.assert_array_equal(x0, x1)  # the same seed gives the same molecules
-    assert evaluate.collect_samples([str(inputs["tiny0"])], num=3, steps=3, seed=5, cache_dir=cache)[0].throughput[
+    assert samples.collect_samples([str(inputs["tiny0"])], num=3, steps=3, seed=5, cache_dir=cache)[0].throughput[
         "cached"
     ]  # and the file is whole again
 
@@ -295,7 +296,7 @@ def test_legacy_single_sdf_chemistry(inputs, tmp_path) -> None:
     (dict(referees=("xtb", "mp2")), "mp2"),
 ])  # fmt: skip
 def test_evaluation_settings_reject_bad_values(bad, message) -> None:
-    from elign.evaluation.evaluate import EvaluationSettings
+    from elign.evaluation.settings import EvaluationSettings
 
     with pytest.raises(ValueError, match=message):
         EvaluationSettings(**bad)
@@ -416,7 +417,7 @@ def test_evaluate_end_to_end_with_xtb_and_dft(inputs, tmp_path) -> None:
 
 
 def test_a_shipped_checkpoint_is_recorded_by_name_and_hash_not_by_this_machines_path() -> None:
-    from elign.evaluation.evaluate import collect_samples
+    from elign.evaluation.samples import collect_samples
     from elign.io.assets import shipped_backbone
 
     (row,) = collect_samples(checkpoints=["backbone"], num=2, steps=2, seed=0, batch_size=2)
@@ -425,7 +426,7 @@ def test_a_shipped_checkpoint_is_recorded_by_name_and_hash_not_by_this_machines_
 
 
 def test_dft_draw_grows_by_prefix_so_a_larger_budget_keeps_the_molecules_already_computed() -> None:
-    from elign.evaluation.evaluate import dft_draw
+    from elign.evaluation.dft_subsample import dft_draw
 
     pool = list(range(3, 400, 2))  # [199] eligible molecule indices
     small, large = dft_draw(pool, 10, seed=0), dft_draw(pool, 40, seed=0)
@@ -436,7 +437,7 @@ def test_dft_draw_grows_by_prefix_so_a_larger_budget_keeps_the_molecules_already
 
 
 def test_models_take_turns_so_a_stopped_dft_run_holds_a_prefix_of_every_models_draw() -> None:
-    from elign.evaluation.evaluate import take_turns
+    from elign.evaluation.dft_subsample import take_turns
 
     order = take_turns([[7, 3, 9], [4, 1], []])
     assert order == [(0, 7), (1, 4), (0, 3), (1, 1), (0, 9)]
@@ -444,7 +445,7 @@ def test_models_take_turns_so_a_stopped_dft_run_holds_a_prefix_of_every_models_d
 
 
 def test_an_original_edm_run_directory_is_recorded_with_the_hash_of_the_files_it_is_loaded_from(edm_fixtures):
-    from elign.evaluation.evaluate import collect_samples
+    from elign.evaluation.samples import collect_samples
 
     run = edm_fixtures / "edm_qm9_tiny"
     (row,) = collect_samples(checkpoints=[str(run)], num=2, steps=2, seed=0, batch_size=2)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from elign.data.batch import MoleculeBatch
-from elign.evaluation.evaluate import force_field_figures, reason_category
+from elign.evaluation.physics import force_field_figures, reason_category
 from elign.evaluation.referees import DFT_ELEMENTS, XTB_ELEMENTS, precheck
 from elign.metrics.bonds import atom_stability, geometry_problem
 from elign.metrics.rdkit_metrics import chemistry_metrics_from_batch, molecule_smiles

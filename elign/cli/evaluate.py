@@ -78,7 +78,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _evaluate_one_file(args: argparse.Namespace, settings: EvaluationSettings) -> int:
     """The chemistry-only report of one file (``--samples FILE.sdf|.npz [--json REPORT.json]`` without --out)."""
-    from elign.evaluation.evaluate import evaluate_file
+    from elign.evaluation.chemistry import evaluate_file
 
     report = evaluate_file(args.samples[0], train_smiles=settings.train_smiles, novelty=settings.novelty)
     keys = ("n", "atom_stability", "molecule_stability", "validity", "uniqueness", "novelty", "vxu")
@@ -140,7 +140,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _evaluate_one_file(args, settings)
     if not (args.checkpoint or args.guided or args.samples):
         raise ValueError("nothing to evaluate: give --checkpoint, --guided or --samples")
-    from elign.evaluation.evaluate import collect_samples, evaluate_models
+    from elign.evaluation.evaluate import evaluate_models
+    from elign.evaluation.samples import collect_samples
 
     device = settings.device
     samples = collect_samples(

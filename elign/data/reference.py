@@ -53,7 +53,7 @@ def size_fractions(reference: dict[str, Any], max_n_nodes: int) -> np.ndarray:
 
 def build_qm9_reference(data: Any, sample: int = 5000, held_out: int = 2000, seed: int = 0) -> dict[str, Any]:
     """The reference of a :class:`elign.data.qm9.QM9Data` (EDM's split)."""
-    from elign.evaluation.evaluate import qm9_train_smiles
+    from elign.evaluation.chemistry import qm9_train_smiles
     from elign.metrics.composition import composition_metrics, heavy_formula
     from elign.metrics.rdkit_metrics import molecule_smiles
 

@@ -56,7 +56,7 @@ def precheck(
     """Why a referee cannot evaluate this molecule (None if it can).
 
     Fragments are named before the element and electron checks, in the order the force-field figures use
-    (``evaluate.force_field_figures``), so every referee of a report counts a molecule under the same reason.
+    (``physics.force_field_figures``), so every referee of a report counts a molecule under the same reason.
     """
     if len(numbers) == 0:
         return "empty molecule"
