@@ -192,7 +192,7 @@ def test_one_unsupported_element_flags_its_molecule_not_the_file(capsys, tmp_pat
 
 def _config_classes():
     from elign.evaluation.settings import EvaluationSettings
-    from elign.mlff.distill import DistillConfig, StudentConfig
+    from elign.mlff.distill_config import DistillConfig, StudentConfig
     from elign.rl.config import AlignConfig
     from elign.training.pretrain import PretrainConfig
 

@@ -59,7 +59,7 @@ class CountingTeacher(ForceField):
 
 
 def config(out_dir, **kw):
-    from elign.mlff.distill import DistillConfig, StudentConfig
+    from elign.mlff.distill_config import DistillConfig, StudentConfig
 
     student = StudentConfig(
         channels=8, max_ell=1, num_interactions=1, correlation=2, radial_mlp=(16,), num_bessel=6, r_max=4.0
@@ -128,7 +128,8 @@ def test_saved_model_loads_safely_with_teacher_reference_energies(first_run) -> 
 
 
 def test_labels_are_cached_and_resume_continues(first_run, molecules) -> None:
-    from elign.mlff.distill import distill, load_labels
+    from elign.mlff.distill import distill
+    from elign.mlff.distill_labels import load_labels
 
     out, _, _ = first_run
     labels = load_labels(out / "labels.pt")
@@ -147,7 +148,7 @@ def test_labels_are_cached_and_resume_continues(first_run, molecules) -> None:
 def test_label_cache_refuses_pickles(tmp_path) -> None:
     import os
 
-    from elign.mlff.distill import load_labels
+    from elign.mlff.distill_labels import load_labels
 
     class Evil:
         def __reduce__(self):
@@ -160,7 +161,8 @@ def test_label_cache_refuses_pickles(tmp_path) -> None:
 
 
 def test_invalid_teacher_labels_are_dropped_and_counted(tmp_path) -> None:
-    from elign.mlff.distill import DistillConfig, make_labels
+    from elign.mlff.distill_config import DistillConfig
+    from elign.mlff.distill_labels import make_labels
 
     teacher = load_force_field("synthetic", closed_shell_only=True)
     odd = MoleculeBatch.from_lists([torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 1.1]])], [torch.tensor([1, 2])], ZS)
@@ -173,7 +175,7 @@ def test_invalid_teacher_labels_are_dropped_and_counted(tmp_path) -> None:
 
 
 def test_config_rejects_bad_settings(tmp_path) -> None:
-    from elign.mlff.distill import DistillConfig
+    from elign.mlff.distill_config import DistillConfig
 
     with pytest.raises(ValueError, match="batch_size=0"):
         DistillConfig(out_dir=str(tmp_path), batch_size=0)
@@ -200,7 +202,8 @@ def test_cli_parses_mlff_distill(tmp_path, monkeypatch) -> None:
 
 def test_backbone_samples_join_the_training_set(tmp_path) -> None:
     from elign.io.checkpoints import save_checkpoint
-    from elign.mlff.distill import DistillConfig, make_labels, sample_molecules_from
+    from elign.mlff.distill_config import DistillConfig
+    from elign.mlff.distill_labels import make_labels, sample_molecules_from
     from elign.testing import tiny_model
 
     model, model_config = tiny_model()

@@ -18,7 +18,7 @@ from elign.training.distributed import resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from elign.mlff.distill import DistillConfig, StudentConfig
+    from elign.mlff.distill_config import DistillConfig, StudentConfig
 
     m = sub.add_parser("mlff", help="force-field tools: distil a teacher into a small MACE")
     msub = m.add_subparsers(dest="mlff_command", required=True)
@@ -44,7 +44,8 @@ def cmd_mlff_distill(args: argparse.Namespace) -> int:
     """``elign mlff distill``: label molecules with a teacher force field and fit a small MACE to it."""
     import torch
 
-    from elign.mlff.distill import QM9_ELEMENTS, DistillConfig, StudentConfig, distill
+    from elign.mlff.distill import distill
+    from elign.mlff.distill_config import QM9_ELEMENTS, DistillConfig, StudentConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
