@@ -7,7 +7,9 @@ from dicts that may not hold unknown keys, and turned into command-line flags by
         layers: int = option(4, "equivariant blocks", type=positive_int)
 
     add_config_arguments(parser, MyConfig)       # --lr, --layers, each with its help and default
-    MyConfig(**config_overrides(MyConfig, args))  # the flags given, nothing else
+    config = resolve(MyConfig, args)              # defaults, a preset, --config FILE, the flags, --set
+
+:func:`resolve` is the one place where a command's settings meet.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ __all__ = [
     "option",
     "positive_int",
     "read_config_file",
+    "read_saved_config",
+    "resolve",
 ]
+
+_FROM_ARGS: Any = object()  # resolve(file=...) not given: read --config FILE when the command has one
 
 C = TypeVar("C")
 
@@ -199,3 +205,69 @@ def config_overrides(cls: type, args: argparse.Namespace, skip: tuple[str, ...] 
         if value is not None:
             out[f.name] = tuple(value) if isinstance(value, list) else value
     return out
+
+
+def _set_items(items: list[str] | None) -> dict[str, Any]:
+    """``--set FIELD=VALUE ...``: each value read as JSON where it parses (numbers, true, lists), else a string."""
+    out = {}
+    for item in items or ():
+        key, _, value = item.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def read_saved_config(path: Path, what: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields a run saved (its ``config.json``), or a ValueError naming the file when it is not one."""
+    try:
+        saved = json.loads(Path(path).read_text())
+        missing = [k for k in required if k not in saved]
+        if not isinstance(saved, dict) or missing:
+            raise ValueError(f"missing {missing}" if missing else "not a JSON object")
+    except (json.JSONDecodeError, ValueError, TypeError) as e:
+        raise ValueError(f"{path} is not the config.json of {what} ({e!r}); cannot resume from it") from None
+    return saved
+
+
+def resolve(
+    cls: type[C],
+    args: argparse.Namespace,
+    *,
+    defaults: dict[str, Any] | None = None,
+    presets: dict[str, dict[str, Any]] | None = None,
+    file: str | Path | dict[str, Any] | None = _FROM_ARGS,
+    skip: tuple[str, ...] = (),
+    fixed: dict[str, Any] | None = None,
+    saved: dict[str, Any] | None = None,
+    pinned: tuple[str, ...] = (),
+) -> C:
+    """The one place where a command's settings meet; each layer overrides the ones before it:
+
+    1. the fields' defaults, then the command's own ``defaults``;
+    2. ``saved``: a resumed run's config (its fields, where the run is resumed);
+    3. a preset: ``presets[args.preset]``, or the preset a config file names (a file that names none uses none);
+    4. the config file (``args.config`` unless ``file`` is given: a path or the dict already read);
+    5. the flags given (``--field-name``, fields in ``skip`` excepted), then ``args.set`` (``FIELD=VALUE``);
+    6. ``fixed``: what the command sets itself (its output folder, the resolved device); None values are not set;
+    7. ``pinned`` fields of ``saved``: what a resumed run cannot change (its architecture).
+
+    Lists become tuples where the field is one, and :func:`config_from_dict` checks every value.
+    """
+    if file is _FROM_ARGS:
+        file = getattr(args, "config", None)
+    file_values = dict(read_config_file(file, cls) if isinstance(file, str | Path) else file or {})
+    preset_name = getattr(args, "preset", None) if presets is not None else None
+    if presets is not None and file is not None:
+        preset_name = file_values.pop("preset", None)
+    if preset_name is not None and preset_name not in (presets or {}):
+        raise ValueError(f"{file or 'preset'}: unknown preset {preset_name!r}; choose from {sorted(presets or {})}")
+    values: dict[str, Any] = {**(defaults or {}), **(saved or {})}
+    values.update(presets[preset_name] if preset_name is not None else {})
+    values.update(file_values)
+    values.update(config_overrides(cls, args, skip))
+    values.update(_set_items(getattr(args, "set", None)))
+    values.update({k: v for k, v in (fixed or {}).items() if v is not None})
+    values.update({k: saved[k] for k in pinned if saved and k in saved})
+    return config_from_dict(cls, values)

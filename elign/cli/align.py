@@ -6,7 +6,7 @@ import argparse
 import json
 
 from elign.cli.common import stop_on_signals
-from elign.configs import add_config_arguments, config_overrides, describe_config
+from elign.configs import add_config_arguments, describe_config, resolve
 from elign.training.distributed import resolve_device
 
 
@@ -31,21 +31,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_align(args: argparse.Namespace) -> int:
-    from elign.rl.config import AlignConfig
+    from elign.rl.config import PRESETS, AlignConfig
 
     if args.device:
         resolve_device(args.device)  # a clear error now rather than at the first tensor moved
-    overrides = config_overrides(AlignConfig, args)
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    overrides["out_dir"] = args.out
-    config = (
-        AlignConfig.from_file(args.config, **overrides) if args.config else AlignConfig.preset(args.preset, **overrides)
-    )
+    config = resolve(AlignConfig, args, presets=PRESETS, fixed={"out_dir": args.out})
     if args.show_config:
         print(describe_config(config))
         return 0

@@ -7,14 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from elign.configs import (
-    add_config_arguments,
-    config_from_dict,
-    config_overrides,
-    describe_config,
-    positive_int,
-    read_config_file,
-)
+from elign.configs import add_config_arguments, describe_config, positive_int, resolve
 from elign.training.distributed import resolve_device
 
 if TYPE_CHECKING:
@@ -110,8 +103,6 @@ def evaluation_settings(args: argparse.Namespace) -> EvaluationSettings:
     from elign.evaluation.settings import EvaluationSettings
     from elign.io.assets import default_mlff
 
-    values = {**EVALUATE_DEFAULTS, **(read_config_file(args.config, EvaluationSettings) if args.config else {})}
-    values.update(config_overrides(EvaluationSettings, args, skip=EVALUATE_OWN_FIELDS))
     own = {
         "mlff": args.mlff,
         "independent": args.independent,
@@ -119,14 +110,10 @@ def evaluation_settings(args: argparse.Namespace) -> EvaluationSettings:
         "seed": args.seed,
         "dft_density_fit": False if args.dft_no_density_fit else None,
         "progress": False if args.no_progress else None,
+        "device": resolve_device(args.device),
     }
-    values.update({k: v for k, v in own.items() if v is not None})  # flags given win over the file
-    values.setdefault("mlff", default_mlff())
-    for k in ("mlff", "independent"):
-        if isinstance(values.get(k), str) and values[k].lower() == "none":
-            values[k] = None
-    values["device"] = resolve_device(args.device)
-    return config_from_dict(EvaluationSettings, values)
+    defaults = {**EVALUATE_DEFAULTS, "mlff": default_mlff()}
+    return resolve(EvaluationSettings, args, defaults=defaults, skip=EVALUATE_OWN_FIELDS, fixed=own)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

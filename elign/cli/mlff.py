@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from elign.configs import (
     add_config_arguments,
-    config_from_dict,
-    config_overrides,
     describe_config,
     positive_int,
     read_config_file,
+    read_saved_config,
+    resolve,
 )
 from elign.training.distributed import resolve_device
+
+DISTILL_OWN_FIELDS = ("out_dir", "device", "progress", "student")  # set from --out, --device, --no-progress, flags
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     md.add_argument("--no-progress", action="store_true")
     md.add_argument("--config", help="JSON file of DistillConfig fields, 'student' a JSON object (flags override it)")
     md.add_argument("--show-config", action="store_true", help="print every field with its value and help, and exit")
-    add_config_arguments(md, DistillConfig, skip=("out_dir", "device", "progress", "student"))  # as cmd_mlff_distill
+    add_config_arguments(md, DistillConfig, skip=DISTILL_OWN_FIELDS)
     add_config_arguments(md, StudentConfig, group_title="student architecture (StudentConfig)")
     md.set_defaults(func=cmd_mlff_distill, output_dirs=("out",))
 
@@ -50,24 +51,21 @@ def cmd_mlff_distill(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    own = ("out_dir", "device", "progress", "student")  # set below from --out, --device, --no-progress
-    values = {"elements": QM9_ELEMENTS, **(read_config_file(args.config, DistillConfig) if args.config else {})}
-    student_values = {**values.pop("student", {}), **config_overrides(StudentConfig, args)}
-    saved = out / "config.json"
-    if args.resume and (out / "state.pt").exists() and saved.exists():
-        student_values = json.loads(saved.read_text())["student"]  # the architecture of a resumed run is the saved one
-        print(f"resuming {out}: student architecture from {saved}")
-    for d, k in ((student_values, "radial_mlp"), (values, "elements")):  # JSON lists are tuples in the configs
-        if isinstance(d.get(k), list):
-            d[k] = tuple(d[k])
-    values.update(config_overrides(DistillConfig, args, skip=own))
-    values.update(
-        out_dir=str(out),
-        device=resolve_device(args.device),
-        progress=not args.no_progress,
-        student=config_from_dict(StudentConfig, student_values),
+    file_values = read_config_file(args.config, DistillConfig) if args.config else {}
+    saved = None  # the architecture of a resumed run is the saved one
+    if args.resume and (out / "state.pt").exists() and (out / "config.json").exists():
+        saved = read_saved_config(out / "config.json", "an elign distillation run", ("student",))["student"]
+        print(f"resuming {out}: student architecture from {out / 'config.json'}")
+    student = resolve(StudentConfig, args, file=file_values.pop("student", {}), saved=saved, pinned=tuple(saved or ()))
+    fixed = {"out_dir": str(out), "device": resolve_device(args.device), "progress": not args.no_progress}
+    config = resolve(
+        DistillConfig,
+        args,
+        file=file_values,
+        defaults={"elements": QM9_ELEMENTS},
+        skip=DISTILL_OWN_FIELDS,
+        fixed={**fixed, "student": student},
     )
-    config = config_from_dict(DistillConfig, values)
     if args.show_config:
         print(describe_config(config))
         print(describe_config(config.student))

@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 from elign.cli.common import stop_on_signals, training_data
-from elign.configs import add_config_arguments, config_overrides, describe_config, positive_int, read_config_file
+from elign.configs import add_config_arguments, describe_config, positive_int, read_saved_config, resolve
 from elign.training.distributed import resolve_device
+
+RESUMED_ARCHITECTURE = ("hidden", "n_layers", "timesteps", "seed")  # what a resumed run keeps from its config.json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,20 +36,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.threads:
         set_threads(args.threads)
     out = Path(args.out)
-    saved = out / "config.json"
-    overrides = {**(read_config_file(args.config, PretrainConfig) if args.config else {})}
-    overrides.update(config_overrides(PretrainConfig, args))
-    if args.resume and saved.exists():
-        try:
-            base = json.loads(saved.read_text())
-            architecture = {k: base[k] for k in ("hidden", "n_layers", "timesteps", "seed")}
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(
-                f"{saved} is not the config.json of an elign pretraining run ({e!r}); cannot resume from it"
-            ) from None
-        config = PretrainConfig.from_dict({**base, **overrides, **architecture, "out_dir": str(out)})
-    else:
-        config = PretrainConfig.from_dict({**overrides, "out_dir": str(out)})
+    saved = None
+    if args.resume and (out / "config.json").exists():
+        saved = read_saved_config(out / "config.json", "an elign pretraining run", RESUMED_ARCHITECTURE)
+    config = resolve(PretrainConfig, args, fixed={"out_dir": str(out)}, saved=saved, pinned=RESUMED_ARCHITECTURE)
     if args.show_config:
         print(describe_config(config))
         return 0

@@ -58,6 +58,9 @@ class EvaluationSettings:
     extra: dict[str, Any] = field(default_factory=dict, metadata={"help": "free-form notes kept in the report"})
 
     def __post_init__(self) -> None:
+        for name in ("mlff", "independent"):  # 'none' on the command line or in a file: skip that force field
+            if isinstance(getattr(self, name), str) and getattr(self, name).lower() == "none":
+                setattr(self, name, None)
         bad = sorted(set(self.referees) - {"xtb", "dft"})
         if bad:
             raise ValueError(f"unknown referees {bad}: use 'xtb' and/or 'dft'")

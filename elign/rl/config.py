@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from elign.configs import config_from_dict, config_help, option, read_config_file
+from elign.configs import config_from_dict, config_help, option
 
 __all__ = ["AlignConfig", "PRESETS"]
 
@@ -139,15 +138,6 @@ class AlignConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
         return cls.from_dict({**PRESETS[name], **overrides})
-
-    @classmethod
-    def from_file(cls, path: str | Path, **overrides) -> AlignConfig:
-        data = read_config_file(path, cls)
-        preset = data.pop("preset", None)
-        if preset is not None and preset not in PRESETS:
-            raise ValueError(f"{path}: unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-        base = PRESETS[preset] if preset else {}
-        return cls.from_dict({**base, **data, **overrides})
 
     @classmethod
     def from_dict(cls, d: dict) -> AlignConfig:
