@@ -90,8 +90,8 @@ def _sample(steps: int, data: str | None, bf16: bool) -> tuple[float, dict]:
 def _edm(sizes_of: str, data: str | None, bf16: bool) -> tuple[float, dict]:
     import torch
 
-    from elign.config import ModelConfig
     from elign.diffusion.sampler import node_mask_from_sizes
+    from elign.models.config import ModelConfig
     from elign.models.factory import build_model
     from elign.precision import bf16_autocast
 

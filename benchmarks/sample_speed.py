@@ -15,8 +15,8 @@ import time
 import torch
 from common import append_results, device_name
 
-from elign.config import ModelConfig
 from elign.diffusion.sampler import node_mask_from_sizes, sample_chain
+from elign.models.config import ModelConfig
 from elign.models.factory import build_model
 
 

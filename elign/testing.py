@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from elign.config import ModelConfig
 from elign.data.batch import MoleculeBatch
 from elign.data.elements import QM9_ATOMIC_NUMBERS, QM9_SYMBOLS
 from elign.data.geometry import remove_mean_with_mask
 from elign.diffusion.edm import EquivariantDiffusion
+from elign.models.config import ModelConfig
 from elign.models.factory import build_model
 
 __all__ = ["tiny_config", "tiny_model", "random_batch", "random_rotation", "assert_equivariant"]

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from elign.config import ModelConfig
 from elign.diffusion.edm import EquivariantDiffusion
 from elign.io.files import TEMP_SUFFIX, atomic_write
+from elign.models.config import ModelConfig
 from elign.models.factory import build_model
 
 __all__ = [

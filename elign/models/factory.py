@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from elign.config import ModelConfig
 from elign.diffusion.edm import EquivariantDiffusion
+from elign.models.config import ModelConfig
 from elign.models.egnn import EGNNDynamics
 
 __all__ = ["build_model"]

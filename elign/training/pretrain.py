@@ -21,7 +21,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from elign.config import ModelConfig
 from elign.configs import config_from_dict, non_negative_int, option, positive_int
 from elign.data.batch import MoleculeBatch
 from elign.data.dense import DenseDataset
@@ -37,6 +36,7 @@ from elign.io.checkpoints import (
 )
 from elign.io.files import atomic_write
 from elign.io.run_lock import RunLock
+from elign.models.config import ModelConfig
 from elign.models.factory import build_model
 from elign.precision import native_bf16
 from elign.training.callbacks import Callback
