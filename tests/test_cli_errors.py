@@ -304,7 +304,7 @@ def test_nonsense_numbers_are_refused(capsys, tmp_path):
         ["sample", "--num", "1", "--steps", "2", "--guidance-mlff", "synthetic", "--guidance-scale", "nan",
          "--out", str(tmp_path / "g.sdf")],
     )  # fmt: skip
-    assert "guidance scale must be a finite number" in err and not (tmp_path / "g.sdf").exists()
+    assert "guidance_scale=nan must be a finite number" in err and not (tmp_path / "g.sdf").exists()
 
 
 def test_config_values_are_checked_against_their_fields():

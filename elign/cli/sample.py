@@ -5,115 +5,92 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
-from elign.configs import positive_int
+from elign.configs import add_config_arguments, describe_config, resolve
+from elign.diffusion.settings import SamplingSettings
 from elign.training.distributed import resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("sample", help="sample molecules from a checkpoint into an SDF file")
     s.add_argument(
-        "--checkpoint", help="native .safetensors, an original EDM run directory, 'backbone' (default) or 'aligned'"
-    )
-    s.add_argument("--num", type=positive_int, default=100, help="molecules (per formula with --formula)")
-    s.add_argument(
-        "--formula",
-        nargs="+",
-        metavar="FORMULA",
-        help="sample isomers of these formulas (C7H10O2 ...; or a file of them, one per line): the atom types are "
-        "fixed, only positions are sampled",
-    )
-    s.add_argument("--steps", type=positive_int, default=None, help="denoising steps (default: the model's T)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=positive_int, default=256)
-    s.add_argument("--device", default="auto")
-    s.add_argument(
         "--out", required=True, help="output file: .sdf (bonds, validity tags) or .npz (lossless coordinates, no RDKit)"
     )
-    s.add_argument("--guidance-mlff", help="baseline: move positions along this force field's forces while sampling")
-    s.add_argument("--guidance-scale", type=float, default=0.1, help="step size of force guidance (A^2/eV)")
-    s.add_argument("--guidance-threshold", type=float, default=0.8, help="guide once sigma_t is below this")
-    s.add_argument(
-        "--bf16",
-        action="store_true",
-        help="the network's matrix products in bfloat16 where the hardware has it (AVX512-BF16, AMX, CUDA): "
-        "faster, other molecules for the same seed",
-    )
+    s.add_argument("--config", help="JSON file of SamplingSettings fields (flags given override it)")
+    s.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override any SamplingSettings field")
+    s.add_argument("--show-config", action="store_true", help="print every field with its value and help, and exit")
+    add_config_arguments(s, SamplingSettings, group_title="SamplingSettings fields")
     s.set_defaults(func=cmd_sample, output_files=("out",))
+
+
+def _guidance(settings: SamplingSettings, info: Any, device: str) -> Any:
+    """The force guide of a guided baseline, or None."""
+    if not settings.guidance_mlff:
+        return None
+    from elign.diffusion.sampler import ForceGuidance
+    from elign.mlff import load_force_field
+
+    ff = load_force_field(settings.guidance_mlff, device=device)
+    return ForceGuidance(ff, settings.guidance_scale, settings.guidance_threshold, info.atomic_numbers)
+
+
+def _write(out: str, mols: Any, info: Any, props: list[dict]) -> str:
+    """Write the molecules (.npz lossless, else SDF); -> what was written, in words."""
+    from elign.io.export import write_npz, write_sdf
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if Path(out).suffix.lower() == ".npz":  # lossless, and needs no RDKit
+        return f"wrote {write_npz(out, mols, info.atom_decoder, props)} molecules to {out}"
+    counts = write_sdf(out, mols, info.atom_decoder, props)
+    return f"wrote {counts['written']} molecules to {out} ({counts['invalid']} flagged invalid)"
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from elign.diffusion.sampler import sample_molecules
     from elign.io.assets import resolve_checkpoint
     from elign.io.checkpoints import load_checkpoint
-    from elign.io.export import write_npz, write_sdf
     from elign.metrics.stability import stability_metrics
 
-    device = resolve_device(args.device)
-    path = resolve_checkpoint(args.checkpoint)
+    settings = resolve(SamplingSettings, args)
+    if args.show_config:
+        print(describe_config(settings))
+        return 0
+    device = resolve_device(settings.device)
+    path = resolve_checkpoint(settings.checkpoint)
     model, config, _ = load_checkpoint(path, device)
     info = config.dataset_info()
-    guidance = None
-    if args.guidance_mlff:
-        from elign.diffusion.sampler import ForceGuidance
-        from elign.mlff import load_force_field
-
-        guidance = ForceGuidance(
-            load_force_field(args.guidance_mlff, device=device),
-            args.guidance_scale,
-            args.guidance_threshold,
-            info.atomic_numbers,
-        )
+    guidance = _guidance(settings, info, device)
     types = formulas = None
-    if args.formula:
+    if settings.formula:
         from elign.data.formula import formula_batch, read_formulas
 
-        formulas = read_formulas(args.formula)
-        types = formula_batch(formulas, args.num, info.atom_decoder, info.max_n_nodes)
-    total = args.num if types is None else len(types)
+        formulas = read_formulas(settings.formula)
+        types = formula_batch(formulas, settings.num, info.atom_decoder, info.max_n_nodes)
+    total = settings.num if types is None else len(types)
+    steps = settings.steps or model.T
     t0 = time.perf_counter()
     mols = sample_molecules(
-        model,
-        total,
-        info.size_probabilities(),
-        steps=args.steps,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        device=device,
-        atomic_numbers=info.atomic_numbers,
-        progress=True,
-        guidance=guidance,
-        bf16=args.bf16,
+        model, total, info.size_probabilities(), steps=steps, seed=settings.seed, batch_size=settings.batch_size,
+        device=device, atomic_numbers=info.atomic_numbers, progress=True, guidance=guidance, bf16=settings.bf16,
         types=types,
-    )
+    )  # fmt: skip
     dt = time.perf_counter() - t0
     stab = stability_metrics(mols, info.atom_decoder)
     per = stab["per_molecule"]
-    steps = args.steps or model.T
     props = [
-        {
-            "index": i,
-            "seed": args.seed,
-            "steps": steps,
-            "checkpoint": str(path),
-            "n_atoms": int(per["n_atoms"][i]),
-            **({"formula": formulas[i // args.num]} if formulas else {}),
-            "molecule_stable": int(per["molecule_stable"][i]),
-            **({"precision": "bf16"} if args.bf16 else {}),
-        }
+        {"index": i, "seed": settings.seed, "steps": steps, "checkpoint": str(path), "n_atoms": int(per["n_atoms"][i])}
+        | ({"formula": formulas[i // settings.num]} if formulas else {})
+        | {"molecule_stable": int(per["molecule_stable"][i])}
+        | ({"precision": "bf16"} if settings.bf16 else {})
         for i in range(mols.batch_size)
     ]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    if Path(args.out).suffix.lower() == ".npz":  # lossless, and needs no RDKit
-        written = f"wrote {write_npz(args.out, mols, info.atom_decoder, props)} molecules to {args.out}"
-    else:
-        counts = write_sdf(args.out, mols, info.atom_decoder, props)
-        written = f"wrote {counts['written']} molecules to {args.out} ({counts['invalid']} flagged invalid)"
-    where = f"{device}, bf16" if args.bf16 else str(device)
+    written = _write(args.out, mols, info, props)
+    where = f"{device}, bf16" if settings.bf16 else str(device)
     print(f"sampled {total} molecules in {dt:.1f} s ({total / dt:.2f} molecules/s, {steps} steps, {where})")
     if guidance is not None:
         print(
-            f"guidance by {args.guidance_mlff} (scale {args.guidance_scale}): {guidance.calls / total:.0f} "
+            f"guidance by {settings.guidance_mlff} (scale {settings.guidance_scale}): {guidance.calls / total:.0f} "
             f"force-field calls per molecule, {guidance.seconds:.1f} s of the {dt:.1f} s in the force field, "
             f"{guidance.skipped} unscorable evaluations left unguided"
         )

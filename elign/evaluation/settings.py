@@ -1,5 +1,5 @@
-"""EvaluationSettings: what ``elign.evaluation.evaluate.evaluate_models`` computes, in a module light enough for the
-command-line parser (no RDKit, no torch)."""
+"""EvaluationSettings (what ``elign.evaluation.evaluate.evaluate_models`` computes) and ScoringSettings (``elign
+score``), in a module light enough for the command-line parser (no RDKit, no torch)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from elign.configs import non_negative_int, option, positive_int
 
-__all__ = ["EvaluationSettings"]
+__all__ = ["EvaluationSettings", "ScoringSettings"]
 
 
 @dataclass
@@ -74,3 +74,11 @@ class EvaluationSettings:
             )
         if self.rmsd_atoms not in ("heavy", "all"):
             raise ValueError(f"rmsd_atoms must be 'heavy' or 'all', got {self.rmsd_atoms!r}")
+
+
+@dataclass
+class ScoringSettings:
+    """The force field that scores a file of molecules (``elign score``)."""
+
+    mlff: str | None = option(None, "force field name or .model path (None: the shipped one)")
+    device: str = option("auto", "'auto', 'cpu' or 'cuda[:i]'")
