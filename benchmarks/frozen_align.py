@@ -31,7 +31,8 @@ def potentials_on_x0(model, ff, rollouts, evaluated, atomic_numbers, chunk=256):
 
 
 def update(self, ro, adv, iteration):
-    from elign.rl.trainer import MINIBATCH_STREAM, _all_reduce_grads
+    from elign.rl.trainer import MINIBATCH_STREAM
+    from elign.training.distributed import average_gradients
 
     R = ro.node_mask.shape[0]
     L = ro.num_steps
@@ -62,7 +63,7 @@ def update(self, ro, adv, iteration):
             loss.backward()
             for k, v in {**s, "kl": kl.detach(), "loss": loss.detach() * total / len(l_idx)}.items():
                 stats.setdefault(k, []).append(float(v))
-        _all_reduce_grads(self.policy, self.world)
+        average_gradients(self.policy, self.world)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
         stats.setdefault("grad_norm", []).append(float(grad_norm))
         self.opt.step()

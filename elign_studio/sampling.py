@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["ModelCache", "SampledSet", "chemistry_columns", "force_field", "sample_set", "score_frames"]
+__all__ = [
+    "ModelCache",
+    "SampledSet",
+    "chemistry_columns",
+    "force_field",
+    "sample_many",
+    "sample_set",
+    "score_frames",
+    "warm_up",
+]
 
 _FF_CACHE: dict[str, Any] = {}
 _FF_LOCK = threading.Lock()
@@ -336,3 +345,27 @@ def score_frames(sampled: SampledSet, chunk_frames: int = 20, should_stop: Any =
                 else:  # the viewer says why this frame is grey (atoms of the noise on top of each other, ...)
                     chain[f]["why"] = part["reason"][(f - start) * B + b] or "not scorable"
     return replace(sampled, frames=frames, energy=energy, rms_force=rms, frames_scored=True)
+
+
+def sample_many(names: list[str], paths: list[Path], args: dict[str, Any]) -> list[SampledSet]:
+    """One SampledSet per (name, checkpoint path), each sampled with ``args`` (:func:`sample_set`)."""
+    out = []
+    for name, path in zip(names, paths, strict=True):
+        model, config, _ = ModelCache.load(path)
+        out.append(sample_set(model, config, name, **args))
+    return out
+
+
+def warm_up(path: Path | None, force_field_name: str) -> None:
+    """Load the default model, the force field and the metric modules, and sample one tiny molecule (the first
+    call of a network or a TorchScript force field is the slowest), before the first click."""
+    try:
+        import elign.io.export  # noqa: F401  (rdkit)
+        import elign.metrics.stability  # noqa: F401
+
+        force_field(force_field_name)
+        if path is not None:
+            model, config, _ = ModelCache.load(path)
+            score_frames(sample_set(model, config, "warm-up", num=1, steps=2, force_field_name=force_field_name))
+    except Exception:  # noqa: BLE001 - the real call reports the error
+        pass

@@ -11,20 +11,26 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import param
 
 from elign.rl.config import PRESETS
-from elign_studio.sampling import ModelCache, SampledSet, sample_set, score_frames
+from elign_studio.exports import write_molecules_sdf, write_trajectory_xyz
+from elign_studio.sampling import ModelCache, SampledSet, sample_many, score_frames, warm_up
 from elign_studio.serving import MAX_UPLOAD_MB
 from elign_studio.settings import DEFAULT_FORCE_FIELDS, PathNotAllowed, StudioSettings
-from elign_studio.worker import TrainerFactory, TrainingWorker
+from elign_studio.worker import (
+    EDITABLE,
+    ConfigBuilder,
+    TrainerFactory,
+    TrainingWorker,
+    default_config_builder,
+    preset_settings,
+)
 
-__all__ = ["METRIC_KEYS", "RUN_STATES", "StudioSession", "preset_settings"]
+__all__ = ["METRIC_KEYS", "RUN_STATES", "StudioSession"]
 
 METRIC_KEYS = (
     "reward_force_mean",
@@ -35,24 +41,7 @@ METRIC_KEYS = (
     "rollout_composition_tv",  # the rollouts' atom-type distance to QM9 (a guard against composition drift)
     "eval_atom_type_tv",  # the same on the held-out evaluation's molecules, at its iterations only
 )
-EDITABLE = ("iterations", "prompts", "group_size", "steps", "lr")
 SHIPPED = {"backbone (shipped)": "shipped_backbone", "aligned (shipped)": "shipped_aligned"}
-
-ConfigBuilder = Callable[[str, dict[str, Any]], Any]
-
-
-def preset_settings(name: str) -> dict[str, Any]:
-    """The editable settings of an alignment preset, as AlignConfig defines it."""
-    from elign.rl.config import AlignConfig
-
-    cfg = AlignConfig.preset(name)
-    return {k: getattr(cfg, k) for k in EDITABLE}
-
-
-def default_config_builder(preset: str, overrides: dict[str, Any]) -> Any:
-    from elign.rl.config import AlignConfig
-
-    return AlignConfig.preset(preset, **overrides)
 
 
 def _fmt_error(e: BaseException) -> str:
@@ -163,23 +152,7 @@ class StudioSession(param.Parameterized):
 
     def warm_up(self) -> None:
         """Load the default model and force field in the background (the app calls it once the page shows)."""
-        self._executor.submit(self._warm_up, self.models.get(self.sample_model), self.force_field)
-
-    @staticmethod
-    def _warm_up(path: Path | None, force_field_name: str) -> None:
-        """Load the default model, the force field and the metric modules, and sample one tiny molecule (the
-        first call of a network or a TorchScript force field is the slowest), before the first click."""
-        try:
-            import elign.io.export  # noqa: F401  (rdkit)
-            import elign.metrics.stability  # noqa: F401
-            from elign_studio.sampling import force_field
-
-            force_field(force_field_name)
-            if path is not None:
-                model, config, _ = ModelCache.load(path)
-                score_frames(sample_set(model, config, "warm-up", num=1, steps=2, force_field_name=force_field_name))
-        except Exception:  # noqa: BLE001 - the real call reports the error
-            pass
+        self._executor.submit(warm_up, self.models.get(self.sample_model), self.force_field)
 
     # ================================================================ checkpoints
     def refresh_models(self) -> None:
@@ -382,18 +355,10 @@ class StudioSession(param.Parameterized):
         )
         self._sample_started = time.perf_counter()
         self._sample_generation += 1
-        self._sample_job = self._executor.submit(self._sample_many, names, paths, args)
+        self._sample_job = self._executor.submit(sample_many, names, paths, args)
         self.sampling = True
         self.status = f"Sampling {self.num} molecule(s), {self.sample_steps} steps, from {', '.join(names)}..."
         return True
-
-    @staticmethod
-    def _sample_many(names: list[str], paths: list[Path], args: dict[str, Any]) -> list[SampledSet]:
-        out = []
-        for name, path in zip(names, paths, strict=True):
-            model, config, _ = ModelCache.load(path)
-            out.append(sample_set(model, config, name, **args))
-        return out
 
     def _score_many(self, sets: list[SampledSet], generation: int) -> list[SampledSet] | None:
         scored = []
@@ -419,53 +384,20 @@ class StudioSession(param.Parameterized):
 
     def export_sdf(self, which: str = "all", indices: list[int] | None = None) -> Path:
         """Write all (or the selected table rows') molecules with their metrics to an SDF in exports/."""
-        from elign.io.export import write_sdf
-
         rows = self.rows
         chosen = list(range(len(rows))) if which == "all" or not indices else sorted(set(indices))
         if not chosen:
             raise ValueError("nothing to export: sample molecules first")
-        pairs, props = [], []
-        for i in chosen:
-            r = rows[i]
-            s: SampledSet = self.sets[r["set"]]
-            pairs.append(s.batch.molecule(r["index"]))
-            props.append(
-                {
-                    "name": f"{r['model']} seed {r['seed']} #{r['index']}",
-                    "model": r["model"],
-                    "seed": r["seed"],
-                    "force_field": s.force_field,
-                    **{k: r[k] for k in ("stable", "atom_stability", "valid", "energy_per_atom_eV", "rms_force_eV_A")},
-                }
-            )
         path = self.settings.writable("exports", time.strftime("molecules-%Y%m%d-%H%M%S.sdf"))
-        write_sdf(path, pairs, self.sets[rows[chosen[0]]["set"]].decoder, props)
-        return path
+        return write_molecules_sdf(path, self.sets, [rows[i] for i in chosen])
 
     def export_trajectory(self) -> Path:
-        """The shown molecule's denoising chain (each model side by side in turn) as a multi-frame extended XYZ
-        in exports/, one frame per trajectory frame with each atom's force (eV/A; NaN where not scored), its
-        comment naming model, frame, t and max |F|."""
-        from elign.io.export import write_xyz
-
+        """The shown molecule's denoising chain as a multi-frame extended XYZ in exports/
+        (:func:`elign_studio.exports.write_trajectory_xyz`)."""
         if not self.sets:
             raise ValueError("nothing to export: sample molecules first")
-        b = self.selected
-        pairs, comments, forces = [], [], []
-        for s in self.sets:
-            pos, types, _ = s.trajectory  # [F, B, N, 3], [F, B, N]
-            n = len(s.frames[b][0]["elements"])
-            for f, frame in enumerate(s.frames[b]):
-                scored = [v for v in frame["force"] if v is not None]
-                top = f"max |F| {max(scored):.4g} eV/A" if scored else "forces not scored"
-                pairs.append((pos[f, b, :n].numpy(), types[f, b, :n].numpy()))
-                comments.append(f"{s.model_name} #{b} frame {f} t={s.times[f]} {top}")
-                vectors = frame.get("fvec") or [None] * n  # per atom [3] eV/A, None where not scored
-                forces.append(np.array([v if v is not None else [np.nan] * 3 for v in vectors], dtype=float))
-        path = self.settings.writable("exports", time.strftime(f"trajectory-{b}-%Y%m%d-%H%M%S.xyz"))
-        write_xyz(path, pairs, self.sets[0].decoder, comments, forces=forces)
-        return path
+        path = self.settings.writable("exports", time.strftime(f"trajectory-{self.selected}-%Y%m%d-%H%M%S.xyz"))
+        return write_trajectory_xyz(path, self.sets, self.selected)
 
     # ================================================================ polling
     def poll(self) -> list[dict[str, float]]:

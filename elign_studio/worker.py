@@ -15,7 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-__all__ = ["TrainerFactory", "TrainingWorker", "WorkerEvent", "default_trainer_factory"]
+__all__ = [
+    "EDITABLE",
+    "ConfigBuilder",
+    "TrainerFactory",
+    "TrainingWorker",
+    "WorkerEvent",
+    "default_config_builder",
+    "default_trainer_factory",
+    "preset_settings",
+]
 
 EventKind = Literal["started", "metrics", "error", "finished"]
 
@@ -118,3 +127,21 @@ class TrainingWorker:
         finally:
             with _ACTIVE_LOCK:
                 _ACTIVE_DIRS.discard(out_dir)
+
+
+EDITABLE = ("iterations", "prompts", "group_size", "steps", "lr")  # the alignment settings the studio edits
+ConfigBuilder = Callable[[str, dict[str, Any]], Any]
+
+
+def preset_settings(name: str) -> dict[str, Any]:
+    """The editable settings of an alignment preset, as AlignConfig defines it."""
+    from elign.rl.config import AlignConfig
+
+    cfg = AlignConfig.preset(name)
+    return {k: getattr(cfg, k) for k in EDITABLE}
+
+
+def default_config_builder(preset: str, overrides: dict[str, Any]) -> Any:
+    from elign.rl.config import AlignConfig
+
+    return AlignConfig.preset(preset, **overrides)

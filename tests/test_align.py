@@ -151,7 +151,7 @@ def test_the_update_evaluates_a_groups_shared_first_step_once(tmp_path, backbone
     predict = a.policy.predict_eps
     a.policy.predict_eps = lambda z, t, mask: rows.append(z.shape[0]) or predict(z, t, mask)
     a.update(scored.rollouts, adv, 0)
-    monkeypatch.setattr(trainer_module, "_shared_first_steps", lambda *args: None)  # every item evaluated
+    monkeypatch.setattr(trainer_module, "shared_first_steps", lambda *args: None)  # every item evaluated
     b.update(scored.rollouts, adv, 0)
     for pa, pb in zip(a.policy.parameters(), b.policy.parameters(), strict=True):
         torch.testing.assert_close(pa, pb, atol=1e-6, rtol=1e-5)
@@ -564,10 +564,11 @@ def test_the_composition_channel_stops_a_reward_that_pays_for_hydrogen_from_drif
 ):
     """A reward that pays for hydrogen drifts the policy's atom types; the composition channel holds them."""
     from elign.rl import trainer as trainer_module
+    from elign.rl.composition import type_fractions
     from elign.rl.rewards import RewardOutput
 
     def pays_for_hydrogen(ff, molecules, chunk=256):
-        fractions = trainer_module._type_fractions(molecules)  # [B, E]
+        fractions = type_fractions(molecules)  # [B, E]
         n = len(fractions)
         return RewardOutput(fractions[:, 0].clone(), torch.zeros(n), torch.ones(n, dtype=torch.bool), [None] * n)
 

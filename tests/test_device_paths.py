@@ -7,8 +7,8 @@ import torch.distributed as dist
 
 from elign.data.geometry import sample_center_gravity_zero_gaussian
 from elign.diffusion.objective import TrainingObjective
-from elign.rl import trainer as rl_trainer
 from elign.testing import tiny_model
+from elign.training import distributed
 
 
 class _Stop(Exception):
@@ -34,7 +34,7 @@ def test_metrics_are_reduced_on_the_process_device(collectives, monkeypatch):
 
     monkeypatch.setattr(dist, "all_reduce", stop_after_reduce)
     with pytest.raises(_Stop):
-        rl_trainer._reduce_metrics({"loss": 1.0, "failed": 2}, 2, torch.device("meta"))
+        distributed.average_metrics({"loss": 1.0, "failed": 2}, 2, torch.device("meta"), sums=("failed",))
     assert collectives == [("meta", 2)]
 
 
@@ -44,7 +44,7 @@ def test_gradients_are_reduced_in_one_bucket_on_their_device(collectives):
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.grad = torch.ones_like(p)
-    rl_trainer._all_reduce_grads(model, 2)
+    distributed.average_gradients(model, 2)
     assert collectives == [("meta", sum(p.numel() for p in params))]
 
 
@@ -59,7 +59,7 @@ def test_gradient_bucket_averages_every_parameter(collectives, monkeypatch):
         if p.requires_grad:
             p.grad = torch.randn_like(p)
             expected[name] = p.grad.clone()
-    rl_trainer._all_reduce_grads(model, 2)
+    distributed.average_gradients(model, 2)
     for name, p in model.named_parameters():
         if p.requires_grad:
             assert torch.equal(p.grad, expected[name]), name

@@ -123,7 +123,7 @@ def _archive(tmp_path: Path, extra: dict[str, str] | None = None) -> Path:
 @pytest.fixture
 def fake_qm9pack(tmp_path, monkeypatch) -> list[Path]:
     paths = _write_qm9pack(tmp_path)
-    monkeypatch.setattr(qm9, "_qm9pack_csv_paths", lambda: paths)
+    monkeypatch.setattr(qm9, "qm9pack_csv_paths", lambda: paths)
     return paths
 
 
@@ -186,7 +186,7 @@ def test_cache_round_trip_does_not_touch_the_source(data, tmp_path, monkeypatch)
     def gone():
         raise AssertionError("the source was read although a cache exists")
 
-    monkeypatch.setattr(qm9, "_qm9pack_csv_paths", gone)
+    monkeypatch.setattr(qm9, "qm9pack_csv_paths", gone)
     again = load_qm9(tmp_path / "cache" / "qm9.npz", progress=False)
     for name in ("positions", "types", "sizes", "qm9_index", "smiles_raw", "smiles_canonical"):
         assert np.array_equal(getattr(again, name), getattr(data, name)), name
@@ -198,7 +198,7 @@ def test_rebuild_rereads_the_source(data, tmp_path, monkeypatch):
     other = tmp_path / "other"
     other.mkdir()
     paths = _write_qm9pack(other, MOLECULES[:2])
-    monkeypatch.setattr(qm9, "_qm9pack_csv_paths", lambda: paths)
+    monkeypatch.setattr(qm9, "qm9pack_csv_paths", lambda: paths)
     rebuilt = load_qm9(tmp_path / "cache" / "qm9.npz", source="qm9pack", progress=False, rebuild=True)
     assert rebuilt.qm9_index.tolist() == [1, 10]
 
@@ -214,7 +214,7 @@ def test_exclude_list_drops_indices(fake_qm9pack, tmp_path):
 def test_bad_csv_row_names_the_molecule(tmp_path, monkeypatch):
     bad = [(7, ["C", "H"], [[0.0, 0.0, 0.0]], "C", "C")]  # two elements, one position
     paths = _write_qm9pack(tmp_path, bad + MOLECULES[:1])
-    monkeypatch.setattr(qm9, "_qm9pack_csv_paths", lambda: paths)
+    monkeypatch.setattr(qm9, "qm9pack_csv_paths", lambda: paths)
     with pytest.raises(DataError, match="dsgdb9nsd_000007.xyz"):
         load_qm9(tmp_path / "c.npz", source="qm9pack", progress=False)
     assert not (tmp_path / "c.npz").exists()
@@ -222,7 +222,7 @@ def test_bad_csv_row_names_the_molecule(tmp_path, monkeypatch):
 
 def test_unknown_element_and_duplicate_index_are_errors(tmp_path, monkeypatch):
     paths = _write_qm9pack(tmp_path, [(7, ["S", "H"], [[0.0, 0.0, 0.0], [1.3, 0.0, 0.0]], "S", "S")])
-    monkeypatch.setattr(qm9, "_qm9pack_csv_paths", lambda: paths)
+    monkeypatch.setattr(qm9, "qm9pack_csv_paths", lambda: paths)
     with pytest.raises(DataError, match="'S'"):
         load_qm9(tmp_path / "a.npz", source="qm9pack", progress=False)
     paths = _write_qm9pack(tmp_path, MOLECULES[:2] + MOLECULES[:1])
@@ -233,13 +233,13 @@ def test_unknown_element_and_duplicate_index_are_errors(tmp_path, monkeypatch):
 def test_csv_without_the_columns_is_an_error(tmp_path, monkeypatch):
     path = tmp_path / "qm9_part1.csv"
     path.write_text("a,b\n1,2\n")
-    monkeypatch.setattr(qm9, "_qm9pack_csv_paths", lambda: [path])
+    monkeypatch.setattr(qm9, "qm9pack_csv_paths", lambda: [path])
     with pytest.raises(DataError, match="lacks the columns"):
         load_qm9(tmp_path / "c.npz", source="qm9pack", progress=False)
 
 
 def test_missing_qm9pack_says_what_to_install(tmp_path, monkeypatch):
-    monkeypatch.setattr(qm9.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataError, match=r"elign\[qm9\]"):
         load_qm9(tmp_path / "c.npz", progress=False)
 
@@ -247,7 +247,7 @@ def test_missing_qm9pack_says_what_to_install(tmp_path, monkeypatch):
 def test_qm9pack_lookup_does_not_import_the_package():
     if importlib.util.find_spec("qm9pack") is None:
         pytest.skip("qm9pack is not installed")
-    paths = qm9._qm9pack_csv_paths()
+    paths = qm9.qm9pack_csv_paths()
     assert [p.name for p in paths] == ["qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv"]
     assert all(p.is_file() for p in paths)
 

@@ -310,7 +310,9 @@ def test_a_failed_sample_leaves_no_sampling_banner(studio: StudioSession, monkey
     def broken(*args, **kwargs):
         raise RuntimeError("the force field crashed")
 
-    monkeypatch.setattr(StudioSession, "_sample_many", staticmethod(broken))
+    from elign_studio import session as session_module
+
+    monkeypatch.setattr(session_module, "sample_many", broken)
     assert studio.sample()
     assert studio.status.startswith("Sampling")
     studio.wait_sampling(30)
@@ -493,7 +495,8 @@ def test_the_run_state_follows_the_run(studio: StudioSession) -> None:
 
 
 def test_declared_defaults_are_the_default_preset_and_explicit_values_win(studio: StudioSession) -> None:
-    from elign_studio.session import DEFAULT_PRESET, EDITABLE, preset_settings
+    from elign_studio.session import DEFAULT_PRESET
+    from elign_studio.worker import EDITABLE, preset_settings
 
     fresh = StudioSession(studio.settings, trainer_factory=FakeTrainer)
     paper = StudioSession(studio.settings, trainer_factory=FakeTrainer, preset="paper", iterations=7)

@@ -14,7 +14,7 @@ RESUMED_ARCHITECTURE = ("hidden", "n_layers", "timesteps", "seed")  # what a res
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from elign.training.pretrain import PretrainConfig
+    from elign.training.pretrain_config import PretrainConfig
 
     t = sub.add_parser("pretrain", help="pretrain an EDM on QM9 (resumable; torchrun for several GPUs)")
     t.add_argument("--out", required=True, help="run directory (state.pt, model.safetensors, metrics.jsonl)")

@@ -154,6 +154,20 @@ def sample_chain(
     return molecules, traj
 
 
+def _sizes(
+    num: int, sizes_prob: torch.Tensor, seed: int, sizes: torch.Tensor | None, types: torch.Tensor | None
+) -> torch.Tensor:
+    """[num] long: the sizes the types fix, else those given, else drawn from ``sizes_prob`` with ``seed``."""
+    if types is not None:
+        sizes = (types >= 0).sum(dim=1)  # [num]
+        if len(types) != num or int(sizes.min()) < 1:
+            raise ValueError(f"types must give {num} molecules of at least one atom each")
+    if sizes is None:
+        size_gen = torch.Generator().manual_seed(seed)
+        sizes = torch.multinomial(sizes_prob.double(), num, replacement=True, generator=size_gen)
+    return torch.as_tensor(sizes, dtype=torch.long)
+
+
 def sample_molecules(
     model: EquivariantDiffusion,
     num: int,
@@ -183,15 +197,9 @@ def sample_molecules(
     gen = torch.Generator(device=device).manual_seed(seed)
     if types is not None:
         types = torch.as_tensor(types, dtype=torch.long)
-        sizes = (types >= 0).sum(dim=1)  # [num]
-        if len(types) != num or int(sizes.min()) < 1:
-            raise ValueError(f"types must give {num} molecules of at least one atom each")
         if atomic_numbers is None:
             raise ValueError("sampling given types needs the model's atomic numbers")
-    if sizes is None:
-        size_gen = torch.Generator().manual_seed(seed)
-        sizes = torch.multinomial(sizes_prob.double(), num, replacement=True, generator=size_gen)
-    sizes = torch.as_tensor(sizes, dtype=torch.long)
+    sizes = _sizes(num, sizes_prob, seed, sizes, types)  # [num]
     n_max = int(sizes.max())
     order = torch.argsort(sizes, descending=True, stable=True)  # [num]
     steps_total = steps if steps is not None else model.T

@@ -16,7 +16,7 @@ import torch
 from elign.metrics.composition import BOND_LABELS
 from elign.rl.advantages import composition_advantages, composition_drift
 
-__all__ = ["CompositionTracker"]
+__all__ = ["CompositionTracker", "type_fractions"]
 
 
 class CompositionTracker:
@@ -107,3 +107,9 @@ class CompositionTracker:
             return
         self.drift = torch.as_tensor(drift).to(torch.float64).cpu()
         self.updates = int(state.get("composition_updates", 0))
+
+
+def type_fractions(molecules) -> torch.Tensor:
+    """[B, E] atom-type fractions of each molecule of a MoleculeBatch (from its one-hot types)."""
+    counts = (molecules.one_hot * molecules.node_mask).sum(dim=1)  # [B, E]
+    return (counts / counts.sum(dim=1, keepdim=True).clamp(min=1)).detach().cpu()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -11,7 +12,15 @@ from elign.diffusion.edm import EquivariantDiffusion
 from elign.mlff.base import ForceField, formation_energy_per_atom, rms_force
 from elign.rl.rollout import Rollouts
 
-__all__ = ["RewardOutput", "score_molecules", "potentials_on_x0", "energy_schedule"]
+__all__ = [
+    "RewardOutput",
+    "ScoredRollouts",
+    "connected",
+    "energy_schedule",
+    "nan_mean_std",
+    "potentials_on_x0",
+    "score_molecules",
+]
 
 
 @dataclass
@@ -85,3 +94,36 @@ def potentials_on_x0(
         repeats = K if l == 0 else 1
         psi[:, l], valid[:, l] = p.repeat_interleave(repeats), v.repeat_interleave(repeats)
     return psi, valid
+
+
+def connected(molecules: MoleculeBatch, decoder) -> torch.Tensor:
+    """[B] bool: each molecule is one fragment under EDM's bond rules."""
+    from elign.metrics.bonds import n_fragments, split_molecules
+
+    return torch.tensor([n_fragments(x, t, decoder) == 1 for x, t in split_molecules(molecules.to("cpu"))])
+
+
+def nan_mean_std(x: torch.Tensor) -> tuple[float, float]:
+    """(mean, population std) of the finite entries of x; NaN for none."""
+    x = x[torch.isfinite(x)]
+    if x.numel() == 0:
+        return math.nan, math.nan
+    return x.mean().item(), x.std(unbiased=False).item()
+
+
+@dataclass(frozen=True)
+class ScoredRollouts:
+    """One iteration's rollouts and their scores, before the update (R rollouts of L steps)."""
+
+    rollouts: Rollouts
+    reward_force: torch.Tensor  # [R] -RMS force (eV/A), NaN where unscored, minus the validity penalty
+    psi_0: torch.Tensor  # [R] -formation energy per atom (eV/atom) of the final molecule
+    valid: torch.Tensor  # [R] bool: scored by the force field (and connected, with disconnected_failed)
+    connected: torch.Tensor  # [R] bool: one fragment under EDM's bond rules
+    rdkit_valid: torch.Tensor  # [R] bool: RDKit sanitizes its largest fragment
+    evaluated: torch.Tensor  # [L] bool: the steps whose x0 predictions the force field scored
+    psi_t: torch.Tensor  # [R, L] energy potentials of the x0 predictions
+    psi_valid: torch.Tensor  # [R, L] bool
+    fractions: torch.Tensor  # [R, E] atom-type fractions of the final molecules
+    bond_counts: torch.Tensor  # [R, 3] single, double and triple bonds of the final molecules
+    timing: dict[str, float]

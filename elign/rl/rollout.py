@@ -15,7 +15,7 @@ from elign.data.geometry import sample_center_gravity_zero_gaussian
 from elign.diffusion.edm import EquivariantDiffusion
 from elign.diffusion.sampler import node_mask_from_sizes, timestep_grid
 
-__all__ = ["Rollouts", "grouped_rollouts"]
+__all__ = ["Rollouts", "grouped_rollouts", "shared_first_steps"]
 
 
 @dataclass
@@ -125,3 +125,19 @@ def grouped_rollouts(
         **{k: torch.stack(v) for k, v in record.items()},
         molecules=molecules,
     )
+
+
+def shared_first_steps(l_idx: torch.Tensor, r_idx: torch.Tensor, group_size: int):
+    """Items (l, r) whose network input is another item's: the first trained step (l = 0) of rollouts of one
+    group (:class:`~elign.rl.rollout.Rollouts`). -> (rows [U] of the distinct inputs, inverse [M] mapping each
+    item to its row among them), or None when every input is distinct."""
+    first = l_idx == 0
+    if int(first.sum()) < 2:
+        return None
+    key = torch.where(first, -1 - r_idx // group_size, l_idx * (int(r_idx.max()) + 1) + r_idx)  # [M]
+    distinct, inverse = torch.unique(key, return_inverse=True)
+    if len(distinct) == len(key):
+        return None
+    positions = torch.arange(len(key), device=key.device)
+    rows = torch.full_like(distinct, len(key)).scatter_reduce_(0, inverse, positions, "amin")  # first occurrences
+    return rows, inverse

@@ -11,7 +11,6 @@ import json
 import math
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,7 +27,6 @@ from elign.io.checkpoints import (
 )
 from elign.io.files import atomic_write
 from elign.io.run_lock import RunLock
-from elign.metrics.bonds import n_fragments, split_molecules
 from elign.metrics.composition import bond_type_counts
 from elign.metrics.rdkit_metrics import chemistry_metrics_from_batch
 from elign.metrics.stability import stability_metrics
@@ -37,22 +35,22 @@ from elign.rl.advantages import (
     disentangled_advantages,
     shaped_energy_returns,
 )
-from elign.rl.composition import CompositionTracker
+from elign.rl.composition import CompositionTracker, type_fractions
 from elign.rl.config import AlignConfig
+from elign.rl.held_out import held_out_metrics, held_out_score
 from elign.rl.loss import clipped_surrogate, gaussian_kl, warmup_cosine
-from elign.rl.rewards import energy_schedule, potentials_on_x0, score_molecules
-from elign.rl.rollout import Rollouts, grouped_rollouts
+from elign.rl.rewards import ScoredRollouts, connected, energy_schedule, nan_mean_std, potentials_on_x0, score_molecules
+from elign.rl.rollout import Rollouts, grouped_rollouts, shared_first_steps
 from elign.training.callbacks import Callback
-from elign.training.distributed import rank_world, resolve_device
+from elign.training.distributed import (
+    average_gradients,
+    average_metrics,
+    average_tensor,
+    rank_world,
+    resolve_device,
+)
 
 __all__ = ["FedGrpoTrainer", "Callback"]  # Callback: elign.training.callbacks (re-exported)
-
-
-def _nanstats(x: torch.Tensor) -> tuple[float, float]:
-    x = x[torch.isfinite(x)]
-    if x.numel() == 0:
-        return math.nan, math.nan
-    return x.mean().item(), x.std(unbiased=False).item()
 
 
 # Every random draw of an iteration is a function of (cfg.seed, iteration[, group]), so a resumed run draws
@@ -63,26 +61,6 @@ GROUPS_STREAM = 100_003  # a group's rollouts (with GROUPS_PER_ITERATION: one ge
 GROUPS_PER_ITERATION = 1009  # more than any iteration's number of groups
 MINIBATCH_STREAM = 31  # the update's minibatch order
 TRAINED_STEPS_STREAM = 61  # the update's subset of trained steps (train_steps)
-EVAL_SEED_OFFSET = 10_000  # evaluate(): held-out seeds, never a training iteration's
-GUARD_PENALTY = 10.0  # best_by 'guarded': stability lost per unit a guard is exceeded
-
-
-@dataclass(frozen=True)
-class ScoredRollouts:
-    """One iteration's rollouts and their scores, before the update (R rollouts of L steps)."""
-
-    rollouts: Rollouts
-    reward_force: torch.Tensor  # [R] -RMS force (eV/A), NaN where unscored, minus the validity penalty
-    psi_0: torch.Tensor  # [R] -formation energy per atom (eV/atom) of the final molecule
-    valid: torch.Tensor  # [R] bool: scored by the force field (and connected, with disconnected_failed)
-    connected: torch.Tensor  # [R] bool: one fragment under EDM's bond rules
-    rdkit_valid: torch.Tensor  # [R] bool: RDKit sanitizes its largest fragment
-    evaluated: torch.Tensor  # [L] bool: the steps whose x0 predictions the force field scored
-    psi_t: torch.Tensor  # [R, L] energy potentials of the x0 predictions
-    psi_valid: torch.Tensor  # [R, L] bool
-    fractions: torch.Tensor  # [R, E] atom-type fractions of the final molecules
-    bond_counts: torch.Tensor  # [R, 3] single, double and triple bonds of the final molecules
-    timing: dict[str, float]
 
 
 class FedGrpoTrainer:
@@ -214,7 +192,7 @@ class FedGrpoTrainer:
         )
         t1 = time.perf_counter()
         final = score_molecules(self.ff, ro.molecules)
-        connected = self._connected(ro.molecules)
+        one_piece = connected(ro.molecules, self.info.atom_decoder)
         chem = chemistry_metrics_from_batch(ro.molecules.to("cpu"), self.info.atom_decoder)
         rdkit_valid = torch.tensor([s is not None for s in chem["smiles"]])
         reward_force = final.reward_force
@@ -227,13 +205,13 @@ class FedGrpoTrainer:
             rollouts=ro,
             reward_force=reward_force,
             psi_0=final.psi_0,
-            valid=final.valid & connected if self.cfg.disconnected_failed else final.valid,
-            connected=connected,
+            valid=final.valid & one_piece if self.cfg.disconnected_failed else final.valid,
+            connected=one_piece,
             rdkit_valid=rdkit_valid,
             evaluated=evaluated,
             psi_t=psi_t,
             psi_valid=psi_valid,
-            fractions=_type_fractions(ro.molecules),
+            fractions=type_fractions(ro.molecules),
             bond_counts=torch.from_numpy(bond_type_counts(ro.molecules.to("cpu"), self.info.atom_decoder)),
             timing={"time_rollout": t1 - t0, "time_reward": t2 - t1},
         )
@@ -246,12 +224,7 @@ class FedGrpoTrainer:
             return {}
         sizes = scored.rollouts.node_mask.sum(dim=(1, 2)).round().long().cpu()  # [R]
         drift = self.composition.batch_drift(scored.fractions, scored.bond_counts, sizes)  # [D]
-        if self.world > 1:
-            import torch.distributed as dist
-
-            drift = drift.to(self.device)
-            dist.all_reduce(drift)
-            drift = drift.cpu() / self.world
+        drift = average_tensor(drift, self.world, self.device)
         self.composition.fold(drift)
         return self.composition.figures(drift, scored.fractions, scored.bond_counts)
 
@@ -264,11 +237,6 @@ class FedGrpoTrainer:
             vectors.view(groups, -1, vectors.shape[-1]), self.cfg.w_composition, self.cfg.composition_tolerance
         )  # [G, K] float64
         return channel.to(scored.reward_force.dtype)
-
-    def _connected(self, molecules) -> torch.Tensor:  # [B] bool: one fragment under EDM's bond rules
-        return torch.tensor(
-            [n_fragments(x, t, self.info.atom_decoder) == 1 for x, t in split_molecules(molecules.to("cpu"))]
-        )
 
     def advantages(self, scored: ScoredRollouts) -> tuple[torch.Tensor, dict]:
         """[R, L] mixed advantages and the count of substitutions made."""
@@ -311,7 +279,7 @@ class FedGrpoTrainer:
         z_t, z_s, mask = ro.z_t[l_idx, r_idx], ro.z_s[l_idx, r_idx], ro.node_mask[r_idx]
         T = self.policy.T
         s, t = (ro.s[l_idx] / T).float(), (ro.t[l_idx] / T).float()
-        shared = _shared_first_steps(l_idx, r_idx, ro.group_size)
+        shared = shared_first_steps(l_idx, r_idx, ro.group_size)
         if shared is None:
             eps = model.predict_eps(z_t, t.view(-1, 1), mask)  # the network ...
         else:  # ... once for each distinct input: the first trained step's is shared within a group
@@ -370,7 +338,7 @@ class FedGrpoTrainer:
                 loss.backward()
                 for k, v in {**s, "loss": loss.detach() * total / len(l_idx)}.items():
                     stats.setdefault(k, []).append(float(v))
-            _all_reduce_grads(self.policy, self.world)
+            average_gradients(self.policy, self.world)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
             stats.setdefault("grad_norm", []).append(float(grad_norm))
             self.opt.step()
@@ -391,8 +359,8 @@ class FedGrpoTrainer:
         upd = self.update(ro, adv, it)
         timing = {**scored.timing, "time_update": time.perf_counter() - t_update}
         self.iteration += 1
-        rf_mean, rf_std = _nanstats(scored.reward_force)
-        re_mean, re_std = _nanstats(scored.psi_0)
+        rf_mean, rf_std = nan_mean_std(scored.reward_force)
+        re_mean, re_std = nan_mean_std(scored.psi_0)
         stab = stability_metrics(ro.molecules.to("cpu"), self.info.atom_decoder)
         metrics = {
             "iteration": self.iteration,
@@ -412,66 +380,18 @@ class FedGrpoTrainer:
             **timing,
             "time_iteration": time.perf_counter() - t_start,
         }
-        return _reduce_metrics(metrics, self.world, self.device)
+        return average_metrics(metrics, self.world, self.device, sums=("failed", "psi_failed"))
 
     # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
     def evaluate(self, num: int | None = None) -> dict[str, float]:
-        """Fresh samples (fixed seed, held out from training) scored by the reward force field."""
-        from elign.diffusion.sampler import sample_molecules
-
-        self.policy.eval()
-        mols = sample_molecules(
-            self.policy,
-            num or self.cfg.eval_samples,
-            self.info.size_probabilities(),
-            steps=self.cfg.steps,
-            seed=EVAL_SEED_OFFSET + self.cfg.seed,
-            device=self.device,
-            atomic_numbers=self.info.atomic_numbers,
+        """Fresh samples (fixed seed, held out from training) scored by the reward force field, with the guards."""
+        return held_out_metrics(
+            self.policy, self.ff, self.info, self.cfg, self.device, num, guards=self.composition.available
         )
-        scored = score_molecules(self.ff, mols)
-        connected = self._connected(mols)
-        valid = scored.valid & connected if self.cfg.disconnected_failed else scored.valid
-        rms = torch.where(valid, -scored.reward_force, torch.nan)
-        energy = torch.where(valid, -scored.psi_0, torch.nan)
-        mols = mols.to("cpu")
-        stab = stability_metrics(mols, self.info.atom_decoder)
-        chem = chemistry_metrics_from_batch(mols, self.info.atom_decoder)
-        return {
-            "eval_rms_force": _nanstats(rms)[0],
-            "eval_energy": _nanstats(energy)[0],
-            "eval_failed": int((~valid).sum()),
-            "eval_connected": float(connected.float().mean()),
-            "eval_molecule_stability": stab["molecule_stability"],
-            "eval_atom_stability": stab["atom_stability"],
-            "eval_validity": chem["validity"],
-            "eval_uniqueness": chem["uniqueness"],
-            **self._eval_guards(mols),
-        }
-
-    def _eval_guards(self, mols) -> dict[str, float]:
-        """The composition guards of held-out molecules against QM9 (none for other element sets)."""
-        if not self.composition.available:
-            return {}
-        from elign.metrics.composition import qm9_guards
-
-        guards = qm9_guards(mols, self.info.atom_decoder)
-        keys = ("atom_type_tv", "bond_type_tv", "ring_size_tv", "hydrogen_fraction", "unsaturation")
-        return {f"eval_{k}": guards[k] for k in keys} | {
-            "eval_heavy_formulas_distinct": guards["heavy_formulas_distinct"],
-            "eval_heavy_formulas_distinct_qm9": guards["heavy_formulas_distinct_qm9"],
-        }
 
     def held_out_score(self, metrics: dict) -> float:
-        """The criterion of best.safetensors (higher is better; NaN never wins): ``best_by`` 'force' is the
-        lowest mean RMS force; 'guarded' is molecule stability less 10x how far the atom-type distance to QM9
-        exceeds ``guard_type_tv`` and uniqueness falls below ``guard_uniqueness``."""
-        if self.cfg.best_by == "force":
-            return -metrics["eval_rms_force"]
-        excess = max(0.0, metrics.get("eval_atom_type_tv", 0.0) - self.cfg.guard_type_tv)
-        excess += max(0.0, self.cfg.guard_uniqueness - metrics["eval_uniqueness"])
-        return metrics["eval_molecule_stability"] - GUARD_PENALTY * excess
+        """The criterion of best.safetensors (:func:`elign.rl.held_out.held_out_score`)."""
+        return held_out_score(metrics, self.cfg)
 
     # ------------------------------------------------------------------ loop
     def train(self, stop_event: threading.Event | None = None, progress: bool = False) -> dict:
@@ -562,57 +482,3 @@ def _load_ff(cfg: AlignConfig, device: torch.device):
 
     dtype = torch.float64 if cfg.mlff_dtype == "float64" else torch.float32
     return load_force_field(cfg.mlff or default_mlff(), device=device, dtype=dtype)
-
-
-def _type_fractions(molecules) -> torch.Tensor:
-    """[B, E] atom-type fractions of each molecule of a MoleculeBatch (from its one-hot types)."""
-    counts = (molecules.one_hot * molecules.node_mask).sum(dim=1)  # [B, E]
-    return (counts / counts.sum(dim=1, keepdim=True).clamp(min=1)).detach().cpu()
-
-
-def _shared_first_steps(l_idx: torch.Tensor, r_idx: torch.Tensor, group_size: int):
-    """Items (l, r) whose network input is another item's: the first trained step (l = 0) of rollouts of one
-    group (:class:`~elign.rl.rollout.Rollouts`). -> (rows [U] of the distinct inputs, inverse [M] mapping each
-    item to its row among them), or None when every input is distinct."""
-    first = l_idx == 0
-    if int(first.sum()) < 2:
-        return None
-    key = torch.where(first, -1 - r_idx // group_size, l_idx * (int(r_idx.max()) + 1) + r_idx)  # [M]
-    distinct, inverse = torch.unique(key, return_inverse=True)
-    if len(distinct) == len(key):
-        return None
-    positions = torch.arange(len(key), device=key.device)
-    rows = torch.full_like(distinct, len(key)).scatter_reduce_(0, inverse, positions, "amin")  # first occurrences
-    return rows, inverse
-
-
-def _all_reduce_grads(model: torch.nn.Module, world: int) -> None:
-    """Average gradients over processes in one collective: the gradients flattened into a single buffer on
-    their own device (NCCL needs CUDA tensors; one call instead of one per parameter)."""
-    if world == 1:
-        return
-    import torch.distributed as dist
-
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])  # [total], on the gradients' device
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= world
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
-def _reduce_metrics(metrics: dict, world: int, device: torch.device) -> dict:
-    """Average the scalar metrics over processes (sums for counts), reduced on the process's device."""
-    if world == 1:
-        return metrics
-    import torch.distributed as dist
-
-    keys = sorted(metrics)
-    vals = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(vals)
-    counts = {"failed", "psi_failed"}
-    return {k: (v if k in counts else v / world) for k, v in zip(keys, vals.cpu().tolist(), strict=True)}

@@ -7,7 +7,15 @@ import os
 
 import torch
 
-__all__ = ["finish", "process_group_backend", "rank_world", "resolve_device"]
+__all__ = [
+    "average_gradients",
+    "average_metrics",
+    "average_tensor",
+    "finish",
+    "process_group_backend",
+    "rank_world",
+    "resolve_device",
+]
 
 
 def resolve_device(name: str | None = "auto") -> str:
@@ -52,3 +60,45 @@ def finish() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def average_gradients(model: torch.nn.Module, world: int) -> None:
+    """Average gradients over processes in one collective: the gradients flattened into a single buffer on
+    their own device (NCCL needs CUDA tensors; one call instead of one per parameter)."""
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])  # [total], on the gradients' device
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def average_tensor(x: torch.Tensor, world: int, device: torch.device | str) -> torch.Tensor:
+    """The mean of a CPU tensor over processes, reduced on the process's device."""
+    if world == 1:
+        return x
+    import torch.distributed as dist
+
+    x = x.to(device)
+    dist.all_reduce(x)
+    return x.cpu() / world
+
+
+def average_metrics(metrics: dict, world: int, device: torch.device | str, sums: tuple[str, ...] = ()) -> dict:
+    """Average the scalar metrics over processes (``sums``: counts, summed), reduced on the process's device."""
+    if world == 1:
+        return metrics
+    import torch.distributed as dist
+
+    keys = sorted(metrics)
+    vals = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(vals)
+    return {k: (v if k in sums else v / world) for k, v in zip(keys, vals.cpu().tolist(), strict=True)}

@@ -47,6 +47,16 @@ class TrajectoryView(Viewer):
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
+        self._sampling_controls()
+        self._display_controls()
+        self._player_and_viewers()
+        self.plots = ChainPlots()
+        self.plots.follow(self.player)
+        self._wire()
+        self._side()
+
+    def _sampling_controls(self) -> None:
+        """Which models, the sampling parameters, Sample, and opening a file."""
         session = self.session
         self.model = pn.widgets.Select(
             name="Model", options=session.model_names, value=session.sample_model or None, width=270
@@ -68,6 +78,9 @@ class TrajectoryView(Viewer):
         self.open.param.watch(
             lambda e: e.new and session.open_molecules(self.open.filename or "molecules.sdf", e.new), "value"
         )
+
+    def _display_controls(self) -> None:
+        """How the molecules are drawn: colours, force range, arrows, hydrogens, labels, style, speed."""
         self.color = pn.widgets.RadioButtonGroup(options=["force", "element"], value="force", name="Colour atoms by")
         self.scale = pn.widgets.RadioButtonGroup(
             options=list(SCALES), value="per frame", name="Force colour range", css_classes=["elign-force-scale"]
@@ -87,6 +100,9 @@ class TrajectoryView(Viewer):
         self.speed = pn.widgets.IntInput(  # a number box: the player's slider stays the one slider for frames
             name="Playback: ms per frame", start=20, end=2000, step=20, value=120, width=260
         )
+
+    def _player_and_viewers(self) -> None:
+        """The frame player (with its readout), the two viewers it drives, and the trajectory download."""
         self.player = pn.widgets.Player(  # its own slider is the one frame control
             name="",  # the readout above names the frame
             start=0,
@@ -114,10 +130,6 @@ class TrajectoryView(Viewer):
             css_classes=["elign-trajectory-download"],
             width=160,
         )
-        self.plots = ChainPlots()
-        self.plots.follow(self.player)
-        self._wire()
-        self._side()
 
     def _wire(self) -> None:
         session = self.session
