@@ -1,4 +1,5 @@
-"""The alignment thread: a trainer runs in a daemon thread, reports through a queue, stops on an Event.
+"""The training thread: any trainer of the contract (alignment, pretraining, distillation:
+:mod:`elign.training.callbacks`) runs in a daemon thread, reports through a queue, stops on an Event.
 
 The worker never touches widgets; the session drains :meth:`TrainingWorker.drain` from a periodic
 callback. Pause is a stop (the trainer writes a checkpoint when it sees the event); resume starts a
@@ -13,7 +14,9 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
+
+from elign.training.callbacks import Trainer, trainer_for
 
 __all__ = [
     "EDITABLE",
@@ -40,20 +43,13 @@ class WorkerEvent:
     message: str = ""
 
 
-class Trainer(Protocol):
-    def train(self, stop_event: threading.Event | None = None) -> Any: ...
-
-
 TrainerFactory = Callable[[Any, list[Any]], Trainer]
 
 
 def default_trainer_factory(config: Any, callbacks: list[Any]) -> Trainer:
-    """FED-GRPO from :mod:`elign.rl` (imported here, in the thread that needs it)."""
-    try:
-        from elign.rl.trainer import FedGrpoTrainer
-    except ImportError as e:
-        raise RuntimeError(f"the alignment trainer is not available in this installation ({e})") from e
-    return FedGrpoTrainer(config, callbacks=callbacks)
+    """The trainer of the config (alignment, pretraining or distillation: :func:`elign.training.callbacks.
+    trainer_for`), built in the thread that runs it."""
+    return trainer_for(config, callbacks)
 
 
 class _QueueCallback:

@@ -36,7 +36,7 @@ def backbone(tmp_path_factory):
         log_every=100,
         ema_decay=0.95,
     )
-    Pretrainer(cfg, data, device="cpu").fit(progress=False)
+    Pretrainer(cfg, data, device="cpu").train()
     return out / "model.safetensors"
 
 

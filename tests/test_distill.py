@@ -87,11 +87,11 @@ def molecules():
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory, molecules):
-    from elign.mlff.distill import distill
+    from elign.mlff.distill import Distiller
 
     out = tmp_path_factory.mktemp("distill")
     teacher = CountingTeacher()
-    report = distill(config(out), teacher=teacher, molecules=molecules, log=lambda _: None)
+    report = Distiller(config(out), teacher=teacher, molecules=molecules, log=lambda _: None).train()
     return out, teacher, report
 
 
@@ -128,20 +128,21 @@ def test_saved_model_loads_safely_with_teacher_reference_energies(first_run) -> 
 
 
 def test_labels_are_cached_and_resume_continues(first_run, molecules) -> None:
-    from elign.mlff.distill import distill
+    from elign.mlff.distill import Distiller
     from elign.mlff.distill_labels import load_labels
 
     out, _, _ = first_run
     labels = load_labels(out / "labels.pt")
     assert len(labels.train) == 36 and labels.n_invalid == {"train": 0, "val": 0}
     teacher = CountingTeacher()
-    report = distill(config(out, epochs=3, resume=True), teacher=teacher, molecules=molecules, log=lambda _: None)
+    resumed = config(out, epochs=3, resume=True)
+    report = Distiller(resumed, teacher=teacher, molecules=molecules, log=lambda _: None).train()
     assert teacher.calls == 0  # labels and reference energies come from DIR/labels.pt
     assert report["epochs"] == 3
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [0, 1, 2, 3]
     # Other label settings: relabelled.
-    distill(config(out, epochs=0, perturb=0.1), teacher=teacher, molecules=molecules, log=lambda _: None)
+    Distiller(config(out, epochs=0, perturb=0.1), teacher=teacher, molecules=molecules, log=lambda _: None).train()
     assert teacher.calls > 0
 
 
@@ -192,7 +193,15 @@ def test_cli_parses_mlff_distill(tmp_path, monkeypatch) -> None:
     argv += ["--epochs", "1", "--channels", "8", "--max-ell", "1", "--r-max", "4", "--max-minutes", "0.5", "--resume"]
     assert build_parser().parse_args(argv).func is cmd_mlff_distill
     seen = []
-    monkeypatch.setattr(distill_module, "distill", seen.append)
+
+    class Recording:
+        def __init__(self, config, callbacks=()):
+            seen.append(config)
+
+        def train(self, stop_event=None):
+            return {}
+
+    monkeypatch.setattr(distill_module, "Distiller", Recording)
     assert main(argv) == 0
     (config,) = seen
     assert config.teacher == "aimnet2" and (config.n_train, config.n_val, config.perturb) == (5, 2, 0.05)

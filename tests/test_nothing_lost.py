@@ -25,7 +25,7 @@ def _steps(out):
 
 def test_resume_drops_log_records_beyond_the_state_and_stale_temporaries(tmp_path):
     data = DenseDataset.synthetic(64, seed=0)
-    Pretrainer(_config(tmp_path, max_steps=10), data).fit(progress=False)
+    Pretrainer(_config(tmp_path, max_steps=10), data).train()
     with (tmp_path / "metrics.jsonl").open("a") as f:  # a kill after step 12 with the last save at step 10
         for step in (11, 12):
             f.write(json.dumps({"step": step, "loss": 1.0}) + "\n")
@@ -34,7 +34,7 @@ def test_resume_drops_log_records_beyond_the_state_and_stale_temporaries(tmp_pat
     stale.write_bytes(b"half a checkpoint")
     t = Pretrainer(_config(tmp_path, max_steps=15), data)
     t.resume()
-    t.fit(progress=False)
+    t.train()
     assert _steps(tmp_path) == list(range(1, 16))
     assert not stale.exists()
 
@@ -42,7 +42,7 @@ def test_resume_drops_log_records_beyond_the_state_and_stale_temporaries(tmp_pat
 def test_weights_are_written_before_the_state_and_refreshed_on_resume(tmp_path, monkeypatch):
     data = DenseDataset.synthetic(64, seed=0)
     t = Pretrainer(_config(tmp_path, max_steps=4), data)
-    t.fit(progress=False)
+    t.train()
     order = []
     real = elign.training.pretrain.atomic_write
     monkeypatch.setattr(elign.io.checkpoints, "atomic_write", lambda p, d: (order.append(os.fspath(p)), real(p, d)))
@@ -50,7 +50,7 @@ def test_weights_are_written_before_the_state_and_refreshed_on_resume(tmp_path, 
     t.save()
     assert [os.path.basename(p) for p in order] == ["model.safetensors", "state.pt"]
     # weights left behind their state (a kill between the two writes of an older order): resume re-exports
-    Pretrainer(_config(tmp_path / "other", max_steps=1), data).fit(progress=False)
+    Pretrainer(_config(tmp_path / "other", max_steps=1), data).train()
     (tmp_path / "other" / "model.safetensors").replace(tmp_path / "model.safetensors")
     assert load_checkpoint(tmp_path / "model.safetensors")[2]["step"] == 1
     r = Pretrainer(_config(tmp_path, max_steps=4), data)
@@ -85,7 +85,7 @@ def test_a_state_of_the_other_trainer_or_without_its_optimiser_is_named(tmp_path
 
     cfg = PretrainConfig(out_dir=str(tmp_path), hidden=16, n_layers=2, timesteps=50, batch_size=8, max_steps=1)
     trainer = Pretrainer(cfg, DenseDataset.synthetic(16, seed=1))
-    trainer.fit(progress=False)
+    trainer.train()
     state = torch.load(tmp_path / "state.pt", weights_only=True)
     torch.save({**state, "format": "elign-align/1"}, tmp_path / "state.pt")
     with pytest.raises(ValueError, match="is a elign-align/1 state, not elign-pretrain/1"):
@@ -102,7 +102,7 @@ def test_a_state_of_another_shape_is_one_line(tmp_path):
     from elign.training.pretrain import PretrainConfig, Pretrainer
 
     cfg = PretrainConfig(out_dir=str(tmp_path), hidden=16, n_layers=2, timesteps=50, batch_size=8, max_steps=1)
-    Pretrainer(cfg, DenseDataset.synthetic(16, seed=1)).fit(progress=False)
+    Pretrainer(cfg, DenseDataset.synthetic(16, seed=1)).train()
     state = torch.load(tmp_path / "state.pt", weights_only=True)
     state["model"] = {k: torch.zeros(3, *v.shape[1:]) if v.dim() else v for k, v in state["model"].items()}
     torch.save(state, tmp_path / "state.pt")

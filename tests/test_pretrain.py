@@ -108,7 +108,7 @@ def test_training_lowers_the_loss_and_ema_tracks(tmp_path):
         ema_decay=0.9,
     )
     t = Pretrainer(cfg, data)
-    t.fit(progress=False)
+    t.train()
     losses = list(_losses(tmp_path).values())
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:2]) / 2
     drift = max((p - q).abs().max().item() for p, q in zip(t.model.parameters(), t.ema.parameters(), strict=True))
@@ -136,7 +136,7 @@ def test_max_minutes_ends_cleanly_despite_periodic_checkpoints(tmp_path):
         checkpoint_minutes=0.005,
         log_every=1000,
     )
-    result = Pretrainer(cfg, data).fit(progress=False)
+    result = Pretrainer(cfg, data).train()
     assert result["stopped_by"] == "max_minutes"
     assert 0.03 <= result["train_minutes"] < 0.5
     assert torch.load(tmp_path / "state.pt", weights_only=True)["step"] == result["step"]
@@ -148,14 +148,14 @@ def test_cpu_minutes_accumulate_over_resumes_and_old_states_count_from_their_ste
         out_dir=str(tmp_path), hidden=8, n_layers=1, timesteps=20, batch_size=8, max_steps=30, log_every=10
     )
     t = Pretrainer(cfg, data)
-    t.fit(progress=False)
+    t.train()
     first = t.cpu_minutes
     assert 0 < first and t.cpu_from_step == 0
     state = torch.load(tmp_path / "state.pt", weights_only=True)
     assert state["cpu_minutes"] == pytest.approx(first) and state["cpu_from_step"] == 0
     r = Pretrainer(PretrainConfig(**{**cfg.__dict__, "max_steps": 60}), data)
     r.resume()
-    r.fit(progress=False)
+    r.train()
     assert r.cpu_minutes > first
     del state["cpu_minutes"], state["cpu_from_step"]  # a state from before CPU time was recorded
     torch.save(state, tmp_path / "state.pt")
@@ -181,7 +181,7 @@ def test_pretraining_runs_in_a_thread_reports_to_callbacks_and_stops_on_the_even
 
     t = Pretrainer(cfg, data, callbacks=[StopAfterThree()])
     result = {}
-    worker = threading.Thread(target=lambda: result.update(t.fit(progress=False, stop_event=stop)))
+    worker = threading.Thread(target=lambda: result.update(t.train(stop)))
     worker.start()  # signal.signal would raise here: the trainer must not install handlers
     worker.join(60)
     assert result["stopped_by"] == "stop requested" and result["step"] == 6
@@ -238,9 +238,9 @@ def test_fit_compiles_a_long_run_by_default(tmp_path, monkeypatch):
     assert not compiled  # deciding waits for fit, when the steps left are known
     stop = threading.Event()
     stop.set()  # one step, then a clean stop
-    trainer.fit(progress=False, stop_event=stop)
+    trainer.train(stop)
     assert compiled == [{"dynamic": True}] and trainer.compiled and trainer.step == 1
-    trainer.fit(progress=False, stop_event=stop)
+    trainer.train(stop)
     assert len(compiled) == 1  # compiled once per trainer
 
 
@@ -293,7 +293,7 @@ def test_non_finite_weights_are_never_saved_over_the_last_good_state(tmp_path):
     """A diverged run whose loss is not logged at that step still never writes NaN weights: the periodic
     checkpoint and the save at the stop refuse them and the previous state stays resumable."""
     trainer = _tiny_trainer(tmp_path, max_steps=4, log_every=1000)
-    trainer.fit(progress=False)
+    trainer.train()
     good = torch.load(tmp_path / "state.pt", weights_only=True)
     assert good["step"] == 4
     with torch.no_grad():
@@ -302,10 +302,10 @@ def test_non_finite_weights_are_never_saved_over_the_last_good_state(tmp_path):
     stop = threading.Event()
     stop.set()  # the save at a stop (SIGTERM, --max-minutes) after one more step
     with pytest.raises(FloatingPointError, match=r"non-finite by step 5 .*keeps the last finite state"):
-        trainer.fit(progress=False, stop_event=stop)
+        trainer.train(stop)
     trainer.cfg.checkpoint_minutes = 1e-9  # the periodic checkpoint after every step
     with pytest.raises(FloatingPointError, match=r"non-finite by step 6 "):
-        trainer.fit(progress=False)
+        trainer.train()
     kept = torch.load(tmp_path / "state.pt", weights_only=True)
     assert kept["step"] == 4 and all(torch.isfinite(v).all() for v in kept["model"].values())
     resumed = _tiny_trainer(tmp_path, max_steps=6, log_every=1000)

@@ -61,10 +61,10 @@ def test_pretraining_holds_the_lock_while_it_writes(tmp_path):
     try:
         cfg = PretrainConfig(out_dir=str(tmp_path), hidden=16, n_layers=2, timesteps=50, batch_size=8, max_steps=2)
         with pytest.raises(RunFolderLocked):
-            Pretrainer(cfg, DenseDataset.synthetic(16, seed=1)).fit(progress=False)
+            Pretrainer(cfg, DenseDataset.synthetic(16, seed=1)).train()
         assert not (tmp_path / "config.json").exists()
     finally:
         holder.kill()
         holder.wait()
     cfg = PretrainConfig(out_dir=str(tmp_path), hidden=16, n_layers=2, timesteps=50, batch_size=8, max_steps=2)
-    assert Pretrainer(cfg, DenseDataset.synthetic(16, seed=1)).fit(progress=False)["step"] == 2
+    assert Pretrainer(cfg, DenseDataset.synthetic(16, seed=1)).train()["step"] == 2

@@ -1,4 +1,4 @@
-"""Helpers shared by the commands: training data, signals, and the output-path check."""
+"""Helpers shared by the commands: signals and the output-path check."""
 
 from __future__ import annotations
 
@@ -7,26 +7,6 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
-
-
-def dense_from_qm9(data):
-    from elign.data.dense import DenseDataset
-
-    splits = {name: data.split(name) for name in ("train", "valid", "test")}
-    molecules = [data.molecule(i) for i in range(len(data))]
-    return DenseDataset.from_molecules(molecules, splits, data.dataset_info())
-
-
-def training_data(path: str | None):
-    from elign.data.dense import DenseDataset
-
-    if path is None:
-        from elign.data.qm9 import load_qm9
-
-        return dense_from_qm9(load_qm9())
-    if path.startswith("synthetic:"):
-        return DenseDataset.synthetic(int(path.split(":", 1)[1]))
-    return DenseDataset.load(path)
 
 
 @contextlib.contextmanager

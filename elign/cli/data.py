@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from elign.cli.common import dense_from_qm9
+from elign.data.dense import dense_from_qm9
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from elign.cli.common import stop_on_signals
 from elign.configs import (
     add_config_arguments,
     describe_config,
@@ -45,7 +46,7 @@ def cmd_mlff_distill(args: argparse.Namespace) -> int:
     """``elign mlff distill``: label molecules with a teacher force field and fit a small MACE to it."""
     import torch
 
-    from elign.mlff.distill import distill
+    from elign.mlff.distill import Distiller
     from elign.mlff.distill_config import QM9_ELEMENTS, DistillConfig, StudentConfig
 
     if args.threads:
@@ -70,6 +71,7 @@ def cmd_mlff_distill(args: argparse.Namespace) -> int:
         print(describe_config(config))
         print(describe_config(config.student))
         return 0
-    distill(config)
+    with stop_on_signals() as stop:  # finish the batch, save the epoch, write the report
+        Distiller(config).train(stop)
     print(f"student: {out / 'distilled.model'}; report: {out / 'report.json'}; per-epoch log: {out / 'log.jsonl'}")
     return 0

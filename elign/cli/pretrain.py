@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from elign.cli.common import stop_on_signals, training_data
+from elign.cli.common import stop_on_signals
 from elign.configs import add_config_arguments, describe_config, positive_int, read_saved_config, resolve
 from elign.training.distributed import resolve_device
 
@@ -18,7 +18,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     t = sub.add_parser("pretrain", help="pretrain an EDM on QM9 (resumable; torchrun for several GPUs)")
     t.add_argument("--out", required=True, help="run directory (state.pt, model.safetensors, metrics.jsonl)")
-    t.add_argument("--data", help="dense training file (.npz) from `elign data --dense`; default: the QM9 cache")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     t.add_argument("--config", help="JSON file of PretrainConfig fields (flags given override it)")
     t.add_argument("--show-config", action="store_true", help="print every field with its value and help, and exit")
@@ -43,19 +42,18 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.show_config:
         print(describe_config(config))
         return 0
-    data = training_data(args.data)
-    trainer = Pretrainer(config, data, device=resolve_device(args.device))
+    trainer = Pretrainer(config, device=resolve_device(args.device))
     if args.resume:
         trainer.resume()
         print(f"resumed {out} at step {trainer.step} ({trainer.elapsed_minutes:.1f} training minutes so far)")
     n_params = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    n_train = len(data.splits["train"])
+    n_train = len(trainer.data.splits["train"])
     print(
         f"pretraining {config.n_layers}x{config.hidden} EDM ({n_params:,} parameters) on {n_train:,} "
         f"molecules, device {trainer.device}, world size {trainer.world}"
     )
     with stop_on_signals() as stop:
-        result = trainer.fit(progress=not args.no_progress, stop_event=stop)
+        result = trainer.train(stop, progress=not args.no_progress)
     print(json.dumps(result))
     from elign.training.distributed import finish
 

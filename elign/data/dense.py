@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from elign.data.elements import QM9_SYMBOLS
 from elign.data.geometry import remove_mean_with_mask
 from elign.data.info import DatasetInfo
 
-__all__ = ["DenseDataset"]
+__all__ = ["DenseDataset", "dense_from_qm9", "training_data"]
 
 
 @dataclass
@@ -126,3 +127,22 @@ class DenseDataset:
                 return cls(torch.from_numpy(f["positions"]), torch.from_numpy(f["types"]), splits, info)
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
             raise ValueError(f"{path} is not a readable dense dataset ({type(e).__name__}: {e}); rebuild it") from e
+
+
+def dense_from_qm9(data: Any) -> DenseDataset:
+    """A QM9Data (:func:`elign.data.qm9.load_qm9`) as a dense training file, with EDM's split."""
+    splits = {name: data.split(name) for name in ("train", "valid", "test")}
+    molecules = [data.molecule(i) for i in range(len(data))]
+    return DenseDataset.from_molecules(molecules, splits, data.dataset_info())
+
+
+def training_data(path: str | None = None) -> DenseDataset:
+    """Pretraining data: a dense file (``elign data --dense``), ``synthetic:N`` (N random molecules, for tests),
+    or None: QM9 from its cache."""
+    if path is None:
+        from elign.data.qm9 import load_qm9
+
+        return dense_from_qm9(load_qm9())
+    if path.startswith("synthetic:"):
+        return DenseDataset.synthetic(int(path.split(":", 1)[1]))
+    return DenseDataset.load(path)

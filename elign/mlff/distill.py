@@ -24,6 +24,7 @@ import copy
 import io
 import json
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -54,11 +55,12 @@ from elign.mlff.student import (
     fold_isolated_atoms,
     loss_terms,
 )
+from elign.training.callbacks import Callback
 
 __all__ = [
     "DistillConfig",
     "StudentConfig",
-    "distill",
+    "Distiller",
     "get_labels",
     "summary_markdown",
 ]
@@ -154,8 +156,11 @@ class _Run:
         model = self.final_model().to(self.device)
         return evaluate_model(model, self.labels.val, self.config.label_batch_size, self.device)
 
-    def train_epoch(self, deadline: float | None, progress: bool) -> tuple[dict[str, float], bool]:
-        """One pass over a fresh permutation; returns (train losses, stopped by the deadline)."""
+    def train_epoch(
+        self, deadline: float | None, progress: bool, stop_event: threading.Event | None = None
+    ) -> tuple[dict[str, float], bool]:
+        """One pass over a fresh permutation; returns (train losses, stopped part way by the deadline or the
+        event)."""
         from tqdm.auto import tqdm
 
         data, cfg = self.labels.train, self.config
@@ -181,7 +186,7 @@ class _Run:
             self.step += 1
             done += 1
             sums += torch.stack([loss, mse_e, mse_f]).detach()
-            if deadline is not None and time.perf_counter() > deadline:
+            if (deadline is not None and time.perf_counter() > deadline) or (stop_event and stop_event.is_set()):
                 stopped = done < n_batches
                 break
         self.seconds += time.perf_counter() - t0
@@ -281,14 +286,21 @@ def _speed_and_check(path: Path, labels: Labels, config: DistillConfig) -> tuple
 
 
 def _train(
-    run: _Run, config: DistillConfig, log_path: Path, state_path: Path, model_path: Path, log: Callable[[str], None]
+    run: _Run,
+    paths: tuple[Path, Path, Path],
+    log: Callable[[str], None],
+    callbacks: Sequence[Callback],
+    stop_event: threading.Event | None,
 ) -> bool:
-    """Epochs until ``config.epochs`` or ``max_minutes`` of training; each logged, saved and written as a model.
-    -> whether the time limit stopped it."""
+    """Epochs until ``config.epochs``, ``max_minutes`` of training or ``stop_event``; each logged (and passed to
+    the callbacks), saved and written as a model. -> whether time or the event stopped it."""
+    config = run.config
+    log_path, state_path, model_path = paths
     deadline = time.perf_counter() + 60 * config.max_minutes if config.max_minutes else None  # training only
     stopped = False
     while run.epoch < config.epochs and not stopped and (deadline is None or time.perf_counter() < deadline):
-        losses, stopped = run.train_epoch(deadline, config.progress)
+        losses, stopped = run.train_epoch(deadline, config.progress, stop_event)
+        stopped = stopped or bool(stop_event and stop_event.is_set())
         run.epoch += 1
         val = run.evaluate()
         record = {
@@ -301,6 +313,8 @@ def _train(
         }
         run.history.append(record)
         _append_jsonl(log_path, record)
+        for cb in callbacks:
+            cb.on_step_end(run.epoch, record)
         run.save(state_path)
         _save_model(run.final_model(), model_path)
         log(
@@ -308,7 +322,7 @@ def _train(
             f"{val['energy_mae_mev_per_atom']:.2f} meV/atom, force MAE {val['force_mae_ev_per_a']:.4f} eV/A"
         )
         if stopped:
-            log(f"stopping: --max-minutes {config.max_minutes} reached inside epoch {run.epoch}")
+            log(f"stopping in epoch {run.epoch}: asked to, or --max-minutes {config.max_minutes} reached")
     return stopped
 
 
@@ -332,42 +346,54 @@ def _report(
     return report
 
 
-def distill(
-    config: DistillConfig,
-    teacher: TeacherSource = None,
-    molecules: tuple[Sequence[MoleculeBatch], Sequence[MoleculeBatch]] | None = None,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Label (or read cached labels), train the student, write the model, log and report; returns the report."""
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    labels = get_labels(config, teacher, molecules, log)
-    device = torch.device(config.device)
-    run = _Run(config, labels, device)
-    state_path, log_path, model_path = out / "state.pt", out / "log.jsonl", out / "distilled.model"
-    if config.resume and state_path.exists():
-        run.load(state_path)
-        log(f"resumed {state_path} at epoch {run.epoch}")
-    elif log_path.exists():
-        log_path.unlink()
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
-    n_params = sum(p.numel() for p in run.model.parameters())
-    log(
-        f"student: ScaleShiftMACE {config.student.hidden_irreps()}, max_ell {config.student.max_ell}, "
-        f"r_max {config.student.r_max}, {n_params:,} parameters, elements {list(run.elements)}; "
-        f"avg neighbours {run.stats['avg_num_neighbors']:.2f}"
-    )
-    if not run.history:
-        before = run.evaluate()
-        run.history.append({"epoch": 0, **{f"val_{k}": v for k, v in before.items()}})
-        _append_jsonl(log_path, run.history[-1])
-    stopped = _train(run, config, log_path, state_path, model_path, log)
-    if not model_path.exists():
-        _save_model(run.final_model(), model_path)
-    report = _report(run, labels, config, model_path, n_params, stopped)
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    log(summary_markdown(report))
-    return report
+class Distiller:
+    """Distillation under the trainers' contract (:mod:`elign.training.callbacks`):
+    ``Distiller(config, callbacks).train(stop_event) -> report``. Labels (or reads cached labels), trains the
+    student, writes the model, log and report. ``callbacks`` get ``on_step_end(epoch, record)`` after every
+    epoch; the stop event ends an epoch at its next batch, saved as any epoch is."""
+
+    def __init__(
+        self,
+        config: DistillConfig,
+        callbacks: Sequence[Callback] = (),
+        teacher: TeacherSource = None,
+        molecules: tuple[Sequence[MoleculeBatch], Sequence[MoleculeBatch]] | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.config, self.callbacks, self.teacher, self.molecules, self.log = (
+            config, list(callbacks), teacher, molecules, log
+        )  # fmt: skip
+
+    def train(self, stop_event: threading.Event | None = None) -> dict[str, Any]:
+        config, log = self.config, self.log
+        out = Path(config.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        labels = get_labels(config, self.teacher, self.molecules, log)
+        run = _Run(config, labels, torch.device(config.device))
+        state_path, log_path, model_path = out / "state.pt", out / "log.jsonl", out / "distilled.model"
+        if config.resume and state_path.exists():
+            run.load(state_path)
+            log(f"resumed {state_path} at epoch {run.epoch}")
+        elif log_path.exists():
+            log_path.unlink()
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+        n_params = sum(p.numel() for p in run.model.parameters())
+        log(
+            f"student: ScaleShiftMACE {config.student.hidden_irreps()}, max_ell {config.student.max_ell}, "
+            f"r_max {config.student.r_max}, {n_params:,} parameters, elements {list(run.elements)}; "
+            f"avg neighbours {run.stats['avg_num_neighbors']:.2f}"
+        )
+        if not run.history:
+            before = run.evaluate()
+            run.history.append({"epoch": 0, **{f"val_{k}": v for k, v in before.items()}})
+            _append_jsonl(log_path, run.history[-1])
+        stopped = _train(run, (log_path, state_path, model_path), log, self.callbacks, stop_event)
+        if not model_path.exists():
+            _save_model(run.final_model(), model_path)
+        report = _report(run, labels, config, model_path, n_params, stopped)
+        (out / "report.json").write_text(json.dumps(report, indent=1))
+        log(summary_markdown(report))
+        return report
 
 
 def summary_markdown(report: dict[str, Any]) -> str:

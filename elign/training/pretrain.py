@@ -78,13 +78,18 @@ class Pretrainer:
     def __init__(
         self,
         config: PretrainConfig,
-        data: DenseDataset,
+        data: DenseDataset | None = None,
         device: str | None = None,
         callbacks: Sequence[Callback] = (),
     ) -> None:
-        """``callbacks`` get ``on_step_end(step, record)`` for every logged record (losses every
-        ``log_every`` steps, validation samples); see :mod:`elign.training.callbacks`."""
+        """``data``: the dense training set (None: ``config.data``'s, by default QM9 from its cache). ``callbacks`` get
+        ``on_step_end(step, record)`` for every logged record (losses every ``log_every`` steps, validation
+        samples); see :mod:`elign.training.callbacks`."""
         self.cfg = config
+        if data is None:
+            from elign.data.dense import training_data
+
+            data = training_data(config.data)
         self.data = data
         self.out = Path(config.out_dir)
         self.lock = RunLock(self.out)
@@ -316,7 +321,7 @@ class Pretrainer:
             "val_steps": self.cfg.val_steps,
         }
 
-    def fit(self, progress: bool = True, stop_event: threading.Event | None = None) -> dict:
+    def train(self, stop_event: threading.Event | None = None, progress: bool = False) -> dict:
         """Train until ``max_steps``, ``max_minutes`` or ``stop_event`` (checked after every step), writing a
         checkpoint every ``checkpoint_minutes`` and when it stops; -> {step, stopped_by, minutes}."""
         self.out.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,9 @@ class PretrainConfig:
     """Every setting of a pretraining run (``elign pretrain --show-config`` lists them with their values)."""
 
     out_dir: str = option(MISSING, "run directory: state.pt, model.safetensors, metrics.jsonl, config.json")
+    data: str | None = option(
+        None, "training data: a dense file from `elign data --dense`, 'synthetic:N' (tests), or None: the QM9 cache"
+    )
     hidden: int = option(128, "features per atom", type=positive_int)
     n_layers: int = option(6, "equivariant blocks", type=positive_int)
     timesteps: int = option(1000, "diffusion steps T", type=positive_int)
