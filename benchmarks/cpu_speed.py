@@ -103,13 +103,13 @@ def _edm(sizes_of: str, data: str | None, bf16: bool) -> tuple[float, dict]:
     torch.manual_seed(0)
     model = build_model(ModelConfig(hidden=256, n_layers=9)).eval()
     mask = node_mask_from_sizes(sizes)
-    z = model.sample_noise(mask, torch.Generator().manual_seed(0))
+    z = model.scheduler.sample_noise(mask, torch.Generator().manual_seed(0))
     s, t = torch.full((64, 1), 0.499), torch.full((64, 1), 0.5)
     times = []
     with torch.inference_mode(), bf16_autocast("cpu", bf16):
         for _ in range(4):  # a warm-up, then the median of three
             t0 = time.perf_counter()
-            model.reverse_step(z, s, t, mask, torch.Generator().manual_seed(1))
+            model.scheduler.step(z, model.predict_eps(z, t, mask), s, t, mask, torch.Generator().manual_seed(1))
             times.append(time.perf_counter() - t0)
     return statistics.median(times[1:]), {}
 

@@ -57,8 +57,8 @@ def noise_level_losses(
         for t_int in times:
             gen = torch.Generator().manual_seed(1_000 * t_int + k)
             t = torch.full((B, 1), t_int / model.T)
-            eps = model.sample_noise(mask, gen)
-            z_t = model.diffuse(xh, t, eps)
+            eps = model.scheduler.sample_noise(mask, gen)
+            z_t = model.scheduler.add_noise(xh, t, eps)
             err = (eps - model.predict_eps(z_t, t, mask)) ** 2 * mask  # [B, N, 3 + F]
             sums[f"x@{t_int}"] += float(err[..., :3].sum())
             sums[f"h@{t_int}"] += float(err[..., 3:].sum())

@@ -25,14 +25,14 @@ def one_step_cpu(repeats: int) -> list[str]:
     model = build_model(ModelConfig(hidden=256, n_layers=9)).eval()
     mask = node_mask_from_sizes(torch.full((64,), 19))
     g = torch.Generator().manual_seed(0)
-    z = model.sample_noise(mask, g)
+    z = model.scheduler.sample_noise(mask, g)
     s, t = torch.full((64, 1), 0.499), torch.full((64, 1), 0.5)
     times = []
     with torch.inference_mode():
-        model.reverse_step(z, s, t, mask, g)  # warm-up
+        model.scheduler.step(z, model.predict_eps(z, t, mask), s, t, mask, g)  # warm-up
         for _ in range(repeats):
             t0 = time.perf_counter()
-            model.reverse_step(z, s, t, mask, g)
+            model.scheduler.step(z, model.predict_eps(z, t, mask), s, t, mask, g)
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     print(f"CPU one denoising step, 64 x 19 atoms, EDM size, 1 thread: median {med:.3f} s over {repeats}")

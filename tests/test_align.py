@@ -190,9 +190,9 @@ def test_the_first_branched_step_sees_each_group_once(tmp_path, backbone):
         assert torch.equal(first, first[:, :1].expand_as(first)), name
     assert not torch.equal(ro.z_s[0][0], ro.z_s[0][1])  # each rollout then draws its own noise
     with torch.no_grad():  # and they are what the network gives each rollout on its own
-        x0 = tr.policy.reverse_mean_std(
-            ro.z_t[0], ro.s[:1].expand(G * K) / tr.policy.T, ro.t[:1].expand(G * K) / tr.policy.T, ro.node_mask
-        )[2]
+        s, t = ro.s[:1].expand(G * K) / tr.policy.T, ro.t[:1].expand(G * K) / tr.policy.T
+        eps = tr.policy.predict_eps(ro.z_t[0], t.view(-1, 1), ro.node_mask)
+        x0 = tr.policy.scheduler.reverse(ro.z_t[0], eps, s, t, ro.node_mask)[2]
     torch.testing.assert_close(ro.x0_pred[0], x0, atol=1e-5, rtol=1e-5)
 
 

@@ -25,7 +25,7 @@ def test_reproduces_reference(edm_fixtures, run):
     assert torch.allclose(model.normalize(batch), r["xh_normalized"], atol=1e-6)
     with torch.no_grad():
         eps = model.predict_eps(r["zt"], r["t"], mask)
-        mean, std, x0, _ = model.reverse_mean_std(r["zt"], r["s"], r["t"], mask)
+        mean, std, x0 = model.scheduler.reverse(r["zt"], eps, r["s"], r["t"], mask)
     assert rel(eps, r["eps_pred"], mask) <= 1e-5
     assert rel(mean, r["mu_s"], mask) <= 1e-5
     assert rel(x0, r["x0_pred"], mask) <= 1e-5

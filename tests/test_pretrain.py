@@ -280,7 +280,7 @@ def test_the_compiled_network_computes_what_the_eager_one_does(tmp_path):
         torch.testing.assert_close(g_compiled, g, rtol=1e-3, atol=1e-5)
     # without gradients too (sampling, rollouts), where eager sends large pair products to oneDNN
     mask = node_mask_from_sizes(torch.full((8,), 12))  # 8 x 12 x 12 pair rows: above ONEDNN_MIN_ROWS
-    z = trainer.model.sample_noise(mask, torch.Generator().manual_seed(1))
+    z = trainer.model.scheduler.sample_noise(mask, torch.Generator().manual_seed(1))
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback to eager
         eps = trainer.model.predict_eps(z, t, mask)

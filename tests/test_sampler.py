@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from elign.diffusion.edm import gaussian_log_prob
 from elign.diffusion.sampler import node_mask_from_sizes, sample_chain, sample_molecules, timestep_grid
+from elign.diffusion.scheduler import gaussian_log_prob
 from elign.testing import QM9_Z, tiny_model
 
 
@@ -50,9 +50,10 @@ def test_reverse_step_log_prob_matches_com_free_gaussian():
     model, _ = tiny_model()
     mask = node_mask_from_sizes(torch.tensor([4, 2]), 5)
     g = torch.Generator().manual_seed(0)
-    z = model.sample_noise(mask, g)
+    z = model.scheduler.sample_noise(mask, g)
     B = 2
-    step = model.reverse_step(z, torch.full((B, 1), 0.5), torch.full((B, 1), 0.52), mask, g)
+    s, t = torch.full((B, 1), 0.5), torch.full((B, 1), 0.52)
+    step = model.scheduler.step(z, model.predict_eps(z, t, mask), s, t, mask, g)
     # hand-computed: residual (CoM-free already) over (n-1)*3 + n*F dimensions
     F = model.feature_dim
     for b, n in enumerate([4, 2]):

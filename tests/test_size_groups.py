@@ -49,7 +49,7 @@ def test_groups_refuse_masks_whose_real_atoms_are_not_first():
 def test_grouped_network_equals_padded_network_with_gradients(monkeypatch):
     model, _ = tiny_model(seed=3)
     batch = random_batch(SIZES, seed=1)
-    z = model.normalize(batch) + 0.1 * model.sample_noise(batch.node_mask, torch.Generator().manual_seed(2))
+    z = model.normalize(batch) + 0.1 * model.scheduler.sample_noise(batch.node_mask, torch.Generator().manual_seed(2))
     t = torch.linspace(0.1, 0.9, len(SIZES)).unsqueeze(-1)
     outputs, grads = [], []
     for grouped in (False, True):

@@ -63,9 +63,9 @@ class FixedTypes:
         given order, which at t = T is pure noise anyway)."""
         if self.h0 is None:
             self.h0 = self._features(model, self.types.to(node_mask.device), node_mask)
-        g = model.gamma(t).view(-1, 1, 1)
         eps = sample_gaussian_with_mask(node_mask, self.h0.shape[-1], generator)  # [B, N, F]
-        return torch.cat([z[..., :3], (model.alpha(g) * self.h0 + model.sigma(g) * eps) * node_mask], dim=-1)
+        h_t = model.scheduler.add_noise(self.h0, t, eps)  # [B, N, F]
+        return torch.cat([z[..., :3], h_t * node_mask], dim=-1)
 
     def finish(self, z: torch.Tensor) -> torch.Tensor:
         """z_0 with the assigned types themselves, so that decoding returns exactly the formula."""

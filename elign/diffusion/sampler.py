@@ -92,7 +92,7 @@ class ForceGuidance:
     def __call__(
         self, model: EquivariantDiffusion, z: torch.Tensor, s: torch.Tensor, node_mask: torch.Tensor
     ) -> torch.Tensor:
-        sigma = model.sigma(model.gamma(s)).view(-1)  # [B]
+        sigma = model.scheduler.sigma(model.scheduler.gamma_of(s))  # [B]
         if float(sigma.max()) >= self.sigma_threshold:
             return z
         t0 = time.perf_counter()
@@ -129,13 +129,14 @@ def sample_chain(
     steps = model.T if steps is None else steps
     grid = timestep_grid(model.T, steps)
     B = node_mask.shape[0]
-    z = model.sample_noise(node_mask, generator) if z_T is None else z_T
+    z = model.scheduler.sample_noise(node_mask, generator) if z_T is None else z_T
     traj = Trajectory() if trajectory_every else None
     ones = torch.ones(B, 1, device=z.device, dtype=z.dtype)
     if fixed_types is not None:
         z = fixed_types.noised(model, z, ones * (grid[0] / model.T), node_mask, generator)
     for i, (t_int, s_int) in enumerate(zip(grid[:-1], grid[1:], strict=True)):
-        step = model.reverse_step(z, ones * (s_int / model.T), ones * (t_int / model.T), node_mask, generator)
+        s, t = ones * (s_int / model.T), ones * (t_int / model.T)
+        step = model.scheduler.step(z, model.predict_eps(z, t, node_mask), s, t, node_mask, generator)
         if traj is not None and (i % trajectory_every == 0):
             traj.add_latent(model, t_int, z, step.x0_pred, node_mask)
         z = step.z_s

@@ -60,7 +60,7 @@ def _group_noise(
         m = mask[g * per_group : (g + 1) * per_group]
         n = int(m[0, :, 0].sum())  # draw for the group's own size, so padding never shifts the stream
         m = m[:, :n]
-        eps = sample_center_gravity_zero_gaussian(m, gen) if positions_only else model.sample_noise(m, gen)
+        eps = sample_center_gravity_zero_gaussian(m, gen) if positions_only else model.scheduler.sample_noise(m, gen)
         parts.append(torch.nn.functional.pad(eps, (0, 0, 0, N - n)))
     return torch.cat(parts)
 
@@ -93,7 +93,7 @@ def grouped_rollouts(
         if eps is None:
             eps = model.predict_eps(z, t, mask)
         noise = _group_noise(model, mask, generators, per_group)
-        return model.step_from_eps(z, eps, s, t, mask, noise=noise)
+        return model.scheduler.step(z, eps, s, t, mask, noise=noise)
 
     for t_int, s_int in pairs[:shared_steps]:
         z = step(z, mask, t_int, s_int, 1).z_s

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from elign.diffusion.edm import gaussian_log_prob
+from elign.diffusion.scheduler import gaussian_log_prob
 from elign.io.checkpoints import (
     load_checkpoint,
     refuse_non_finite,
@@ -285,7 +285,7 @@ class FedGrpoTrainer:
         else:  # ... once for each distinct input: the first trained step's is shared within a group
             rows, inverse = shared
             eps = model.predict_eps(z_t[rows], t[rows].view(-1, 1), mask[rows])[inverse]
-        mean, std, _ = model.reverse_from_eps(z_t, eps, s, t, mask)  # ... then the Gaussian step
+        mean, std, _ = model.scheduler.reverse(z_t, eps, s, t, mask)  # ... then the Gaussian step
         return mean, std, gaussian_log_prob(z_s, mean, std, mask), mask
 
     def trained_steps(self, num_steps: int, iteration: int) -> torch.Tensor:
