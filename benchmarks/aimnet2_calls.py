@@ -17,7 +17,7 @@ import statistics
 import time
 
 import torch
-from common import append_results, device_name
+from harness import device_name, write_results
 
 from elign.mlff.aimnet2 import AIMNet2ForceField
 
@@ -113,7 +113,7 @@ def main() -> None:
     if args.no_results:
         print("\n".join(lines))
     else:
-        append_results("AIMNet2 calls (benchmarks/aimnet2_calls.py)", lines)
+        write_results("AIMNet2 calls (benchmarks/aimnet2_calls.py)", lines)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_results  # noqa: E402
+from harness import write_results  # noqa: E402
 
 IGNORED_FIELDS = {"out_dir", "checkpoint", "device", "iterations", "eval_every", "eval_samples", "seed"}
 
@@ -146,7 +146,7 @@ def main() -> None:
             f"({r['heavy_formulas_qm9']:.0f}) |"
         )
     lines.append("\nCommands:\n" + "\n".join(f"  - {r['name']}: `{r['command']}`" for r in rows))
-    append_results("Alignment frontier (benchmarks/align_frontier.py)", lines, bullets=False)
+    write_results("Alignment frontier (benchmarks/align_frontier.py)", lines, bullets=False)
 
 
 if __name__ == "__main__":

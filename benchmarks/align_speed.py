@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import append_results, device_name
+from harness import device_name, write_results
 
 from elign.rl.config import AlignConfig
 from elign.rl.trainer import FedGrpoTrainer
@@ -112,14 +112,14 @@ def main() -> None:
             mlff = str(build_mace_off_small_like(Path(tmp) / "mace_off_small_like.model"))
         if args.compare_compile:
             line = compare_compile(args, mlff)
-            append_results("Alignment speed (benchmarks/align_speed.py --compare-compile)", [line])
+            write_results("Alignment speed (benchmarks/align_speed.py --compare-compile)", [line])
             return
         lines = [] if args.skip_cpu else [measure("cpu-demo", "cpu", args, mlff)]
         if torch.cuda.is_available():
             lines.append(measure("paper", "cuda", args, mlff))
         else:
             lines.append("CUDA: not available on this machine; the paper preset was not timed")
-    append_results("Alignment speed (benchmarks/align_speed.py)", lines)
+    write_results("Alignment speed (benchmarks/align_speed.py)", lines)
 
 
 if __name__ == "__main__":

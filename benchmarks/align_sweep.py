@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_results  # noqa: E402
+from harness import write_results  # noqa: E402
 
 CHAIN_100 = ["--steps", "100", "--shared-steps", "40"]
 ARMS: dict[str, list[str]] = {
@@ -150,7 +150,7 @@ def main() -> None:
         f"{args.num} molecules per model at {args.steps} steps (seed {args.seed}), the same sizes and seeds "
         f"for every model: `{shlex.join(evaluate)}`"
     )
-    append_results(
+    write_results(
         "FED-GRPO settings on one CPU thread (benchmarks/align_sweep.py)",
         [head, "table:\n\n" + "\n".join(table) + "\n", *commands],
     )

@@ -103,7 +103,7 @@ def main() -> None:
         result = child(args.child, args.data, args.first, args.blocks, args.main)
         Path(args.out).write_text(json.dumps(result))
         return
-    from common import append_results
+    from harness import write_results
 
     data = str(Path(args.data).resolve()) if args.data else None
     lines = [
@@ -138,7 +138,7 @@ def main() -> None:
                     "main " + ", ".join(f"{x:.2f}" for x in r["times"]["main"]) + ")"
                 )
             print("\n".join(lines[-2:]), flush=True)
-    append_results("torch.compile of the pretraining step (benchmarks/compile_speed.py)", lines)
+    write_results("torch.compile of the pretraining step (benchmarks/compile_speed.py)", lines)
 
 
 if __name__ == "__main__":

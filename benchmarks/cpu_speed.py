@@ -341,7 +341,7 @@ def main() -> None:
         return
     import platform
 
-    from common import append_results
+    from harness import write_results
 
     if args.data:  # the children run in benchmarks/
         args.data = str(Path(args.data).resolve())
@@ -360,7 +360,7 @@ def main() -> None:
             for line in report(section, runs, repeats) + threads_line(runs):
                 print(line, flush=True)
                 lines.append(line)
-    append_results("CPU speed against main (benchmarks/cpu_speed.py)", lines)
+    write_results("CPU speed against main (benchmarks/cpu_speed.py)", lines)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_results  # noqa: E402
+from harness import write_results  # noqa: E402
 
 
 def held_out_formulas(num: int, min_atoms: int, seed: int) -> list[str]:
@@ -96,7 +96,7 @@ def main() -> None:
                 f"| {name} | {how} | {f['exact_formula']:.3f} | {f['molecule_stability']:.3f} | {f['validity']:.3f} | "
                 f"{f['isomer_uniqueness']:.3f} |"
             )
-    append_results("Formula-conditioned sampling (benchmarks/formula_sampling.py)", lines, bullets=False)
+    write_results("Formula-conditioned sampling (benchmarks/formula_sampling.py)", lines, bullets=False)
 
 
 if __name__ == "__main__":

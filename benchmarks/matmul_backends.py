@@ -79,9 +79,9 @@ def main() -> None:
     for line in lines:
         print(line)
     if not args.no_results:
-        from common import append_results
+        from harness import write_results
 
-        append_results("Matrix products of the edge MLPs, MKL against oneDNN (benchmarks/matmul_backends.py)", lines)
+        write_results("Matrix products of the edge MLPs, MKL against oneDNN (benchmarks/matmul_backends.py)", lines)
 
 
 if __name__ == "__main__":

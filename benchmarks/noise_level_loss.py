@@ -25,9 +25,9 @@ from elign.diffusion.edm import EquivariantDiffusion
 from elign.io.checkpoints import load_checkpoint, load_state_ema
 
 try:
-    from common import append_results
+    from harness import write_results
 except ImportError:  # imported as benchmarks.noise_level_loss
-    from benchmarks.common import append_results
+    from benchmarks.harness import write_results
 
 
 def load_ema(path: Path) -> tuple[EquivariantDiffusion, dict]:
@@ -101,7 +101,7 @@ def main() -> None:
     if args.no_results:
         print("\n".join(lines))
     else:
-        append_results("Loss at fixed noise levels (benchmarks/noise_level_loss.py)", lines)
+        write_results("Loss at fixed noise levels (benchmarks/noise_level_loss.py)", lines)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_results  # noqa: E402
+from harness import write_results  # noqa: E402
 
 # The shipped backbone's recipe (assets/backbone/README.md) is the control; every other arm changes it.
 CONTROL = [
@@ -248,7 +248,7 @@ def main() -> None:
         step = r["from"]["step"] if r.get("from") else None
         cmd = arm_command(r["arm"], args.data, out, args.minutes, args.threads, args.seed, step)
         commands.append(f"`{r['arm']}`: `{' '.join(['elign', *cmd[3:]])}`")
-    append_results(
+    write_results(
         "Pretraining recipes at equal CPU minutes (benchmarks/pretrain_recipe.py)",
         [head, "table:\n\n" + "\n".join(table) + "\n", *commands],
     )

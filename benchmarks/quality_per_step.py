@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_results  # noqa: E402
+from harness import write_results  # noqa: E402
 
 FIGURES = ("molecule_stability", "validity", "uniqueness", "atom_type_tv")
 
@@ -95,7 +95,7 @@ def main() -> None:
             f"{r['validity']:.3f} | {r['uniqueness']:.3f} | {r['atom_type_tv']:.3f} | {r['hydrogen_fraction']:.3f} | "
             f"{secs} |"
         )
-    append_results("Quality per sampling step (benchmarks/quality_per_step.py)", lines, bullets=False)
+    write_results("Quality per sampling step (benchmarks/quality_per_step.py)", lines, bullets=False)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import statistics
 import time
 
 import torch
-from common import append_results, device_name
+from harness import device_name, write_results
 
 from elign.diffusion.sampler import node_mask_from_sizes, sample_chain
 from elign.models.config import ModelConfig
@@ -73,7 +73,7 @@ def main() -> None:
         lines += throughput_cuda(args.cuda_molecules, args.cuda_steps)
     else:
         lines.append("CUDA: not available on this machine; CUDA throughput not measured")
-    append_results("Sampling speed (benchmarks/sample_speed.py)", lines)
+    write_results("Sampling speed (benchmarks/sample_speed.py)", lines)
 
 
 if __name__ == "__main__":

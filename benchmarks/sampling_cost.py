@@ -1,8 +1,8 @@
 """Sampling cost of two checkpoints, timed alternately in one process: does alignment make sampling dearer?
 
 Both checkpoints sample the same sizes and seeds on one thread; the order alternates every repeat so that
-a machine that slows down or speeds up weighs on both alike. Medians are printed and appended to
-benchmarks/RESULTS.md.
+a machine that slows down or speeds up weighs on both alike. Medians are printed and written to
+benchmarks/RESULTS.md (the harness).
 
     python benchmarks/sampling_cost.py --checkpoint backbone --checkpoint assets/aligned/model.safetensors
 """
@@ -10,11 +10,9 @@ benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-from common import append_results
+from harness import alternate, write_results
 
 from elign.diffusion.sampler import sample_molecules
 from elign.io.assets import resolve_checkpoint
@@ -40,26 +38,24 @@ def main() -> None:
         replacement=True,
         generator=torch.Generator().manual_seed(args.seed),
     )
-    seconds: dict[str, list[float]] = {name: [] for name in models}
-    for repeat in range(args.repeats):
-        order = list(models) if repeat % 2 == 0 else list(reversed(models))
-        for name in order:
-            model, info = models[name]
-            t0 = time.perf_counter()
-            sample_molecules(model, args.num, info.size_probabilities(), steps=args.steps, seed=args.seed, sizes=sizes)
-            seconds[name].append(time.perf_counter() - t0)
-            print(f"{name}: {seconds[name][-1]:.2f} s", flush=True)
-    base = statistics.median(seconds[args.checkpoint[0]])
+
+    def run(model, info):
+        return lambda: sample_molecules(
+            model, args.num, info.size_probabilities(), steps=args.steps, seed=args.seed, sizes=sizes
+        )
+
+    timings = alternate({name: run(*models[name]) for name in models}, args.repeats)
+    base = timings[args.checkpoint[0]].median
     lines = [
         f"{args.num} molecules, {args.steps} steps, seed {args.seed}, one thread, {args.repeats} alternated repeats"
     ]
-    for name, times in seconds.items():
-        median = statistics.median(times)
+    for name, timing in timings.items():
+        median = timing.median
         lines.append(
             f"`{name}`: median {median:.2f} s ({args.num / median:.2f} molecules/s), "
-            f"{median / base:.3f}x the first; all: {', '.join(f'{t:.2f}' for t in times)}"
+            f"{median / base:.3f}x the first; all: {', '.join(f'{t:.2f}' for t in timing.seconds)}"
         )
-    append_results("Sampling cost, alternated (benchmarks/sampling_cost.py)", lines)
+    write_results("Sampling cost, alternated (benchmarks/sampling_cost.py)", lines)
 
 
 if __name__ == "__main__":

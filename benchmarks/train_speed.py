@@ -13,7 +13,7 @@ import tempfile
 import time
 
 import torch
-from common import append_results, device_name
+from harness import device_name, write_results
 
 from elign.data.dense import DenseDataset
 from elign.io.assets import shipped_backbone
@@ -63,7 +63,7 @@ def main() -> None:
                 lines.append(line)
     if not torch.cuda.is_available():
         lines.append("CUDA: not available on this machine (target on an H100: >= 6,300 molecules/s at EDM size)")
-    append_results("Training speed (benchmarks/train_speed.py)", lines)
+    write_results("Training speed (benchmarks/train_speed.py)", lines)
 
 
 if __name__ == "__main__":
