@@ -128,7 +128,15 @@ def test_distill_flags_map_onto_its_configs(tmp_path, monkeypatch):
     import elign.mlff.distill as distill_module
 
     seen = []
-    monkeypatch.setattr(distill_module, "distill", lambda config: seen.append(config))
+
+    class Recording:
+        def __init__(self, config, callbacks=()):
+            seen.append(config)
+
+        def train(self, stop_event=None):
+            return {}
+
+    monkeypatch.setattr(distill_module, "Distiller", Recording)
     argv = ["mlff", "distill", "--out", str(tmp_path / "a"), "--train", "5", "--val", "3", "--channels", "8"]
     assert main([*argv, "--elements", "1", "6", "--radial-mlp", "16", "16", "--no-progress"]) == 0
     assert main(["mlff", "distill", "--out", str(tmp_path / "b")]) == 0

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from elign.data.batch import MoleculeBatch
-from elign.data.dense import DenseDataset
+from elign.data.dense import DenseDataset, training_data
 from elign.diffusion.edm import EquivariantDiffusion
 from elign.diffusion.objective import TrainingObjective
 from elign.io.checkpoints import (
@@ -86,11 +86,7 @@ class Pretrainer:
         ``on_step_end(step, record)`` for every logged record (losses every ``log_every`` steps, validation
         samples); see :mod:`elign.training.callbacks`."""
         self.cfg = config
-        if data is None:
-            from elign.data.dense import training_data
-
-            data = training_data(config.data)
-        self.data = data
+        self.data = data = data if data is not None else training_data(config.data)
         self.out = Path(config.out_dir)
         self.lock = RunLock(self.out)
         self.callbacks = list(callbacks)
