@@ -124,19 +124,8 @@ def test_force_guidance_moves_atoms_downhill_and_counts_calls():
     assert guide.calls == 2 * 10
 
 
-def test_distill_flags_map_onto_its_configs(tmp_path, monkeypatch):
-    import elign.mlff.distill as distill_module
-
-    seen = []
-
-    class Recording:
-        def __init__(self, config, callbacks=()):
-            seen.append(config)
-
-        def train(self, stop_event=None):
-            return {}
-
-    monkeypatch.setattr(distill_module, "Distiller", Recording)
+def test_distill_flags_map_onto_its_configs(tmp_path, distill_configs):
+    seen = distill_configs
     argv = ["mlff", "distill", "--out", str(tmp_path / "a"), "--train", "5", "--val", "3", "--channels", "8"]
     assert main([*argv, "--elements", "1", "6", "--radial-mlp", "16", "16", "--no-progress"]) == 0
     assert main(["mlff", "distill", "--out", str(tmp_path / "b")]) == 0

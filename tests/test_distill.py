@@ -184,24 +184,14 @@ def test_config_rejects_bad_settings(tmp_path) -> None:
         DistillConfig(out_dir=str(tmp_path), num_samples=5)
 
 
-def test_cli_parses_mlff_distill(tmp_path, monkeypatch) -> None:
-    import elign.mlff.distill as distill_module
+def test_cli_parses_mlff_distill(tmp_path, distill_configs) -> None:
     from elign.cli import build_parser, main
     from elign.cli.mlff import cmd_mlff_distill
 
     argv = ["mlff", "distill", "--out", str(tmp_path / "run"), "--train", "5", "--val", "2", "--perturb", "0.05"]
     argv += ["--epochs", "1", "--channels", "8", "--max-ell", "1", "--r-max", "4", "--max-minutes", "0.5", "--resume"]
     assert build_parser().parse_args(argv).func is cmd_mlff_distill
-    seen = []
-
-    class Recording:
-        def __init__(self, config, callbacks=()):
-            seen.append(config)
-
-        def train(self, stop_event=None):
-            return {}
-
-    monkeypatch.setattr(distill_module, "Distiller", Recording)
+    seen = distill_configs
     assert main(argv) == 0
     (config,) = seen
     assert config.teacher == "aimnet2" and (config.n_train, config.n_val, config.perturb) == (5, 2, 0.05)
