@@ -13,7 +13,9 @@ from elign.training.distributed import resolve_device
 if TYPE_CHECKING:
     from elign.evaluation.settings import EvaluationSettings
 
-# seeds sampling), and its defaults where they differ from EvaluationSettings' (novelty on, two xTB workers)
+# The fields whose flags the command declares itself (a list for --referee, 'none' to skip a force field, one seed
+# for sizes, sampling, the DFT draw and the bootstrap), and its defaults where they differ from EvaluationSettings'
+# (novelty on, two xTB workers)
 EVALUATE_OWN_FIELDS = ("mlff", "independent", "referees", "device", "seed", "dft_density_fit", "progress", "extra")
 EVALUATE_DEFAULTS = {"novelty": True, "xtb_workers": 2}
 
@@ -69,35 +71,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=cmd_evaluate, output_files=("json",), output_dirs=("out",))
 
 
-def _evaluate_one_file(args: argparse.Namespace, settings: EvaluationSettings) -> int:
-    """The chemistry-only report of one file (``--samples FILE.sdf|.npz [--json REPORT.json]`` without --out)."""
-    from elign.evaluation.chemistry import evaluate_file
-
-    report = evaluate_file(args.samples[0], train_smiles=settings.train_smiles, novelty=settings.novelty)
-    keys = ("n", "atom_stability", "molecule_stability", "validity", "uniqueness", "novelty", "vxu")
-    for k in keys:
-        v = report[k]
-        print(f"{k:>20}: {v if v is None or isinstance(v, int) else f'{v:.4f}'}")
-    if line := guards_line(report.get("composition")):
-        print(line)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
-        print(f"report written to {args.json}")
-    return 0
-
-
-def guards_line(guards: dict | None) -> str | None:
-    """One line of composition guards against QM9 (None without QM9's elements)."""
-    if not guards or guards.get("atom_type_tv") is None:
-        return None
-    return (
-        f"composition: H fraction {guards['hydrogen_fraction']:.3f}, atom-type TV {guards['atom_type_tv']:.3f}, "
-        f"bond-type TV {guards['bond_type_tv']:.3f}, ring-size TV {guards['ring_size_tv']:.3f}, heavy formulas "
-        f"{guards['heavy_formulas_distinct']} (a QM9 sample: {guards['heavy_formulas_distinct_qm9']:.0f}); "
-        f"novelty of a QM9 sample {guards['reference']['novelty_qm9_sample']:.3f}"
-    )
-
-
 def evaluation_settings(args: argparse.Namespace) -> EvaluationSettings:
     """The settings of ``elign evaluate``: the command's defaults, then ``--config FILE``, then the flags given."""
     from elign.evaluation.settings import EvaluationSettings
@@ -124,55 +97,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out is None:
         if args.checkpoint or args.guided or len(args.samples) != 1:
             raise ValueError("--out DIR is required unless a single --samples FILE is evaluated for chemistry")
-        return _evaluate_one_file(args, settings)
-    if not (args.checkpoint or args.guided or args.samples):
-        raise ValueError("nothing to evaluate: give --checkpoint, --guided or --samples")
-    from elign.evaluation.evaluate import evaluate_models
-    from elign.evaluation.samples import collect_samples
+        from elign.evaluation.chemistry import evaluate_file
+        from elign.evaluation.summary import chemistry_lines
 
-    device = settings.device
-    samples = collect_samples(
-        args.checkpoint,
-        args.guided,
-        args.samples,
-        num=args.num,
-        steps=args.steps,
-        seed=settings.seed,
-        batch_size=args.batch_size,
-        device=device,
-        progress=settings.progress,
-        cache_dir=Path(args.out) / "samples_cache",  # a rerun of an interrupted report does not sample again
-    )
-    run_info = {
-        "num": args.num,
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "checkpoints": args.checkpoint,
-        "guided": args.guided,
-        "samples": args.samples,
-    }
-    report = evaluate_models(samples, settings, args.out, run_info)
-    for m in report["models"]:
-        c, tp = m["chemistry"], m["throughput"] or {}
-        rate = f", {tp['molecules_per_second']:.2f} molecules/s" if tp.get("molecules_per_second") else ""
-        fig = {
-            k: "n/a" if c.get(k) is None else f"{c[k]:.3f}"
-            for k in ("atom_stability", "molecule_stability", "validity")
-        }
-        print(
-            f"{m['name']}: n {m['n']}, atom stability {fig['atom_stability']}, molecule stability "
-            f"{fig['molecule_stability']}, validity {fig['validity']}{rate}"
+        report = evaluate_file(args.samples[0], train_smiles=settings.train_smiles, novelty=settings.novelty)
+        print("\n".join(chemistry_lines(report)))
+    else:
+        from elign.evaluation.evaluate import evaluate_sources
+        from elign.evaluation.summary import report_lines
+
+        report = evaluate_sources(
+            args.checkpoint, args.guided, args.samples, settings, args.out, args.num, args.steps, args.batch_size
         )
-        if line := guards_line(c.get("composition")):
-            print(f"  {line}")
-        for group, g in m["physics"].items():
-            figures = ", ".join(
-                f"{k} median {v['median']:.4g}"
-                for k, v in g.items()
-                if isinstance(v, dict) and "median" in v and v["median"] is not None
-            )
-            print(f"  {group}: {g['n_evaluated']} evaluated, {g['n_failed']} failed {g['failures'] or ''} {figures}")
+        print("\n".join(report_lines(report)))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
-    print(f"report written to {Path(args.out) / 'report.json'}" + (" and report.html" if settings.plots else ""))
+        Path(args.json).write_text(json.dumps(report, indent=1 if args.out else 2))
+    if written := Path(args.out) / "report.json" if args.out else args.json:
+        print(f"report written to {written}" + (" and report.html" if args.out and settings.plots else ""))
     return 0

@@ -31,7 +31,7 @@ from elign.evaluation.samples import ModelSamples
 from elign.evaluation.settings import EvaluationSettings
 from elign.evaluation.writing import json_safe, write_csv, write_sdf
 
-__all__ = ["evaluate_models"]
+__all__ = ["evaluate_models", "evaluate_sources"]
 
 
 def _physics_columns(
@@ -107,3 +107,29 @@ def evaluate_models(
         report["files"]["html"] = write_html(report, out).name
     (out / "report.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def evaluate_sources(
+    checkpoints: Sequence[str],
+    guided: Sequence[str],
+    sample_files: Sequence[str],
+    settings: EvaluationSettings,
+    out_dir: str | os.PathLike,
+    num: int = 100,
+    steps: int | None = None,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """The report of checkpoints, guided baselines ('MODEL:MLFF:SCALE') and sample files: the checkpoints are
+    sampled on the same sizes and seed (kept in ``out_dir``/samples_cache, so a rerun of an interrupted report does
+    not sample again), then :func:`evaluate_models`."""
+    if not (checkpoints or guided or sample_files):
+        raise ValueError("nothing to evaluate: give --checkpoint, --guided or --samples")
+    from elign.evaluation.samples import collect_samples
+
+    samples = collect_samples(
+        checkpoints, guided, sample_files, num=num, steps=steps, seed=settings.seed, batch_size=batch_size,
+        device=settings.device, progress=settings.progress, cache_dir=Path(out_dir) / "samples_cache",
+    )  # fmt: skip
+    run_info = {"num": num, "steps": steps, "batch_size": batch_size, "checkpoints": list(checkpoints)}
+    run_info |= {"guided": list(guided), "samples": list(sample_files)}
+    return evaluate_models(samples, settings, out_dir, run_info)

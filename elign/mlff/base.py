@@ -20,7 +20,9 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
 from elign.data.batch import MoleculeBatch
@@ -78,6 +80,24 @@ class ComputeOutput:
     energy: torch.Tensor  # [b] eV
     forces: torch.Tensor | None  # [b, N, 3] eV/A; None from an energy-only call
     failures: list[str | None] | None = None  # per-molecule failure reasons (e.g. SCF not converged)
+
+    @classmethod
+    def from_single_points(
+        cls, results: list[tuple[Any, str | None]], n_atoms: int, method: str, device: torch.device | str
+    ) -> ComputeOutput:
+        """One molecule's ``((energy eV, forces [n, 3] eV/A), error)`` a result, as a padded output: a failed
+        molecule has energy NaN, zero forces and the first line of its error as its reason."""
+        energy = torch.full((len(results),), math.nan, dtype=torch.float64)  # [B]
+        forces = torch.zeros(len(results), n_atoms, 3, dtype=torch.float64)  # [B, N, 3]
+        failures: list[str | None] = []
+        for b, (value, err) in enumerate(results):
+            if err is not None:
+                failures.append(f"{method} failed: {err.splitlines()[0]}")
+                continue
+            energy[b] = value[0]
+            forces[b, : len(value[1])] = torch.from_numpy(np.asarray(value[1]))
+            failures.append(None)
+        return cls(energy=energy.to(device), forces=forces.to(device), failures=failures)
 
 
 class ForceField(ABC):

@@ -110,18 +110,7 @@ class DFTForceField(ForceField):
 
     def _run(self, tasks: list[Any], N: int) -> ComputeOutput:
         results = run_with_deadline(dft_single_point, tasks, self.n_workers, self.time_limit)
-        B = len(tasks)
-        energy = torch.full((B,), math.nan, dtype=torch.float64)  # [B]
-        forces = torch.zeros(B, N, 3, dtype=torch.float64)  # [B, N, 3]
-        failures: list[str | None] = []
-        for b, (value, err) in enumerate(results):
-            if err is not None:
-                failures.append(f"DFT failed: {err.splitlines()[0]}")
-                continue
-            energy[b] = value[0]
-            forces[b, : len(value[1])] = torch.from_numpy(value[1])
-            failures.append(None)
-        return ComputeOutput(energy=energy.to(self.device), forces=forces.to(self.device), failures=failures)
+        return ComputeOutput.from_single_points(results, N, "DFT", self.device)
 
     def _compute(self, positions: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor) -> ComputeOutput:
         pos, z, m = positions.detach().cpu().double().numpy(), numbers.cpu().numpy(), mask.cpu().numpy()

@@ -85,19 +85,7 @@ class XTBForceField(ForceField):
 
     def _run(self, tasks: list[Any], N: int) -> ComputeOutput:
         results = run_pool(xtb_single_point, tasks, self._pool())
-        B = len(tasks)
-        energy = torch.full((B,), math.nan, dtype=torch.float64)  # [B]
-        forces = torch.zeros(B, N, 3, dtype=torch.float64)  # [B, N, 3]
-        failures: list[str | None] = []
-        for b, (value, err) in enumerate(results):
-            if err is not None:
-                failures.append(f"GFN2-xTB failed: {err}")
-                continue
-            e, f = value
-            energy[b] = e
-            forces[b, : len(f)] = torch.from_numpy(f)
-            failures.append(None)
-        return ComputeOutput(energy=energy.to(self.device), forces=forces.to(self.device), failures=failures)
+        return ComputeOutput.from_single_points(results, N, "GFN2-xTB", self.device)
 
     def _compute(self, positions: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor) -> ComputeOutput:
         tasks = self._tasks(positions, numbers, mask, [0] * positions.shape[0])

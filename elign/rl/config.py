@@ -152,24 +152,15 @@ class AlignConfig:
         return config_help(cls)
 
 
+# one line a theme: the rollouts; the rewards; the update; the held-out evaluation
+# fmt: off
 PRESETS: dict[str, dict] = {
     # the published hyperparameters (Elign paper): 4 x 24 rollouts, T = 1000, branch at t_b = 400
     "paper": dict(
-        prompts=4,
-        group_size=24,
-        steps=1000,
-        shared_steps=600,
-        energy_every=1,
-        w_force=1.0,
-        w_energy=0.1,
-        adv_clip=5.0,
-        clip_eps=2e-3,
-        kl_beta=0.04,
-        lr=4e-6,
-        iterations=100,
-        minibatches=4,
-        eval_every=10,
-        eval_samples=256,
+        prompts=4, group_size=24, steps=1000, shared_steps=600,
+        energy_every=1, w_force=1.0, w_energy=0.1, adv_clip=5.0,
+        clip_eps=2e-3, kl_beta=0.04, lr=4e-6, iterations=100, minibatches=4,
+        eval_every=10, eval_samples=256,
     ),
     # two CPU cores, seconds an iteration: a strided chain, small groups, a larger step size; a young
     # backbone makes many fragmented molecules, which would otherwise earn the best force reward. Failures are
@@ -177,28 +168,13 @@ PRESETS: dict[str, dict] = {
     # connected share of 1,000 fresh samples from 25 % to 41 %, where a fixed -1 per failure (4 x 6 rollouts,
     # 100 iterations) lowered it to 22 % (assets/aligned/README.md)
     "cpu-demo": dict(
-        disconnected_failed=True,
-        failed_mode="group",
-        w_success=1.0,
-        prompts=2,
-        group_size=16,
-        steps=50,
-        shared_steps=20,
-        energy_every=5,
-        w_force=1.0,
-        w_energy=0.1,
-        adv_clip=5.0,
-        clip_eps=0.2,
-        kl_beta=0.01,
-        lr=2e-4,
-        iterations=20,
-        minibatches=2,
-        warmup_iterations=2,
-        eval_every=5,
-        eval_samples=32,
-        chunk=128,
+        prompts=2, group_size=16, steps=50, shared_steps=20, chunk=128,
+        disconnected_failed=True, failed_mode="group", w_success=1.0, energy_every=5, w_force=1.0, w_energy=0.1,
+        adv_clip=5.0, clip_eps=0.2, kl_beta=0.01, lr=2e-4, iterations=20, minibatches=2, warmup_iterations=2,
+        eval_every=5, eval_samples=32,
     ),
 }
+# fmt: on
 # about 20-30 minutes of one CPU thread: cpu-demo on the 100-step chain the studio samples with (branching after
 # 40 steps, 60 trained), 90 iterations; the best arm of the sweep in benchmarks/RESULTS.md (benchmarks/align_sweep.py)
 # and the recipe of the shipped assets/aligned/ (its README has the 1,000-seed report)

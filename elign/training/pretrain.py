@@ -25,14 +25,7 @@ from elign.data.batch import MoleculeBatch
 from elign.data.dense import DenseDataset, training_data
 from elign.diffusion.edm import EquivariantDiffusion
 from elign.diffusion.objective import TrainingObjective
-from elign.io.checkpoints import (
-    refuse_non_finite,
-    remove_stale_temporaries,
-    require_state,
-    save_checkpoint,
-    state_must_fit,
-    truncate_log,
-)
+from elign.io import checkpoints
 from elign.io.files import atomic_write
 from elign.io.run_lock import RunLock
 from elign.models.config import ModelConfig
@@ -162,7 +155,7 @@ class Pretrainer:
                 f"{path} holds a {saved.n_layers}x{saved.hidden} model with T={saved.timesteps}, "
                 f"but this run asks for {self.cfg.n_layers}x{self.cfg.hidden}, T={self.cfg.timesteps}"
             )
-        with state_must_fit(path):
+        with checkpoints.state_must_fit(path):
             self.model.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
             self.opt.load_state_dict(state["optimizer"])
@@ -173,7 +166,7 @@ class Pretrainer:
         self.cpu_from_step = int(state.get("cpu_from_step", self.step))
         if self.rank == 0 and path == self.state_path:  # the log and weights of this run follow its state
             self.lock.acquire()
-            truncate_log(self.out / "metrics.jsonl", "step", self.step)
+            checkpoints.truncate_log(self.out / "metrics.jsonl", "step", self.step)
             self._save_weights()
 
     def _read_state(self, path: Path) -> tuple[dict, ModelConfig]:
@@ -186,7 +179,8 @@ class Pretrainer:
                 f"{path} is not a readable elign training state ({type(e).__name__}: {detail}); "
                 "resume from another copy"
             ) from None
-        require_state(state, "elign-pretrain/1", ("model", "ema", "optimizer", "step", "model_config"), path)
+        required = ("model", "ema", "optimizer", "step", "model_config")
+        checkpoints.require_state(state, "elign-pretrain/1", required, path)
         try:
             return state, ModelConfig.from_dict(json.loads(state["model_config"]))
         except (TypeError, ValueError) as e:
@@ -198,7 +192,7 @@ class Pretrainer:
             return
         state = self.state_dict()
         what = f"training became non-finite by step {self.step}"
-        refuse_non_finite(state, ("model", "ema", "optimizer"), what, self.state_path)
+        checkpoints.refuse_non_finite(state, ("model", "ema", "optimizer"), what, self.state_path)
         self._save_weights()
         buf = io.BytesIO()
         torch.save(state, buf)
@@ -214,7 +208,7 @@ class Pretrainer:
             "device": str(self.device),
             "world_size": self.world,
         }
-        save_checkpoint(self.out / "model.safetensors", self.ema, self.model_config, extra=extra)
+        checkpoints.save_checkpoint(self.out / "model.safetensors", self.ema, self.model_config, extra=extra)
 
     def _log(self, record: dict) -> None:
         if self.rank != 0:
@@ -323,7 +317,7 @@ class Pretrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             self.lock.acquire()  # one writer per run folder
-            remove_stale_temporaries(self.out)
+            checkpoints.remove_stale_temporaries(self.out)
             atomic_write(self.out / "config.json", json.dumps(asdict(self.cfg), indent=2).encode())
         try:
             return self._fit(progress, stop_event)
