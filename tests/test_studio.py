@@ -310,7 +310,7 @@ def test_a_failed_sample_leaves_no_sampling_banner(studio: StudioSession, monkey
     def broken(*args, **kwargs):
         raise RuntimeError("the force field crashed")
 
-    from elign_studio import session as session_module
+    from elign_studio.state import sampling as session_module
 
     monkeypatch.setattr(session_module, "sample_many", broken)
     assert studio.sample()
@@ -556,7 +556,7 @@ def test_uploads_are_named_safely_and_fail_on_the_page(studio: StudioSession, mo
     assert saved.parent == uploads and saved.name.endswith("-evil.safetensors") and len(saved.name) > 20
     assert studio.add_upload("broken.safetensors", b"\x00" * 64) is None
     assert "broken.safetensors" in studio.error and str(uploads) not in studio.error  # the user's file, not ours
-    from elign_studio import session as session_module
+    from elign_studio.state import checkpoints as session_module
 
     def explode(path):
         raise KeyError("nf")  # what a malformed file may raise deep inside a loader

@@ -67,9 +67,7 @@ class TrainingView(Viewer):
             ("rollout_composition_tv", "eval_atom_type_tv"), "Atom types: distance to QM9 (TV)", "TV"
         )
         self.progress = pn.pane.Markdown("No run yet.", css_classes=["elign-train-state"])
-        self.align_model = pn.widgets.Select(
-            name="Model to align", options=session.model_names, value=session.align_model or None
-        )
+        self.align_model = pn.widgets.Select.from_param(session.param.align_model, name="Model to align")
         self.settings = pn.Column(
             pn.widgets.Select.from_param(session.param.preset),
             *(bounded_int_input(session, k) for k in ("iterations", "prompts", "group_size", "steps")),
@@ -82,8 +80,6 @@ class TrainingView(Viewer):
         self.stop.on_click(lambda _: session.stop_alignment())
         self.resume.on_click(lambda _: session.start_alignment(resume=True))
         session.param.watch(self._stream, ["step", "run_name", "run_state"])
-        session.param.watch(lambda e: setattr(self.align_model, "options", e.new), "model_names")
-        self.align_model.param.watch(lambda e: setattr(session, "align_model", e.new or ""), "value")
         session.param.watch(self._buttons, ["run_state", "run_name"])
         self._buttons()
 

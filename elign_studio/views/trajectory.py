@@ -53,31 +53,26 @@ class TrajectoryView(Viewer):
         self.plots = ChainPlots()
         self.plots.follow(self.player)
         self._wire()
-        self._side()
 
     def _sampling_controls(self) -> None:
         """Which models, the sampling parameters, Sample, and opening a file."""
         session = self.session
-        self.model = pn.widgets.Select(
-            name="Model", options=session.model_names, value=session.sample_model or None, width=270
+        self.model = pn.widgets.Select.from_param(session.param.sample_model, name="Model", width=270)
+        self.other = pn.widgets.Select.from_param(
+            session.param.compare_model, name="Compare with", width=270, visible=session.param.side_by_side
         )
-        self.other = pn.widgets.Select(
-            name="Compare with", options=session.model_names, value=session.compare_model or None, width=270
-        )
-        self.model.param.watch(lambda e: setattr(session, "sample_model", e.new or ""), "value")
-        self.other.param.watch(lambda e: setattr(session, "compare_model", e.new or ""), "value")
         self.params = pn.Column(  # inside the 300-pixel control column, none clipped at its edge
             pn.widgets.Checkbox.from_param(session.param.side_by_side),
             *(bounded_int_input(session, k, width=260) for k in ("seed", "num", "sample_steps", "n_atoms")),
             pn.widgets.TextInput.from_param(session.param.formula, width=260, placeholder="e.g. C7H10O2"),
             width=280,
         )
-        self.go = pn.widgets.Button(name="Sample", button_type="primary", css_classes=["elign-sample"])
+        self.go = pn.widgets.Button(
+            name="Sample", button_type="primary", css_classes=["elign-sample"], loading=session.param.sampling
+        )
         self.go.on_click(lambda _: session.sample())
         self.open = pn.widgets.FileInput(accept=".sdf,.sd,.mol,.npz,.xyz", css_classes=["elign-open"], width=260)
-        self.open.param.watch(
-            lambda e: e.new and session.open_molecules(self.open.filename or "molecules.sdf", e.new), "value"
-        )
+        self.open.param.watch(self._open, "value")
 
     def _display_controls(self) -> None:
         """How the molecules are drawn: colours, force range, arrows, hydrogens, labels, style, speed."""
@@ -86,7 +81,12 @@ class TrajectoryView(Viewer):
             options=list(SCALES), value="per frame", name="Force colour range", css_classes=["elign-force-scale"]
         )
         self.fixed_top = pn.widgets.FloatInput(
-            name="Fixed range top (eV/Å)", value=5.0, start=0.01, step=0.5, width=140, visible=False
+            name="Fixed range top (eV/Å)",
+            value=5.0,
+            start=0.01,
+            step=0.5,
+            width=140,
+            visible=self.scale.param.value.rx() == "fixed",
         )
         self.window = pn.widgets.IntSlider(name="Plots from frame", start=0, end=1, value=0, width=280)
         self.arrows = pn.widgets.Checkbox(name="Force arrows", value=False, css_classes=["elign-arrows"])
@@ -132,30 +132,25 @@ class TrajectoryView(Viewer):
         )
 
     def _wire(self) -> None:
+        """The session drives the viewers, player and plots; the display controls drive both viewers."""
         session = self.session
-        session.param.watch(self._options, "model_names")
-        session.param.watch(lambda e: setattr(self.go, "loading", e.new), "sampling")
         session.param.watch(self._show, ["sets", "selected"])
         session.param.watch(self._frame, "frame")
         session.param.watch(self._plot, ["sets", "selected"])
-        session.param.watch(self._side, "side_by_side")
-        self.player.param.watch(lambda e: setattr(session, "frame", e.new), "value")
-        self.color.param.watch(lambda e: [setattr(v, "color_by", e.new) for v in self.viewers], "value")
-        self.arrows.param.watch(lambda e: [setattr(v, "arrows", e.new) for v in self.viewers], "value")
-        self.hide_h.param.watch(lambda e: [setattr(v, "hide_h", e.new) for v in self.viewers], "value")
-        self.atom_labels.param.watch(lambda e: [setattr(v, "atom_labels", e.new) for v in self.viewers], "value")
-        self.style.param.watch(lambda e: [setattr(v, "style", e.new) for v in self.viewers], "value")
-        self.speed.param.watch(lambda e: setattr(self.player, "interval", e.new), "value")
+        self.player.link(session, value="frame")
+        display = ((self.color, "color_by"), (self.arrows, "arrows"), (self.hide_h, "hide_h"))
+        display += ((self.atom_labels, "atom_labels"), (self.style, "style"))
+        for widget, shown in display:  # each display control sets its MoleculeViewer param on both viewers
+            for v in self.viewers:
+                widget.link(v, value=shown)
+        self.speed.link(self.player, value="interval")
         self.scale.param.watch(self._force_range, "value")
         self.fixed_top.param.watch(self._force_range, "value")
         self.window.param.watch(self._plot, "value")
 
-    def _options(self, event) -> None:
-        self.model.options = event.new
-        self.other.options = event.new
-
-    def _side(self, *_) -> None:
-        self.other.visible = self.session.side_by_side
+    def _open(self, event) -> None:
+        if event.new:
+            self.session.open_molecules(self.open.filename or "molecules.sdf", event.new)
 
     def _top(self) -> tuple[str, float]:
         """-> (viewer scale mode, top of the force colour range in eV/A)"""
@@ -165,7 +160,6 @@ class TrajectoryView(Viewer):
 
     def _force_range(self, *_) -> None:
         mode, top = self._top()
-        self.fixed_top.visible = mode == "fixed"
         for v in self.viewers:
             v.param.update(scale=mode, fmax=top)
 
