@@ -584,3 +584,51 @@ def test_the_composition_channel_stops_a_reward_that_pays_for_hydrogen_from_drif
         hydrogen[w] = tr.evaluate()["eval_hydrogen_fraction"] - before
     assert hydrogen[0.0] > 0.03, hydrogen  # the reward alone drifts the types
     assert hydrogen[2.0] < hydrogen[0.0] / 2, hydrogen  # the channel holds them
+
+
+def test_groups_that_share_a_formula_make_its_isomers_and_train_only_positions(tmp_path, backbone):
+    from collections import Counter
+
+    from elign.data.formula import parse_formula
+
+    tr = make_trainer(tiny_align(tmp_path, backbone, prompts_by="formula", iterations=1, minibatches=1))
+    prompts = tr.prompts(0)
+    assert len(prompts.formulas) == 2 and prompts.formulas == tr.prompts(0).formulas  # seeded by the iteration
+    scored = tr.rollout_and_score(0)
+    ro, decoder = scored.rollouts, tr.info.atom_decoder
+    assert ro.positions_only and ro.channels == slice(0, 3)
+    mols = ro.molecules.to("cpu")
+    for r in range(mols.batch_size):
+        n = int(mols.node_mask[r].sum())
+        made = Counter(decoder[int(k)] for k in mols.one_hot[r, :n].argmax(-1))
+        assert made == Counter(parse_formula(prompts.formulas[r // ro.group_size])), r
+    # the potentials score the x0 predictions with the formula's types: at the last step, the molecules' own
+    x0_types = ro.x0_pred[-1, ..., 3 : 3 + len(decoder)].argmax(-1).cpu()  # [R, N]
+    real = mols.node_mask[..., 0].long()  # [R, N]
+    assert torch.equal(x0_types * real, mols.one_hot.argmax(-1) * real)
+    R = ro.node_mask.shape[0]
+    recomputed = torch.empty(ro.num_steps, R)
+    with torch.no_grad():
+        for li, ri in tr._items(ro, torch.arange(R)):
+            recomputed[li, ri] = tr._forward(tr.policy, ro, li, ri)[2]
+    torch.testing.assert_close(ro.log_prob, recomputed, atol=1e-3, rtol=1e-5)  # the positions' log-probs
+    metrics = tr.run_iteration()
+    assert metrics["ratio_min"] == pytest.approx(1.0) and metrics["ratio_max"] == pytest.approx(1.0)
+    assert metrics["kl"] == pytest.approx(0.0, abs=1e-8)
+
+
+def test_a_formula_run_evaluates_formulas_saves_its_kind_and_refuses_the_composition_channel(tmp_path, backbone):
+    from elign.rl.prompts import formula_prompts
+
+    cfg = tiny_align(tmp_path, backbone, prompts_by="formula", iterations=1, eval_samples=6)
+    tr = make_trainer(cfg)
+    formulas, types = formula_prompts(tr.info, 6, torch.Generator().manual_seed(0))
+    assert types.shape[0] == 6 and all(len(f) for f in formulas) and int((types >= 0).sum(1).max()) <= 7
+    assert 0 <= tr.evaluate()["eval_molecule_stability"] <= 1
+    tr.train()
+    _, _, extra = load_checkpoint(tmp_path / "model.safetensors")
+    assert extra["prompts_by"] == "formula"
+    with pytest.raises(ValueError, match="w_composition=0"):
+        tiny_align(tmp_path, backbone, prompts_by="formula", w_composition=0.1)
+    with pytest.raises(ValueError, match="prompts_by"):
+        tiny_align(tmp_path, backbone, prompts_by="atoms")

@@ -8,6 +8,7 @@
 - ``bond_fractions``, ``ring_fractions``, ``hydrogen_fraction``, ``unsaturation`` and ``rings_per_molecule`` of
   a seeded sample of the training split, under the metrics' own bond rules;
 - ``heavy_formula_frequencies`` of the training split (for the distinct formulas a sample of n would hold);
+- ``formula_frequencies``: the whole (Hill) formulas of the training split, the prompts of conditional alignment;
 - ``novelty_held_out``: the novelty a sample of QM9's test split scores against the training split (near 1 by
   construction: QM9 lists each molecule once), and ``novelty_qm9_sample``: that of a sample of all of QM9, the
   rate a model that reproduced QM9's distribution exactly would get (QM9 holds nearly every small molecule its
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["build_qm9_reference", "qm9_reference", "size_fractions"]
+__all__ = ["build_qm9_reference", "qm9_formulas", "qm9_reference", "size_fractions"]
 
 REFERENCE_FILE = "qm9_reference.json"
 
@@ -51,8 +52,26 @@ def size_fractions(reference: dict[str, Any], max_n_nodes: int) -> np.ndarray:
     return table
 
 
+def qm9_formulas(decoder: list[str], max_atoms: int) -> tuple[list[str], np.ndarray]:
+    """QM9's training formulas that a model of elements ``decoder`` and at most ``max_atoms`` atoms can make, and
+    their frequencies [F] renormalised over them; a ValueError when it can make none."""
+    from elign.data.formula import parse_formula
+
+    formulas, weights = [], []
+    for formula, frequency in qm9_reference()["formula_frequencies"].items():
+        counts = parse_formula(formula)
+        if set(counts) <= set(decoder) and sum(counts.values()) <= max_atoms:
+            formulas.append(formula)
+            weights.append(frequency)
+    if not formulas:
+        raise ValueError(f"no QM9 formula fits a model of {', '.join(decoder)} and at most {max_atoms} atoms")
+    weights = np.asarray(weights, dtype=np.float64)
+    return formulas, weights / weights.sum()
+
+
 def build_qm9_reference(data: Any, sample: int = 5000, held_out: int = 2000, seed: int = 0) -> dict[str, Any]:
     """The reference of a :class:`elign.data.qm9.QM9Data` (EDM's split)."""
+    from elign.data.formula import hill_formula
     from elign.evaluation.chemistry import qm9_train_smiles
     from elign.metrics.composition import composition_metrics, heavy_formula
     from elign.metrics.rdkit_metrics import molecule_smiles
@@ -63,10 +82,12 @@ def build_qm9_reference(data: Any, sample: int = 5000, held_out: int = 2000, see
     total = sum(atoms.values())
     by_size: dict[int, np.ndarray] = {}
     formulas: Counter[str] = Counter()
+    whole_formulas: Counter[str] = Counter()
     for i in train:
         _, t = data.molecule(int(i))
         by_size.setdefault(len(t), np.zeros(len(decoder)))[:] += np.bincount(t, minlength=len(decoder))
         formulas[heavy_formula(t, decoder)] += 1
+        whole_formulas[hill_formula(Counter(decoder[k] for k in t))] += 1
     rng = np.random.default_rng(seed)
     picked = rng.choice(train, size=min(sample, len(train)), replace=False)
     guards = composition_metrics([data.molecule(int(i)) for i in picked], decoder)
@@ -89,6 +110,7 @@ def build_qm9_reference(data: Any, sample: int = 5000, held_out: int = 2000, see
         "unsaturation": guards["unsaturation"],
         "rings_per_molecule": guards["rings_per_molecule"],
         "heavy_formula_frequencies": {f: c / len(train) for f, c in formulas.most_common()},
+        "formula_frequencies": {f: c / len(train) for f, c in whole_formulas.most_common()},
         "novelty_held_out": novelty(test),
         "novelty_qm9_sample": novelty(everything),
     }

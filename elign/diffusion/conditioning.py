@@ -8,8 +8,7 @@ per molecule), and the type channels of the latent are replaced by that assignme
 ``h_s = alpha_s h_0 + sigma_s eps``; before decoding, by the assigned types themselves. (Drawing h_s from the
 forward posterior q(h_s | h_t, h_0) instead, or assigning by the sampled latent rather than the x0 prediction,
 measured worse.) Every molecule has exactly the requested formula, and no training is needed; the molecules are
-less stable than unconditional samples of the same sizes (``benchmarks/formula_sampling.py``). Every molecule has
-exactly the requested formula, and no training is needed.
+less stable than unconditional samples of the same sizes (``benchmarks/formula_sampling.py``).
 """
 
 from __future__ import annotations
@@ -57,16 +56,22 @@ class FixedTypes:
             parts.append(z.unsqueeze(-1) * m / model.norm_values[2])
         return torch.cat(parts, dim=-1).to(node_mask.dtype)
 
-    def noised(self, model, z: torch.Tensor, t: torch.Tensor, node_mask: torch.Tensor, generator=None):
+    def noised(self, model, z: torch.Tensor, t: torch.Tensor, node_mask: torch.Tensor, generator=None, eps=None):
         """z [B, N, 3 + F] with its type channels replaced by the current assignment noised to time t [B, 1],
-        ``h_t = alpha_t h_0 + sigma_t eps`` with fresh noise (before the first assignment: the formula in its
-        given order, which at t = T is pure noise anyway)."""
+        ``h_t = alpha_t h_0 + sigma_t eps`` with fresh noise ``eps`` [B, N, F] (drawn from ``generator`` when not
+        given; before the first assignment: the formula in its given order, which at t = T is pure noise anyway)."""
         if self.h0 is None:
             self.h0 = self._features(model, self.types.to(node_mask.device), node_mask)
-        eps = sample_gaussian_with_mask(node_mask, self.h0.shape[-1], generator)  # [B, N, F]
+        if eps is None:
+            eps = sample_gaussian_with_mask(node_mask, self.h0.shape[-1], generator)  # [B, N, F]
         h_t = model.scheduler.add_noise(self.h0, t, eps)  # [B, N, F]
         return torch.cat([z[..., :3], h_t * node_mask], dim=-1)
 
     def finish(self, z: torch.Tensor) -> torch.Tensor:
         """z_0 with the assigned types themselves, so that decoding returns exactly the formula."""
         return torch.cat([z[..., :3], self.h0], dim=-1)
+
+    def repeat_interleave(self, k: int) -> FixedTypes:
+        """Each molecule k times in a row (a group's shared state branching into its rollouts)."""
+        h0 = None if self.h0 is None else self.h0.repeat_interleave(k, 0)
+        return FixedTypes(self.types.repeat_interleave(k, 0), self.atomic_numbers, h0)

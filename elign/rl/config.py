@@ -15,7 +15,13 @@ class AlignConfig:
     checkpoint: str | None = option(None, "backbone to align: native .safetensors, EDM run dir; None: the shipped one")
     mlff: str | None = option(None, "reward force field: name or .model path; None = the shipped default")
     iterations: int = option(100, "policy-update iterations (each: rollouts, rewards, update)")
-    prompts: int = option(4, "P: molecule sizes per iteration, drawn from the size prior")
+    prompts: int = option(4, "P: molecule sizes (or formulas) per iteration, drawn from the size prior (or QM9)")
+    prompts_by: str = option(
+        "size",
+        "what a group shares: 'size' (a number of atoms from the size prior) or 'formula' (a QM9 training formula, "
+        "drawn by its frequency: the atom types are fixed, only positions are sampled and trained, and the energy "
+        "channel compares isomers)",
+    )
     group_size: int = option(24, "K: rollouts per prompt; advantages are normalised within each group")
     steps: int = option(1000, "denoising steps of the (possibly strided) chain")
     shared_steps: int = option(600, "steps shared by a group before it branches (paper: 600 of 1000, t_b = 400)")
@@ -118,6 +124,10 @@ class AlignConfig:
                 f"w_composition={self.w_composition} must be >= 0, composition_tolerance="
                 f"{self.composition_tolerance} > 0 and composition_momentum={self.composition_momentum} in [0, 1)"
             )
+        if self.prompts_by not in ("size", "formula"):
+            errors.append(f"prompts_by={self.prompts_by!r} must be 'size' or 'formula'")
+        if self.prompts_by == "formula" and self.w_composition:
+            errors.append("with prompts_by='formula' the formulas fix the composition: set w_composition=0")
         if not 0 <= self.train_steps <= self.steps - self.shared_steps:
             errors.append(f"train_steps={self.train_steps} must be in [0, steps - shared_steps]")
         if self.best_by not in ("guarded", "force"):

@@ -25,14 +25,16 @@ def held_out_metrics(
     from elign.diffusion.sampler import sample_molecules
 
     policy.eval()
+    num = num or cfg.eval_samples
     mols = sample_molecules(
         policy,
-        num or cfg.eval_samples,
+        num,
         info.size_probabilities(),
         steps=cfg.steps,
         seed=EVAL_SEED_OFFSET + cfg.seed,
         device=device,
         atomic_numbers=info.atomic_numbers,
+        types=_held_out_types(info, cfg, num),
     )
     scored = score_molecules(ff, mols)
     one_piece = connected(mols, info.atom_decoder)
@@ -51,6 +53,15 @@ def held_out_metrics(
         "eval_uniqueness": chem["uniqueness"],
         **(composition_guards(mols, info.atom_decoder) if guards else {}),
     }
+
+
+def _held_out_types(info, cfg: AlignConfig, num: int) -> torch.Tensor | None:
+    """The held-out molecules' formulas [num, N] when the run's groups share one (a fixed seed), else None."""
+    if cfg.prompts_by != "formula":
+        return None
+    from elign.rl.prompts import formula_prompts
+
+    return formula_prompts(info, num, torch.Generator().manual_seed(EVAL_SEED_OFFSET + cfg.seed))[1]
 
 
 def composition_guards(mols, decoder) -> dict[str, float]:

@@ -6,14 +6,16 @@ other groups share the batch (or the process, under DDP).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from elign.data.batch import MoleculeBatch
 from elign.data.geometry import sample_center_gravity_zero_gaussian
+from elign.diffusion.conditioning import FixedTypes
 from elign.diffusion.edm import EquivariantDiffusion
 from elign.diffusion.sampler import node_mask_from_sizes, timestep_grid
+from elign.diffusion.scheduler import gaussian_log_prob
 
 __all__ = ["Rollouts", "grouped_rollouts", "shared_first_steps"]
 
@@ -23,7 +25,9 @@ class Rollouts:
     """R = G * K rollouts (group-major), L trained (branched) steps each.
 
     The first trained step's input is its group's shared state, so its z_t, std and x0_pred are the same (bit
-    for bit) for the K rollouts of a group; its z_s, drawn with each rollout's own noise, are not.
+    for bit) for the K rollouts of a group; its z_s, drawn with each rollout's own noise, are not. With the atom
+    types fixed (a formula a group), the policy chooses only positions: log-probabilities and the KL cover the
+    position channels (``positions_only``), and x0_pred carries the formula's assigned types.
     """
 
     group_size: int  # K
@@ -36,6 +40,12 @@ class Rollouts:
     log_prob: torch.Tensor  # [L, R] log p(z_s | z_t) under the policy that sampled them (PPO's old log-probs)
     x0_pred: torch.Tensor  # [L, R, N, D] x0 predictions at the inputs
     molecules: MoleculeBatch  # the decoded final molecules (R of them)
+    positions_only: bool = False  # the types were fixed: only the position channels are the policy's choice
+
+    @property
+    def channels(self) -> slice:
+        """The latent channels the policy chooses: all, or the positions when the types are fixed."""
+        return slice(0, 3) if self.positions_only else slice(None)
 
     @property
     def num_groups(self) -> int:
@@ -65,6 +75,23 @@ def _group_noise(
     return torch.cat(parts)
 
 
+def _reverse_step(model, z, mask, t_int, s_int, generators, per_group, fixed: FixedTypes | None, eps=None):
+    """One reverse step of every group's molecules (noise drawn per group); -> (the step, the next latent: z_s, or
+    with fixed types z_s with its type channels replaced by the formula's assignment noised to s)."""
+    ones = torch.ones(z.shape[0], 1, device=z.device)
+    s, t = ones * (s_int / model.T), ones * (t_int / model.T)
+    if eps is None:
+        eps = model.predict_eps(z, t, mask)
+    out = model.scheduler.step(z, eps, s, t, mask, noise=_group_noise(model, mask, generators, per_group))
+    if fixed is None:
+        return out, out.z_s
+    fixed.assign(model, out.x0_pred, mask)  # the formula's types go to the nodes the prediction favours
+    log_prob = gaussian_log_prob(out.z_s[..., :3], out.mean[..., :3], out.std, mask)  # positions only
+    out = replace(out, x0_pred=fixed.finish(out.x0_pred), log_prob=log_prob)
+    types_noise = _group_noise(model, mask, generators, per_group)[..., 3:]
+    return out, fixed.noised(model, out.z_s, s, mask, eps=types_noise)
+
+
 @torch.no_grad()
 def grouped_rollouts(
     model: EquivariantDiffusion,
@@ -75,8 +102,10 @@ def grouped_rollouts(
     generators: list[torch.Generator],
     atomic_numbers: list[int] | None = None,
     max_atoms: int | None = None,
+    types: torch.Tensor | None = None,
 ) -> Rollouts:
-    """sizes [G]: one molecule size per group; generators: one per group, on the model's device."""
+    """sizes [G]: one molecule size per group; generators: one per group, on the model's device; types [G, N]
+    long (-1 on padding): each group's formula, fixed during the chain (needs ``atomic_numbers``)."""
     if len(generators) != len(sizes):
         raise ValueError(f"{len(sizes)} groups but {len(generators)} generators")
     device = model.gamma.gamma.device
@@ -84,36 +113,26 @@ def grouped_rollouts(
     pairs = list(zip(grid[:-1], grid[1:], strict=True))
     K = group_size
     mask = node_mask_from_sizes(sizes, max_atoms, device)  # [G, N, 1]
+    fixed = None if types is None else FixedTypes(types[:, : mask.shape[1]].to(device), list(atomic_numbers))
     z = _group_noise(model, mask, generators, 1)
-
-    def step(z, mask, t_int, s_int, per_group, eps=None):
-        B = z.shape[0]
-        ones = torch.ones(B, 1, device=device)
-        s, t = ones * (s_int / model.T), ones * (t_int / model.T)
-        if eps is None:
-            eps = model.predict_eps(z, t, mask)
-        noise = _group_noise(model, mask, generators, per_group)
-        return model.scheduler.step(z, eps, s, t, mask, noise=noise)
-
+    if fixed is not None:
+        t_first = torch.full((len(sizes), 1), grid[0] / model.T, device=device)
+        z = fixed.noised(model, z, t_first, mask, eps=_group_noise(model, mask, generators, 1)[..., 3:])
     for t_int, s_int in pairs[:shared_steps]:
-        z = step(z, mask, t_int, s_int, 1).z_s
+        z = _reverse_step(model, z, mask, t_int, s_int, generators, 1, fixed)[1]
     # the first branched step's input is its group's shared state: the network sees each group once
     t_first = torch.full((len(sizes), 1), pairs[shared_steps][0] / model.T, device=device)
-    eps_first = model.predict_eps(z, t_first, mask).repeat_interleave(K, 0)  # [R, N, D]
-    mask = mask.repeat_interleave(K, 0)  # [R, N, 1]
-    z = z.repeat_interleave(K, 0)
+    eps = model.predict_eps(z, t_first, mask).repeat_interleave(K, 0)  # [R, N, D]
+    mask, z = mask.repeat_interleave(K, 0), z.repeat_interleave(K, 0)  # [R, N, 1], [R, N, D]
+    fixed = None if fixed is None else fixed.repeat_interleave(K)
     record = {"z_t": [], "z_s": [], "std": [], "log_prob": [], "x0_pred": []}
-    for i, (t_int, s_int) in enumerate(pairs[shared_steps:]):
-        out = step(z, mask, t_int, s_int, K, eps_first if i == 0 else None)
-        for key, value in (
-            ("z_t", z),
-            ("z_s", out.z_s),
-            ("std", out.std),
-            ("log_prob", out.log_prob),
-            ("x0_pred", out.x0_pred),
-        ):
+    for t_int, s_int in pairs[shared_steps:]:
+        out, z_next = _reverse_step(model, z, mask, t_int, s_int, generators, K, fixed, eps)
+        for key, value in (("z_t", z), ("z_s", out.z_s), ("std", out.std), ("log_prob", out.log_prob)):
             record[key].append(value)
-        z = out.z_s
+        record["x0_pred"].append(out.x0_pred)
+        z, eps = z_next, None
+    z = z if fixed is None else fixed.finish(z)
     noise_x = _group_noise(model, mask, generators, K, positions_only=True)
     molecules = model.decode(z, mask, atomic_numbers=atomic_numbers, noise=noise_x)
     trained = pairs[shared_steps:]
@@ -124,6 +143,7 @@ def grouped_rollouts(
         s=torch.tensor([s for _, s in trained], device=device),
         **{k: torch.stack(v) for k, v in record.items()},
         molecules=molecules,
+        positions_only=fixed is not None,
     )
 
 

@@ -39,6 +39,7 @@ from elign.rl.composition import CompositionTracker, type_fractions
 from elign.rl.config import AlignConfig
 from elign.rl.held_out import held_out_metrics, held_out_score
 from elign.rl.loss import clipped_surrogate, gaussian_kl, warmup_cosine
+from elign.rl.prompts import PromptSampler
 from elign.rl.rewards import ScoredRollouts, connected, energy_schedule, nan_mean_std, potentials_on_x0, score_molecules
 from elign.rl.rollout import Rollouts, grouped_rollouts, shared_first_steps
 from elign.training.callbacks import Callback
@@ -53,12 +54,8 @@ from elign.training.distributed import (
 __all__ = ["FedGrpoTrainer", "Callback"]  # Callback: elign.training.callbacks (re-exported)
 
 
-# Every random draw of an iteration is a function of (cfg.seed, iteration[, group]), so a resumed run draws
-# what an uninterrupted one would and each torchrun process draws only its own groups. A multiplier larger
-# than a run's iterations keeps the streams of different seeds apart; each stream has its own.
-SIZES_STREAM = 7919  # the prompts' molecule sizes
-GROUPS_STREAM = 100_003  # a group's rollouts (with GROUPS_PER_ITERATION: one generator per group)
-GROUPS_PER_ITERATION = 1009  # more than any iteration's number of groups
+# Every random draw of an iteration is a function of (cfg.seed, iteration) (the prompts' streams: elign.rl.prompts),
+# so a resumed run draws what an uninterrupted one would.
 MINIBATCH_STREAM = 31  # the update's minibatch order
 TRAINED_STEPS_STREAM = 61  # the update's subset of trained steps (train_steps)
 
@@ -96,6 +93,9 @@ class FedGrpoTrainer:
         self.iteration = 0
         self.best_score = -math.inf
         self.out = Path(config.out_dir)
+        self.prompts = PromptSampler(
+            self.info, config.prompts, config.prompts_by, config.seed, self.rank, self.world, self.device
+        )  # the groups of an iteration: self.prompts(iteration)
         self.composition = CompositionTracker(
             self.info,
             config.composition_momentum,
@@ -132,6 +132,7 @@ class FedGrpoTrainer:
                 "backbone": str(self.cfg.checkpoint),
                 "mlff": str(self.cfg.mlff),
                 "method": "FED-GRPO",
+                "prompts_by": self.cfg.prompts_by,
             },
         )
         buf = io.BytesIO()  # the state last: a kill between the two never leaves the weights behind it
@@ -161,34 +162,20 @@ class FedGrpoTrainer:
             truncate_log(self.out / "metrics.jsonl", "iteration", self.iteration)
         return True
 
-    # ------------------------------------------------------------------ data
-    def prompts(self, iteration: int) -> tuple[torch.Tensor, list[torch.Generator]]:
-        """This process's group sizes [G] and one generator per group: functions of (seed, iteration, group)."""
-        g = torch.Generator().manual_seed(self.cfg.seed * SIZES_STREAM + iteration)
-        sizes = torch.multinomial(self.info.size_probabilities(), self.cfg.prompts, replacement=True, generator=g)
-        per = self.cfg.prompts // self.world
-        mine = range(self.rank * per, (self.rank + 1) * per)
-        gens = [
-            torch.Generator(device=self.device).manual_seed(
-                (self.cfg.seed * GROUPS_STREAM + iteration) * GROUPS_PER_ITERATION + k
-            )
-            for k in mine
-        ]
-        return sizes[self.rank * per : (self.rank + 1) * per], gens
-
     # ------------------------------------------------------------------ one iteration
     def rollout_and_score(self, iteration: int) -> ScoredRollouts:
-        sizes, gens = self.prompts(iteration)
+        prompts = self.prompts(iteration)
         t0 = time.perf_counter()
         self.policy.eval()
         ro = grouped_rollouts(
             self.policy,
-            sizes,
+            prompts.sizes,
             self.cfg.group_size,
             self.cfg.steps,
             self.cfg.shared_steps,
-            gens,
+            prompts.generators,
             self.info.atomic_numbers,
+            types=prompts.types,
         )
         t1 = time.perf_counter()
         final = score_molecules(self.ff, ro.molecules)
@@ -273,7 +260,8 @@ class FedGrpoTrainer:
             yield steps[start : start + self.cfg.chunk], rolls[start : start + self.cfg.chunk]
 
     def _forward(self, model, ro: Rollouts, l_idx, r_idx):
-        """Mean [M, N, D] and log-prob [M] of the stored z_s under ``model`` for items (l, r)."""
+        """Mean [M, N, D'] and log-prob [M] of the stored z_s under ``model`` for items (l, r), over the channels
+        the policy chooses (D' = D, or the 3 positions when the types were fixed)."""
         dev = self.device
         l_idx, r_idx = l_idx.to(dev), r_idx.to(dev)
         z_t, z_s, mask = ro.z_t[l_idx, r_idx], ro.z_s[l_idx, r_idx], ro.node_mask[r_idx]
@@ -286,6 +274,7 @@ class FedGrpoTrainer:
             rows, inverse = shared
             eps = model.predict_eps(z_t[rows], t[rows].view(-1, 1), mask[rows])[inverse]
         mean, std, _ = model.scheduler.reverse(z_t, eps, s, t, mask)  # ... then the Gaussian step
+        mean, z_s = mean[..., ro.channels], z_s[..., ro.channels]
         return mean, std, gaussian_log_prob(z_s, mean, std, mask), mask
 
     def trained_steps(self, num_steps: int, iteration: int) -> torch.Tensor:
@@ -311,7 +300,7 @@ class FedGrpoTrainer:
         minibatches = order.tensor_split(self.cfg.minibatches)
         use_kl = self.cfg.kl_beta != 0
         if use_kl:
-            kl_ref_mean = torch.empty(L, R, *ro.z_t.shape[2:], device=self.device)
+            kl_ref_mean = torch.empty(L, R, *ro.z_t[..., ro.channels].shape[2:], device=self.device)
             with torch.no_grad():
                 for l_idx, r_idx in self._items(ro, torch.arange(R), step_ids):
                     kl_ref_mean[l_idx, r_idx] = self._forward(self.reference, ro, l_idx, r_idx)[0]
