@@ -452,3 +452,26 @@ def test_an_original_edm_run_directory_is_recorded_with_the_hash_of_the_files_it
     weights = run / "generative_model_ema.npy"
     assert row.source["checkpoint"] == str(run)
     assert row.source["sha256"] == hashlib.sha256((run / "args.pickle").read_bytes() + weights.read_bytes()).hexdigest()
+
+
+def test_a_report_of_formulas_samples_their_isomers_and_counts_them(inputs, tmp_path) -> None:
+    from elign.evaluation import samples
+    from elign.evaluation.chemistry import chemistry_rows
+    from elign.evaluation.summary import report_lines
+
+    tiny = str(inputs["tiny0"])
+    rows = samples.collect_samples([tiny], num=3, steps=3, seed=2, formulas=["CH4", "H2O"], cache_dir=tmp_path)
+    s = rows[0]
+    assert len(s.molecules) == 6 and s.source["formulas"] == ["CH4", "H2O"] and s.source["per_formula"] == 3
+    assert [sorted(t.tolist()) for _, t in s.molecules] == [[0, 0, 0, 0, 1]] * 3 + [[0, 0, 3]] * 3  # H C / H O
+    chem, table = chemistry_rows(s, None)
+    assert chem["exact_formula"] == 1.0 and chem["formulas"] == 2
+    assert [r["requested_formula"] for r in table] == ["CH4"] * 3 + ["H2O"] * 3
+    if chem["isomer_uniqueness"] is not None:  # distinct valid SMILES of a formula: methane has one isomer
+        assert 0 < chem["isomer_uniqueness"] <= 1
+    again = samples.collect_samples([tiny], num=3, steps=3, seed=2, formulas=["CH4", "H2O"], cache_dir=tmp_path)[0]
+    assert again.throughput.get("cached")  # the cache key holds the formulas
+    other = samples.collect_samples([tiny], num=3, steps=3, seed=2, formulas=["NH3", "H2O"], cache_dir=tmp_path)[0]
+    assert not other.throughput.get("cached")
+    report = {"models": [{"name": "tiny0", "n": 6, "throughput": {}, "chemistry": chem, "physics": {}}]}
+    assert "2 formulas: exact formula 1.000" in "\n".join(report_lines(report))

@@ -41,7 +41,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="MODEL:MLFF:SCALE",
         help="baseline row: MODEL sampled with force guidance by MLFF at SCALE (repeatable)",
     )
-    e.add_argument("--num", type=positive_int, default=100, help="molecules per model")
+    e.add_argument(
+        "--formula",
+        action="append",
+        default=[],
+        help="sample isomers of this formula (or of each formula in a file; repeatable): --num of each, the atom "
+        "types fixed",
+    )
+    e.add_argument("--num", type=positive_int, default=100, help="molecules per model (per formula with --formula)")
     e.add_argument("--steps", type=positive_int, default=None, help="denoising steps (default: the model's T)")
     e.add_argument("--seed", type=int, help="seed of sizes, sampling, DFT subsample and bootstrap (default 0)")
     e.add_argument("--batch-size", type=positive_int, default=256)
@@ -107,8 +114,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from elign.evaluation.summary import report_lines
 
         report = evaluate_sources(
-            args.checkpoint, args.guided, args.samples, settings, args.out, args.num, args.steps, args.batch_size
-        )
+            args.checkpoint, args.guided, args.samples, settings, args.out, args.num, args.steps, args.batch_size,
+            formulas=args.formula,
+        )  # fmt: skip
         print("\n".join(report_lines(report)))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1 if args.out else 2))

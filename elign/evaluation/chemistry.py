@@ -104,4 +104,28 @@ def chemistry_rows(s: ModelSamples, train: set[str] | None) -> tuple[dict[str, A
                 "n_fragments": n_fragments(x, t, s.info.atom_decoder),
             }
         )
+    if s.source.get("formulas"):
+        chem |= formula_figures(rows, s.source["formulas"], s.source["per_formula"])
     return chem, rows
+
+
+def formula_figures(rows: list[dict], formulas: list[str], per_formula: int) -> dict[str, Any]:
+    """Molecules sampled as isomers of formulas (``per_formula`` of each, in order): the share with exactly the
+    requested formula, and isomer uniqueness (distinct valid SMILES of a formula over its valid molecules,
+    pooled over the formulas). Each row gets its ``requested_formula``."""
+    from elign.data.formula import parse_formula
+
+    exact, valid, distinct = 0, 0, 0
+    for k, formula in enumerate(formulas):
+        wanted = hill_formula(parse_formula(formula))
+        block = rows[k * per_formula : (k + 1) * per_formula]
+        for row in block:
+            row["requested_formula"] = wanted
+        exact += sum(row["formula"] == wanted for row in block)
+        smiles = [row["smiles"] for row in block if row["valid"]]
+        valid, distinct = valid + len(smiles), distinct + len(set(smiles))
+    return {
+        "formulas": len(formulas),
+        "exact_formula": exact / max(1, len(rows)),
+        "isomer_uniqueness": distinct / valid if valid else None,
+    }

@@ -118,18 +118,22 @@ def evaluate_sources(
     num: int = 100,
     steps: int | None = None,
     batch_size: int = 256,
+    formulas: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The report of checkpoints, guided baselines ('MODEL:MLFF:SCALE') and sample files: the checkpoints are
-    sampled on the same sizes and seed (kept in ``out_dir``/samples_cache, so a rerun of an interrupted report does
-    not sample again), then :func:`evaluate_models`."""
+    sampled on the same sizes and seed (``num`` isomers of each of ``formulas`` when given; kept in
+    ``out_dir``/samples_cache, so a rerun of an interrupted report does not sample again), then
+    :func:`evaluate_models`."""
     if not (checkpoints or guided or sample_files):
         raise ValueError("nothing to evaluate: give --checkpoint, --guided or --samples")
+    from elign.data.formula import read_formulas
     from elign.evaluation.samples import collect_samples
 
     samples = collect_samples(
         checkpoints, guided, sample_files, num=num, steps=steps, seed=settings.seed, batch_size=batch_size,
         device=settings.device, progress=settings.progress, cache_dir=Path(out_dir) / "samples_cache",
+        formulas=read_formulas(formulas) if formulas else (),
     )  # fmt: skip
     run_info = {"num": num, "steps": steps, "batch_size": batch_size, "checkpoints": list(checkpoints)}
-    run_info |= {"guided": list(guided), "samples": list(sample_files)}
+    run_info |= {"guided": list(guided), "samples": list(sample_files), "formulas": list(formulas)}
     return evaluate_models(samples, settings, out_dir, run_info)

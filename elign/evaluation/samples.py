@@ -104,9 +104,10 @@ def _sample(
     device: str,
     guidance: tuple[str, float] | None,
     progress: bool,
+    types: Any = None,
 ) -> tuple[list[Pair], dict[str, Any]]:
-    """Sample ``num`` molecules of sizes [num]; -> (molecules, throughput: seconds, molecules/s, settings and,
-    with guidance, the force field's calls and time)."""
+    """Sample ``num`` molecules of sizes [num] (or of the atom types [num, N] of formulas); -> (molecules,
+    throughput: seconds, molecules/s, settings and, with guidance, the force field's calls and time)."""
     from elign.diffusion.sampler import ForceGuidance, sample_molecules
     from elign.metrics.bonds import split_molecules
 
@@ -126,8 +127,9 @@ def _sample(
         device=device,
         atomic_numbers=info.atomic_numbers,
         progress=progress,
-        sizes=sizes,
+        sizes=None if types is not None else sizes,
         guidance=guide,
+        types=types,
     )
     seconds = time.perf_counter() - t0
     throughput = {
@@ -162,10 +164,12 @@ def sample_checkpoint(
     progress: bool = False,
     cache_dir: str | os.PathLike | None = None,
     loaded: tuple[Any, Any, Path] | None = None,
+    formulas: Sequence[str] = (),
 ) -> ModelSamples:
     """Sample ``num`` molecules of the given sizes [num] from a checkpoint, timing it (throughput).
 
-    ``loaded``: the checkpoint already loaded on ``device``, as (model, config, resolved path).
+    ``loaded``: the checkpoint already loaded on ``device``, as (model, config, resolved path). ``formulas``:
+    sample ``num`` isomers of each instead (the atom types fixed, :mod:`elign.diffusion.conditioning`).
 
     With ``cache_dir`` the molecules are kept there as soon as they are sampled, under a key of everything
     that decides them (checkpoint hash, sizes, seed, steps, batch size, device, guidance), and a later call
@@ -190,12 +194,19 @@ def sample_checkpoint(
     }
     if guidance is not None:
         source |= {"guidance_mlff": guidance[0], "guidance_scale": guidance[1]}
+    types = None
+    if formulas:
+        from elign.data.formula import formula_batch
+
+        source |= {"formulas": list(formulas), "per_formula": num}
+        types = formula_batch(formulas, num, info.atom_decoder, info.max_n_nodes)  # [F * num, N]
+        sizes, num = (types >= 0).sum(1), len(types)
     key = _samples_key(source, sizes, num, batch_size, device)
     cache = Path(cache_dir) / f"{key[:24]}.npz" if cache_dir is not None else None
     if cache is not None and cache.is_file() and (kept := _read_samples(cache, key)) is not None:
         molecules, throughput = kept
         return ModelSamples(name, molecules, info, source, {**throughput, "cached": str(cache)})
-    molecules, throughput = _sample(model, info, num, sizes, steps, seed, batch_size, device, guidance, progress)
+    molecules, throughput = _sample(model, info, num, sizes, steps, seed, batch_size, device, guidance, progress, types)
     if cache is not None:
         _write_samples(cache, key, molecules, throughput)
     return ModelSamples(name, molecules, info, source, throughput)
@@ -263,10 +274,12 @@ def collect_samples(
     device: str = "cpu",
     progress: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    formulas: Sequence[str] = (),
 ) -> list[ModelSamples]:
     """The report's rows: each checkpoint, then each guided baseline ('MODEL:MLFF:SCALE'), sampled on the same
-    sizes (drawn from the first model's size prior) and seed; then each SDF file. Names are unique. With
-    ``cache_dir``, sampled molecules are kept there and reused by a later call (:func:`sample_checkpoint`)."""
+    sizes (drawn from the first model's size prior; with ``formulas``, ``num`` isomers of each) and seed; then
+    each SDF file. Names are unique. With ``cache_dir``, sampled molecules are kept there and reused by a later
+    call (:func:`sample_checkpoint`)."""
     import torch
 
     from elign.io.assets import resolve_checkpoint
@@ -299,6 +312,7 @@ def collect_samples(
         device=device,
         progress=progress,
         cache_dir=cache_dir,
+        formulas=formulas,
     )
     out = [sample_checkpoint(c, _unique(_checkpoint_name(c), taken), loaded=loaded[c], **common) for c in checkpoints]
     for spec, mlff, scale in parsed:

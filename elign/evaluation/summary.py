@@ -55,6 +55,11 @@ def report_lines(report: dict[str, Any]) -> list[str]:
             f"{m['name']}: n {m['n']}, atom stability {_figure(c.get('atom_stability'))}, molecule stability "
             f"{_figure(c.get('molecule_stability'))}, validity {_figure(c.get('validity'))}{rate}"
         )
+        if c.get("formulas"):
+            lines.append(
+                f"  {c['formulas']} formulas: exact formula {_figure(c['exact_formula'])}, isomer uniqueness "
+                f"{_figure(c['isomer_uniqueness'])}"
+            )
         if line := guards_line(c.get("composition")):
             lines.append(f"  {line}")
         lines += [_physics_line(group, g) for group, g in m["physics"].items()]

@@ -19,6 +19,7 @@ CSV_COLUMNS = (
     "index",
     "n_atoms",
     "formula",
+    "requested_formula",
     "smiles",
     "valid",
     "molecule_stable",
