@@ -475,3 +475,23 @@ def test_a_report_of_formulas_samples_their_isomers_and_counts_them(inputs, tmp_
     assert not other.throughput.get("cached")
     report = {"models": [{"name": "tiny0", "n": 6, "throughput": {}, "chemistry": chem, "physics": {}}]}
     assert "2 formulas: exact formula 1.000" in "\n".join(report_lines(report))
+
+
+def test_an_isomers_energy_is_measured_above_the_lowest_relaxed_isomer_of_its_formula() -> None:
+    from elign.evaluation.physics import isomer_energy_columns
+    from elign.evaluation.referees import EV_TO_KCAL_MOL
+
+    def row(formula, energy, relax_kcal, reason=None, requested="C2H6O"):
+        return {"formula": formula, "requested_formula": requested, "xtb_energy": energy,
+                "xtb_delta_e_relax": relax_kcal, "xtb_reason": reason}  # fmt: skip
+
+    backbone = [row("C2H6O", -10.0, 23.060547830619), row("C2H6O", -10.5, 0.0)]  # relaxed: -11.0, -10.5 eV
+    aligned = [row("C2H6O", -10.8, 0.0), row("C2H6O", -99.0, 0.0, reason="SCF"), row("CH4", -5.0, 0.0)]
+    plain = [{"formula": "CH4", "xtb_energy": -5.0, "xtb_delta_e_relax": 0.0, "xtb_reason": None}]
+    assert isomer_energy_columns([backbone, aligned, plain])
+    above = [r["xtb_energy_above_minimum"] for r in backbone + aligned]
+    expected = [1.0 * EV_TO_KCAL_MOL, 0.5 * EV_TO_KCAL_MOL, 0.2 * EV_TO_KCAL_MOL]
+    assert above[:3] == pytest.approx(expected)  # the lowest relaxed isomer is the backbone's first, -11.0 eV
+    assert math.isnan(above[3]) and math.isnan(above[4])  # a failed referee, a molecule of another formula
+    assert "xtb_energy_above_minimum" not in plain[0]  # no formula was asked for
+    assert not isomer_energy_columns([plain])

@@ -36,6 +36,16 @@ METRICS: tuple[Metric, ...] = (
     Metric("xtb_rms_force", "RMS force (GFN2-xTB)", "eV/A", "lower", "xtb"),
     Metric("xtb_delta_e_relax", "relaxation energy dE_relax (GFN2-xTB)", "kcal/mol", "lower", "xtb"),
     Metric("xtb_rmsd", "relaxation RMSD (GFN2-xTB)", "A", "lower", "xtb"),
+    # molecules sampled as isomers of formulas only: the sampled geometry's energy above the formula's lowest
+    # relaxed isomer of any model
+    Metric(
+        "xtb_energy_above_minimum",
+        "energy above the formula's best relaxed isomer (GFN2-xTB)",
+        "kcal/mol",
+        "lower",
+        "xtb",
+        plot=False,
+    ),  # fmt: skip
     Metric("dft_formation_energy", "formation energy (DFT)", "eV/atom", "lower", "dft"),
     Metric("dft_rms_force", "RMS force (DFT)", "eV/A", "lower", "dft"),
 )

@@ -40,7 +40,7 @@ def _physics_columns(
     """Fill each model's rows with the figures of every force field and referee asked for; -> (the groups
     computed, what each group ran)."""
     from elign.evaluation.dft_subsample import dft_columns
-    from elign.evaluation.physics import ff_columns, independent_from_xtb, xtb_columns
+    from elign.evaluation.physics import ff_columns, independent_from_xtb, isomer_energy_columns, xtb_columns
 
     groups, info = [], {}
     if settings.mlff:
@@ -48,6 +48,7 @@ def _physics_columns(
         groups.append("reward")
     if "xtb" in settings.referees:
         info["xtb"] = xtb_columns(samples, rows, settings, out)
+        info["xtb"]["isomer_minimum"] = isomer_energy_columns(rows)
     if settings.independent and settings.independent.lower() in ("xtb", "gfn2-xtb") and "xtb" in settings.referees:
         info["independent"] = independent_from_xtb(samples, rows)
     elif settings.independent:

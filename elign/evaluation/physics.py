@@ -151,6 +151,25 @@ def xtb_columns(
     }
 
 
+def isomer_energy_columns(rows: list[list[dict]]) -> bool:
+    """Molecules sampled as isomers of formulas (``requested_formula``) get ``xtb_energy_above_minimum``: their
+    xTB energy at the sampled geometry above the lowest xTB-relaxed energy any model's molecule of that formula
+    reached (kcal/mol), how far each isomer sits from the best minimum found. -> whether any row got it."""
+    from elign.evaluation.referees import EV_TO_KCAL_MOL
+
+    def scored(r: dict) -> bool:
+        return r.get("requested_formula") == r["formula"] and r.get("xtb_reason") is None
+
+    lowest: dict[str, float] = {}
+    for r in (r for model_rows in rows for r in model_rows if scored(r)):
+        relaxed = r["xtb_energy"] - r["xtb_delta_e_relax"] / EV_TO_KCAL_MOL  # eV
+        lowest[r["formula"]] = min(lowest.get(r["formula"], math.inf), relaxed)
+    for r in (r for model_rows in rows for r in model_rows if r.get("requested_formula")):
+        above = (r["xtb_energy"] - lowest[r["formula"]]) * EV_TO_KCAL_MOL if scored(r) else math.nan
+        r["xtb_energy_above_minimum"] = above
+    return bool(lowest)
+
+
 def independent_from_xtb(samples: Sequence[ModelSamples], rows: list[list[dict]]) -> dict[str, Any]:
     """Independent-model figures from the xTB referee's single point at the sampled geometry (no second run)."""
     from elign.mlff.xtb import XTBForceField

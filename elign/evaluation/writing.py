@@ -33,6 +33,7 @@ CSV_COLUMNS = (
     "xtb_rms_force",
     "xtb_delta_e_relax",
     "xtb_rmsd",
+    "xtb_energy_above_minimum",
     "xtb_converged",
     "xtb_steps",
     "xtb_reason",
