@@ -68,7 +68,14 @@ def main() -> None:
     ap.add_argument("--min-atoms", type=int, default=12)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--seed", type=int, default=4242)
+    ap.add_argument("--write-formulas", metavar="PATH", help="only write the drawn formulas to PATH, one a line")
     args = ap.parse_args()
+    if args.write_formulas:
+        formulas = held_out_formulas(args.formulas, args.min_atoms, args.seed)
+        header = f"# {args.formulas} formulas of QM9's test split, >= {args.min_atoms} atoms, seed {args.seed}\n"
+        Path(args.write_formulas).write_text(header + "\n".join(formulas) + "\n")
+        print(f"wrote {len(formulas)} formulas to {args.write_formulas}")
+        return
 
     from elign.data.formula import formula_batch
     from elign.diffusion.sampler import sample_molecules
