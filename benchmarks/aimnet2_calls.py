@@ -13,11 +13,10 @@
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+from functools import partial
 
 import torch
-from harness import device_name, write_results
+from harness import alternate, device_name, repeated, timed, write_results
 
 from elign.mlff.aimnet2 import AIMNet2ForceField
 
@@ -40,12 +39,6 @@ def padded(positions, numbers, mask, multiple: int):
     return pad(positions, (0, 0, 0, extra)), pad(numbers, (0, extra)), pad(mask, (0, extra))
 
 
-def timed(call, *args) -> float:
-    t0 = time.perf_counter()
-    call(*args)
-    return time.perf_counter() - t0
-
-
 def call_cost(ff: AIMNet2ForceField, repeats: int) -> list[str]:
     lines = []
     for kind, call in (("energies", ff._compute_energy_padded), ("energies and forces", ff._compute_padded)):
@@ -54,9 +47,7 @@ def call_cost(ff: AIMNet2ForceField, repeats: int) -> list[str]:
         for atoms in (9, 17, 25):
             cells = []
             for count in (1, 4, 16, 64):
-                args = molecules(count, atoms)
-                call(*args)
-                seconds = statistics.median(timed(call, *args) for _ in range(repeats))
+                seconds = repeated(partial(call, *molecules(count, atoms)), repeats, warmup=1).median
                 rows.append((count * atoms, seconds))
                 cells.append(f"{count} x {atoms}: {seconds * 1e3:.1f} ms")
             table.append(", ".join(cells))
@@ -78,12 +69,9 @@ def padding_cost(ff: AIMNet2ForceField, repeats: int) -> list[str]:
         args = molecules(32, atoms)
         args8 = padded(*args, 8)
         for kind, call in (("energies", ff._compute_energy_padded), ("forces", ff._compute_padded)):
-            exact, eight = [], []
-            for _ in range(repeats):
-                exact.append(timed(call, *args))
-                eight.append(timed(call, *args8))
+            timings = alternate({"exact": partial(call, *args), "eight": partial(call, *args8)}, repeats, report=False)
             difference = (call(*args).energy - call(*args8).energy).abs().max().item()
-            a, b = statistics.median(eight), statistics.median(exact)
+            a, b = timings["eight"].median, timings["exact"].median
             lines.append(
                 f"32 molecules of {atoms} atoms, {kind}: padded to {args8[0].shape[1]} {a * 1e3:.0f} ms -> unpadded "
                 f"{b * 1e3:.0f} ms, ratio {a / b:.2f}x; largest energy difference {difference:.1e} eV"
@@ -94,8 +82,8 @@ def padding_cost(ff: AIMNet2ForceField, repeats: int) -> list[str]:
 def new_shapes(ff: AIMNet2ForceField) -> list[str]:
     cells = []
     for atoms in (21, 22, 23, 26):
-        args = molecules(8, atoms)
-        first, second = timed(ff._compute_energy_padded, *args), timed(ff._compute_energy_padded, *args)
+        call = partial(ff._compute_energy_padded, *molecules(8, atoms))
+        first, second = timed(call)[0], timed(call)[0]
         cells.append(f"{atoms} atoms {first * 1e3:.1f} / {second * 1e3:.1f} ms")
     return ["first / second call of a new size (8 molecules, energies): " + ", ".join(cells)]
 
@@ -110,10 +98,7 @@ def main() -> None:
     ff = AIMNet2ForceField(device="cpu")
     lines = [f"device: {device_name('cpu')}, the wB97M-D3 ensemble (4 members), float32"]
     lines += new_shapes(ff) + call_cost(ff, args.repeats) + padding_cost(ff, args.repeats)
-    if args.no_results:
-        print("\n".join(lines))
-    else:
-        write_results("AIMNet2 calls (benchmarks/aimnet2_calls.py)", lines)
+    write_results("AIMNet2 calls (benchmarks/aimnet2_calls.py)", lines, write=not args.no_results)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ CUDA (when present): the paper preset (4 x 24 rollouts, 1000 steps, branch at 40
 
 ``--compare-compile`` (CPU) also builds a second trainer whose policy and reference networks run through
 ``torch.compile`` (``EGNNDynamics.compile_padded_forward``, as ``elign pretrain`` compiles), lets it compile over
-its first two iterations, then alternates the two trainers' iterations 2..N (the same prompts for both):
+its first two iterations, then alternates the two trainers' iterations 2..N (the same prompts for both; the
+order reversed every other iteration, benchmarks/harness.py):
 
     python benchmarks/align_speed.py --threads 1 --iterations 12 --compare-compile
 
@@ -18,13 +19,11 @@ paper-preset target refers to; MACE-OFF weights cannot be downloaded here), buil
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from harness import device_name, write_results
+from harness import alternate, device_name, median_ratio, paired_ratios, timed, write_results
 
 from elign.rl.config import AlignConfig
 from elign.rl.trainer import FedGrpoTrainer
@@ -68,22 +67,17 @@ def compare_compile(args, mlff: str | None) -> str:
         compiled = trainers["compiled"]
         compiled.policy.dynamics.compile_padded_forward()
         compiled.reference.dynamics.compile_padded_forward()
-        t0 = time.perf_counter()
-        for trainer in trainers.values():  # iterations 0 and 1: the force field's warm-up and the compilations
-            for _ in range(2):
-                trainer.run_iteration()
-        first_s = time.perf_counter() - t0
-        times = {name: [] for name in trainers}
-        for _ in range(2, args.iterations):
-            for name, trainer in trainers.items():
-                times[name].append(trainer.run_iteration()["time_iteration"])
-    ratios = [e / c for e, c in zip(times["eager"], times["compiled"], strict=True)]
+        # iterations 0 and 1: the force field's warm-up and the compilations
+        first_s, _ = timed(lambda: [trainer.run_iteration() for trainer in trainers.values() for _ in range(2)])
+        iterations = {name: trainer.run_iteration for name, trainer in trainers.items()}
+        timings = alternate(iterations, args.iterations - 2, report=False)
+    eager, compiled = timings["eager"], timings["compiled"]
     line = (
         f"cpu-demo iterations 2-{args.iterations - 1}, one process, {torch.get_num_threads()} thread(s), networks "
-        f"compiled against eager: mean {statistics.mean(times['compiled']):.2f} s against "
-        f"{statistics.mean(times['eager']):.2f} s, eager/compiled median {statistics.median(ratios):.2f}x "
-        f"(per iteration: {', '.join(f'{r:.2f}' for r in ratios)}); iterations 0-1 of both took {first_s:.0f} s "
-        f"(compilations included)"
+        f"compiled against eager: mean {compiled.mean:.2f} s against {eager.mean:.2f} s, eager/compiled median "
+        f"{median_ratio(eager, compiled):.2f}x (per iteration: "
+        f"{', '.join(f'{r:.2f}' for r in paired_ratios(eager, compiled))}); iterations 0-1 of both took "
+        f"{first_s:.0f} s (compilations included)"
     )
     print(line)
     return line

