@@ -9,25 +9,16 @@ PySCF's ``b3lyp`` is the VWN-RPA variant since PySCF 2.3, the same as Gaussian's
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from elign.data.elements import QM9_ATOMIC_NUMBERS
 from elign.mlff._pool import run_with_deadline
-from elign.mlff.base import (
-    BOHR_TO_ANGSTROM,
-    ELEMENT_SYMBOLS,
-    GROUND_STATE_UNPAIRED,
-    HARTREE_TO_EV,
-    ComputeOutput,
-    ForceField,
-    missing_extra,
-)
+from elign.mlff.base import BOHR_TO_ANGSTROM, ELEMENT_SYMBOLS, HARTREE_TO_EV, missing_extra
+from elign.mlff.single_point import SinglePointForceField
 
 __all__ = ["DFTForceField", "DFTLevel", "QM9_ATOM_U0_HARTREE", "dft_single_point"]
 
@@ -80,47 +71,39 @@ def dft_single_point(
     return float(energy) * HARTREE_TO_EV, forces
 
 
-class DFTForceField(ForceField):
+class DFTForceField(SinglePointForceField):
     """PySCF DFT energies and forces (CPU); slow: meant for small evaluation subsamples."""
 
     name = "dft"
     supported_elements = frozenset(range(1, 37))
+    method_label = "DFT"
 
     def __init__(
         self,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float64,
+        *args: Any,
         level: DFTLevel | None = None,
-        n_workers: int = 1,
         threads_per_worker: int | None = None,
         time_limit: float | None = 600.0,
         reference_elements: tuple[int, ...] = QM9_ATOMIC_NUMBERS,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(device, dtype)
+        """``*args``, ``**kwargs``: device, dtype, n_workers (:class:`SinglePointForceField`)."""
+        super().__init__(*args, **kwargs)
         try:
             import pyscf  # noqa: F401
         except ImportError as err:
             raise missing_extra("pyscf", err) from err
         self.level = level or DFTLevel()
         self.name = f"dft:{self.level.xc}/{self.level.basis}"
-        self.n_workers = n_workers
-        self.threads = threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, n_workers))
+        self.threads = threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, self.n_workers))
         self.time_limit = time_limit
         self.reference_elements = reference_elements
 
-    def _run(self, tasks: list[Any], N: int) -> ComputeOutput:
-        results = run_with_deadline(dft_single_point, tasks, self.n_workers, self.time_limit)
-        return ComputeOutput.from_single_points(results, N, "DFT", self.device)
+    def _reference_elements(self) -> list[int]:
+        return list(self.reference_elements)
 
-    def _compute(self, positions: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor) -> ComputeOutput:
-        pos, z, m = positions.detach().cpu().double().numpy(), numbers.cpu().numpy(), mask.cpu().numpy()
-        level = asdict(self.level)
-        tasks = [(z[b][m[b]].tolist(), pos[b][m[b]], 0, level, self.threads, True) for b in range(len(z))]
-        return self._run(tasks, positions.shape[1])
+    def _task(self, numbers: list[int], positions: np.ndarray, uhf: int, with_forces: bool) -> tuple:
+        return numbers, positions, uhf, asdict(self.level), self.threads, with_forces
 
-    def _compute_reference_energies(self) -> dict[int, float]:
-        level = asdict(self.level)
-        els = list(self.reference_elements)
-        tasks = [([z], np.zeros((1, 3)), GROUND_STATE_UNPAIRED[z], level, self.threads, False) for z in els]
-        out = self._run(tasks, 1)
-        return {z: float(e) for z, e in zip(els, out.energy.tolist(), strict=True) if math.isfinite(e)}
+    def _single_points(self, tasks: list[tuple]) -> list:
+        return run_with_deadline(dft_single_point, tasks, self.n_workers, self.time_limit)

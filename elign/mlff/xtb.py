@@ -5,23 +5,15 @@ Reference energies: isolated atoms at GFN2-xTB with their ground-state number of
 
 from __future__ import annotations
 
-import math
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
-import torch
 
 from elign.mlff._pool import run_pool
-from elign.mlff.base import (
-    BOHR_TO_ANGSTROM,
-    GROUND_STATE_UNPAIRED,
-    HARTREE_TO_EV,
-    ComputeOutput,
-    ForceField,
-    missing_extra,
-)
+from elign.mlff.base import BOHR_TO_ANGSTROM, HARTREE_TO_EV, missing_extra
+from elign.mlff.single_point import SinglePointForceField
 
 __all__ = ["XTBForceField", "xtb_single_point"]
 
@@ -40,28 +32,22 @@ def xtb_single_point(task: tuple[list[int], np.ndarray, int, str, float]) -> tup
     return energy, forces
 
 
-class XTBForceField(ForceField):
+class XTBForceField(SinglePointForceField):
     """GFN2-xTB energies and forces; ``n_workers`` > 1 uses a spawned process pool (created on first use)."""
 
     name = "gfn2-xtb"
     supported_elements = frozenset(range(1, 87))
+    method_label = "GFN2-xTB"
 
-    def __init__(
-        self,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float64,
-        n_workers: int = 1,
-        method: str = "GFN2-xTB",
-        accuracy: float = 1.0,
-    ) -> None:
-        super().__init__(device, dtype)
+    def __init__(self, *args: Any, method: str = "GFN2-xTB", accuracy: float = 1.0, **kwargs: Any) -> None:
+        """``*args``, ``**kwargs``: device, dtype, n_workers (:class:`SinglePointForceField`)."""
+        super().__init__(*args, **kwargs)
         try:
             import tblite.interface  # noqa: F401
         except ImportError as err:
             raise missing_extra("tblite", err) from err
         self.method = method
         self.accuracy = accuracy
-        self.n_workers = n_workers
         self._executor: ProcessPoolExecutor | None = None
 
     def _pool(self) -> ProcessPoolExecutor | None:
@@ -79,20 +65,8 @@ class XTBForceField(ForceField):
     def __del__(self) -> None:
         self.close()
 
-    def _tasks(self, positions: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor, uhf: list[int]) -> list:
-        pos, z, m = positions.detach().cpu().double().numpy(), numbers.cpu().numpy(), mask.cpu().numpy()
-        return [(z[b][m[b]].tolist(), pos[b][m[b]], uhf[b], self.method, self.accuracy) for b in range(len(z))]
+    def _task(self, numbers: list[int], positions: np.ndarray, uhf: int, with_forces: bool) -> tuple:
+        return numbers, positions, uhf, self.method, self.accuracy  # tblite gives the gradient anyway
 
-    def _run(self, tasks: list[Any], N: int) -> ComputeOutput:
-        results = run_pool(xtb_single_point, tasks, self._pool())
-        return ComputeOutput.from_single_points(results, N, "GFN2-xTB", self.device)
-
-    def _compute(self, positions: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor) -> ComputeOutput:
-        tasks = self._tasks(positions, numbers, mask, [0] * positions.shape[0])
-        return self._run(tasks, positions.shape[1])
-
-    def _compute_reference_energies(self) -> dict[int, float]:
-        elements = sorted(GROUND_STATE_UNPAIRED)
-        tasks = [([z], np.zeros((1, 3)), GROUND_STATE_UNPAIRED[z], self.method, self.accuracy) for z in elements]
-        out = self._run(tasks, 1)
-        return {z: float(e) for z, e in zip(elements, out.energy.tolist(), strict=True) if math.isfinite(e)}
+    def _single_points(self, tasks: list[tuple]) -> list:
+        return run_pool(xtb_single_point, tasks, self._pool())
