@@ -86,41 +86,17 @@ def main() -> None:
 
     fig, ax = plt.subplots(figsize=(10, 4.2))
     m = [r["train_minutes"] for r in val]
-    ax.plot(
-        m,
-        [r["val_molecule_stability"] for r in val],
-        "o-",
-        ms=3,
-        color="tab:blue",
-        label="molecule stability, 100 samples x 100 steps (training log)",
-    )
-    ax.plot(
-        m,
-        [r["val_atom_stability"] for r in val],
-        "o-",
-        ms=3,
-        color="tab:blue",
-        alpha=0.35,
-        label="atom stability, same samples",
-    )
     em = [e["train_minutes"] for e in evals]
-    ax.plot(
-        em,
-        [e["molecule_stability"] for e in evals],
-        "s",
-        ms=7,
-        color="tab:red",
-        label="molecule stability, 1,000 samples x 1000 steps (seed 0)",
-    )
-    ax.plot(
-        em,
-        [e["atom_stability"] for e in evals],
-        "s",
-        ms=7,
-        color="tab:red",
-        alpha=0.35,
-        label="atom stability, same samples",
-    )
+    series = (  # x, points, marker, size, colour, opacity, label
+        (m, [r["val_molecule_stability"] for r in val], "o-", 3, "tab:blue", 1.0,
+         "molecule stability, 100 samples x 100 steps (training log)"),
+        (m, [r["val_atom_stability"] for r in val], "o-", 3, "tab:blue", 0.35, "atom stability, same samples"),
+        (em, [e["molecule_stability"] for e in evals], "s", 7, "tab:red", 1.0,
+         "molecule stability, 1,000 samples x 1000 steps (seed 0)"),
+        (em, [e["atom_stability"] for e in evals], "s", 7, "tab:red", 0.35, "atom stability, same samples"),
+    )  # fmt: skip
+    for xs, ys, marker, size, colour, alpha, label in series:
+        ax.plot(xs, ys, marker, ms=size, color=colour, alpha=alpha, label=label)
     if annealed:
         ax.plot(
             [e["train_minutes"] for e in annealed],
