@@ -149,7 +149,7 @@ def test_the_update_evaluates_a_groups_shared_first_step_once(tmp_path, backbone
     adv, _ = a.advantages(scored)
     rows = []
     predict = a.policy.predict_eps
-    a.policy.predict_eps = lambda z, t, mask: rows.append(z.shape[0]) or predict(z, t, mask)
+    a.policy.predict_eps = lambda z, t, mask, *context: rows.append(z.shape[0]) or predict(z, t, mask, *context)
     a.update(scored.rollouts, adv, 0)
     monkeypatch.setattr(trainer_module, "shared_first_steps", lambda *args: None)  # every item evaluated
     b.update(scored.rollouts, adv, 0)
@@ -180,7 +180,7 @@ def test_the_first_branched_step_sees_each_group_once(tmp_path, backbone):
     tr = make_trainer(cfg)
     rows = []
     predict = tr.policy.predict_eps
-    tr.policy.predict_eps = lambda z, t, mask: rows.append(z.shape[0]) or predict(z, t, mask)
+    tr.policy.predict_eps = lambda z, t, mask, *context: rows.append(z.shape[0]) or predict(z, t, mask, *context)
     scored = tr.rollout_and_score(0)
     ro, G, K = scored.rollouts, cfg.prompts, cfg.group_size
     trained = cfg.steps - cfg.shared_steps
@@ -632,3 +632,26 @@ def test_a_formula_run_evaluates_formulas_saves_its_kind_and_refuses_the_composi
         tiny_align(tmp_path, backbone, prompts_by="formula", w_composition=0.1)
     with pytest.raises(ValueError, match="prompts_by"):
         tiny_align(tmp_path, backbone, prompts_by="atoms")
+
+
+def test_a_composition_conditioned_policy_aligns_on_formulas_reading_their_counts(tmp_path, backbone):
+    from dataclasses import replace
+
+    from elign.models.factory import build_model
+    from elign.training.init_from import load_initial_weights
+
+    _, model_config, _ = load_checkpoint(backbone)
+    conditioned_config = replace(model_config, context="composition")
+    model = build_model(conditioned_config)
+    load_initial_weights(model, str(backbone))
+    ff = load_force_field("synthetic")
+    with pytest.raises(ValueError, match="prompts_by=formula"):
+        FedGrpoTrainer(tiny_align(tmp_path, backbone), force_field=ff, model=model, model_config=conditioned_config)
+    cfg = tiny_align(tmp_path, backbone, prompts_by="formula", iterations=1, minibatches=1, eval_samples=4)
+    tr = FedGrpoTrainer(cfg, force_field=ff, model=model, model_config=conditioned_config)
+    ro = tr.rollout_and_score(0).rollouts
+    counts = ro.molecules.one_hot.sum(1).cpu() / 10  # [R, K] the formulas' counts are what the network read
+    torch.testing.assert_close(ro.context.cpu(), counts)
+    metrics = tr.run_iteration()
+    assert metrics["ratio_min"] == pytest.approx(1.0) and metrics["ratio_max"] == pytest.approx(1.0)
+    assert 0 <= tr.evaluate()["eval_molecule_stability"] <= 1

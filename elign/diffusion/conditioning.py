@@ -19,7 +19,21 @@ import torch
 
 from elign.data.geometry import sample_gaussian_with_mask
 
-__all__ = ["FixedTypes"]
+__all__ = ["COMPOSITION_SCALE", "FixedTypes", "composition_context", "types_context"]
+
+COMPOSITION_SCALE = 10.0  # a composition-conditioned network reads element counts / 10 (QM9: up to 20 H, 9 heavy)
+
+
+def composition_context(one_hot: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
+    """[B, K] the element counts of molecules one_hot [B, N, K] (real atoms of node_mask [B, N, 1]), scaled: the
+    context of a composition-conditioned network (``ModelConfig.context = 'composition'``)."""
+    return (one_hot * node_mask).sum(dim=1) / COMPOSITION_SCALE
+
+
+def types_context(types: torch.Tensor, num_types: int) -> torch.Tensor:
+    """[B, K] the same from type indices [B, N] (-1 on padding), as formulas give them."""
+    counts = torch.stack([(types == k).sum(dim=1) for k in range(num_types)], dim=-1)  # [B, K]
+    return counts.to(torch.float32) / COMPOSITION_SCALE
 
 
 @dataclass

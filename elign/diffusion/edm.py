@@ -15,6 +15,7 @@ from elign.data.geometry import (
     remove_mean_with_mask,
     sample_center_gravity_zero_gaussian,
 )
+from elign.diffusion.conditioning import composition_context
 from elign.diffusion.objective import TrainingObjective
 from elign.diffusion.scheduler import DiffusionScheduler, GammaTable
 
@@ -69,8 +70,18 @@ class EquivariantDiffusion(nn.Module):
         return x * node_mask, h_cat * node_mask, h_int * node_mask
 
     # ------------------------------------------------------------ network
-    def predict_eps(self, z_t: torch.Tensor, t: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
-        return self.dynamics(z_t, t, node_mask)
+    @property
+    def context_dim(self) -> int:
+        """Features of the per-molecule context the network reads (0: none; composition: the element counts)."""
+        return getattr(self.dynamics, "context_dim", 0)
+
+    def predict_eps(
+        self, z_t: torch.Tensor, t: torch.Tensor, node_mask: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """eps_theta(z_t, t[, context [B, C]]) [B, N, 3 + F]."""
+        if context is None:
+            return self.dynamics(z_t, t, node_mask)
+        return self.dynamics(z_t, t, node_mask, context)
 
     # ------------------------------------------------------------ training
     def training_loss(
@@ -89,7 +100,8 @@ class EquivariantDiffusion(nn.Module):
         t = t_int.to(xh.dtype) / self.T
         eps = self.scheduler.sample_noise(m, generator)
         z_t = self.scheduler.add_noise(xh, t, eps)
-        eps_pred = self.predict_eps(z_t, t, m)
+        context = composition_context(batch.one_hot, m) if self.context_dim else None  # [B, K]
+        eps_pred = self.predict_eps(z_t, t, m, context)
         sq = ((eps - eps_pred) ** 2 * m).sum(dim=(1, 2))  # [B]
         dims = m[..., 0].sum(1) * xh.shape[-1]  # [B]
         loss = sq / dims
@@ -104,15 +116,17 @@ class EquivariantDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         atomic_numbers: list[int] | None = None,
         noise: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
     ) -> MoleculeBatch:
         """p(x, h | z_0): positions ~ N(x0_pred, sigma_0^2), types by argmax of z_0, charges rounded.
 
-        ``noise`` [B, N, 3] (CoM free) may be given instead of a generator.
+        ``noise`` [B, N, 3] (CoM free) may be given instead of a generator; ``context`` [B, C] for a conditioned
+        network.
         """
         B = z_0.shape[0]
         t0 = torch.zeros(B, 1, device=z_0.device, dtype=z_0.dtype)
         gamma_0 = self.scheduler.gamma_of(t0)  # [B]
-        eps = self.predict_eps(z_0, t0, node_mask)
+        eps = self.predict_eps(z_0, t0, node_mask, context)
         x0 = self.scheduler.x0_from_eps(z_0, eps, t0)
         sigma_x = torch.exp(0.5 * gamma_0).view(B, 1, 1)
         if noise is None:

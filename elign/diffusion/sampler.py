@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from elign.data.batch import MoleculeBatch
 from elign.data.geometry import remove_mean_with_mask
-from elign.diffusion.conditioning import FixedTypes
+from elign.diffusion.conditioning import FixedTypes, types_context
 from elign.diffusion.edm import EquivariantDiffusion
 from elign.precision import bf16_autocast
 
@@ -120,11 +120,13 @@ def sample_chain(
     step_callback: Callable[[int, int], None] | None = None,
     guidance: ForceGuidance | None = None,
     fixed_types: FixedTypes | None = None,
+    context: torch.Tensor | None = None,
 ) -> tuple[MoleculeBatch, Trajectory | None]:
     """Run the reverse chain for the molecules of ``node_mask`` [B, N, 1] and decode them.
 
     ``trajectory_every=k`` keeps every k-th latent (and always the first and the last). ``fixed_types``: the atom
     types are given (a formula) and only the positions are sampled (:mod:`elign.diffusion.conditioning`).
+    ``context`` [B, C]: what a conditioned network reads (the element counts of a composition-conditioned one).
     """
     steps = model.T if steps is None else steps
     grid = timestep_grid(model.T, steps)
@@ -136,7 +138,7 @@ def sample_chain(
         z = fixed_types.noised(model, z, ones * (grid[0] / model.T), node_mask, generator)
     for i, (t_int, s_int) in enumerate(zip(grid[:-1], grid[1:], strict=True)):
         s, t = ones * (s_int / model.T), ones * (t_int / model.T)
-        step = model.scheduler.step(z, model.predict_eps(z, t, node_mask), s, t, node_mask, generator)
+        step = model.scheduler.step(z, model.predict_eps(z, t, node_mask, context), s, t, node_mask, generator)
         if traj is not None and (i % trajectory_every == 0):
             traj.add_latent(model, t_int, z, step.x0_pred, node_mask)
         z = step.z_s
@@ -149,7 +151,7 @@ def sample_chain(
             step_callback(i + 1, len(grid) - 1)
     if fixed_types is not None:
         z = fixed_types.finish(z)
-    molecules = model.decode(z, node_mask, generator, atomic_numbers)
+    molecules = model.decode(z, node_mask, generator, atomic_numbers, context=context)
     if traj is not None:
         traj.add(0, molecules.positions, molecules.one_hot.argmax(-1), molecules.positions)
     return molecules, traj
@@ -169,6 +171,17 @@ def _sizes(
     return torch.as_tensor(sizes, dtype=torch.long)
 
 
+def _given_types(model: EquivariantDiffusion, types, atomic_numbers: list[int] | None) -> torch.Tensor | None:
+    """The types to sample [num, N] long (or None), checked against what the model needs."""
+    if types is not None:
+        types = torch.as_tensor(types, dtype=torch.long)
+        if atomic_numbers is None:
+            raise ValueError("sampling given types needs the model's atomic numbers")
+    if model.context_dim and types is None:
+        raise ValueError("this model is conditioned on composition: give the formulas of the molecules to sample")
+    return types
+
+
 def sample_molecules(
     model: EquivariantDiffusion,
     num: int,
@@ -183,6 +196,7 @@ def sample_molecules(
     guidance: ForceGuidance | None = None,
     bf16: bool = False,
     types: torch.Tensor | None = None,
+    fix_types: bool = True,
 ) -> MoleculeBatch:
     """Sample ``num`` molecules, sizes drawn from ``sizes_prob`` [N_max + 1] (or given), in batches.
 
@@ -191,15 +205,13 @@ def sample_molecules(
     same molecules. ``bf16`` runs the network's matrix products in bfloat16 (:mod:`elign.precision`):
     faster where the hardware has it, other molecules for the same seed. ``types`` [num, N] long (-1 on padding):
     the atom types of each molecule are given (formulas, :func:`elign.data.formula.formula_types`), which also
-    fixes the sizes; only positions are sampled.
+    fixes the sizes; only positions are sampled. A composition-conditioned model reads the types' element counts
+    (and needs them); with ``fix_types=False`` it samples the types too, told only the counts.
     """
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")
     gen = torch.Generator(device=device).manual_seed(seed)
-    if types is not None:
-        types = torch.as_tensor(types, dtype=torch.long)
-        if atomic_numbers is None:
-            raise ValueError("sampling given types needs the model's atomic numbers")
+    types = _given_types(model, types, atomic_numbers)
     sizes = _sizes(num, sizes_prob, seed, sizes, types)  # [num]
     n_max = int(sizes.max())
     order = torch.argsort(sizes, descending=True, stable=True)  # [num]
@@ -209,13 +221,16 @@ def sample_molecules(
     bar = tqdm(total=num, desc=f"sampling ({steps_total} steps)", unit="mol", disable=not progress)
     for idx in order.split(batch_size):
         mask = node_mask_from_sizes(sizes[idx], device=device)
-        fixed = None
-        if types is not None:
+        fixed = context = None
+        if types is not None and fix_types:
             fixed = FixedTypes(types[idx, : mask.shape[1]].to(device), list(atomic_numbers))
+        if model.context_dim:
+            context = types_context(types[idx], model.num_types).to(device)  # [b, K]
         with bf16_autocast(device, bf16):
             mols, _ = sample_chain(
-                model, mask, steps, gen, atomic_numbers=atomic_numbers, guidance=guidance, fixed_types=fixed
-            )
+                model, mask, steps, gen, atomic_numbers=atomic_numbers, guidance=guidance, fixed_types=fixed,
+                context=context,
+            )  # fmt: skip
         pad = n_max - mask.shape[1]
         parts = [torch.nn.functional.pad(getattr(mols, f).cpu(), (0, 0, 0, pad)) for f in fields]
         if out is None:

@@ -10,6 +10,7 @@ from elign.data.info import DatasetInfo
 __all__ = ["ModelConfig"]
 
 
+CONTEXTS = ("none", "composition")  # what a model is conditioned on besides time
 MODEL_LIMITS = {"hidden": 4096, "n_layers": 64, "inv_sublayers": 16, "timesteps": 100_000}  # far above any EDM
 
 
@@ -32,6 +33,7 @@ class ModelConfig:
     noise_precision: float = 1e-5
     norm_values: tuple[float, float, float] = (1.0, 4.0, 10.0)
     dataset: dict | None = None  # DatasetInfo.to_dict(): size prior of the training set
+    context: str = "none"  # 'composition': the network also reads each molecule's element counts (EDM's context)
 
     def __post_init__(self) -> None:
         self.norm_values = tuple(float(v) for v in self.norm_values)
@@ -49,6 +51,8 @@ class ModelConfig:
             problems.append(f"norm_values={self.norm_values}")
         if not self.atom_decoder:
             problems.append("empty atom_decoder")
+        if self.context not in CONTEXTS:
+            problems.append(f"context={self.context!r} (use one of {', '.join(CONTEXTS)})")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
         if self.dataset is not None:  # validate and normalise (string keys, as in JSON)
@@ -60,6 +64,11 @@ class ModelConfig:
     @property
     def num_types(self) -> int:
         return len(self.atom_decoder)
+
+    @property
+    def context_dim(self) -> int:
+        """Features of the context each node reads: the element counts, or none."""
+        return self.num_types if self.context == "composition" else 0
 
     def dataset_info(self) -> DatasetInfo:
         if self.dataset is None:

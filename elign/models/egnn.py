@@ -189,26 +189,38 @@ class EGNN(nn.Module):
         return self.embedding_out(h) * node_mask, x
 
 
-class EGNNDynamics(nn.Module):
-    """eps_theta(z_t, t): z_t = [x (3), h (F)] per atom -> [eps_x (CoM free), eps_h]."""
+def _rows(context: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
+    return None if context is None else context[rows]
 
-    def __init__(self, in_node_nf: int, condition_time: bool = True, **egnn_kwargs) -> None:
+
+class EGNNDynamics(nn.Module):
+    """eps_theta(z_t, t[, c]): z_t = [x (3), h (F)] per atom -> [eps_x (CoM free), eps_h]; a model with
+    ``context_dim`` C > 0 also reads a context c [B, C] per molecule on every node (EDM's conditioning: the inputs
+    h, t, c; the outputs for t and c are dropped)."""
+
+    def __init__(self, in_node_nf: int, condition_time: bool = True, context_dim: int = 0, **egnn_kwargs) -> None:
         super().__init__()
         self.condition_time = condition_time
-        self.egnn = EGNN(in_node_nf + int(condition_time), **egnn_kwargs)
+        self.context_dim = context_dim
+        self.egnn = EGNN(in_node_nf + int(condition_time) + context_dim, **egnn_kwargs)
 
-    def forward(self, z: torch.Tensor, t: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
-        # z [B, N, 3 + F], t [B, 1] or [B] in [0, 1], node_mask [B, N, 1] -> [B, N, 3 + F]
+    def forward(
+        self, z: torch.Tensor, t: torch.Tensor, node_mask: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # z [B, N, 3 + F], t [B, 1] or [B] in [0, 1], node_mask [B, N, 1], context [B, C] -> [B, N, 3 + F]
         B, N, _ = z.shape
         t = t.reshape(B)
+        if (context is None) != (self.context_dim == 0):
+            need = f"a context of {self.context_dim} features" if self.context_dim else "no context"
+            raise ValueError(f"this network takes {need}")
         # Size groups pay on the CPU (measured); on accelerators launches dominate and the batch stays whole.
         groups = size_groups(node_mask) if z.device.type == "cpu" else None
         if groups is None:
-            return self._forward_padded(z, t, node_mask)
-        parts = [
-            F.pad(self._forward_padded(z[rows, :n], t[rows], node_mask[rows, :n]), (0, 0, 0, N - n))
-            for rows, n in groups
-        ]  # each [b, N, 3 + F]
+            return self._forward_padded(z, t, node_mask, context)
+        parts = []
+        for rows, n in groups:
+            part = self._forward_padded(z[rows, :n], t[rows], node_mask[rows, :n], _rows(context, rows))
+            parts.append(F.pad(part, (0, 0, 0, N - n)))  # [b, N, 3 + F]
         order = torch.cat([rows for rows, _ in groups])  # [B]
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(B, device=order.device)
@@ -223,20 +235,22 @@ class EGNNDynamics(nn.Module):
         eager = self._forward_padded
         compiled = torch.compile(eager, dynamic=True)
 
-        def forward_padded(z: torch.Tensor, t: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
+        def forward_padded(z: torch.Tensor, t: torch.Tensor, node_mask: torch.Tensor, context=None) -> torch.Tensor:
             nonlocal compiled
             if compiled is not None:
                 try:
-                    return compiled(z, t, node_mask)
+                    return compiled(z, t, node_mask, context)
                 except Exception as e:  # any compiler failure; a real error in the maths recurs eagerly below
                     warnings.warn(f"torch.compile of the network failed, running it eagerly: {e!r}", stacklevel=2)
                     compiled = None
-            return eager(z, t, node_mask)
+            return eager(z, t, node_mask, context)
 
         self._forward_padded = forward_padded
 
-    def _forward_padded(self, z: torch.Tensor, t: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
-        # z [B, N, 3 + F], t [B], node_mask [B, N, 1] -> [B, N, 3 + F], all atoms of one padded batch
+    def _forward_padded(
+        self, z: torch.Tensor, t: torch.Tensor, node_mask: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # z [B, N, 3 + F], t [B], node_mask [B, N, 1], context [B, C] -> [B, N, 3 + F], one padded batch
         B, N, _ = z.shape
         m = node_mask[..., 0]
         eye = torch.eye(N, device=z.device, dtype=z.dtype)
@@ -246,8 +260,12 @@ class EGNNDynamics(nn.Module):
         if self.condition_time:
             h_time = t.reshape(B, 1, 1).to(z.dtype).expand(B, N, 1)
             h = torch.cat([h, h_time], dim=-1)
+        if context is not None:
+            h = torch.cat([h, context.to(z.dtype)[:, None, :].expand(B, N, -1) * node_mask], dim=-1)
         h_out, x_out = self.egnn(h, x, node_mask, edge_mask)
         vel = remove_mean_with_mask((x_out - x) * node_mask, node_mask)
+        if context is not None:
+            h_out = h_out[..., : -context.shape[-1]]
         if self.condition_time:
             h_out = h_out[..., :-1]
         return torch.cat([vel, h_out], dim=-1)

@@ -26,5 +26,10 @@ DIFFUSION_FIELDS = ("num_types", "include_charges", "timesteps", "noise_schedule
 
 def build_model(config: ModelConfig) -> EquivariantDiffusion:
     in_node_nf = config.num_types + int(config.include_charges)
-    dynamics = EGNNDynamics(in_node_nf, condition_time=True, **{k: getattr(config, k) for k in DYNAMICS_FIELDS})
+    dynamics = EGNNDynamics(
+        in_node_nf,
+        condition_time=True,
+        context_dim=config.context_dim,
+        **{k: getattr(config, k) for k in DYNAMICS_FIELDS},
+    )
     return EquivariantDiffusion(dynamics, **{k: getattr(config, k) for k in DIFFUSION_FIELDS})

@@ -18,10 +18,18 @@ GUARD_PENALTY = 10.0  # best_by 'guarded': stability lost per unit a guard is ex
 
 @torch.no_grad()
 def held_out_metrics(
-    policy, ff, info, cfg: AlignConfig, device: torch.device, num: int | None = None, guards: bool = True
+    policy,
+    ff,
+    info,
+    cfg: AlignConfig,
+    device: torch.device,
+    num: int | None = None,
+    guards: bool = True,
+    keep: list | None = None,
 ) -> dict[str, float]:
     """``num`` (default ``cfg.eval_samples``) fresh molecules of the policy on the run's chain: RMS force and
-    energy by the reward force field, stability, validity, uniqueness and (``guards``) the composition guards."""
+    energy by the reward force field, stability, validity, uniqueness and (``guards``) the composition guards.
+    ``keep``, a list, receives the molecules (a MoleculeBatch on the CPU)."""
     from elign.diffusion.sampler import sample_molecules
 
     policy.eval()
@@ -40,6 +48,8 @@ def held_out_metrics(
     one_piece = connected(mols, info.atom_decoder)
     valid = scored.valid & one_piece if cfg.disconnected_failed else scored.valid
     mols = mols.to("cpu")
+    if keep is not None:
+        keep.append(mols)
     stab = stability_metrics(mols, info.atom_decoder)
     chem = chemistry_metrics_from_batch(mols, info.atom_decoder)
     return {

@@ -12,7 +12,7 @@ import torch
 
 from elign.data.batch import MoleculeBatch
 from elign.data.geometry import sample_center_gravity_zero_gaussian
-from elign.diffusion.conditioning import FixedTypes
+from elign.diffusion.conditioning import FixedTypes, types_context
 from elign.diffusion.edm import EquivariantDiffusion
 from elign.diffusion.sampler import node_mask_from_sizes, timestep_grid
 from elign.diffusion.scheduler import gaussian_log_prob
@@ -41,6 +41,7 @@ class Rollouts:
     x0_pred: torch.Tensor  # [L, R, N, D] x0 predictions at the inputs
     molecules: MoleculeBatch  # the decoded final molecules (R of them)
     positions_only: bool = False  # the types were fixed: only the position channels are the policy's choice
+    context: torch.Tensor | None = None  # [R, C] what a conditioned network reads (element counts), else None
 
     @property
     def channels(self) -> slice:
@@ -75,13 +76,13 @@ def _group_noise(
     return torch.cat(parts)
 
 
-def _reverse_step(model, z, mask, t_int, s_int, generators, per_group, fixed: FixedTypes | None, eps=None):
+def _reverse_step(model, z, mask, t_int, s_int, generators, per_group, fixed: FixedTypes | None, context, eps=None):
     """One reverse step of every group's molecules (noise drawn per group); -> (the step, the next latent: z_s, or
     with fixed types z_s with its type channels replaced by the formula's assignment noised to s)."""
     ones = torch.ones(z.shape[0], 1, device=z.device)
     s, t = ones * (s_int / model.T), ones * (t_int / model.T)
     if eps is None:
-        eps = model.predict_eps(z, t, mask)
+        eps = model.predict_eps(z, t, mask, context)
     out = model.scheduler.step(z, eps, s, t, mask, noise=_group_noise(model, mask, generators, per_group))
     if fixed is None:
         return out, out.z_s
@@ -105,7 +106,8 @@ def grouped_rollouts(
     types: torch.Tensor | None = None,
 ) -> Rollouts:
     """sizes [G]: one molecule size per group; generators: one per group, on the model's device; types [G, N]
-    long (-1 on padding): each group's formula, fixed during the chain (needs ``atomic_numbers``)."""
+    long (-1 on padding): each group's formula, fixed during the chain (needs ``atomic_numbers``) and read by a
+    composition-conditioned network."""
     if len(generators) != len(sizes):
         raise ValueError(f"{len(sizes)} groups but {len(generators)} generators")
     device = model.gamma.gamma.device
@@ -114,27 +116,29 @@ def grouped_rollouts(
     K = group_size
     mask = node_mask_from_sizes(sizes, max_atoms, device)  # [G, N, 1]
     fixed = None if types is None else FixedTypes(types[:, : mask.shape[1]].to(device), list(atomic_numbers))
+    context = types_context(types, model.num_types).to(device) if model.context_dim else None  # [G, K]
     z = _group_noise(model, mask, generators, 1)
     if fixed is not None:
         t_first = torch.full((len(sizes), 1), grid[0] / model.T, device=device)
         z = fixed.noised(model, z, t_first, mask, eps=_group_noise(model, mask, generators, 1)[..., 3:])
     for t_int, s_int in pairs[:shared_steps]:
-        z = _reverse_step(model, z, mask, t_int, s_int, generators, 1, fixed)[1]
+        z = _reverse_step(model, z, mask, t_int, s_int, generators, 1, fixed, context)[1]
     # the first branched step's input is its group's shared state: the network sees each group once
     t_first = torch.full((len(sizes), 1), pairs[shared_steps][0] / model.T, device=device)
-    eps = model.predict_eps(z, t_first, mask).repeat_interleave(K, 0)  # [R, N, D]
+    eps = model.predict_eps(z, t_first, mask, context).repeat_interleave(K, 0)  # [R, N, D]
     mask, z = mask.repeat_interleave(K, 0), z.repeat_interleave(K, 0)  # [R, N, 1], [R, N, D]
     fixed = None if fixed is None else fixed.repeat_interleave(K)
+    context = None if context is None else context.repeat_interleave(K, 0)  # [R, K]
     record = {"z_t": [], "z_s": [], "std": [], "log_prob": [], "x0_pred": []}
     for t_int, s_int in pairs[shared_steps:]:
-        out, z_next = _reverse_step(model, z, mask, t_int, s_int, generators, K, fixed, eps)
+        out, z_next = _reverse_step(model, z, mask, t_int, s_int, generators, K, fixed, context, eps)
         for key, value in (("z_t", z), ("z_s", out.z_s), ("std", out.std), ("log_prob", out.log_prob)):
             record[key].append(value)
         record["x0_pred"].append(out.x0_pred)
         z, eps = z_next, None
     z = z if fixed is None else fixed.finish(z)
     noise_x = _group_noise(model, mask, generators, K, positions_only=True)
-    molecules = model.decode(z, mask, atomic_numbers=atomic_numbers, noise=noise_x)
+    molecules = model.decode(z, mask, atomic_numbers=atomic_numbers, noise=noise_x, context=context)
     trained = pairs[shared_steps:]
     return Rollouts(
         group_size=K,
@@ -144,6 +148,7 @@ def grouped_rollouts(
         **{k: torch.stack(v) for k, v in record.items()},
         molecules=molecules,
         positions_only=fixed is not None,
+        context=context,
     )
 
 

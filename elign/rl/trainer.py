@@ -85,6 +85,8 @@ class FedGrpoTrainer:
             model, model_config, _ = load_checkpoint(resolve_checkpoint(config.checkpoint))
         self.model_config = model_config
         self.info = model_config.dataset_info()
+        if model.context_dim and config.prompts_by != "formula":
+            raise ValueError("a composition-conditioned model aligns on formulas: set prompts_by=formula")
         self.policy = model.to(self.device).float()
         self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
         self.ff = force_field if force_field is not None else _load_ff(config, self.device)
@@ -267,12 +269,13 @@ class FedGrpoTrainer:
         z_t, z_s, mask = ro.z_t[l_idx, r_idx], ro.z_s[l_idx, r_idx], ro.node_mask[r_idx]
         T = self.policy.T
         s, t = (ro.s[l_idx] / T).float(), (ro.t[l_idx] / T).float()
+        context = None if ro.context is None else ro.context[r_idx]  # [M, C]
         shared = shared_first_steps(l_idx, r_idx, ro.group_size)
         if shared is None:
-            eps = model.predict_eps(z_t, t.view(-1, 1), mask)  # the network ...
+            eps = model.predict_eps(z_t, t.view(-1, 1), mask, context)  # the network ...
         else:  # ... once for each distinct input: the first trained step's is shared within a group
             rows, inverse = shared
-            eps = model.predict_eps(z_t[rows], t[rows].view(-1, 1), mask[rows])[inverse]
+            eps = model.predict_eps(z_t[rows], t[rows].view(-1, 1), mask[rows], _rows(context, rows))[inverse]
         mean, std, _ = model.scheduler.reverse(z_t, eps, s, t, mask)  # ... then the Gaussian step
         mean, z_s = mean[..., ro.channels], z_s[..., ro.channels]
         return mean, std, gaussian_log_prob(z_s, mean, std, mask), mask
@@ -373,10 +376,16 @@ class FedGrpoTrainer:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, num: int | None = None) -> dict[str, float]:
-        """Fresh samples (fixed seed, held out from training) scored by the reward force field, with the guards."""
-        return held_out_metrics(
-            self.policy, self.ff, self.info, self.cfg, self.device, num, guards=self.composition.available
+        """Fresh samples (fixed seed, held out from training) scored by the reward force field, with the guards;
+        callbacks with ``on_held_out(iteration, molecules)`` receive the molecules (a MoleculeBatch on the CPU)."""
+        kept: list = []
+        metrics = held_out_metrics(
+            self.policy, self.ff, self.info, self.cfg, self.device, num, guards=self.composition.available, keep=kept
         )
+        for cb in self.callbacks if self.rank == 0 else ():
+            if hasattr(cb, "on_held_out"):
+                cb.on_held_out(self.iteration, kept[0])
+        return metrics
 
     def held_out_score(self, metrics: dict) -> float:
         """The criterion of best.safetensors (:func:`elign.rl.held_out.held_out_score`)."""
@@ -465,6 +474,10 @@ class FedGrpoTrainer:
 
 
 # ---------------------------------------------------------------------- helpers
+def _rows(context: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
+    return None if context is None else context[rows]
+
+
 def _load_ff(cfg: AlignConfig, device: torch.device):
     from elign.io.assets import default_mlff
     from elign.mlff import load_force_field

@@ -6,7 +6,8 @@
 A trainer takes ``callbacks`` (objects with ``on_step_end``) when it is built and a ``stop_event`` when it
 runs: setting the event makes it finish the current step, write a checkpoint and return. Trainers never
 install signal handlers (a thread cannot); the CLI turns SIGTERM and SIGINT into the event, and the studio's
-worker runs any of them in a thread (:func:`trainer_for`).
+worker runs any of them in a thread (:func:`trainer_for`). The alignment trainer also passes the molecules of each
+held-out evaluation to the callbacks that have ``on_held_out(iteration, molecules)`` (a MoleculeBatch on the CPU).
 """
 
 from __future__ import annotations

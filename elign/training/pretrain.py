@@ -33,6 +33,7 @@ from elign.models.factory import build_model
 from elign.precision import native_bf16
 from elign.training.callbacks import Callback
 from elign.training.distributed import rank_world, resolve_device
+from elign.training.init_from import starting_model
 from elign.training.pretrain_config import BATCHINGS, PretrainConfig
 
 __all__ = ["BATCHINGS", "PretrainConfig", "Pretrainer", "lr_at"]
@@ -91,9 +92,8 @@ class Pretrainer:
                 "cpu_bf16 needs a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX); this one has neither, "
                 "and emulated bf16 is slower than float32: train without --cpu-bf16"
             )
-        self.model_config = config.model_config(data.info.to_dict())
-        torch.manual_seed(config.seed)
-        self.model = build_model(self.model_config).to(self.device)
+        self.model_config, model = starting_model(config, data.info.to_dict())
+        self.model = model.to(self.device)
         self.ema = build_model(self.model_config).to(self.device)
         self.ema.load_state_dict(self.model.state_dict())
         self.ema.requires_grad_(False)
@@ -150,10 +150,14 @@ class Pretrainer:
         if not path.exists():
             raise FileNotFoundError(f"nothing to resume: {path} does not exist")
         state, saved = self._read_state(path)
-        if (saved.hidden, saved.n_layers, saved.timesteps) != (self.cfg.hidden, self.cfg.n_layers, self.cfg.timesteps):
+        mine = self.model_config
+        if (saved.hidden, saved.n_layers, saved.timesteps, saved.context) != (
+            mine.hidden, mine.n_layers, mine.timesteps, mine.context
+        ):  # fmt: skip
             raise ValueError(
-                f"{path} holds a {saved.n_layers}x{saved.hidden} model with T={saved.timesteps}, "
-                f"but this run asks for {self.cfg.n_layers}x{self.cfg.hidden}, T={self.cfg.timesteps}"
+                f"{path} holds a {saved.n_layers}x{saved.hidden} model with T={saved.timesteps} (context "
+                f"{saved.context}), but this run asks for {mine.n_layers}x{mine.hidden}, T={mine.timesteps} "
+                f"(context {mine.context})"
             )
         with checkpoints.state_must_fit(path):
             self.model.load_state_dict(state["model"])

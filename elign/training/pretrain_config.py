@@ -6,7 +6,7 @@ from dataclasses import MISSING, dataclass
 
 from elign.configs import config_from_dict, non_negative_int, option, positive_int
 from elign.diffusion.objective import TrainingObjective
-from elign.models.config import ModelConfig
+from elign.models.config import CONTEXTS, ModelConfig
 
 __all__ = ["BATCHINGS", "PretrainConfig"]
 
@@ -20,6 +20,17 @@ class PretrainConfig:
     out_dir: str = option(MISSING, "run directory: state.pt, model.safetensors, metrics.jsonl, config.json")
     data: str | None = option(
         None, "training data: a dense file from `elign data --dense`, 'synthetic:N' (tests), or None: the QM9 cache"
+    )
+    init_from: str | None = option(
+        None,
+        "start from this checkpoint (its architecture and weights; inputs it lacks, a context, start at zero); "
+        "hidden, n_layers and timesteps are then the checkpoint's",
+    )
+    context: str = option(
+        "none",
+        "what the network reads besides time: 'none', or 'composition' (each molecule's element counts, EDM's "
+        "context mechanism; sampling then needs formulas)",
+        choices=list(CONTEXTS),
     )
     hidden: int = option(128, "features per atom", type=positive_int)
     n_layers: int = option(6, "equivariant blocks", type=positive_int)
@@ -120,6 +131,7 @@ class PretrainConfig:
             timesteps=self.timesteps,
             atom_decoder=list(dataset["atom_decoder"]),
             dataset=dataset,
+            context=self.context,
         )
 
     @classmethod
