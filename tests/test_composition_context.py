@@ -3,6 +3,7 @@ unconditioned checkpoint, sampled from formulas, pretrained and aligned."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -68,10 +69,14 @@ def test_a_conditioned_network_starts_as_its_unconditioned_checkpoint(start):
 def test_pretraining_from_a_checkpoint_adds_the_context_and_resumes(start, tmp_path):
     path, _, config = start
     cfg = PretrainConfig(out_dir=str(tmp_path / "run"), data="synthetic:96", init_from=str(path),
-                         context="composition", batch_size=16, max_steps=3, log_every=1, warmup_steps=1)  # fmt: skip
+                         context="composition", batch_size=16, max_steps=3, log_every=1, warmup_steps=1,
+                         val_every=3, val_samples=4, val_steps=3)  # fmt: skip
     trainer = Pretrainer(cfg, device="cpu")
     assert trainer.model_config.context == "composition" and trainer.model_config.hidden == config.hidden
     trainer.train()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    validation = [r for r in records if "val_exact_formula" in r]  # told validation molecules' counts
+    assert validation and 0 <= validation[-1]["val_exact_formula"] <= 1 and validation[-1]["val_samples"] == 4
     model, saved, _ = load_checkpoint(tmp_path / "run" / "model.safetensors")
     assert saved.context == "composition" and model.context_dim == 5
     again = Pretrainer(PretrainConfig(**{**cfg.__dict__, "max_steps": 4}), device="cpu")

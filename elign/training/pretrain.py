@@ -294,26 +294,38 @@ class Pretrainer:
         return {"loss": loss.detach(), "grad_norm": grad_norm, "molecules": b.batch_size * self.world}
 
     def validate(self) -> dict:
+        from elign.diffusion.conditioning import COMPOSITION_SCALE, types_context
         from elign.diffusion.sampler import sample_molecules
         from elign.metrics.stability import stability_metrics
 
         self.ema.eval()
+        types = None
+        if self.ema.context_dim:  # a conditioned model is told the counts of validation molecules, picks the types
+            split = self.data.splits.get("valid", self.data.splits["train"])
+            types = self.data.types[split[: self.cfg.val_samples]].long()  # [V, N]
         mols = sample_molecules(
             self.ema,
-            self.cfg.val_samples,
+            self.cfg.val_samples if types is None else len(types),
             self.data.info.size_probabilities(),
             steps=min(self.cfg.val_steps, self.cfg.timesteps),
             seed=12345,
             device=self.device,
             atomic_numbers=self.data.info.atomic_numbers,
+            types=types,
+            fix_types=False,
         )
         m = stability_metrics(mols, self.data.info.atom_decoder)
-        return {
+        record = {
             "val_atom_stability": float(m["atom_stability"]),
             "val_molecule_stability": float(m["molecule_stability"]),
-            "val_samples": self.cfg.val_samples,
+            "val_samples": self.cfg.val_samples if types is None else len(types),
             "val_steps": self.cfg.val_steps,
         }
+        if types is not None:  # the share of molecules with exactly the counts asked for
+            asked = (types_context(types, self.ema.num_types) * COMPOSITION_SCALE).round()  # [V, K] counts
+            exact = (asked == mols.one_hot.sum(1).round()).all(dim=1)  # [V]
+            record["val_exact_formula"] = float(exact.float().mean())
+        return record
 
     def train(self, stop_event: threading.Event | None = None, progress: bool = False) -> dict:
         """Train until ``max_steps``, ``max_minutes`` or ``stop_event`` (checked after every step), writing a
