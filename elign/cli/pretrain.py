@@ -48,8 +48,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         print(f"resumed {out} at step {trainer.step} ({trainer.elapsed_minutes:.1f} training minutes so far)")
     n_params = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     n_train = len(trainer.data.splits["train"])
+    arch = trainer.model_config
+    context = "" if arch.context == "none" else f", reading the {arch.context}"
     print(
-        f"pretraining {config.n_layers}x{config.hidden} EDM ({n_params:,} parameters) on {n_train:,} "
+        f"pretraining {arch.n_layers}x{arch.hidden} EDM ({n_params:,} parameters{context}) on {n_train:,} "
         f"molecules, device {trainer.device}, world size {trainer.world}"
     )
     with stop_on_signals() as stop:
