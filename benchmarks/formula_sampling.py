@@ -4,7 +4,8 @@ Draws ``--formulas`` distinct formulas of QM9's test split (seeded; formulas of 
 samples ``--per-formula`` molecules of each with the atom types fixed (``elign sample --formula``), and the same
 number of molecules of the same sizes unconditionally, from each checkpoint. Reports the share with exactly the
 requested formula, molecule stability, validity and isomer uniqueness (distinct valid SMILES per formula over
-valid molecules), and writes them to RESULTS.md.
+valid molecules), and writes them to RESULTS.md. A composition-conditioned checkpoint (``--context composition``)
+is sampled with the formula given and with only its counts given (it picks the types itself) instead.
 
     python benchmarks/formula_sampling.py --checkpoint backbone --formulas 20 --per-formula 10 --steps 100
 """
@@ -96,7 +97,10 @@ def main() -> None:
         types = torch.from_numpy(formula_batch(formulas, args.per_formula, info.atom_decoder, info.max_n_nodes))
         sizes = (types >= 0).sum(dim=1)
         common = dict(steps=args.steps, seed=args.seed, atomic_numbers=info.atomic_numbers, progress=True)
-        for how, extra in (("formula given", {"types": types}), ("unconditional, same sizes", {"sizes": sizes})):
+        modes = [("formula given", {"types": types}), ("unconditional, same sizes", {"sizes": sizes})]
+        if model.context_dim:  # a composition-conditioned model: told the counts, it may pick the types itself
+            modes = [modes[0], ("counts given, types free", {"types": types, "fix_types": False})]
+        for how, extra in modes:
             mols = sample_molecules(model, len(types), info.size_probabilities(), **common, **extra)
             f = figures(mols, formulas, args.per_formula, info.atom_decoder)
             lines.append(
