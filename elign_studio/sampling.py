@@ -22,6 +22,7 @@ __all__ = [
     "SampledSet",
     "chemistry_columns",
     "force_field",
+    "molecule_cells",
     "sample_many",
     "sample_set",
     "score_frames",
@@ -125,6 +126,24 @@ def _viewer_frame(t: int, pos: np.ndarray, types: np.ndarray, forces: np.ndarray
         **_force_fields(forces, len(types)),
         "bonds": [[int(a), int(b), int(orders[a, b])] for a, b in zip(i, j, strict=True)],
     }
+
+
+def molecule_cells(molecules: Any, count: int) -> list[dict]:
+    """The first ``count`` molecules of a MoleculeBatch as grid cells: {elements, xyz, bonds, label} (the label
+    names the molecule's index and formula). Elements come from the atomic numbers, so no decoder is needed."""
+    from elign.data.elements import ELEMENT_SYMBOLS
+    from elign.data.formula import hill_formula
+
+    cells = []
+    for b in range(min(count, molecules.batch_size)):
+        n = int(molecules.num_atoms[b])
+        numbers = molecules.charges[b, :n, 0].round().long().tolist()
+        decoder = sorted({ELEMENT_SYMBOLS[z] for z in numbers})
+        types = np.array([decoder.index(ELEMENT_SYMBOLS[z]) for z in numbers], dtype=np.int64)
+        frame = _viewer_frame(0, molecules.positions[b, :n].numpy(), types, None, decoder)
+        counts = {a: frame["elements"].count(a) for a in decoder}
+        cells.append({k: frame[k] for k in ("elements", "xyz", "bonds")} | {"label": f"#{b} {hill_formula(counts)}"})
+    return cells
 
 
 def _sizes(info: Any, num: int, n_atoms: int | None, gen: torch.Generator) -> torch.Tensor:

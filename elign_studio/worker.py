@@ -4,6 +4,9 @@
 The worker never touches widgets; the session drains :meth:`TrainingWorker.drain` from a periodic
 callback. Pause is a stop (the trainer writes a checkpoint when it sees the event); resume starts a
 new thread with the same ``out_dir``, from which the trainer resumes.
+
+Besides each iteration's metrics, the alignment trainer's held-out evaluations send a few of their molecules
+(:data:`HELD_OUT_SHOWN`), drawn by the policy of that iteration.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from elign.training.callbacks import Trainer, trainer_for
 
 __all__ = [
     "EDITABLE",
+    "HELD_OUT_SHOWN",
     "ConfigBuilder",
     "TrainerFactory",
     "TrainingWorker",
@@ -29,7 +33,8 @@ __all__ = [
     "preset_settings",
 ]
 
-EventKind = Literal["started", "metrics", "error", "finished"]
+EventKind = Literal["started", "metrics", "molecules", "error", "finished"]
+HELD_OUT_SHOWN = 4  # molecules of each held-out evaluation sent to the studio
 
 _ACTIVE_DIRS: set[Path] = set()  # out_dirs being trained in this process (one thread each)
 _ACTIVE_LOCK = threading.Lock()
@@ -37,9 +42,13 @@ _ACTIVE_LOCK = threading.Lock()
 
 @dataclass
 class WorkerEvent:
+    """What the training thread reports: ``kind``, the iteration (``step``) it concerns, its ``metrics``, the
+    held-out ``molecules`` (grid cells, :func:`elign_studio.sampling.molecule_cells`) or a ``message``."""
+
     kind: EventKind
     step: int = -1
     metrics: dict[str, float] = field(default_factory=dict)
+    molecules: list[dict] = field(default_factory=list)
     message: str = ""
 
 
@@ -64,6 +73,16 @@ class _QueueCallback:
             except (TypeError, ValueError):
                 continue
         self.events.put(WorkerEvent("metrics", step=int(step), metrics=clean))
+
+    def on_held_out(self, step: int, molecules: Any) -> None:
+        """The first few molecules of a held-out evaluation (a MoleculeBatch) as grid cells."""
+        from elign_studio.sampling import molecule_cells
+
+        try:
+            cells = molecule_cells(molecules, HELD_OUT_SHOWN)
+        except Exception:  # noqa: BLE001 - a picture of the policy never stops its training
+            return
+        self.events.put(WorkerEvent("molecules", step=int(step), molecules=cells))
 
 
 class TrainingWorker:

@@ -638,3 +638,111 @@ def test_a_users_own_file_is_viewed_scored_and_exported(studio: StudioSession, t
     assert not studio.open_molecules("bad.xyz", b"3\\ncomment\\nC 0 0\\n") and "bad.xyz" in studio.error
     assert str(studio.settings.folder("uploads")) not in studio.error
     assert not list(studio.settings.folder("uploads").iterdir())  # nothing of the user's files stays
+
+
+class EvaluatingTrainer(FakeTrainer):
+    """FakeTrainer whose iterations 2 and 4 end with a held-out evaluation of six molecules (methane, water,
+    ...), passed to the callbacks that take them, as FedGrpoTrainer.evaluate does."""
+
+    def train(self, stop_event: threading.Event | None = None) -> None:
+        import torch
+
+        from elign.data.batch import MoleculeBatch
+
+        d = 1.09 / 3**0.5
+        methane = torch.tensor([[0, 0, 0], [d, d, d], [-d, -d, d], [-d, d, -d], [d, -d, -d]])
+        water = torch.tensor([[0, 0, 0.12], [0, 0.76, -0.47], [0, -0.76, -0.47]])
+        types = [torch.tensor([1, 0, 0, 0, 0]), torch.tensor([2, 0, 0])]  # H, C, O
+        batch = MoleculeBatch.from_lists([methane, water] * 3, types * 3, [1, 6, 8])
+        for step in (2, 4):
+            for cb in self.callbacks:
+                if hasattr(cb, "on_held_out"):
+                    cb.on_held_out(step, batch)
+        super().train(stop_event)
+
+
+def test_the_policys_held_out_molecules_reach_the_alignment_tab(studio: StudioSession) -> None:
+    import panel as pn
+
+    from elign_studio.views.training import TrainingView
+    from elign_studio.worker import HELD_OUT_SHOWN
+
+    studio.worker.trainer_factory = EvaluatingTrainer
+    view = TrainingView(session=studio)
+    pn.panel(view)
+    studio.iterations = 4
+    assert studio.start_alignment(), studio.error
+    _wait(lambda: studio.poll() is not None and not studio.training)
+    assert studio.held_out_step == 4 and len(studio.held_out) == HELD_OUT_SHOWN == 4
+    methane, water = studio.held_out[:2]
+    assert methane["label"] == "#0 CH4" and water["label"] == "#1 H2O"
+    assert methane["elements"] == ["C", "H", "H", "H", "H"] and len(methane["bonds"]) == 4
+    assert methane["xyz"][1] == pytest.approx([1.09 / 3**0.5] * 3, abs=1e-3)
+    assert view.held_out.molecules == studio.held_out
+    assert "iteration 4" in view.held_out_note.object
+    studio.worker.trainer_factory = FakeTrainer  # a new run: no evaluation yet, nothing of the last run's shown
+    assert studio.start_alignment(), studio.error
+    assert studio.held_out == [] and view.held_out.molecules == []
+    _wait(lambda: studio.poll() is not None and not studio.training)
+
+
+def test_the_alignment_trainer_passes_its_held_out_molecules_to_the_studio(studio: StudioSession) -> None:
+    from elign_studio.worker import default_config_builder, default_trainer_factory
+
+    studio.worker.trainer_factory = default_trainer_factory  # FedGrpoTrainer on the tiny model
+    studio.config_builder = lambda preset, overrides: default_config_builder(
+        preset, dict(overrides, shared_steps=2, eval_every=1, eval_samples=5, device="cpu")
+    )
+    studio.param.update(iterations=1, prompts=2, group_size=2, steps=6)
+    assert studio.start_alignment(), studio.error
+    _wait(lambda: studio.poll() is not None and not studio.training, timeout=300)
+    assert studio.run_state == "completed", studio.error
+    assert studio.held_out_step == 1 and len(studio.held_out) == 4  # the first four of five
+    assert all(len(c["elements"]) == len(c["xyz"]) > 0 for c in studio.held_out)
+    assert "eval_molecule_stability" in studio.history[-1]  # the metrics of the same evaluation
+
+
+def test_the_notebook_extension_sends_3dmol_once_per_cell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``extension()`` then ``create_app()`` in one cell: 3Dmol.js goes out once, beside Panel's own inline scripts;
+    a later cell (after a browser reload, say) sends the whole bundle again."""
+    from types import SimpleNamespace
+
+    import IPython
+    import IPython.display
+
+    from elign_studio import notebook
+    from elign_studio.resources import ThreeDmolComponent
+
+    published: list[dict] = []
+    shell = SimpleNamespace(kernel=object(), execution_count=7)
+    monkeypatch.setattr(IPython.display, "publish_display_data", lambda data, *a, **k: published.append(data))
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    monkeypatch.setattr(ThreeDmolComponent, "__javascript__", ["static/3Dmol-min.js"])  # restored after the test
+    monkeypatch.setitem(notebook._PUBLISHED, "cell", None)
+
+    def scripts() -> list[str]:
+        return [p.get("application/javascript", "") for p in published]
+
+    notebook.extension()
+    assert [s for s in scripts() if "window.$3Dmol" in s] and not [s for s in scripts() if "importShim" in s]
+    sent = len(published)
+    notebook.load_resources()  # what create_app() does in the same cell
+    assert len(published) == sent
+    shell.execution_count = 8
+    notebook.load_resources()
+    later = scripts()[sent:]
+    assert any("window.$3Dmol" in s for s in later) and any("importShim" in s for s in later)
+
+
+def test_the_viewers_of_a_view_share_its_keyed_player_and_link_their_cameras(studio: StudioSession) -> None:
+    from elign_studio.views.trajectory import TrajectoryView
+
+    view, other = TrajectoryView(session=studio), TrajectoryView(session=studio)
+    assert view.keyed_player.player is view.player
+    groups = {v.group for v in view.viewers} | {view.keyed_player.group}
+    assert len(groups) == 1 and "" not in groups and other.viewers[0].group not in groups  # one group a view
+    assert view.link_cameras.value and all(v.link_cameras for v in view.viewers)
+    view.link_cameras.value = False
+    assert not any(v.link_cameras for v in view.viewers)
+    studio.frame = 2  # set by the session (not the player): the player, readout and viewers follow
+    assert view.player.value == 2 and view.frame_readout.value == "2" and view.viewers[0].frame == 2

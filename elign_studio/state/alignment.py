@@ -1,5 +1,6 @@
 """The alignment run of a session: which model, the preset and the settings it sets, the run's name, state,
-step and metric history, and the training thread that runs it."""
+step and metric history, a few molecules of the policy's latest held-out evaluation, and the training thread
+that runs it."""
 
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ _PRESET_DEFAULTS = preset_settings(DEFAULT_PRESET)  # the declared defaults are 
 
 class AlignmentState(CheckpointState):
     """The model to align (``align_model``), ``preset`` and its editable settings, the run (``run_name``,
-    ``run_state``, ``step``, ``history`` of metric rows) and ``worker``, the :class:`TrainingWorker` whose
-    events :meth:`poll` drains."""
+    ``run_state``, ``step``, ``history`` of metric rows, ``held_out`` molecules of its policy) and ``worker``, the
+    :class:`TrainingWorker` whose events :meth:`poll` drains."""
 
     align_model = ModelChoice(doc="name (in model_names) of the model to align")
     preset = param.Selector(
@@ -66,6 +67,12 @@ class AlignmentState(CheckpointState):
         "completed, stopped (resumable) or failed",
     )
     step = param.Integer(default=0, doc="iterations the trainer reports completed in this run")
+    held_out = param.List(
+        default=[],
+        doc="the first molecules of the run's latest held-out evaluation, drawn by the policy of held_out_step: "
+        "grid cells {elements, xyz, bonds, label}",
+    )
+    held_out_step = param.Integer(default=0, doc="the iteration whose held-out evaluation drew held_out")
 
     def __init__(
         self, trainer_factory: TrainerFactory | None = None, config_builder: ConfigBuilder | None = None, **params: Any
@@ -109,6 +116,7 @@ class AlignmentState(CheckpointState):
             return False
         if not resume or not self.run_name:
             self.history = []  # emptied before the new name is announced: views redraw on run_name
+            self.param.update(held_out=[], held_out_step=0)
             self.step = 0
             model = re.sub(r"[^A-Za-z0-9]+", "-", self.align_model).strip("-")[:32] or "model"
             self.run_name = f"{model}-{self.preset}-" + time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
@@ -152,6 +160,8 @@ class AlignmentState(CheckpointState):
                 self.step = ev.step
                 if self.run_state == "starting":
                     self.run_state = "running"
+            elif ev.kind == "molecules":
+                self.param.update(held_out=ev.molecules, held_out_step=ev.step)
             elif ev.kind == "error":
                 self.error = f"Alignment failed: {ev.message}"
                 self.run_state = "failed"

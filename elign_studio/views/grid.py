@@ -25,12 +25,13 @@ class MoleculeGrid(ThreeDmolComponent):
     molecules = param.List(default=[])
     columns = param.Integer(default=COLUMNS, bounds=(1, None))
     clicked = param.Integer(default=-1)
+    host_class = param.String(default="elign-grid", doc="CSS class of the element that holds the grid's canvas")
 
     _esm = f"""
 const CELL = {CELL_PX};
 export function render({{ model, el }}) {{
   const host = document.createElement('div');
-  host.className = 'elign-grid';
+  host.className = model.host_class;
   host.style.cssText = 'position:relative;width:100%';
   el.append(host);
   let pending = false;

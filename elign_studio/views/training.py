@@ -1,4 +1,5 @@
-"""Alignment: preset and settings, start / stop (pause) / resume, live HoloViews curves per channel."""
+"""Alignment: preset and settings, start / stop (pause) / resume, live HoloViews curves per channel, and a few
+molecules of the policy's latest held-out evaluation."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from holoviews.streams import Buffer
 from panel.viewable import Viewer
 
 from elign_studio.session import METRIC_KEYS, StudioSession
+from elign_studio.views.grid import CELL_PX, MoleculeGrid
 from elign_studio.views.inputs import bounded_int_input
+from elign_studio.worker import HELD_OUT_SHOWN
 
 __all__ = ["TrainingView"]
 
@@ -44,7 +47,8 @@ def _empty() -> pd.DataFrame:
 
 
 class TrainingView(Viewer):
-    """The model to align, its settings, start / stop / resume and the live curves of the run."""
+    """The model to align, its settings, start / stop / resume, the live curves of the run and its policy's latest
+    held-out molecules."""
 
     session = param.ClassSelector(class_=StudioSession, doc="the state this view shows and edits")
 
@@ -82,6 +86,25 @@ class TrainingView(Viewer):
         session.param.watch(self._stream, ["step", "run_name", "run_state"])
         session.param.watch(self._buttons, ["run_state", "run_name"])
         self._buttons()
+        self.held_out = MoleculeGrid(
+            columns=HELD_OUT_SHOWN, host_class="elign-held-out-grid", sizing_mode="stretch_width", height=40
+        )
+        self.held_out_note = pn.pane.Markdown(
+            "The policy's molecules appear here after the run's first held-out evaluation.",
+            css_classes=["elign-held-out-note"],
+        )
+        session.param.watch(self._held_out, ["held_out", "held_out_step"])
+
+    def _held_out(self, *_) -> None:
+        session = self.session
+        self.held_out.molecules = session.held_out
+        self.held_out.height = CELL_PX + 10 if session.held_out else 40
+        self.held_out_note.object = (
+            f"The first {len(session.held_out)} molecules of the held-out evaluation at iteration "
+            f"{session.held_out_step}: fresh samples of the policy on seeds no iteration trains on."
+            if session.held_out
+            else "The policy's molecules appear here after the run's first held-out evaluation."
+        )
 
     def _progress(self) -> None:  # one pane whose text changes: no re-layout of the page
         session = self.session
@@ -137,6 +160,13 @@ class TrainingView(Viewer):
                         pn.pane.HoloViews(self.stab, sizing_mode="stretch_width", linked_axes=False),
                         pn.pane.HoloViews(self.composition, sizing_mode="stretch_width", linked_axes=False),
                         sizing_mode="stretch_width",
+                    ),
+                    pn.Card(
+                        self.held_out_note,
+                        self.held_out,
+                        title="The policy's molecules (held-out evaluation)",
+                        sizing_mode="stretch_width",
+                        css_classes=["elign-held-out"],
                     ),
                     sizing_mode="stretch_width",
                 ),

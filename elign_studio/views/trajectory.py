@@ -1,9 +1,11 @@
-"""Trajectories: sample, step through the denoising chain (one player with its slider), side by side, plots."""
+"""Trajectories: sample, step through the denoising chain (one player with its slider and keys), side by side with
+linked cameras, plots."""
 
 from __future__ import annotations
 
 import io
 import math
+import uuid
 
 import numpy as np
 import panel as pn
@@ -13,6 +15,7 @@ from panel.viewable import Viewer
 from elign_studio.session import StudioSession
 from elign_studio.views.chain_plots import ChainPlots
 from elign_studio.views.downloads import exported_file
+from elign_studio.views.frame_keys import KeyedPlayer
 from elign_studio.views.inputs import bounded_int_input
 from elign_studio.views.viewer import MoleculeViewer
 
@@ -62,7 +65,7 @@ class TrajectoryView(Viewer):
             session.param.compare_model, name="Compare with", width=270, visible=session.param.side_by_side
         )
         self.params = pn.Column(  # inside the 300-pixel control column, none clipped at its edge
-            pn.widgets.Checkbox.from_param(session.param.side_by_side),
+            pn.widgets.Checkbox.from_param(session.param.side_by_side, css_classes=["elign-side-by-side"]),
             *(bounded_int_input(session, k, width=260) for k in ("seed", "num", "sample_steps", "n_atoms")),
             pn.widgets.TextInput.from_param(session.param.formula, width=260, placeholder="e.g. C7H10O2"),
             width=280,
@@ -97,12 +100,16 @@ class TrajectoryView(Viewer):
         self.style = pn.widgets.Select(
             name="Representation", options=["ball and stick", "stick", "spacefill"], value="ball and stick", width=270
         )
+        self.link_cameras = pn.widgets.Checkbox(
+            name="Link cameras", value=True, css_classes=["elign-link-cameras"], visible=self.session.param.side_by_side
+        )
         self.speed = pn.widgets.IntInput(  # a number box: the player's slider stays the one slider for frames
             name="Playback: ms per frame", start=20, end=2000, step=20, value=120, width=260
         )
 
     def _player_and_viewers(self) -> None:
-        """The frame player (with its readout), the two viewers it drives, and the trajectory download."""
+        """The frame player (with its readout and keys), the two viewers it drives, and the trajectory download."""
+        group = f"trajectory-{uuid.uuid4().hex}"  # this view's viewers: linked cameras, keys for its player
         self.player = pn.widgets.Player(  # its own slider is the one frame control
             name="",  # the readout above names the frame
             start=0,
@@ -116,10 +123,11 @@ class TrajectoryView(Viewer):
             visible_buttons=["first", "previous", "pause", "play", "next", "last"],
         )
         self.frame_readout = pn.widgets.StaticText(name="Frame", value="0", css_classes=["elign-frame-readout"])
-        self.player.jslink(self.frame_readout, code={"value": "target.value = String(source.value)"})
+        self.player.jslink(self.frame_readout, value="value")  # the page writes the frame into the readout's text
+        self.keyed_player = KeyedPlayer(player=self.player, group=group, sizing_mode="stretch_width")
         self.viewers = [
-            MoleculeViewer(label="", sizing_mode="stretch_width", height=400),
-            MoleculeViewer(label="", sizing_mode="stretch_width", height=400, visible=False),
+            MoleculeViewer(label="", group=group, sizing_mode="stretch_width", height=400),
+            MoleculeViewer(label="", group=group, sizing_mode="stretch_width", height=400, visible=False),
         ]
         for v in self.viewers:  # the browser moves the viewers with the player; the server need not answer each frame
             self.player.jslink(v, value="frame")
@@ -139,7 +147,7 @@ class TrajectoryView(Viewer):
         session.param.watch(self._plot, ["sets", "selected"])
         self.player.link(session, value="frame")
         display = ((self.color, "color_by"), (self.arrows, "arrows"), (self.hide_h, "hide_h"))
-        display += ((self.atom_labels, "atom_labels"), (self.style, "style"))
+        display += ((self.atom_labels, "atom_labels"), (self.style, "style"), (self.link_cameras, "link_cameras"))
         for widget, shown in display:  # each display control sets its MoleculeViewer param on both viewers
             for v in self.viewers:
                 widget.link(v, value=shown)
@@ -186,6 +194,8 @@ class TrajectoryView(Viewer):
         self.window.param.update(end=max(1, n_frames - 2), value=min(self.window.value, max(0, n_frames - 2)))
 
     def _frame(self, event) -> None:
+        if self.player.value == event.new:  # the player moved (its buttons, keys): the page has moved the viewers
+            return  # (the server's answer to an earlier frame, arriving late, would move them back)
         self.player.value = event.new
         self.frame_readout.value = str(event.new)
         for v in self.viewers:
@@ -211,7 +221,7 @@ class TrajectoryView(Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         controls = [self.model, self.other, self.params, self.color, self.scale, self.fixed_top, self.arrows, self.go]
         controls += [pn.pane.Markdown("or open your own (.sdf, .npz, .xyz):", margin=(0, 5)), self.open]
-        controls += [self.style, self.atom_labels, self.hide_h, self.speed]
+        controls += [self.style, self.atom_labels, self.hide_h, self.link_cameras, self.speed]
         return pn.Column(
             pn.pane.Markdown("### Trajectories"),
             pn.Row(
@@ -220,7 +230,7 @@ class TrajectoryView(Viewer):
                     self._note,
                     pn.Row(*self.viewers, sizing_mode="stretch_width"),
                     self.frame_readout,
-                    self.player,
+                    self.keyed_player,
                     pn.Row(self.window, self.xyz),
                     self.plots.panel,
                     sizing_mode="stretch_width",

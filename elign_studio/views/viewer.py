@@ -6,7 +6,12 @@ range the user sets, comparable across frames and models; ``"chain"``: a range o
 Force arrows (optional) show each atom's force vector from the surface of its sphere, 2 A long at the colour
 bar's top (at most 4 A). Hovering an atom
 shows its element, index and |F|; clicking two atoms measures their distance (a dashed
-line with its length, kept while the frame changes); the PNG button saves the view.
+line with its length, kept while the frame changes); the PNG button saves the view with its title and colour bar.
+
+Viewers of one ``group`` (the two of a side-by-side comparison) share their camera while ``link_cameras`` is
+on: rotating, zooming or moving one moves the others the same way, in the browser (a page-wide registry of
+each group's viewers). A click on a viewer gives it the keyboard focus, so that the group's frame player
+(:class:`elign_studio.views.frame_keys.KeyedPlayer`) takes its keys.
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ class MoleculeViewer(ThreeDmolComponent):
     style = param.Selector(
         default="ball and stick", objects=["ball and stick", "stick", "spacefill"], doc="how atoms are drawn"
     )
+    group = param.String(
+        default="", doc="the view these viewers belong to: their cameras link within it, its player takes their keys"
+    )
+    link_cameras = param.Boolean(default=True, doc="share the camera with the other viewers of the group")
 
     _esm = """
 const ARROW = 2.0;  // force-arrow length (A) at the colour bar's top
@@ -60,6 +69,14 @@ function colour(v, vmax) {
   return 'rgb(' + c.join(',') + ')';
 }
 
+// The viewers of each group, page-wide (each viewer is its own component): group -> Set of {viewer, host, model}
+const CAMERAS = window.elignCameras || (window.elignCameras = new Map());
+function members(group) {
+  if (!CAMERAS.has(group)) CAMERAS.set(group, new Set());
+  return CAMERAS.get(group);
+}
+function sameView(a, b) { return a.length === b.length && a.every((v, i) => Math.abs(v - b[i]) < 1e-9); }
+
 // Multisampling in a software rasteriser (SwiftShader, llvmpipe: no GPU) makes a frame ~10x slower
 // (measured 175 -> 15 ms in headless Chromium), so edges are smoothed only where a GPU draws.
 const SOFTWARE_GL = (() => {
@@ -78,7 +95,13 @@ export function render({ model, el }) {
   title.style.cssText = 'font:13px sans-serif;padding:2px 4px;height:18px';
   const host = document.createElement('div');
   host.className = 'elign-viewer';
-  host.style.cssText = 'position:relative;width:100%;height:330px;flex:1 1 auto';
+  host.style.cssText = 'position:relative;width:100%;height:330px;flex:1 1 auto;outline:none';
+  host.tabIndex = 0;  // focusable: the frame player of its group takes the keys pressed here
+  host.dataset.elignGroup = model.group;
+  host.dataset.lmSuppressShortcuts = 'true';  // JupyterLab leaves the keys pressed here to the page
+  host.addEventListener('pointerdown', () => host.focus({ preventScroll: true }));  // 3Dmol keeps a click's focus
+  host.addEventListener('focus', () => { host.style.boxShadow = 'inset 0 0 0 2px #7aa7d8'; });
+  host.addEventListener('blur', () => { host.style.boxShadow = ''; });
   const bar = document.createElement('div');
   bar.style.cssText = 'display:flex;align-items:center;gap:6px;font:12px sans-serif;padding:4px';
   const grad = document.createElement('div');
@@ -94,15 +117,66 @@ export function render({ model, el }) {
   const png = document.createElement('button');
   png.className = 'elign-png';
   png.textContent = 'PNG';
-  png.title = 'Save the view as a PNG image';
+  png.title = 'Save the view with its title and colour bar as a PNG image';
   tools.append(distance, png);
   wrap.append(title, host, bar, tools);
   el.append(wrap);
   let viewer = null, zoomed = false, pending = null, picked = [];  // picked: atom indices, at most two
+  let caption = '';  // what the saved image says above the view: molecule, frame, colour mode and range
+  const me = { viewer: null, host: host, model: model, syncing: false };  // this viewer in its camera group
+  if (model.group) members(model.group).add(me);
+  function share(view) {  // this camera moved: the group's other linked, shown viewers take its view
+    if (me.syncing || !model.group || !model.link_cameras) return;
+    for (const other of members(model.group)) {
+      if (other === me || !other.viewer || !other.model.link_cameras || other.host.offsetWidth === 0) continue;
+      if (sameView(other.viewer.getView(), view)) continue;
+      other.syncing = true;  // its own change callback passes the view on to no one
+      try { other.viewer.setView(view); } finally { other.syncing = false; }
+    }
+  }
+  function adopt() {  // linking turned on: this viewer takes the view of the group's first shown viewer
+    const first = [...members(model.group)].find(m => m.viewer && m.host.offsetWidth > 0);
+    if (!viewer || !first || first === me || !model.link_cameras) return;
+    me.syncing = true;
+    try { viewer.setView(first.viewer.getView()); } finally { me.syncing = false; }
+  }
+  function snapshot() {  // the view with its caption above and the colour bar below, as one PNG (a data URL)
+    const src = viewer.getCanvas();
+    const px = (v) => Math.round(v * src.width / Math.max(1, host.offsetWidth));  // CSS pixels -> canvas pixels
+    const withBar = model.color_by === 'force';
+    const head = px(24), foot = withBar ? px(30) : 0;
+    const out = document.createElement('canvas');
+    out.width = src.width;
+    out.height = head + src.height + foot;
+    const g = out.getContext('2d');
+    g.fillStyle = 'white';
+    g.fillRect(0, 0, out.width, out.height);
+    g.drawImage(src, 0, head);
+    g.fillStyle = 'black';
+    g.textBaseline = 'middle';
+    g.font = px(13) + 'px sans-serif';
+    g.fillText(caption, px(6), head / 2, out.width - px(12));
+    if (withBar) {
+      const y = head + src.height + px(9), h = px(12), name = '|F| (eV/\u00c5)  ' + lo.textContent;
+      g.font = px(12) + 'px sans-serif';
+      const left = px(12) + g.measureText(name).width, right = out.width - px(12) - g.measureText(hi.textContent).width;
+      const ramp = g.createLinearGradient(left, 0, right, 0);
+      STOPS.forEach((c, i) => ramp.addColorStop(i / (STOPS.length - 1), 'rgb(' + c.join(',') + ')'));
+      g.fillStyle = ramp;
+      g.fillRect(left, y, right - left, h);
+      g.strokeStyle = '#888';
+      g.strokeRect(left, y, right - left, h);
+      g.fillStyle = 'black';
+      g.fillText(name, px(6), y + h / 2);
+      g.fillText(hi.textContent, right + px(6), y + h / 2);
+    }
+    return out.toDataURL('image/png');
+  }
+  model.on('remove', () => { if (model.group) members(model.group).delete(me); });
   png.onclick = () => {
     if (!viewer) return;
     const a = document.createElement('a');
-    a.href = viewer.pngURI();
+    a.href = snapshot();
     a.download = (model.label || 'molecule').replace(/[^A-Za-z0-9.-]+/g, '_') + '.png';
     a.click();
   };
@@ -134,14 +208,17 @@ export function render({ model, el }) {
     if (!viewer) {
       if (!window.$3Dmol) { title.textContent = '3Dmol.js failed to load'; return; }
       viewer = window.$3Dmol.createViewer(host, { backgroundColor: 'white', antialias: !SOFTWARE_GL });
+      viewer.setViewChangeCallback(share);
+      me.viewer = viewer;
+      host.elignViewer = viewer;  // its camera: getView() / setView() (tests read it)
     }
     viewer.removeAllModels();
     viewer.removeAllShapes();
     viewer.removeAllLabels();
     const frames = model.frames || [];
-    const fr = frames[Math.max(0, Math.min(model.frame, frames.length - 1))];
+    const at = Math.max(0, Math.min(model.frame, frames.length - 1)), fr = frames[at];
     bar.style.visibility = model.color_by === 'force' ? 'visible' : 'hidden';
-    if (!fr) { title.textContent = model.label + ' (no molecule yet)'; viewer.render(); return; }
+    if (!fr) { caption = title.textContent = model.label + ' (no molecule yet)'; viewer.render(); return; }
     const scored = fr.force.filter(v => v !== null && isFinite(v));
     const frameMax = scored.length ? Math.max(...scored) : null;
     const vmax = model.scale === 'frame' ? (frameMax || 1) : (model.fmax || 1);
@@ -173,6 +250,9 @@ export function render({ model, el }) {
       : frameMax.toPrecision(3) + ' eV/\u00c5';
     title.textContent = model.label + '  t = ' + fr.t + '  (' + n + ' atoms, ' + fr.bonds.length +
       ' bonds, max |F| ' + fmaxFrame + ')';
+    caption = model.label + '   frame ' + at + ' of ' + (frames.length - 1) + ' (t = ' + fr.t + ')   ' +
+      (model.color_by === 'force' ? '|F| colour range ' + how + ': 0 to ' + vmax.toPrecision(3) + ' eV/\u00c5'
+        : 'coloured by element');
     viewer.setHoverable({}, true, (atom, v) => {
       if (atom.hoverLabel) return;
       const f = atom.properties.force;
@@ -215,6 +295,7 @@ export function render({ model, el }) {
   model.on('hide_h', () => draw(false));
   model.on('atom_labels', () => draw(false));
   model.on('style', () => draw(false));
+  model.on('link_cameras', adopt);
   model.on('after_layout', () => {
     if (pending !== null) draw(pending);
     else if (viewer) { viewer.resize(); viewer.render(); }

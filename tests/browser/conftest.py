@@ -57,7 +57,7 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args[:3]} exited with {proc.returncode}")
         try:
-            urllib.request.urlopen(url, timeout=2).read(1)
+            urllib.request.urlopen(url, timeout=60).read(1)  # a page built slowly is waited for, not asked again
             return
         except OSError:
             time.sleep(0.2)
@@ -90,11 +90,15 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 STUDIO_CELL = "import panel as pn; pn.extension()\nfrom elign_studio import create_app\ncreate_app()"
+OFFLINE_CELL = "from elign_studio.notebook import extension\nextension()\n" + STUDIO_CELL.split("\n", 1)[1]
+INLINE_CELL = "import panel as pn; pn.extension(inline=True)\nfrom elign_studio import create_app\ncreate_app()"
+NOTEBOOKS = {"studio.ipynb": STUDIO_CELL, "offline.ipynb": OFFLINE_CELL, "inline.ipynb": INLINE_CELL}  # name -> cell
 
 
 @pytest.fixture(scope="session")
 def jupyter_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """JupyterLab on 127.0.0.1 (no token) serving a notebook whose one cell shows the studio; yields its URL."""
+    """JupyterLab on 127.0.0.1 (no token) serving notebooks whose one cell shows the studio (NOTEBOOKS); yields the
+    URL of studio.ipynb (the others beside it)."""
     if not CHROMIUM.exists():
         pytest.skip("Debian's Chromium (/usr/bin/chromium) is not installed")
     pytest.importorskip("playwright")
@@ -104,13 +108,15 @@ def jupyter_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env.update(JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_RUNTIME_DIR=str(tmp / "runtime"))
     notebooks = tmp / "notebooks"
     notebooks.mkdir()
-    cell = {"cell_type": "code", "metadata": {}, "source": STUDIO_CELL, "outputs": [], "execution_count": None}
     kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook = {"cells": [cell], "metadata": {"kernelspec": kernel}, "nbformat": 4, "nbformat_minor": 5}
-    (notebooks / "studio.ipynb").write_text(json.dumps(notebook))
+    for name, source in NOTEBOOKS.items():
+        cell = {"cell_type": "code", "metadata": {}, "source": source, "outputs": [], "execution_count": None}
+        notebook = {"cells": [cell], "metadata": {"kernelspec": kernel}, "nbformat": 4, "nbformat_minor": 5}
+        (notebooks / name).write_text(json.dumps(notebook))
     port = free_port()
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}"]
     cmd += ["--IdentityProvider.token=", f"--ServerApp.root_dir={notebooks}", "--LabApp.news_url=None"]
+    cmd += ["--ServerApp.disable_check_xsrf=True"]  # the tests shut kernels down through the REST API
     cmd += ["--allow-root"] if os.geteuid() == 0 else []
     ARTIFACTS.mkdir(exist_ok=True)
     log = (ARTIFACTS / "jupyter-lab.log").open("wb")
