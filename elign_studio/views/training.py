@@ -9,6 +9,7 @@ import holoviews as hv
 import pandas as pd
 import panel as pn
 import param
+from bokeh.models import BasicTicker
 from holoviews.streams import Buffer
 from panel.viewable import Viewer
 
@@ -38,8 +39,9 @@ def _curves(data: pd.DataFrame, keys: tuple[str, ...], title: str, ylabel: str) 
     items = [hv.Curve(data, "step", (k, ylabel), label=LABELS[k]).opts(tools=["hover"]) for k in keys]
     items += [hv.Scatter(data, "step", (k, ylabel)).opts(size=4) for k in keys]
     return hv.Overlay(items).opts(
-        title=title, responsive=True, height=220, legend_position="bottom_left", xformatter="%d", framewise=True
-    )
+        title=title, responsive=True, height=220, legend_position="bottom_left", xformatter="%d", framewise=True,
+        xticks=BasicTicker(min_interval=1),  # iterations: whole numbers, never two ticks with one label
+    )  # fmt: skip
 
 
 def _empty() -> pd.DataFrame:
@@ -154,11 +156,12 @@ class TrainingView(Viewer):
                 pn.Column(
                     self.progress,
                     pn.pane.HoloViews(self.reward, sizing_mode="stretch_width", linked_axes=False),
-                    pn.Row(
+                    pn.GridBox(  # two a row: each plot wide enough for its title and legend
                         pn.pane.HoloViews(self.kl, sizing_mode="stretch_width", linked_axes=False),
                         pn.pane.HoloViews(self.clip, sizing_mode="stretch_width", linked_axes=False),
                         pn.pane.HoloViews(self.stab, sizing_mode="stretch_width", linked_axes=False),
                         pn.pane.HoloViews(self.composition, sizing_mode="stretch_width", linked_axes=False),
+                        ncols=2,
                         sizing_mode="stretch_width",
                     ),
                     pn.Card(
