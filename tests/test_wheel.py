@@ -1,6 +1,8 @@
 """The package outside the repository: a wheel built from the project carries the shipped models, and an
 installation of it samples with its defaults and serves the studio from wherever it is run."""
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +83,7 @@ def test_elign_studio_serves_the_installed_app_outside_the_repository(installed,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its own process group: the server it starts goes with it
     )
     try:
         deadline, page = time.time() + 120, ""
@@ -91,5 +94,5 @@ def test_elign_studio_serves_the_installed_app_outside_the_repository(installed,
                 time.sleep(1)
         assert "<html" in page.lower() and "bokeh" in page.lower()
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
