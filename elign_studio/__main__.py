@@ -1,9 +1,11 @@
-"""``python -m elign_studio [--port P] [--address A]``: serve the studio (localhost unless told otherwise)."""
+"""``python -m elign_studio [--port P] [--address A]``: serve the studio (localhost unless told otherwise).
+
+The process becomes the server (``exec``): a signal sent to it reaches ``panel serve`` itself, none is left behind."""
 
 from __future__ import annotations
 
 import argparse
-import subprocess
+import os
 
 from elign_studio.serving import serve_command
 
@@ -17,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = serve_command(args.port, args.address)
     if args.show:
         cmd.append("--show")
-    return subprocess.call(cmd)
+    os.execv(cmd[0], cmd)  # returns only by raising OSError
+    return 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The package outside the repository: a wheel built from the project carries the shipped models, and an
 installation of it samples with its defaults and serves the studio from wherever it is run."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -93,6 +94,11 @@ def test_elign_studio_serves_the_installed_app_outside_the_repository(installed,
             except OSError:
                 time.sleep(1)
         assert "<html" in page.lower() and "bokeh" in page.lower()
+        proc.terminate()  # the command became the server (exec): stopping it stops the server, none is left behind
+        proc.wait(timeout=30)
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/elign_studio", timeout=10)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

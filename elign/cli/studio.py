@@ -1,5 +1,6 @@
 """``elign studio``: serve the studio app (localhost unless told otherwise), from a checkout or an installed
-package alike. It runs ``python -m elign_studio`` in a process of its own: the library never imports the app."""
+package alike. The process becomes ``python -m elign_studio`` (``exec``: a signal sent to it reaches the server); the
+library never imports the app."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_studio(args: argparse.Namespace) -> int:
     import importlib.util
-    import subprocess
+    import os
     import sys
 
     if importlib.util.find_spec("elign_studio") is None or importlib.util.find_spec("panel") is None:
         raise ValueError("the studio is not installed: pip install 'elign[studio]'")
     cmd = [sys.executable, "-m", "elign_studio", "--port", str(args.port), "--address", args.address]
-    return subprocess.call(cmd + (["--show"] if args.show else []))
+    cmd += ["--show"] if args.show else []
+    os.execv(cmd[0], cmd)  # returns only by raising OSError
+    return 1
