@@ -1,13 +1,15 @@
 """Formula-conditioned sampling on held-out QM9 formulas, against unconditional sampling of the same sizes.
 
 Draws ``--formulas`` distinct formulas of QM9's test split (seeded; formulas of at least ``--min-atoms`` atoms),
-samples ``--per-formula`` molecules of each with the atom types fixed (``elign sample --formula``), and the same
-number of molecules of the same sizes unconditionally, from each checkpoint. Reports the share with exactly the
+samples ``--per-formula`` molecules of each with the atom types fixed (``elign sample --formula``; once per
+``--type-guidance`` step, 0 for replacement alone), and the same number of molecules of the same sizes
+unconditionally, from each checkpoint. Reports the share with exactly the
 requested formula, molecule stability, validity and isomer uniqueness (distinct valid SMILES per formula over
 valid molecules), and writes them to RESULTS.md. A composition-conditioned checkpoint (``--context composition``)
 is sampled with the formula given and with only its counts given (it picks the types itself) instead.
 
-    python benchmarks/formula_sampling.py --checkpoint backbone --formulas 20 --per-formula 10 --steps 100
+    python benchmarks/formula_sampling.py --checkpoint backbone --formulas 20 --per-formula 10 --steps 100 \
+        --type-guidance 0 0.5
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import write_results  # noqa: E402
+from harness import timed, write_results  # noqa: E402
 
 
 def held_out_formulas(num: int, min_atoms: int, seed: int) -> list[str]:
@@ -69,6 +72,7 @@ def main() -> None:
     ap.add_argument("--min-atoms", type=int, default=12)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--seed", type=int, default=4242)
+    ap.add_argument("--type-guidance", type=float, nargs="+", default=[0.0, 0.5], help="guidance steps to sample")
     ap.add_argument("--write-formulas", metavar="PATH", help="only write the drawn formulas to PATH, one a line")
     args = ap.parse_args()
     if args.write_formulas:
@@ -88,8 +92,8 @@ def main() -> None:
         f"{args.formulas} formulas of QM9's test split (seed {args.seed}, >= {args.min_atoms} atoms: "
         f"{', '.join(formulas)}), {args.per_formula} molecules each, {args.steps} steps, seed {args.seed}",
         "",
-        "| model | sampling | exact formula | mol. stab. | valid | isomer uniqueness |",
-        "|---|---|---|---|---|---|",
+        "| model | sampling | exact formula | mol. stab. | valid | isomer uniqueness | seconds |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name in args.checkpoint or ["backbone"]:
         model, config, _ = load_checkpoint(resolve_checkpoint(name))
@@ -97,16 +101,20 @@ def main() -> None:
         types = torch.from_numpy(formula_batch(formulas, args.per_formula, info.atom_decoder, info.max_n_nodes))
         sizes = (types >= 0).sum(dim=1)
         common = dict(steps=args.steps, seed=args.seed, atomic_numbers=info.atomic_numbers, progress=True)
-        modes = [("formula given", {"types": types}), ("unconditional, same sizes", {"sizes": sizes})]
+        modes = [(f"formula given, guidance {g:g}", {"types": types, "type_guidance": g}) for g in args.type_guidance]
         if model.context_dim:  # a composition-conditioned model: told the counts, it may pick the types itself
-            modes = [modes[0], ("counts given, types free", {"types": types, "fix_types": False})]
+            modes.append(("counts given, types free", {"types": types, "fix_types": False}))
+        else:
+            modes.append(("unconditional, same sizes", {"sizes": sizes}))
         for how, extra in modes:
-            mols = sample_molecules(model, len(types), info.size_probabilities(), **common, **extra)
+            draw = partial(sample_molecules, model, len(types), info.size_probabilities(), **common, **extra)
+            seconds, mols = timed(draw)
             f = figures(mols, formulas, args.per_formula, info.atom_decoder)
             lines.append(
                 f"| {name} | {how} | {f['exact_formula']:.3f} | {f['molecule_stability']:.3f} | {f['validity']:.3f} | "
-                f"{f['isomer_uniqueness']:.3f} |"
+                f"{f['isomer_uniqueness']:.3f} | {seconds:.0f} |"
             )
+            print(lines[-1], flush=True)
     write_results("Formula-conditioned sampling (benchmarks/formula_sampling.py)", lines, bullets=False)
 
 

@@ -68,6 +68,7 @@ def sample_to_file(settings: SamplingSettings, out: str, device: str) -> list[st
         model, total, info.size_probabilities(), steps=steps, seed=settings.seed, batch_size=settings.batch_size,
         device=device, atomic_numbers=info.atomic_numbers, progress=True, guidance=guidance, bf16=settings.bf16,
         types=types,
+        type_guidance=settings.type_guidance,
     )  # fmt: skip
     dt = time.perf_counter() - t0
     stab = stability_metrics(mols, info.atom_decoder)

@@ -193,9 +193,10 @@ def sample_set(
     formula: str | None = None,
 ) -> SampledSet:
     """Sample ``num`` molecules with their denoising trajectories; forces on the final frame only (the
-    rest: :func:`score_frames`). ``formula``: isomers of it (the atom types fixed; ``n_atoms`` is ignored).
+    rest: :func:`score_frames`). ``formula``: isomers of it (the atom types fixed, positions guided by them;
+    ``n_atoms`` is ignored).
     ``force_field_name`` None: the library's default force field."""
-    from elign.diffusion.conditioning import FixedTypes
+    from elign.diffusion.conditioning import TYPE_GUIDANCE, FixedTypes
     from elign.diffusion.sampler import node_mask_from_sizes, sample_chain
 
     info = config.dataset_info()
@@ -208,7 +209,7 @@ def sample_set(
 
         types = torch.from_numpy(formula_batch([formula], num, decoder, info.max_n_nodes))  # [B, n]
         sizes = (types >= 0).sum(dim=1)
-        fixed = FixedTypes(types, list(info.atomic_numbers))
+        fixed = FixedTypes(types, list(info.atomic_numbers), guidance=TYPE_GUIDANCE)
     else:
         sizes = _sizes(info, num, n_atoms, gen)  # [B]
     node_mask = node_mask_from_sizes(sizes)  # [B, N, 1]

@@ -80,3 +80,47 @@ def test_sample_formula_on_the_command_line(tmp_path, capsys):
     assert all(p["formula"] == "CH4O" for _, _, p in records)
     assert main([*argv[:5], "CH3Cl", *argv[6:]]) == 2
     assert "the model has no Cl" in capsys.readouterr().err
+
+
+def _type_distance(model, fixed, z, t, mask) -> float:
+    """How far the x0 prediction's type features at z are from the formula's current assignment."""
+    with torch.no_grad():
+        x0 = model.scheduler.x0_from_eps(z, model.predict_eps(z, t, mask), t)
+    return float(((x0[..., 3:] - fixed.h0) ** 2 * mask).sum())
+
+
+def test_type_guidance_moves_positions_down_the_type_distance():
+    from elign.data.geometry import remove_mean_with_mask
+    from elign.diffusion.conditioning import FixedTypes
+    from elign.diffusion.sampler import node_mask_from_sizes
+
+    model, config = tiny_model(seed=4)
+    info = config.dataset_info()
+    types = torch.from_numpy(formula_batch(["CH4O", "CH2O"], 1, config.atom_decoder, info.max_n_nodes))
+    mask = node_mask_from_sizes((types >= 0).sum(1))  # [2, N, 1]
+    fixed = FixedTypes(types[:, : mask.shape[1]], QM9_Z, guidance=0.05)
+    t, s = torch.full((2, 1), 0.3), torch.full((2, 1), 0.29)
+    z = fixed.noised(model, model.scheduler.sample_noise(mask, torch.Generator().manual_seed(0)), t, mask)
+    eps, grad = fixed.eps_and_gradient(model, z, t, mask)
+    assert grad.shape == (2, mask.shape[1], 3) and float(grad.abs().sum()) > 0
+    guided = fixed.guide(model, z, grad, s, t, mask)
+    assert torch.equal(guided[..., 3:], z[..., 3:])  # only positions move
+    assert torch.allclose(remove_mean_with_mask(guided[..., :3], mask), guided[..., :3], atol=1e-6)  # centred
+    assert _type_distance(model, fixed, guided, t, mask) < _type_distance(model, fixed, z, t, mask)
+    unguided = FixedTypes(fixed.types, QM9_Z)
+    eps0, none = unguided.eps_and_gradient(model, z, t, mask)
+    assert none is None and torch.allclose(eps0, eps, atol=1e-6)  # the same prediction, without the gradient
+    with pytest.raises(ValueError, match="type guidance"):
+        FixedTypes(fixed.types, QM9_Z, guidance=-1.0)
+
+
+def test_guided_formula_sampling_keeps_the_formula_and_moves_the_atoms():
+    model, config = tiny_model(seed=1)
+    info = config.dataset_info()
+    types = torch.from_numpy(formula_batch(["CH4O", "C2H3N"], 2, config.atom_decoder, info.max_n_nodes))
+    common = dict(steps=6, seed=3, atomic_numbers=QM9_Z, types=types)
+    plain = sample_molecules(model, len(types), info.size_probabilities(), type_guidance=0.0, **common)
+    guided = sample_molecules(model, len(types), info.size_probabilities(), type_guidance=0.5, **common)
+    counts = [sorted(Counter(t.tolist()).items()) for _, t in split_molecules(guided)]
+    assert counts == [sorted(Counter(t.tolist()).items()) for _, t in split_molecules(plain)]
+    assert not torch.allclose(guided.positions, plain.positions)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from elign.data.batch import MoleculeBatch
 from elign.data.geometry import remove_mean_with_mask
-from elign.diffusion.conditioning import FixedTypes, types_context
+from elign.diffusion.conditioning import TYPE_GUIDANCE, FixedTypes, types_context
 from elign.diffusion.edm import EquivariantDiffusion
 from elign.precision import bf16_autocast
 
@@ -125,7 +125,8 @@ def sample_chain(
     """Run the reverse chain for the molecules of ``node_mask`` [B, N, 1] and decode them.
 
     ``trajectory_every=k`` keeps every k-th latent (and always the first and the last). ``fixed_types``: the atom
-    types are given (a formula) and only the positions are sampled (:mod:`elign.diffusion.conditioning`).
+    types are given (a formula) and only the positions are sampled, guided by them when its ``guidance`` > 0
+    (:mod:`elign.diffusion.conditioning`).
     ``context`` [B, C]: what a conditioned network reads (the element counts of a composition-conditioned one).
     """
     steps = model.T if steps is None else steps
@@ -138,12 +139,18 @@ def sample_chain(
         z = fixed_types.noised(model, z, ones * (grid[0] / model.T), node_mask, generator)
     for i, (t_int, s_int) in enumerate(zip(grid[:-1], grid[1:], strict=True)):
         s, t = ones * (s_int / model.T), ones * (t_int / model.T)
-        step = model.scheduler.step(z, model.predict_eps(z, t, node_mask, context), s, t, node_mask, generator)
+        if fixed_types is not None:
+            eps, type_grad = fixed_types.eps_and_gradient(model, z, t, node_mask, context)
+        else:
+            eps, type_grad = model.predict_eps(z, t, node_mask, context), None
+        step = model.scheduler.step(z, eps, s, t, node_mask, generator)
         if traj is not None and (i % trajectory_every == 0):
             traj.add_latent(model, t_int, z, step.x0_pred, node_mask)
         z = step.z_s
         if guidance is not None:
             z = guidance(model, z, ones * (s_int / model.T), node_mask)
+        if type_grad is not None:
+            z = fixed_types.guide(model, z, type_grad, s, t, node_mask)
         if fixed_types is not None:
             fixed_types.assign(model, step.x0_pred, node_mask)
             z = fixed_types.noised(model, z, ones * (s_int / model.T), node_mask, generator)
@@ -197,6 +204,7 @@ def sample_molecules(
     bf16: bool = False,
     types: torch.Tensor | None = None,
     fix_types: bool = True,
+    type_guidance: float = TYPE_GUIDANCE,
 ) -> MoleculeBatch:
     """Sample ``num`` molecules, sizes drawn from ``sizes_prob`` [N_max + 1] (or given), in batches.
 
@@ -205,7 +213,8 @@ def sample_molecules(
     same molecules. ``bf16`` runs the network's matrix products in bfloat16 (:mod:`elign.precision`):
     faster where the hardware has it, other molecules for the same seed. ``types`` [num, N] long (-1 on padding):
     the atom types of each molecule are given (formulas, :func:`elign.data.formula.formula_types`), which also
-    fixes the sizes; only positions are sampled. A composition-conditioned model reads the types' element counts
+    fixes the sizes; only positions are sampled, with reconstruction guidance of step ``type_guidance`` (0: none;
+    :mod:`elign.diffusion.conditioning`). A composition-conditioned model reads the types' element counts
     (and needs them); with ``fix_types=False`` it samples the types too, told only the counts.
     """
     if num < 1:
@@ -223,7 +232,7 @@ def sample_molecules(
         mask = node_mask_from_sizes(sizes[idx], device=device)
         fixed = context = None
         if types is not None and fix_types:
-            fixed = FixedTypes(types[idx, : mask.shape[1]].to(device), list(atomic_numbers))
+            fixed = FixedTypes(types[idx, : mask.shape[1]].to(device), list(atomic_numbers), guidance=type_guidance)
         if model.context_dim:
             context = types_context(types[idx], model.num_types).to(device)  # [b, K]
         with bf16_autocast(device, bf16):

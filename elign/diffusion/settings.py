@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from elign.configs import option, positive_int
 
-__all__ = ["SamplingSettings"]
+__all__ = ["SamplingSettings", "TYPE_GUIDANCE"]
+
+TYPE_GUIDANCE = 0.5  # default guidance of formula sampling: the best of 0.1-4 measured (docs/sampling.md)
 
 
 @dataclass
@@ -22,6 +24,11 @@ class SamplingSettings:
         "sample isomers of these formulas (C7H10O2 ...; or a file of them, one per line): the atom types are "
         "fixed, only positions are sampled",
         metavar="FORMULA",
+    )
+    type_guidance: float = option(
+        TYPE_GUIDANCE,
+        "with --formula: step of the positions' guidance by the types (0: types replaced only; about twice the "
+        "sampling time, 2-4 times the stable molecules)",
     )
     steps: int | None = option(None, "denoising steps (None: the model's T)", type=positive_int)
     seed: int = option(0, "seed of the sizes and the chain")

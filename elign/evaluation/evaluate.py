@@ -133,7 +133,7 @@ def evaluate_sources(
     samples = collect_samples(
         checkpoints, guided, sample_files, num=num, steps=steps, seed=settings.seed, batch_size=batch_size,
         device=settings.device, progress=settings.progress, cache_dir=Path(out_dir) / "samples_cache",
-        formulas=read_formulas(formulas) if formulas else (),
+        formulas=read_formulas(formulas) if formulas else (), type_guidance=settings.type_guidance,
     )  # fmt: skip
     run_info = {"num": num, "steps": steps, "batch_size": batch_size, "checkpoints": list(checkpoints)}
     run_info |= {"guided": list(guided), "samples": list(sample_files), "formulas": list(formulas)}

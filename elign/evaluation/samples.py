@@ -20,6 +20,7 @@ import numpy as np
 
 from elign.data.elements import ATOMIC_NUMBERS
 from elign.data.info import DatasetInfo, qm9_info
+from elign.diffusion.settings import TYPE_GUIDANCE
 from elign.io.export import read_molecules
 
 __all__ = [
@@ -105,6 +106,7 @@ def _sample(
     guidance: tuple[str, float] | None,
     progress: bool,
     types: Any = None,
+    type_guidance: float = 0.0,
 ) -> tuple[list[Pair], dict[str, Any]]:
     """Sample ``num`` molecules of sizes [num] (or of the atom types [num, N] of formulas); -> (molecules,
     throughput: seconds, molecules/s, settings and, with guidance, the force field's calls and time)."""
@@ -130,6 +132,7 @@ def _sample(
         sizes=None if types is not None else sizes,
         guidance=guide,
         types=types,
+        type_guidance=type_guidance,
     )
     seconds = time.perf_counter() - t0
     throughput = {
@@ -165,11 +168,13 @@ def sample_checkpoint(
     cache_dir: str | os.PathLike | None = None,
     loaded: tuple[Any, Any, Path] | None = None,
     formulas: Sequence[str] = (),
+    type_guidance: float = TYPE_GUIDANCE,
 ) -> ModelSamples:
     """Sample ``num`` molecules of the given sizes [num] from a checkpoint, timing it (throughput).
 
     ``loaded``: the checkpoint already loaded on ``device``, as (model, config, resolved path). ``formulas``:
-    sample ``num`` isomers of each instead (the atom types fixed, :mod:`elign.diffusion.conditioning`).
+    sample ``num`` isomers of each instead (the atom types fixed, the positions guided by them with step
+    ``type_guidance``, :mod:`elign.diffusion.conditioning`).
 
     With ``cache_dir`` the molecules are kept there as soon as they are sampled, under a key of everything
     that decides them (checkpoint hash, sizes, seed, steps, batch size, device, guidance), and a later call
@@ -198,7 +203,7 @@ def sample_checkpoint(
     if formulas:
         from elign.data.formula import formula_batch
 
-        source |= {"formulas": list(formulas), "per_formula": num}
+        source |= {"formulas": list(formulas), "per_formula": num, "type_guidance": type_guidance}
         types = formula_batch(formulas, num, info.atom_decoder, info.max_n_nodes)  # [F * num, N]
         sizes, num = (types >= 0).sum(1), len(types)
     key = _samples_key(source, sizes, num, batch_size, device)
@@ -206,7 +211,9 @@ def sample_checkpoint(
     if cache is not None and cache.is_file() and (kept := _read_samples(cache, key)) is not None:
         molecules, throughput = kept
         return ModelSamples(name, molecules, info, source, {**throughput, "cached": str(cache)})
-    molecules, throughput = _sample(model, info, num, sizes, steps, seed, batch_size, device, guidance, progress, types)
+    molecules, throughput = _sample(
+        model, info, num, sizes, steps, seed, batch_size, device, guidance, progress, types, type_guidance
+    )
     if cache is not None:
         _write_samples(cache, key, molecules, throughput)
     return ModelSamples(name, molecules, info, source, throughput)
@@ -275,6 +282,7 @@ def collect_samples(
     progress: bool = False,
     cache_dir: str | os.PathLike | None = None,
     formulas: Sequence[str] = (),
+    type_guidance: float = TYPE_GUIDANCE,
 ) -> list[ModelSamples]:
     """The report's rows: each checkpoint, then each guided baseline ('MODEL:MLFF:SCALE'), sampled on the same
     sizes (drawn from the first model's size prior; with ``formulas``, ``num`` isomers of each) and seed; then
@@ -313,6 +321,7 @@ def collect_samples(
         progress=progress,
         cache_dir=cache_dir,
         formulas=formulas,
+        type_guidance=type_guidance,
     )
     out = [sample_checkpoint(c, _unique(_checkpoint_name(c), taken), loaded=loaded[c], **common) for c in checkpoints]
     for spec, mlff, scale in parsed:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from elign.configs import non_negative_int, option, positive_int
+from elign.diffusion.settings import TYPE_GUIDANCE
 
 __all__ = ["EvaluationSettings", "ScoringSettings"]
 
@@ -20,6 +21,9 @@ class EvaluationSettings:
     referees: tuple[str, ...] = option((), "subset of ('xtb', 'dft')")
     device: str = option("cpu", "'cpu' or 'cuda[:i]'")
     seed: int = option(0, "seed of the DFT subsample and the bootstrap")
+    type_guidance: float = option(
+        TYPE_GUIDANCE, "with formulas: step of the positions' guidance by the types (0: types replaced only)"
+    )
     novelty: bool = option(False, "novelty against the training SMILES")
     train_smiles: str | None = option(None, "text file of training SMILES for novelty (None: from the QM9 cache)")
     ff_batch_size: int = option(64, "molecules per force-field call", type=positive_int)

@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import ARTIFACTS, offline_page
 
 from elign_studio.serving import CHROMIUM, CHROMIUM_ARGS, free_port, serve_command
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
 
 
 def make_assets(folder: Path) -> Path:
@@ -136,3 +136,14 @@ def browser():
         b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def page(studio_server, browser):
+    """The studio opened in a fresh offline page (1400 x 1100, downloads kept), one per test module."""
+    url, _ = studio_server
+    context = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+    pg = offline_page(context)
+    pg.goto(url)
+    yield pg
+    context.close()

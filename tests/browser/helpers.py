@@ -1,10 +1,13 @@
-"""What the browser tests share beyond fixtures: an offline page, a measure of what a canvas shows, and a
-poll for what the page shows after a server round trip (a fixed wait is too short on a slow machine)."""
+"""What the browser tests share beyond fixtures: an offline page, a measure of what a canvas shows, a poll for what
+the page shows after a server round trip (a fixed wait is too short on a slow machine), and screenshots."""
 
 from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"  # screenshots and server logs
 
 
 def offline_page(context):
@@ -41,3 +44,11 @@ def eventually(page, condition, timeout_s: float = 15.0, every_ms: int = 200) ->
     while not (ok := bool(condition())) and time.monotonic() < deadline:
         page.wait_for_timeout(every_ms)
     return ok
+
+
+def shot(page, name: str) -> Path:
+    """A full-page screenshot of ``page`` as ``test-artifacts/<name>.png``."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

@@ -6,12 +6,8 @@ app's scripts come with the notebook output (elign_studio.notebook). Screenshots
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from helpers import canvas_colours, offline_page
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+from helpers import ARTIFACTS, canvas_colours, offline_page
 
 pytestmark = pytest.mark.browser
 

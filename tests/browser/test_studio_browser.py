@@ -10,10 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import canvas_colours, eventually, offline_page
+from helpers import ARTIFACTS, canvas_colours, eventually, shot
 from playwright.sync_api import expect
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 pytestmark = pytest.mark.browser
 
@@ -29,21 +27,6 @@ CDS_LENGTH = """(key) => {
   }
   return n;
 }"""
-
-
-@pytest.fixture(scope="module")
-def page(studio_server, browser):
-    url, _ = studio_server
-    context = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
-    pg = offline_page(context)
-    pg.goto(url)
-    yield pg
-    context.close()
-
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def test_page_loads_without_console_errors(page) -> None:

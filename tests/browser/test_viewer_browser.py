@@ -6,23 +6,17 @@ Screenshots go to test-artifacts/. Run with ``pytest -m browser tests/browser``.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
-from helpers import eventually, offline_page
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+from helpers import ARTIFACTS, eventually, shot
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def page(studio_server, browser):
+def page(page):
     """The studio with one molecule of each shipped model sampled side by side (seed 0)."""
-    url, _ = studio_server
-    context = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
-    pg = offline_page(context)
-    pg.goto(url)
+    pg = page
     pg.get_by_role("button", name="Sample").wait_for(timeout=30_000)
     pg.locator(".elign-side-by-side").get_by_role("checkbox").check()
     pg.locator(".elign-link-cameras").get_by_role("checkbox").wait_for(timeout=10_000)
@@ -30,8 +24,7 @@ def page(studio_server, browser):
     pg.get_by_text(re.compile(r"Sampled 1 molecule\(s\) from .+, .+ in")).wait_for(timeout=90_000)
     assert eventually(pg, lambda: pg.locator(".elign-viewer canvas").count() == 2, 20), "one viewer drew"
     pg.get_by_text(re.compile(r"#0 +t = ")).nth(1).wait_for(timeout=20_000)
-    yield pg
-    context.close()
+    return pg
 
 
 def readout(page) -> int:
@@ -85,8 +78,7 @@ def test_keys_on_a_viewer_step_jump_and_play_the_frames(page) -> None:
     assert readout(page) == paused < last, "Space did not pause"
     expected_t = t0 - paused * t0 // last  # evenly spaced frames from t0 down to 0
     assert eventually(page, lambda: shown_t(page, 0) == shown_t(page, 1) == expected_t), (shown_t(page), expected_t)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "20-keys.png"), full_page=True)
+    shot(page, "20-keys")
     formula = page.get_by_label("Formula (isomers; empty: free)")
     formula.click()
     page.keyboard.press("Home")  # a key typed into a field stays there
@@ -103,8 +95,7 @@ def test_rotating_one_viewer_turns_the_other_while_cameras_are_linked(page) -> N
     assert view(page, 0) != pytest.approx(before, abs=1e-3), "the drag did not rotate viewer 1"
     assert eventually(page, lambda: view(page, 1) == pytest.approx(view(page, 0), abs=1e-6)), view(page, 1)
     page.mouse.move(0, 0)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "21-linked-cameras.png"), full_page=True)
+    shot(page, "21-linked-cameras")
     link = page.locator(".elign-link-cameras").get_by_role("checkbox")
     link.uncheck()
     page.wait_for_timeout(1000)  # the setting reaches the viewers through the server
