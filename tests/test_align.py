@@ -586,12 +586,14 @@ def test_the_composition_channel_stops_a_reward_that_pays_for_hydrogen_from_drif
     assert hydrogen[2.0] < hydrogen[0.0] / 2, hydrogen  # the channel holds them
 
 
-def test_groups_that_share_a_formula_make_its_isomers_and_train_only_positions(tmp_path, backbone):
+@pytest.mark.parametrize("type_guidance", [0.0, 0.5])
+def test_groups_that_share_a_formula_make_its_isomers_and_train_only_positions(tmp_path, backbone, type_guidance):
     from collections import Counter
 
     from elign.data.formula import parse_formula
 
-    tr = make_trainer(tiny_align(tmp_path, backbone, prompts_by="formula", iterations=1, minibatches=1))
+    cfg = tiny_align(tmp_path, backbone, prompts_by="formula", iterations=1, minibatches=1, type_guidance=type_guidance)
+    tr = make_trainer(cfg)
     prompts = tr.prompts(0)
     assert len(prompts.formulas) == 2 and prompts.formulas == tr.prompts(0).formulas  # seeded by the iteration
     scored = tr.rollout_and_score(0)
@@ -612,6 +614,9 @@ def test_groups_that_share_a_formula_make_its_isomers_and_train_only_positions(t
         for li, ri in tr._items(ro, torch.arange(R)):
             recomputed[li, ri] = tr._forward(tr.policy, ro, li, ri)[2]
     torch.testing.assert_close(ro.log_prob, recomputed, atol=1e-3, rtol=1e-5)  # the positions' log-probs
+    # the guidance moves the positions after the action: the next step starts where the guidance put them
+    moved = (ro.z_t[1:, ..., :3] - ro.z_s[:-1, ..., :3]).abs().amax()
+    assert (moved > 1e-4) if type_guidance else (moved == 0)
     metrics = tr.run_iteration()
     assert metrics["ratio_min"] == pytest.approx(1.0) and metrics["ratio_max"] == pytest.approx(1.0)
     assert metrics["kl"] == pytest.approx(0.0, abs=1e-8)
@@ -632,6 +637,8 @@ def test_a_formula_run_evaluates_formulas_saves_its_kind_and_refuses_the_composi
         tiny_align(tmp_path, backbone, prompts_by="formula", w_composition=0.1)
     with pytest.raises(ValueError, match="prompts_by"):
         tiny_align(tmp_path, backbone, prompts_by="atoms")
+    with pytest.raises(ValueError, match="type_guidance"):
+        tiny_align(tmp_path, backbone, prompts_by="formula", type_guidance=-0.5)
 
 
 def test_a_composition_conditioned_policy_aligns_on_formulas_reading_their_counts(tmp_path, backbone):

@@ -22,6 +22,11 @@ class AlignConfig:
         "drawn by its frequency: the atom types are fixed, only positions are sampled and trained, and the energy "
         "channel compares isomers)",
     )
+    type_guidance: float = option(
+        0.0,
+        "with prompts_by='formula': step of the positions' guidance by the fixed types in the rollouts and the "
+        "held-out samples (elign sample's default is 0.5); about doubles the rollouts' time",
+    )
     group_size: int = option(24, "K: rollouts per prompt; advantages are normalised within each group")
     steps: int = option(1000, "denoising steps of the (possibly strided) chain")
     shared_steps: int = option(600, "steps shared by a group before it branches (paper: 600 of 1000, t_b = 400)")
@@ -126,6 +131,8 @@ class AlignConfig:
             )
         if self.prompts_by not in ("size", "formula"):
             errors.append(f"prompts_by={self.prompts_by!r} must be 'size' or 'formula'")
+        if not 0 <= self.type_guidance < float("inf"):
+            errors.append(f"type_guidance={self.type_guidance} must be a finite number >= 0")
         if self.prompts_by == "formula" and self.w_composition:
             errors.append("with prompts_by='formula' the formulas fix the composition: set w_composition=0")
         if not 0 <= self.train_steps <= self.steps - self.shared_steps:

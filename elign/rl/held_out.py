@@ -43,7 +43,7 @@ def held_out_metrics(
         device=device,
         atomic_numbers=info.atomic_numbers,
         types=_held_out_types(info, cfg, num),
-        type_guidance=0.0,  # the chain the policy is trained on: its rollouts are not guided
+        type_guidance=cfg.type_guidance,  # the chain the policy is trained on
     )
     scored = score_molecules(ff, mols)
     one_piece = connected(mols, info.atom_decoder)

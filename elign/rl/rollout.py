@@ -76,21 +76,29 @@ def _group_noise(
     return torch.cat(parts)
 
 
-def _reverse_step(model, z, mask, t_int, s_int, generators, per_group, fixed: FixedTypes | None, context, eps=None):
+def _reverse_step(
+    model, z, mask, t_int, s_int, generators, per_group, fixed: FixedTypes | None, context, eps=None, type_grad=None
+):
     """One reverse step of every group's molecules (noise drawn per group); -> (the step, the next latent: z_s, or
-    with fixed types z_s with its type channels replaced by the formula's assignment noised to s)."""
+    with fixed types z_s, its positions moved by the types' guidance when it is on, with its type channels replaced
+    by the formula's assignment noised to s). The step's sample z_s is the policy's action; the guidance and the
+    replacement act after it, as the environment's part of the transition, so log-probabilities stay those of the
+    network's own Gaussian. ``eps`` (and ``type_grad``): the prediction already made at z (the shared state)."""
     ones = torch.ones(z.shape[0], 1, device=z.device)
     s, t = ones * (s_int / model.T), ones * (t_int / model.T)
-    if eps is None:
+    if eps is None and fixed is not None:
+        eps, type_grad = fixed.eps_and_gradient(model, z, t, mask, context)
+    elif eps is None:
         eps = model.predict_eps(z, t, mask, context)
     out = model.scheduler.step(z, eps, s, t, mask, noise=_group_noise(model, mask, generators, per_group))
     if fixed is None:
         return out, out.z_s
+    z_next = out.z_s if type_grad is None else fixed.guide(model, out.z_s, type_grad, s, t, mask)
     fixed.assign(model, out.x0_pred, mask)  # the formula's types go to the nodes the prediction favours
     log_prob = gaussian_log_prob(out.z_s[..., :3], out.mean[..., :3], out.std, mask)  # positions only
     out = replace(out, x0_pred=fixed.finish(out.x0_pred), log_prob=log_prob)
     types_noise = _group_noise(model, mask, generators, per_group)[..., 3:]
-    return out, fixed.noised(model, out.z_s, s, mask, eps=types_noise)
+    return out, fixed.noised(model, z_next, s, mask, eps=types_noise)
 
 
 @torch.no_grad()
@@ -104,9 +112,11 @@ def grouped_rollouts(
     atomic_numbers: list[int] | None = None,
     max_atoms: int | None = None,
     types: torch.Tensor | None = None,
+    type_guidance: float = 0.0,
 ) -> Rollouts:
     """sizes [G]: one molecule size per group; generators: one per group, on the model's device; types [G, N]
-    long (-1 on padding): each group's formula, fixed during the chain (needs ``atomic_numbers``) and read by a
+    long (-1 on padding): each group's formula, fixed during the chain (needs ``atomic_numbers``), the positions
+    guided by it with step ``type_guidance`` (:mod:`elign.diffusion.conditioning`), and read by a
     composition-conditioned network."""
     if len(generators) != len(sizes):
         raise ValueError(f"{len(sizes)} groups but {len(generators)} generators")
@@ -115,7 +125,9 @@ def grouped_rollouts(
     pairs = list(zip(grid[:-1], grid[1:], strict=True))
     K = group_size
     mask = node_mask_from_sizes(sizes, max_atoms, device)  # [G, N, 1]
-    fixed = None if types is None else FixedTypes(types[:, : mask.shape[1]].to(device), list(atomic_numbers))
+    fixed = None
+    if types is not None:
+        fixed = FixedTypes(types[:, : mask.shape[1]].to(device), list(atomic_numbers), guidance=type_guidance)
     context = types_context(types, model.num_types).to(device) if model.context_dim else None  # [G, K]
     z = _group_noise(model, mask, generators, 1)
     if fixed is not None:
@@ -125,17 +137,22 @@ def grouped_rollouts(
         z = _reverse_step(model, z, mask, t_int, s_int, generators, 1, fixed, context)[1]
     # the first branched step's input is its group's shared state: the network sees each group once
     t_first = torch.full((len(sizes), 1), pairs[shared_steps][0] / model.T, device=device)
-    eps = model.predict_eps(z, t_first, mask, context).repeat_interleave(K, 0)  # [R, N, D]
+    if fixed is not None:
+        eps, type_grad = fixed.eps_and_gradient(model, z, t_first, mask, context)
+        type_grad = None if type_grad is None else type_grad.repeat_interleave(K, 0)  # [R, N, 3]
+    else:
+        eps, type_grad = model.predict_eps(z, t_first, mask, context), None
+    eps = eps.repeat_interleave(K, 0)  # [R, N, D]
     mask, z = mask.repeat_interleave(K, 0), z.repeat_interleave(K, 0)  # [R, N, 1], [R, N, D]
     fixed = None if fixed is None else fixed.repeat_interleave(K)
     context = None if context is None else context.repeat_interleave(K, 0)  # [R, K]
     record = {"z_t": [], "z_s": [], "std": [], "log_prob": [], "x0_pred": []}
     for t_int, s_int in pairs[shared_steps:]:
-        out, z_next = _reverse_step(model, z, mask, t_int, s_int, generators, K, fixed, context, eps)
+        out, z_next = _reverse_step(model, z, mask, t_int, s_int, generators, K, fixed, context, eps, type_grad)
         for key, value in (("z_t", z), ("z_s", out.z_s), ("std", out.std), ("log_prob", out.log_prob)):
             record[key].append(value)
         record["x0_pred"].append(out.x0_pred)
-        z, eps = z_next, None
+        z, eps, type_grad = z_next, None, None
     z = z if fixed is None else fixed.finish(z)
     noise_x = _group_noise(model, mask, generators, K, positions_only=True)
     molecules = model.decode(z, mask, atomic_numbers=atomic_numbers, noise=noise_x, context=context)

@@ -178,6 +178,7 @@ class FedGrpoTrainer:
             prompts.generators,
             self.info.atomic_numbers,
             types=prompts.types,
+            type_guidance=self.cfg.type_guidance,
         )
         t1 = time.perf_counter()
         final = score_molecules(self.ff, ro.molecules)
