@@ -8,7 +8,7 @@ from elign.configs import option, positive_int
 
 __all__ = ["SamplingSettings", "TYPE_GUIDANCE"]
 
-TYPE_GUIDANCE = 0.5  # default guidance of formula sampling: the best of 0.1-4 measured (docs/sampling.md)
+TYPE_GUIDANCE = 0.5  # default guidance of formula sampling: 0.5 and 1 measured best of 0-1 (docs/sampling.md)
 
 
 @dataclass
@@ -27,8 +27,8 @@ class SamplingSettings:
     )
     type_guidance: float = option(
         TYPE_GUIDANCE,
-        "with --formula: step of the positions' guidance by the types (0: types replaced only; about twice the "
-        "sampling time, 2-4 times the stable molecules)",
+        "with --formula: step of the positions' guidance by the types (0: types replaced only; about 2.5 times "
+        "the sampling time, about twice the stable molecules)",
     )
     steps: int | None = option(None, "denoising steps (None: the model's T)", type=positive_int)
     seed: int = option(0, "seed of the sizes and the chain")
