@@ -11,11 +11,12 @@ measured worse.) Every molecule has exactly the requested formula, and no traini
 
 The model reads the types of the latent only weakly until late (its type channels are scaled down and noisy), so
 replacement alone leaves geometries that fit another formula: even a model's own formulas, fixed, come out stable
-a fifth to a quarter as often as sampled freely. ``guidance`` > 0 adds reconstruction guidance on the positions: after each
-step they move down the gradient of how far the x0 prediction's types are from the assigned ones, by ``guidance``
-times the step's noise scale along the gradient's direction (per molecule), which asks the skeleton to fit the
-formula while it forms. It costs a backward pass a step (about 2.5 times the sampling time) and measured about
-twice the stable molecules of replacement alone (``benchmarks/formula_sampling.py``, ``docs/sampling.md``).
+a fifth to a quarter as often as sampled freely. ``guidance`` > 0 adds reconstruction guidance on the positions:
+after each step they move down the gradient of how far the x0 prediction's types are from the assigned ones, by
+``guidance`` times the step's noise scale along the gradient's direction (per molecule), which asks the skeleton
+to fit the formula while it forms. It costs a backward pass a step (about 2.5 times the sampling time) and
+measured about twice the stable molecules of replacement alone (``benchmarks/formula_sampling.py``,
+``docs/sampling.md``).
 """
 
 from __future__ import annotations
