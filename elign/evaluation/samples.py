@@ -154,6 +154,23 @@ def _sample(
     return list(split_molecules(mols)), throughput
 
 
+def _source(checkpoint: str, path: Path, seed: int, steps: int, guidance: tuple[str, float] | None) -> dict[str, Any]:
+    """What decides a checkpoint's samples: the checkpoint as named (a shipped name stays a name, not this
+    machine's path), its content hash, seed, steps and force guidance."""
+    from elign.io.checkpoints import checkpoint_sha256
+
+    source = {
+        "kind": "guided" if guidance is not None else "checkpoint",
+        "checkpoint": str(checkpoint),
+        "sha256": checkpoint_sha256(path),
+        "seed": seed,
+        "steps": steps,
+    }
+    if guidance is not None:
+        source |= {"guidance_mlff": guidance[0], "guidance_scale": guidance[1]}
+    return source
+
+
 def sample_checkpoint(
     checkpoint: str,
     name: str,
@@ -181,7 +198,7 @@ def sample_checkpoint(
     with the same key reads them instead of sampling again: a report interrupted after sampling resumes.
     """
     from elign.io.assets import resolve_checkpoint
-    from elign.io.checkpoints import checkpoint_sha256, load_checkpoint
+    from elign.io.checkpoints import load_checkpoint
 
     if loaded is None:
         path = resolve_checkpoint(checkpoint)
@@ -189,16 +206,7 @@ def sample_checkpoint(
     else:
         model, config, path = loaded
     info = config.dataset_info()
-    # the checkpoint as named (a shipped name stays a name, not this machine's path) and its content hash
-    source = {
-        "kind": "guided" if guidance is not None else "checkpoint",
-        "checkpoint": str(checkpoint),
-        "sha256": checkpoint_sha256(path),
-        "seed": seed,
-        "steps": steps or model.T,
-    }
-    if guidance is not None:
-        source |= {"guidance_mlff": guidance[0], "guidance_scale": guidance[1]}
+    source = _source(checkpoint, path, seed, steps or model.T, guidance)
     types = None
     if formulas:
         from elign.data.formula import formula_batch

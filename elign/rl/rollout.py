@@ -76,6 +76,23 @@ def _group_noise(
     return torch.cat(parts)
 
 
+def _conditioning(model, types, mask, atomic_numbers, type_guidance: float):
+    """(the groups' formulas as FixedTypes, the context [G, K] a composition-conditioned network reads), or Nones
+    without formulas."""
+    if types is None:
+        return None, None
+    fixed = FixedTypes(types[:, : mask.shape[1]].to(mask.device), atomic_numbers, guidance=type_guidance)
+    context = types_context(types, model.num_types).to(mask.device) if model.context_dim else None  # [G, K]
+    return fixed, context
+
+
+def _predict(model, z, t, mask, context, fixed: FixedTypes | None):
+    """(the network's noise prediction at z, the types' guidance gradient or None)."""
+    if fixed is None:
+        return model.predict_eps(z, t, mask, context), None
+    return fixed.eps_and_gradient(model, z, t, mask, context)
+
+
 def _reverse_step(
     model, z, mask, t_int, s_int, generators, per_group, fixed: FixedTypes | None, context, eps=None, type_grad=None
 ):
@@ -86,10 +103,8 @@ def _reverse_step(
     network's own Gaussian. ``eps`` (and ``type_grad``): the prediction already made at z (the shared state)."""
     ones = torch.ones(z.shape[0], 1, device=z.device)
     s, t = ones * (s_int / model.T), ones * (t_int / model.T)
-    if eps is None and fixed is not None:
-        eps, type_grad = fixed.eps_and_gradient(model, z, t, mask, context)
-    elif eps is None:
-        eps = model.predict_eps(z, t, mask, context)
+    if eps is None:
+        eps, type_grad = _predict(model, z, t, mask, context, fixed)
     out = model.scheduler.step(z, eps, s, t, mask, noise=_group_noise(model, mask, generators, per_group))
     if fixed is None:
         return out, out.z_s
@@ -125,10 +140,7 @@ def grouped_rollouts(
     pairs = list(zip(grid[:-1], grid[1:], strict=True))
     K = group_size
     mask = node_mask_from_sizes(sizes, max_atoms, device)  # [G, N, 1]
-    fixed = None
-    if types is not None:
-        fixed = FixedTypes(types[:, : mask.shape[1]].to(device), list(atomic_numbers), guidance=type_guidance)
-    context = types_context(types, model.num_types).to(device) if model.context_dim else None  # [G, K]
+    fixed, context = _conditioning(model, types, mask, atomic_numbers, type_guidance)
     z = _group_noise(model, mask, generators, 1)
     if fixed is not None:
         t_first = torch.full((len(sizes), 1), grid[0] / model.T, device=device)
@@ -137,12 +149,9 @@ def grouped_rollouts(
         z = _reverse_step(model, z, mask, t_int, s_int, generators, 1, fixed, context)[1]
     # the first branched step's input is its group's shared state: the network sees each group once
     t_first = torch.full((len(sizes), 1), pairs[shared_steps][0] / model.T, device=device)
-    if fixed is not None:
-        eps, type_grad = fixed.eps_and_gradient(model, z, t_first, mask, context)
-        type_grad = None if type_grad is None else type_grad.repeat_interleave(K, 0)  # [R, N, 3]
-    else:
-        eps, type_grad = model.predict_eps(z, t_first, mask, context), None
+    eps, type_grad = _predict(model, z, t_first, mask, context, fixed)
     eps = eps.repeat_interleave(K, 0)  # [R, N, D]
+    type_grad = None if type_grad is None else type_grad.repeat_interleave(K, 0)  # [R, N, 3]
     mask, z = mask.repeat_interleave(K, 0), z.repeat_interleave(K, 0)  # [R, N, 1], [R, N, D]
     fixed = None if fixed is None else fixed.repeat_interleave(K)
     context = None if context is None else context.repeat_interleave(K, 0)  # [R, K]
