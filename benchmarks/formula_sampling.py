@@ -72,8 +72,7 @@ def own_formula_rows(name: str, model, info, num: int, guidances: list[float], c
     from elign.metrics.stability import stability_metrics
 
     free = sample_molecules(model, num, info.size_probabilities(), **common)
-    real = free.node_mask.squeeze(-1).bool()  # [num, N]
-    types = torch.where(real, free.one_hot.argmax(-1), torch.full_like(real, -1, dtype=torch.long))  # [num, N]
+    types = free.atom_types  # [num, N], -1 on padding
     rows = [
         f"| {name} | {num} sampled freely | {stability_metrics(free, info.atom_decoder)['molecule_stability']:.3f} |"
     ]
