@@ -292,7 +292,7 @@ torch.set_num_threads(1)
 backbone, out = sys.argv[1], sys.argv[2]
 cfg = AlignConfig.preset("cpu-demo", out_dir=out, checkpoint=backbone, mlff="synthetic", steps=12, shared_steps=4,
                          prompts=2, group_size=3, minibatches=1, eval_every=0, device="cpu", iterations=1,
-                         kl_beta=0.5)
+                         kl_beta=0.5, w_uniqueness=0.5)  # the uniqueness channel counts every process's molecules
 model, mc, _ = load_checkpoint(backbone)
 tr = FedGrpoTrainer(cfg, force_field=load_force_field("synthetic"), model=model, model_config=mc)
 tr.run_iteration()
@@ -662,3 +662,45 @@ def test_a_composition_conditioned_policy_aligns_on_formulas_reading_their_count
     metrics = tr.run_iteration()
     assert metrics["ratio_min"] == pytest.approx(1.0) and metrics["ratio_max"] == pytest.approx(1.0)
     assert 0 <= tr.evaluate()["eval_molecule_stability"] <= 1
+
+
+def test_the_uniqueness_channel_remembers_and_resumes_what_the_policy_made(tmp_path, backbone):
+    tr = make_trainer(tiny_align(tmp_path, backbone, iterations=2, w_uniqueness=0.5, uniqueness_memory=5))
+    tr.train()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= r["rollout_repeated"] <= 1 for r in lines)
+    assert len(tr.recent.batches) == 2 and all(len(b) == tr.cfg.prompts * tr.cfg.group_size for b in tr.recent.batches)
+    again = make_trainer(tiny_align(tmp_path, backbone, iterations=2, w_uniqueness=0.5, uniqueness_memory=5))
+    assert again.maybe_resume() and list(again.recent.batches) == list(tr.recent.batches)
+    scored = again.rollout_and_score(2)
+    K = again.cfg.group_size
+    valid = scored.rdkit_valid.view(-1, K)  # [G, K]
+    group = int(valid.sum(dim=1).argmax())
+    assert int(valid[group].sum()) >= 2, "the tiny backbone made too few valid molecules to compare"
+    repeats = torch.zeros(len(scored.smiles))
+    repeats[group * K + int(valid[group].nonzero()[0])] = 5.0  # one valid molecule made often lately
+    with_channel, _ = again.advantages(scored, repeats)
+    again.cfg.w_uniqueness = 0.0
+    without, _ = again.advantages(scored, repeats)
+    assert not torch.allclose(with_channel, without)
+
+
+def test_chain_lengths_draw_each_iterations_chain_and_branch_at_the_same_share(tmp_path, backbone):
+    from elign.rl.prompts import chain_branch
+
+    assert chain_branch(100, 40, 50) == 20 and chain_branch(100, 40, 250) == 100 and chain_branch(20, 19, 2) == 1
+    tr = make_trainer(tiny_align(tmp_path, backbone, iterations=2, chain_lengths=[10, 20]))
+    chains = [tr.prompts.chain(i) for i in range(12)]
+    assert set(chains) == {(10, 4), (20, 8)} and chains == [tr.prompts.chain(i) for i in range(12)]
+    short = next(i for i, c in enumerate(chains) if c == (10, 4))
+    scored = tr.rollout_and_score(short)
+    assert scored.rollouts.num_steps == 6  # 10 steps, 4 shared: 6 branched steps trained
+    adv, _ = tr.advantages(scored)
+    assert adv.shape == (len(scored.smiles), 6) and math.isfinite(tr.update(scored.rollouts, adv, short)["loss"])
+    tr.train()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["chain_steps"] for r in lines] == [chains[0][0], chains[1][0]]
+    plain = make_trainer(tiny_align(tmp_path / "plain", backbone, iterations=1))
+    assert {plain.prompts.chain(i) for i in range(5)} == {(20, 8)}
+    with pytest.raises(ValueError, match="chain_lengths"):
+        tiny_align(tmp_path, backbone, chain_lengths=[1, 20])

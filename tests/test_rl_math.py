@@ -12,6 +12,7 @@ from elign.rl.advantages import (
     disentangled_advantages,
     group_zscore,
     shaped_energy_returns,
+    uniqueness_advantages,
 )
 from elign.rl.config import AlignConfig
 from elign.rl.loss import clipped_surrogate, gaussian_kl, warmup_cosine
@@ -166,6 +167,34 @@ def test_the_composition_channel_pushes_against_the_drift_with_zero_group_mean()
 def test_the_composition_channel_is_added_before_the_clip():
     rf, returns, valid = torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2, 3), torch.ones(1, 2, dtype=torch.bool)
     plain = disentangled_advantages(rf, returns, valid, clip=1.5)
-    shifted = disentangled_advantages(rf, returns, valid, clip=1.5, composition=torch.tensor([[1.0, -1.0]]))
+    shifted = disentangled_advantages(rf, returns, valid, clip=1.5, rollout_channels=torch.tensor([[1.0, -1.0]]))
     assert torch.allclose(plain, torch.tensor([[[1.0] * 3, [-1.0] * 3]]))
     assert torch.allclose(shifted, torch.tensor([[[1.5] * 3, [-1.5] * 3]]))  # 2 and -2, clipped
+
+
+def test_recent_molecules_count_the_memory_and_the_other_rollouts_and_forget_beyond_it():
+    from elign.rl.uniqueness import RecentMolecules
+
+    recent = RecentMolecules(memory=2)
+    assert recent.observe(["C", "C", None, "O"], ["C", "C", None, "O"]).tolist() == [1, 1, 0, 0]
+    # this process's rollouts, counted against every process's batch and the memory
+    assert recent.observe(["C", "N"], ["C", "N", "N", None]).tolist() == [2, 1]
+    assert recent.counts(["C", "O", "N"]).tolist() == [3, 1, 2]  # against the memory
+    recent.remember(["S"])  # the first batch is forgotten
+    assert recent.counts(["C", "O", "N", "S"]).tolist() == [1, 0, 2, 1]
+    again = RecentMolecules(memory=2)
+    again.load_state_dict(recent.state_dict())
+    assert list(again.batches) == list(recent.batches)
+    assert RecentMolecules.repeated_share(torch.tensor([0.0, 2.0, 0.0]), torch.tensor([True, True, False])) == 0.5
+
+
+def test_the_uniqueness_channel_pushes_repeats_down_within_their_group_and_leaves_invalid_ones_alone():
+    counts = torch.tensor([[0.0, 3.0, 0.0, 9.0], [2.0, 2.0, 2.0, 0.0]])  # [G=2, K=4]
+    valid = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    adv = uniqueness_advantages(counts, valid)
+    assert adv[0, 0] > 0 > adv[0, 1] and adv[0, 0] == adv[0, 2] and adv[0, 3] == 0  # invalid: no push
+    assert adv[1, 3] > 0 > adv[1, 0] and abs(float(adv[0, :3].sum())) < 1e-9 and abs(float(adv[1].sum())) < 1e-9
+    assert torch.count_nonzero(uniqueness_advantages(torch.full((1, 3), 4.0), torch.ones(1, 3, dtype=bool))) == 0
+    # log(1 + n): the first repeat costs more than each of the next nine
+    three = uniqueness_advantages(torch.tensor([[0.0, 1.0, 10.0]]), torch.ones(1, 3, dtype=bool))[0]
+    assert float(three[0] - three[1]) > float(three[1] - three[2]) / 9 * 3

@@ -14,6 +14,7 @@ __all__ = [
     "disentangled_advantages",
     "group_zscore",
     "shaped_energy_returns",
+    "uniqueness_advantages",
 ]
 
 
@@ -68,7 +69,7 @@ def disentangled_advantages(
     failed_advantage: float = -1.0,
     eps: float = 1e-6,
     w_success: float | None = None,
-    composition: torch.Tensor | None = None,
+    rollout_channels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A_t = clip(w_F * z(R_F) + w_E * z(G_t) [+ A_C], -c, c), each channel normalised within its group.
 
@@ -78,12 +79,13 @@ def disentangled_advantages(
     instead: the indicator valid (1/0) z-scored over all K members of the group and added as w_S * z(S), so
     a failed member is pushed down only relative to scorable members of its own group (a group that failed
     or succeeded entirely gets no push from it) and the group's advantages keep a zero mean.
-    ``composition`` [G, K], the weighted composition channel (:func:`composition_advantages`), is added to
-    every step of every member before the clip (a failed member's too, under ``w_success``).
+    ``rollout_channels`` [G, K], the weighted channels judged on the final molecule alone (composition:
+    :func:`composition_advantages`; uniqueness: :func:`uniqueness_advantages`), is added to every step of every
+    member before the clip (a failed member's too, under ``w_success``).
     """
     a_f = group_zscore(reward_force, valid, eps).unsqueeze(-1)  # [G, K, 1]
     a_e = group_zscore(energy_returns, valid, eps)  # [G, K, L]
-    a_c = 0.0 if composition is None else composition.unsqueeze(-1)  # [G, K, 1]
+    a_c = 0.0 if rollout_channels is None else rollout_channels.unsqueeze(-1)  # [G, K, 1]
     if w_success is None:
         adv = (w_force * a_f + w_energy * a_e + a_c).clamp(-clip, clip)
         return torch.where(valid.unsqueeze(-1), adv, torch.full_like(adv, failed_advantage))
@@ -108,3 +110,14 @@ def composition_advantages(fractions: torch.Tensor, drift: torch.Tensor, toleran
     """
     centred = fractions.mean(dim=1, keepdim=True) - fractions  # [G, K, E]
     return (centred * drift).sum(-1) / tolerance**2
+
+
+def uniqueness_advantages(counts: torch.Tensor, valid: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The uniqueness channel: A_U = z(-log(1 + n)) within each group over its valid members.
+
+    counts n [G, K] (how often each rollout's molecule was made recently, :class:`elign.rl.uniqueness.
+    RecentMolecules`), valid [G, K] bool (RDKit-valid) -> [G, K]. The logarithm makes the first repeats count most;
+    invalid members get 0 (the force and success channels judge them), and a group whose valid members were all
+    made equally often gets 0.
+    """
+    return group_zscore(-torch.log1p(counts.to(torch.float64)), valid, eps)

@@ -30,6 +30,12 @@ class AlignConfig:
     group_size: int = option(24, "K: rollouts per prompt; advantages are normalised within each group")
     steps: int = option(1000, "denoising steps of the (possibly strided) chain")
     shared_steps: int = option(600, "steps shared by a group before it branches (paper: 600 of 1000, t_b = 400)")
+    chain_lengths: tuple[int, ...] = option(
+        (),
+        "step counts of the rollouts' chain, one drawn per iteration, each branching after the same share of its "
+        "steps (so a policy sampled with fewer steps than 'steps' is trained on them too); empty: 'steps' alone. "
+        "The held-out evaluation samples with 'steps'",
+    )
     energy_every: int = option(1, "evaluate the energy potential on the x0 prediction every k-th trained step")
     discount: float = option(1.0, "gamma of the shaped return G_t = gamma^t * Psi_0 - Psi_t")
     w_force: float = option(1.0, "weight of the normalised force advantage")
@@ -67,6 +73,12 @@ class AlignConfig:
         "the composition channel also pushes the batch's bond-type fractions (single, double, triple under EDM's "
         "distance rules) toward QM9's",
     )
+    w_uniqueness: float = option(
+        0.0,
+        "weight of the uniqueness channel: a valid rollout is pushed down, relative to its group, by log(1 + n), n "
+        "the times its molecule (canonical SMILES) was made in this and the last uniqueness_memory iterations (0: off)",
+    )
+    uniqueness_memory: int = option(50, "iterations of rollouts the uniqueness channel remembers")
     validity_penalty: float = option(0.0, "subtracted from the force reward of RDKit-invalid molecules (0: off)")
     clip_eps: float = option(2e-3, "PPO clip range of the probability ratio")
     kl_beta: float = option(0.04, "weight of the KL penalty to the frozen reference policy")
@@ -105,6 +117,7 @@ class AlignConfig:
             "minibatches",
             "chunk",
             "checkpoint_every",
+            "uniqueness_memory",
         ):
             if getattr(self, name) < 1:
                 errors.append(f"{name}={getattr(self, name)} must be >= 1")
@@ -133,8 +146,12 @@ class AlignConfig:
             errors.append(f"prompts_by={self.prompts_by!r} must be 'size' or 'formula'")
         if not 0 <= self.type_guidance < float("inf"):
             errors.append(f"type_guidance={self.type_guidance} must be a finite number >= 0")
+        if self.w_uniqueness < 0:
+            errors.append(f"w_uniqueness={self.w_uniqueness} must be >= 0")
         if self.prompts_by == "formula" and self.w_composition:
             errors.append("with prompts_by='formula' the formulas fix the composition: set w_composition=0")
+        if any(length < 2 for length in self.chain_lengths):
+            errors.append(f"chain_lengths={list(self.chain_lengths)}: every chain needs at least 2 steps")
         if not 0 <= self.train_steps <= self.steps - self.shared_steps:
             errors.append(f"train_steps={self.train_steps} must be in [0, steps - shared_steps]")
         if self.best_by not in ("guarded", "force"):

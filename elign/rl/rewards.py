@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -127,3 +127,4 @@ class ScoredRollouts:
     fractions: torch.Tensor  # [R, E] atom-type fractions of the final molecules
     bond_counts: torch.Tensor  # [R, 3] single, double and triple bonds of the final molecules
     timing: dict[str, float]
+    smiles: list[str | None] = field(default_factory=list)  # [R] canonical SMILES (None: RDKit-invalid)

@@ -42,11 +42,13 @@ from elign.rl.loss import clipped_surrogate, gaussian_kl, warmup_cosine
 from elign.rl.prompts import PromptSampler
 from elign.rl.rewards import ScoredRollouts, connected, energy_schedule, nan_mean_std, potentials_on_x0, score_molecules
 from elign.rl.rollout import Rollouts, grouped_rollouts, shared_first_steps
+from elign.rl.uniqueness import RecentMolecules
 from elign.training.callbacks import Callback
 from elign.training.distributed import (
     average_gradients,
     average_metrics,
     average_tensor,
+    gather_lists,
     rank_world,
     resolve_device,
 )
@@ -95,15 +97,14 @@ class FedGrpoTrainer:
         self.iteration = 0
         self.best_score = -math.inf
         self.out = Path(config.out_dir)
-        self.prompts = PromptSampler(
-            self.info, config.prompts, config.prompts_by, config.seed, self.rank, self.world, self.device
-        )  # the groups of an iteration: self.prompts(iteration)
+        self.prompts = PromptSampler(self.info, config, self.rank, self.world, self.device)  # self.prompts(iteration)
         self.composition = CompositionTracker(
             self.info,
             config.composition_momentum,
             bonds=config.composition_bonds,
             required=config.w_composition > 0,
         )
+        self.recent = RecentMolecules(config.uniqueness_memory)  # the uniqueness channel's memory
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -115,6 +116,7 @@ class FedGrpoTrainer:
             "iteration": self.iteration,
             "best_score": self.best_score,
             **self.composition.state_dict(),
+            **self.recent.state_dict(),
             "config": json.dumps(self.cfg.to_dict()),
             "model_config": json.dumps(self.model_config.to_dict()),
         }
@@ -160,6 +162,7 @@ class FedGrpoTrainer:
         self.iteration = int(state["iteration"])
         self.best_score = float(state["best_score"])
         self.composition.load_state_dict(state)
+        self.recent.load_state_dict(state)
         if self.rank == 0:
             truncate_log(self.out / "metrics.jsonl", "iteration", self.iteration)
         return True
@@ -173,8 +176,8 @@ class FedGrpoTrainer:
             self.policy,
             prompts.sizes,
             self.cfg.group_size,
-            self.cfg.steps,
-            self.cfg.shared_steps,
+            prompts.steps,
+            prompts.shared_steps,
             prompts.generators,
             self.info.atomic_numbers,
             types=prompts.types,
@@ -204,6 +207,7 @@ class FedGrpoTrainer:
             fractions=type_fractions(ro.molecules),
             bond_counts=torch.from_numpy(bond_type_counts(ro.molecules.to("cpu"), self.info.atom_decoder)),
             timing={"time_rollout": t1 - t0, "time_reward": t2 - t1},
+            smiles=list(chem["smiles"]),
         )
 
     # ------------------------------------------------------------------ composition
@@ -218,18 +222,23 @@ class FedGrpoTrainer:
         self.composition.fold(drift)
         return self.composition.figures(drift, scored.fractions, scored.bond_counts)
 
-    def _composition_channel(self, scored: ScoredRollouts, groups: int) -> torch.Tensor | None:
-        """[G, K] the weighted composition channel of the rollouts; None when it is off."""
-        if not self.cfg.w_composition:
-            return None
-        vectors = self.composition.vectors(scored.fractions, scored.bond_counts)  # [R, D]
-        channel = self.composition.channel(
-            vectors.view(groups, -1, vectors.shape[-1]), self.cfg.w_composition, self.cfg.composition_tolerance
-        )  # [G, K] float64
-        return channel.to(scored.reward_force.dtype)
+    def _rollout_channels(self, scored: ScoredRollouts, repeats: torch.Tensor | None, groups: int):
+        """[G, K] the weighted channels judged on the final molecules alone, composition and uniqueness (repeats
+        [R]: how often each molecule was made recently, counted against the memory when None); None when off."""
+        channels = []
+        if self.cfg.w_composition:
+            vectors = self.composition.vectors(scored.fractions, scored.bond_counts)  # [R, D]
+            vectors = vectors.view(groups, -1, vectors.shape[-1])
+            channels.append(self.composition.channel(vectors, self.cfg.w_composition, self.cfg.composition_tolerance))
+        if self.cfg.w_uniqueness:
+            if repeats is None:
+                repeats = self.recent.counts(scored.smiles, gather_lists(scored.smiles, self.world))
+            channels.append(self.recent.channel(repeats, scored.rdkit_valid, groups, self.cfg.w_uniqueness))
+        return sum(channels[1:], channels[0]).to(scored.reward_force.dtype) if channels else None
 
-    def advantages(self, scored: ScoredRollouts) -> tuple[torch.Tensor, dict]:
-        """[R, L] mixed advantages and the count of substitutions made."""
+    def advantages(self, scored: ScoredRollouts, repeats: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """[R, L] mixed advantages and the count of substitutions made; repeats [R]: how often each rollout's
+        molecule was made recently (:class:`RecentMolecules`; counted here when not given)."""
         ro, evaluated, psi_t, psi_valid = scored.rollouts, scored.evaluated, scored.psi_t, scored.psi_valid
         G, K, L = ro.num_groups, ro.group_size, ro.num_steps
         # an x0 prediction the force field cannot score gets its group's mean potential at that step
@@ -249,7 +258,7 @@ class FedGrpoTrainer:
             self.cfg.failed_advantage,
             self.cfg.adv_eps,
             self.cfg.w_success if self.cfg.failed_mode == "group" else None,
-            self._composition_channel(scored, G),
+            self._rollout_channels(scored, repeats, G),
         )
         psi_failed = int((~psi_valid[:, evaluated] & scored.valid[:, None]).sum())
         return adv.view(G * K, L), {"psi_failed": psi_failed}
@@ -347,7 +356,8 @@ class FedGrpoTrainer:
         scored = self.rollout_and_score(it)
         ro = scored.rollouts
         composition = self._track_composition(scored)
-        adv, adv_info = self.advantages(scored)
+        repeats = self.recent.observe(scored.smiles, gather_lists(scored.smiles, self.world))  # [R]
+        adv, adv_info = self.advantages(scored, repeats)
         t_update = time.perf_counter()
         upd = self.update(ro, adv, it)
         timing = {**scored.timing, "time_update": time.perf_counter() - t_update}
@@ -357,6 +367,7 @@ class FedGrpoTrainer:
         stab = stability_metrics(ro.molecules.to("cpu"), self.info.atom_decoder)
         metrics = {
             "iteration": self.iteration,
+            "chain_steps": self.prompts.chain(it)[0],
             "reward_force_mean": rf_mean,
             "reward_force_std": rf_std,
             "reward_energy_mean": re_mean,
@@ -367,6 +378,7 @@ class FedGrpoTrainer:
             "rollout_molecule_stability": stab["molecule_stability"],
             "rollout_validity": float(scored.rdkit_valid.float().mean()),
             "rollout_connected": float(scored.connected.float().mean()),
+            "rollout_repeated": RecentMolecules.repeated_share(repeats, scored.rdkit_valid),
             "advantage_abs_mean": float(adv.abs().mean()),
             **composition,
             **upd,

@@ -92,6 +92,17 @@ def average_tensor(x: torch.Tensor, world: int, device: torch.device | str) -> t
     return x.cpu() / world
 
 
+def gather_lists(items: list, world: int) -> list:
+    """Every process's list, concatenated in rank order (a copy of ``items`` in one process)."""
+    if world == 1:
+        return list(items)
+    import torch.distributed as dist
+
+    parts: list = [None] * world
+    dist.all_gather_object(parts, items)
+    return [item for part in parts for item in part]
+
+
 def average_metrics(metrics: dict, world: int, device: torch.device | str, sums: tuple[str, ...] = ()) -> dict:
     """Average the scalar metrics over processes (``sums``: counts, summed), reduced on the process's device."""
     if world == 1:
