@@ -456,7 +456,7 @@ def test_each_alignment_plot_keeps_its_own_axes_and_composition_is_plotted(studi
     import pandas as pd
     import panel as pn
 
-    from elign_studio.views.training import TrainingView, _curves
+    from elign_studio.views.training import STABILITY_CHART, TrainingView, _curves
 
     view = TrainingView(session=studio)
     panes = list(pn.panel(view).select(pn.pane.HoloViews))
@@ -471,6 +471,12 @@ def test_each_alignment_plot_keeps_its_own_axes_and_composition_is_plotted(studi
         "atom-type TV (rollouts)",
         "atom-type TV (held-out)",
     }
+    # the stability chart shows the diversity guards beside it; a run's rows stream them into the charts
+    diversity = _curves(data.assign(**dict.fromkeys(STABILITY_CHART, 0.5)), STABILITY_CHART, "Stability", "fraction")
+    assert {c.label for c in diversity if isinstance(c, hv.Curve)} >= {"uniqueness (held-out)"}
+    studio.run_name, studio.history = "run", [{"step": 1, "rollout_repeated": 0.25, "eval_uniqueness": 0.9}]
+    view._stream()
+    assert view.buffer.data[["rollout_repeated", "eval_uniqueness"]].values.tolist() == [[0.25, 0.9]]
 
 
 def test_the_run_state_follows_the_run(studio: StudioSession) -> None:

@@ -34,6 +34,8 @@ METRIC_KEYS = (
     "rollout_molecule_stability",
     "rollout_composition_tv",  # the rollouts' atom-type distance to QM9 (a guard against composition drift)
     "eval_atom_type_tv",  # the same on the held-out evaluation's molecules, at its iterations only
+    "rollout_repeated",  # the share of valid rollouts whose molecule the run made recently (diversity lost)
+    "eval_uniqueness",  # the held-out molecules' uniqueness (a guard), at the evaluation's iterations only
 )
 RUN_STATES = ("idle", "starting", "running", "stopping", "completed", "stopped", "failed")
 ACTIVE_RUN_STATES = ("starting", "running", "stopping")  # a training thread owns the run folder

@@ -28,7 +28,10 @@ LABELS = {
     "rollout_molecule_stability": "molecule stability",
     "rollout_composition_tv": "atom-type TV (rollouts)",
     "eval_atom_type_tv": "atom-type TV (held-out)",
+    "rollout_repeated": "repeated molecules (rollouts)",
+    "eval_uniqueness": "uniqueness (held-out)",
 }
+STABILITY_CHART = ("rollout_molecule_stability", "eval_uniqueness", "rollout_repeated")
 
 
 MIN_REDRAW_S = 1.0
@@ -68,7 +71,7 @@ class TrainingView(Viewer):
         self.reward = chart(METRIC_KEYS[:2], "Rewards per channel", "reward")
         self.kl = chart(("kl",), "KL", "KL")
         self.clip = chart(("clip_fraction",), "Clip fraction", "fraction")
-        self.stab = chart(("rollout_molecule_stability",), "Stability", "fraction")
+        self.stab = chart(STABILITY_CHART, "Stability and diversity", "fraction")
         self.composition = chart(
             ("rollout_composition_tv", "eval_atom_type_tv"), "Atom types: distance to QM9 (TV)", "TV"
         )
