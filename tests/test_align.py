@@ -1,5 +1,6 @@
 """FED-GRPO trainer: updates, learning on a synthetic force field, resume, DDP equivalence."""
 
+import copy
 import json
 import math
 import os
@@ -115,12 +116,12 @@ def _update_recomputing_every_old_log_prob(tr, ro, adv, iteration):
 
 
 def test_the_update_equals_one_that_recomputes_every_old_log_prob(tmp_path, backbone):
-    cfg = tiny_align(tmp_path, backbone, iterations=1, minibatches=2, warmup_iterations=0, kl_beta=0.5)
+    cfg = tiny_align(tmp_path, backbone, iterations=1, minibatches=2, warmup_iterations=0, kl_beta=0.5, prefix_kl=0.0)
     a, b = make_trainer(cfg), make_trainer(cfg)
     b.policy.load_state_dict(a.policy.state_dict())  # a perturbed policy, so the KL term has a gradient
     with torch.no_grad():
         for pa, pb in zip(a.policy.parameters(), b.policy.parameters(), strict=True):
-            pa.add_(1e-2 * torch.randn_like(pa))
+            pa.add_(1e-3 * torch.randn_like(pa))
             pb.copy_(pa)
     scored = a.rollout_and_score(0)
     adv, _ = a.advantages(scored)
@@ -129,6 +130,7 @@ def test_the_update_equals_one_that_recomputes_every_old_log_prob(tmp_path, back
     a._forward = lambda model, ro, l, r: (
         calls.append((model is a.policy, torch.is_grad_enabled(), len(l))) or forward(model, ro, l, r)
     )
+    assert bool(scored.rollouts.on_data().all())  # every rollout is trained
     a.update(scored.rollouts, adv, 0)
     _update_recomputing_every_old_log_prob(b, scored.rollouts, adv, 0)
     for pa, pb in zip(a.policy.parameters(), b.policy.parameters(), strict=True):
@@ -143,7 +145,7 @@ def test_the_update_equals_one_that_recomputes_every_old_log_prob(tmp_path, back
 def test_the_update_evaluates_a_groups_shared_first_step_once(tmp_path, backbone, monkeypatch):
     from elign.rl import trainer as trainer_module
 
-    cfg = tiny_align(tmp_path, backbone, iterations=1, minibatches=2, warmup_iterations=0, kl_beta=0.5)
+    cfg = tiny_align(tmp_path, backbone, iterations=1, minibatches=2, warmup_iterations=0, kl_beta=0.5, prefix_kl=0.0)
     a, b = make_trainer(cfg), make_trainer(cfg)
     scored = a.rollout_and_score(0)
     adv, _ = a.advantages(scored)
@@ -231,7 +233,7 @@ def test_without_a_kl_term_the_update_skips_the_reference_network(tmp_path, back
     tr._forward = lambda model, ro, l, r: models.append(model) or forward(model, ro, l, r)
     stats = tr.update(scored.rollouts, adv, 0)
     assert models and all(m is tr.policy for m in models)
-    assert "kl" not in stats and math.isfinite(stats["loss"])
+    assert "kl" not in stats and "kl_prefix" not in stats and math.isfinite(stats["loss"])
 
 
 def test_alignment_lowers_rms_force_of_fresh_samples(tmp_path, backbone):
@@ -563,7 +565,7 @@ def test_the_composition_channel_stops_a_reward_that_pays_for_hydrogen_from_drif
     tmp_path, backbone, monkeypatch
 ):
     """A reward that pays for hydrogen drifts the policy's atom types; the composition channel holds them."""
-    from elign.rl import trainer as trainer_module
+    from elign.rl import rewards as rewards_module
     from elign.rl.composition import type_fractions
     from elign.rl.rewards import RewardOutput
 
@@ -572,7 +574,7 @@ def test_the_composition_channel_stops_a_reward_that_pays_for_hydrogen_from_drif
         n = len(fractions)
         return RewardOutput(fractions[:, 0].clone(), torch.zeros(n), torch.ones(n, dtype=torch.bool), [None] * n)
 
-    monkeypatch.setattr(trainer_module, "score_molecules", pays_for_hydrogen)
+    monkeypatch.setattr(rewards_module, "score_molecules", pays_for_hydrogen)
     torch.set_num_threads(2)
     hydrogen = {}
     for w in (0.0, 2.0):
@@ -704,3 +706,44 @@ def test_chain_lengths_draw_each_iterations_chain_and_branch_at_the_same_share(t
     assert {plain.prompts.chain(i) for i in range(5)} == {(20, 8)}
     with pytest.raises(ValueError, match="chain_lengths"):
         tiny_align(tmp_path, backbone, chain_lengths=[1, 20])
+
+
+def test_rollouts_keep_their_shared_prefix_and_know_when_they_left_the_data(tmp_path, backbone):
+    tr = make_trainer(tiny_align(tmp_path, backbone, iterations=1))
+    ro = tr.rollout_and_score(0).rollouts
+    G, K, S = ro.num_groups, ro.group_size, tr.cfg.shared_steps
+    assert ro.prefix_z.shape == (S, G, *ro.z_t.shape[2:]) and ro.prefix_t.shape == ro.prefix_s.shape == (S,)
+    assert bool((ro.prefix_t[1:] == ro.prefix_s[:-1]).all()) and int(ro.prefix_s[-1]) == int(ro.t[0])
+    assert bool(ro.on_data().all()) and bool(ro.prefix_on_data().all())
+    ro.z_t[5, 1, 0, 0] = float("nan")  # rollout 1 blew up
+    ro.z_s[4, 2, 0, 0] = 1e3  # rollout 2 ran away
+    ro.prefix_z[3, 1, 0, 0] = 1e3  # group 1's shared state at step 3 ran away
+    assert ro.finite().tolist() == [r != 1 for r in range(G * K)]
+    assert ro.on_data().tolist() == [r not in (1, 2) for r in range(G * K)]
+    assert ro.prefix_on_data()[:, 1].tolist() == [s != 3 for s in range(S)] and bool(ro.prefix_on_data()[:, 0].all())
+
+
+def test_the_update_leaves_out_non_finite_rollouts_keeps_the_kl_on_the_data_and_holds_the_prefix(tmp_path, backbone):
+    tr = make_trainer(tiny_align(tmp_path, backbone, iterations=1, kl_beta=1.0, minibatches=2))
+    with torch.no_grad():  # a reference that differs from the policy: the KL has a gradient
+        for p in tr.reference.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ro = tr.rollout_and_score(0).rollouts
+    ro.z_t[2, 0] = float("nan")  # rollout 0 blew up: its forward would be NaN
+    zero = torch.zeros(ro.node_mask.shape[0], ro.num_steps)  # no preference: only the KL moves the policy
+    state = copy.deepcopy(tr.policy.state_dict()), copy.deepcopy(tr.opt.state_dict())
+
+    def update(prefix_kl: float) -> dict:
+        tr.policy.load_state_dict(state[0])
+        tr.opt.load_state_dict(state[1])
+        tr.cfg.prefix_kl = prefix_kl
+        return tr.update(ro, zero, 0)
+
+    held, free = update(1.0), update(0.0)
+    assert held["off_data"] == free["off_data"] == 1 and all(math.isfinite(v) for v in held.values())
+    assert all(bool(torch.isfinite(p).all()) for p in tr.policy.parameters())
+    assert held["kl_prefix"] > 0 and "kl_prefix" not in free and held["kl"] > 0
+    assert held["grad_norm"] != free["grad_norm"]
+    ro.z_t[3, 1] *= 1e4  # rollout 1 ran away (finite): the surrogate still trains it, the KL leaves it out
+    far = update(0.0)
+    assert far["off_data"] == 2 and 0 < far["kl"] < free["kl"] and math.isfinite(far["grad_norm"])

@@ -82,6 +82,11 @@ class AlignConfig:
     validity_penalty: float = option(0.0, "subtracted from the force reward of RDKit-invalid molecules (0: off)")
     clip_eps: float = option(2e-3, "PPO clip range of the probability ratio")
     kl_beta: float = option(0.04, "weight of the KL penalty to the frozen reference policy")
+    prefix_kl: float = option(
+        1.0,
+        "weight, relative to kl_beta, of the KL to the reference on the groups' shared steps: no advantage trains "
+        "them, and without it the policy drifts there unchecked (0: off)",
+    )
     lr: float = option(4e-6, "peak AdamW learning rate")
     weight_decay: float = option(0.0, "AdamW weight decay")
     warmup_iterations: int = option(5, "linear warm-up iterations")
@@ -146,8 +151,8 @@ class AlignConfig:
             errors.append(f"prompts_by={self.prompts_by!r} must be 'size' or 'formula'")
         if not 0 <= self.type_guidance < float("inf"):
             errors.append(f"type_guidance={self.type_guidance} must be a finite number >= 0")
-        if self.w_uniqueness < 0:
-            errors.append(f"w_uniqueness={self.w_uniqueness} must be >= 0")
+        if self.w_uniqueness < 0 or self.prefix_kl < 0:
+            errors.append(f"w_uniqueness={self.w_uniqueness} and prefix_kl={self.prefix_kl} must be >= 0")
         if self.prompts_by == "formula" and self.w_composition:
             errors.append("with prompts_by='formula' the formulas fix the composition: set w_composition=0")
         if any(length < 2 for length in self.chain_lengths):

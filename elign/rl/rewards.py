@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
 
 from elign.data.batch import MoleculeBatch
 from elign.diffusion.edm import EquivariantDiffusion
+from elign.metrics.composition import bond_type_counts
+from elign.metrics.rdkit_metrics import chemistry_metrics_from_batch
 from elign.mlff.base import ForceField, formation_energy_per_atom, rms_force
+from elign.rl.composition import type_fractions
 from elign.rl.rollout import Rollouts
 
 __all__ = [
@@ -20,6 +24,7 @@ __all__ = [
     "nan_mean_std",
     "potentials_on_x0",
     "score_molecules",
+    "score_rollouts",
 ]
 
 
@@ -128,3 +133,35 @@ class ScoredRollouts:
     bond_counts: torch.Tensor  # [R, 3] single, double and triple bonds of the final molecules
     timing: dict[str, float]
     smiles: list[str | None] = field(default_factory=list)  # [R] canonical SMILES (None: RDKit-invalid)
+
+
+def score_rollouts(policy, ff: ForceField, ro: Rollouts, info, cfg, time_rollout: float) -> ScoredRollouts:
+    """One iteration's rollouts scored: the force reward (less ``cfg.validity_penalty`` where RDKit rejects the
+    molecule), Psi_0 and Psi_t on the x0 predictions of every ``cfg.energy_every``-th trained step, success (scored;
+    and one piece, with ``cfg.disconnected_failed``), RDKit validity and SMILES, atom-type fractions and bond-type
+    counts. ``info``: the model's dataset info; ``time_rollout``: the seconds the rollouts took (logged)."""
+    t0 = time.perf_counter()
+    final = score_molecules(ff, ro.molecules)
+    one_piece = connected(ro.molecules, info.atom_decoder)
+    chem = chemistry_metrics_from_batch(ro.molecules.to("cpu"), info.atom_decoder)
+    rdkit_valid = torch.tensor([s is not None for s in chem["smiles"]])
+    reward_force = final.reward_force
+    if cfg.validity_penalty:
+        reward_force = reward_force - cfg.validity_penalty * (~rdkit_valid).float()
+    evaluated = energy_schedule(ro.num_steps, cfg.energy_every)
+    psi_t, psi_valid = potentials_on_x0(policy, ff, ro, evaluated, info.atomic_numbers)
+    return ScoredRollouts(
+        rollouts=ro,
+        reward_force=reward_force,
+        psi_0=final.psi_0,
+        valid=final.valid & one_piece if cfg.disconnected_failed else final.valid,
+        connected=one_piece,
+        rdkit_valid=rdkit_valid,
+        evaluated=evaluated,
+        psi_t=psi_t,
+        psi_valid=psi_valid,
+        fractions=type_fractions(ro.molecules),
+        bond_counts=torch.from_numpy(bond_type_counts(ro.molecules.to("cpu"), info.atom_decoder)),
+        timing={"time_rollout": time_rollout, "time_reward": time.perf_counter() - t0},
+        smiles=list(chem["smiles"]),
+    )

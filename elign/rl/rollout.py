@@ -17,7 +17,11 @@ from elign.diffusion.edm import EquivariantDiffusion
 from elign.diffusion.sampler import node_mask_from_sizes, timestep_grid
 from elign.diffusion.scheduler import gaussian_log_prob
 
-__all__ = ["Rollouts", "grouped_rollouts", "shared_first_steps"]
+__all__ = ["STATE_LIMIT", "Rollouts", "grouped_rollouts", "shared_first_steps"]
+
+# |z| no latent of a molecule reaches (positions in A, unit noise, scaled types): a rollout past it has left the
+# data (a step of a network that drifted where it is not trained), and what two networks say there means nothing
+STATE_LIMIT = 50.0
 
 
 @dataclass
@@ -42,6 +46,9 @@ class Rollouts:
     molecules: MoleculeBatch  # the decoded final molecules (R of them)
     positions_only: bool = False  # the types were fixed: only the position channels are the policy's choice
     context: torch.Tensor | None = None  # [R, C] what a conditioned network reads (element counts), else None
+    prefix_z: torch.Tensor | None = None  # [S, G, N, D] each group's shared state entering each shared step
+    prefix_t: torch.Tensor | None = None  # [S] long, diffusion time of those states
+    prefix_s: torch.Tensor | None = None  # [S] long, time of the shared steps' outputs
 
     @property
     def channels(self) -> slice:
@@ -55,6 +62,26 @@ class Rollouts:
     @property
     def num_steps(self) -> int:
         return self.t.shape[0]
+
+    def finite(self) -> torch.Tensor:
+        """[R] bool: every trained state, sample and log-probability of the rollout is finite."""
+        finite = torch.isfinite(self.z_t).all(dim=(0, 2, 3)) & torch.isfinite(self.z_s).all(dim=(0, 2, 3))
+        return finite & torch.isfinite(self.log_prob).all(0)
+
+    def on_data(self) -> torch.Tensor:
+        """[R] bool: the rollout is :meth:`finite` and its trained states and samples are within STATE_LIMIT."""
+        return self.finite() & _within(self.z_t, (0, 2, 3)) & _within(self.z_s, (0, 2, 3))
+
+    def prefix_on_data(self) -> torch.Tensor:
+        """[S, G] bool: each shared state is finite and within STATE_LIMIT (an empty [0, G] without a prefix)."""
+        if self.prefix_z is None:
+            return torch.zeros(0, self.num_groups, dtype=torch.bool, device=self.z_t.device)
+        return _within(self.prefix_z, (2, 3))
+
+
+def _within(z: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """z finite and |z| <= STATE_LIMIT over ``dims``."""
+    return (torch.isfinite(z) & (z.abs() <= STATE_LIMIT)).all(dim=dims)
 
 
 def _group_noise(
@@ -116,6 +143,20 @@ def _reverse_step(
     return out, fixed.noised(model, z_next, s, mask, eps=types_noise)
 
 
+def _shared_prefix(model, mask, pairs, t_start: int, generators, fixed: FixedTypes | None, context):
+    """Each group's first steps (the (t, s) ``pairs``), from noise at ``t_start``: -> (the state where the group
+    branches [G, N, D], the states entering each step [S, G, N, D] or None without one)."""
+    z = _group_noise(model, mask, generators, 1)
+    if fixed is not None:
+        t_first = torch.full((mask.shape[0], 1), t_start / model.T, device=mask.device)
+        z = fixed.noised(model, z, t_first, mask, eps=_group_noise(model, mask, generators, 1)[..., 3:])
+    states = []  # [G, N, D] per shared step
+    for t_int, s_int in pairs:
+        states.append(z)
+        z = _reverse_step(model, z, mask, t_int, s_int, generators, 1, fixed, context)[1]
+    return z, torch.stack(states) if states else None
+
+
 @torch.no_grad()
 def grouped_rollouts(
     model: EquivariantDiffusion,
@@ -141,12 +182,7 @@ def grouped_rollouts(
     K = group_size
     mask = node_mask_from_sizes(sizes, max_atoms, device)  # [G, N, 1]
     fixed, context = _conditioning(model, types, mask, atomic_numbers, type_guidance)
-    z = _group_noise(model, mask, generators, 1)
-    if fixed is not None:
-        t_first = torch.full((len(sizes), 1), grid[0] / model.T, device=device)
-        z = fixed.noised(model, z, t_first, mask, eps=_group_noise(model, mask, generators, 1)[..., 3:])
-    for t_int, s_int in pairs[:shared_steps]:
-        z = _reverse_step(model, z, mask, t_int, s_int, generators, 1, fixed, context)[1]
+    z, prefix = _shared_prefix(model, mask, pairs[:shared_steps], grid[0], generators, fixed, context)
     # the first branched step's input is its group's shared state: the network sees each group once
     t_first = torch.full((len(sizes), 1), pairs[shared_steps][0] / model.T, device=device)
     eps, type_grad = _predict(model, z, t_first, mask, context, fixed)
@@ -175,6 +211,9 @@ def grouped_rollouts(
         molecules=molecules,
         positions_only=fixed is not None,
         context=context,
+        prefix_z=prefix,
+        prefix_t=torch.tensor([t for t, _ in pairs[:shared_steps]], device=device),
+        prefix_s=torch.tensor([s for _, s in pairs[:shared_steps]], device=device),
     )
 
 

@@ -27,20 +27,19 @@ from elign.io.checkpoints import (
 )
 from elign.io.files import atomic_write
 from elign.io.run_lock import RunLock
-from elign.metrics.composition import bond_type_counts
-from elign.metrics.rdkit_metrics import chemistry_metrics_from_batch
 from elign.metrics.stability import stability_metrics
 from elign.rl.advantages import (
     carry_forward,
     disentangled_advantages,
     shaped_energy_returns,
 )
-from elign.rl.composition import CompositionTracker, type_fractions
+from elign.rl.composition import CompositionTracker
 from elign.rl.config import AlignConfig
 from elign.rl.held_out import held_out_metrics, held_out_score
 from elign.rl.loss import clipped_surrogate, gaussian_kl, warmup_cosine
+from elign.rl.prefix import prefix_kl_backward, prefix_pairs
 from elign.rl.prompts import PromptSampler
-from elign.rl.rewards import ScoredRollouts, connected, energy_schedule, nan_mean_std, potentials_on_x0, score_molecules
+from elign.rl.rewards import ScoredRollouts, nan_mean_std, score_rollouts
 from elign.rl.rollout import Rollouts, grouped_rollouts, shared_first_steps
 from elign.rl.uniqueness import RecentMolecules
 from elign.training.callbacks import Callback
@@ -60,6 +59,8 @@ __all__ = ["FedGrpoTrainer", "Callback"]  # Callback: elign.training.callbacks (
 # so a resumed run draws what an uninterrupted one would.
 MINIBATCH_STREAM = 31  # the update's minibatch order
 TRAINED_STEPS_STREAM = 61  # the update's subset of trained steps (train_steps)
+# what an update logs when it trains no rollout (none on the data) or no shared state, for the terms it has
+UPDATE_FIGURES = {"clip_fraction": 0.0, "ratio_mean": 1.0, "approx_kl": 0.0, "loss": 0.0, "kl": 0.0, "kl_prefix": 0.0}
 
 
 class FedGrpoTrainer:
@@ -183,32 +184,7 @@ class FedGrpoTrainer:
             types=prompts.types,
             type_guidance=self.cfg.type_guidance,
         )
-        t1 = time.perf_counter()
-        final = score_molecules(self.ff, ro.molecules)
-        one_piece = connected(ro.molecules, self.info.atom_decoder)
-        chem = chemistry_metrics_from_batch(ro.molecules.to("cpu"), self.info.atom_decoder)
-        rdkit_valid = torch.tensor([s is not None for s in chem["smiles"]])
-        reward_force = final.reward_force
-        if self.cfg.validity_penalty:
-            reward_force = reward_force - self.cfg.validity_penalty * (~rdkit_valid).float()
-        evaluated = energy_schedule(ro.num_steps, self.cfg.energy_every)
-        psi_t, psi_valid = potentials_on_x0(self.policy, self.ff, ro, evaluated, self.info.atomic_numbers)
-        t2 = time.perf_counter()
-        return ScoredRollouts(
-            rollouts=ro,
-            reward_force=reward_force,
-            psi_0=final.psi_0,
-            valid=final.valid & one_piece if self.cfg.disconnected_failed else final.valid,
-            connected=one_piece,
-            rdkit_valid=rdkit_valid,
-            evaluated=evaluated,
-            psi_t=psi_t,
-            psi_valid=psi_valid,
-            fractions=type_fractions(ro.molecules),
-            bond_counts=torch.from_numpy(bond_type_counts(ro.molecules.to("cpu"), self.info.atom_decoder)),
-            timing={"time_rollout": t1 - t0, "time_reward": t2 - t1},
-            smiles=list(chem["smiles"]),
-        )
+        return score_rollouts(self.policy, self.ff, ro, self.info, self.cfg, time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ composition
     def _track_composition(self, scored: ScoredRollouts) -> dict[str, float]:
@@ -305,50 +281,68 @@ class FedGrpoTrainer:
         forward, detached (the policy has not moved yet: the same numbers, ratios exactly 1); later ones take
         the rollout's, which the same policy computed when it sampled (equal up to float rounding), so no
         forward is spent on them. The reference network's means are computed only when the KL term counts.
+        A rollout with a non-finite value is not trained; the KL covers the rollouts on the data
+        (:meth:`Rollouts.on_data`), and each minibatch also takes its share of the prefix KL (``prefix_kl``).
         """
         R = ro.node_mask.shape[0]
-        L = ro.num_steps
-        step_ids = self.trained_steps(L, iteration)  # [L']
+        step_ids = self.trained_steps(ro.num_steps, iteration)  # [L']
         order = torch.randperm(R, generator=torch.Generator().manual_seed(self.cfg.seed * MINIBATCH_STREAM + iteration))
+        order = order[ro.finite().cpu()[order]]  # the finite rollouts, in a seeded order
+        on_data = ro.on_data().cpu()  # [R] the rollouts the KL covers
         minibatches = order.tensor_split(self.cfg.minibatches)
-        use_kl = self.cfg.kl_beta != 0
-        if use_kl:
-            kl_ref_mean = torch.empty(L, R, *ro.z_t[..., ro.channels].shape[2:], device=self.device)
-            with torch.no_grad():
-                for l_idx, r_idx in self._items(ro, torch.arange(R), step_ids):
-                    kl_ref_mean[l_idx, r_idx] = self._forward(self.reference, ro, l_idx, r_idx)[0]
+        prefix = prefix_pairs(ro, self.cfg).tensor_split(self.cfg.minibatches)  # [P, 2] (shared step, group) pairs
+        kl_ref_mean = self._reference_means(ro, order[on_data[order]], step_ids) if self.cfg.kl_beta else None
         adv = adv.to(self.device)
         factor = warmup_cosine(iteration, self.cfg.iterations, self.cfg.warmup_iterations, self.cfg.min_lr_ratio)
         for group in self.opt.param_groups:
             group["lr"] = self.cfg.lr * factor
         stats: dict[str, list[float]] = {}
         self.policy.train()
-        for k_mb, mb in enumerate(minibatches):
-            total = len(mb) * len(step_ids)
+        for k_mb, (mb, pairs) in enumerate(zip(minibatches, prefix, strict=True)):
             self.opt.zero_grad(set_to_none=True)
-            for l_idx, r_idx in self._items(ro, mb, step_ids):
-                mean, std, logp, mask = self._forward(self.policy, ro, l_idx, r_idx)
-                l_dev, r_dev = l_idx.to(self.device), r_idx.to(self.device)
-                old = logp.detach() if k_mb == 0 else ro.log_prob[l_dev, r_dev]
-                surrogate, s = clipped_surrogate(logp, old, adv[r_dev, l_dev], self.cfg.clip_eps)
-                loss = surrogate
-                if use_kl:  # the KL to the reference is logged only where it is computed
-                    kl = gaussian_kl(mean, kl_ref_mean[l_idx, r_idx], std, mask).mean()
-                    loss = loss + self.cfg.kl_beta * kl
-                    s["kl"] = kl.detach()
-                loss = loss * (len(l_idx) / total)
-                loss.backward()
-                for k, v in {**s, "loss": loss.detach() * total / len(l_idx)}.items():
-                    stats.setdefault(k, []).append(float(v))
+            self._rollouts_backward(ro, adv, mb, step_ids, (kl_ref_mean, on_data), k_mb == 0, stats)
+            total = sum(len(p) for p in prefix)
+            prefix_kl_backward(self.policy, self.reference, ro, pairs, total, self.cfg, stats)
             average_gradients(self.policy, self.world)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
             stats.setdefault("grad_norm", []).append(float(grad_norm))
             self.opt.step()
         out = {k: sum(v) / len(v) for k, v in stats.items()}
-        out["ratio_min"] = min(stats["ratio_min"])
-        out["ratio_max"] = max(stats["ratio_max"])
-        out["lr"] = self.cfg.lr * factor
-        return out
+        out["ratio_min"], out["ratio_max"] = min(stats.get("ratio_min", [1.0])), max(stats.get("ratio_max", [1.0]))
+        terms = {"kl": self.cfg.kl_beta, "kl_prefix": self.cfg.kl_beta and self.cfg.prefix_kl}
+        for key, idle in UPDATE_FIGURES.items():  # the same figures from every update (and process)
+            if terms.get(key, True):
+                out.setdefault(key, idle)
+        return {**out, "off_data": int((~on_data).sum()), "lr": self.cfg.lr * factor}
+
+    def _reference_means(self, ro: Rollouts, rollout_ids: torch.Tensor, step_ids: torch.Tensor) -> torch.Tensor:
+        """[L, R, N, D'] the reference network's Gaussian means at the given rollouts' trained steps (zeros
+        elsewhere)."""
+        means = torch.zeros(ro.num_steps, *ro.z_t[..., ro.channels].shape[1:], device=self.device)
+        with torch.no_grad():
+            for l_idx, r_idx in self._items(ro, rollout_ids, step_ids):
+                means[l_idx, r_idx] = self._forward(self.reference, ro, l_idx, r_idx)[0]
+        return means
+
+    def _rollouts_backward(self, ro, adv, rollout_ids, step_ids, kl, first: bool, stats: dict) -> None:
+        """Backpropagate one minibatch's clipped surrogate (and KL) over its rollouts' trained steps, in chunks;
+        kl: (the reference's means or None without the term, [R] bool the rollouts it covers, the others counted
+        as 0); the statistics are appended to ``stats``."""
+        kl_ref_mean, on_data = kl
+        total = len(rollout_ids) * len(step_ids)
+        for l_idx, r_idx in self._items(ro, rollout_ids, step_ids):
+            mean, std, logp, mask = self._forward(self.policy, ro, l_idx, r_idx)
+            l_dev, r_dev = l_idx.to(self.device), r_idx.to(self.device)
+            old = logp.detach() if first else ro.log_prob[l_dev, r_dev]
+            loss, s = clipped_surrogate(logp, old, adv[r_dev, l_dev], self.cfg.clip_eps)
+            if kl_ref_mean is not None:  # the KL to the reference is logged only where it is computed
+                on = on_data[r_idx].to(self.device)
+                pairs_kl = gaussian_kl(mean[on], kl_ref_mean[l_idx, r_idx][on], std[on], mask[on])  # [M']
+                loss = loss + self.cfg.kl_beta * pairs_kl.sum() / len(l_idx)
+                s["kl"] = pairs_kl.detach().sum() / len(l_idx)
+            (loss * (len(l_idx) / total)).backward()
+            for k, v in {**s, "loss": loss.detach()}.items():
+                stats.setdefault(k, []).append(float(v))
 
     def run_iteration(self) -> dict[str, float]:
         it = self.iteration
@@ -385,7 +379,7 @@ class FedGrpoTrainer:
             **timing,
             "time_iteration": time.perf_counter() - t_start,
         }
-        return average_metrics(metrics, self.world, self.device, sums=("failed", "psi_failed"))
+        return average_metrics(metrics, self.world, self.device, sums=("failed", "psi_failed", "off_data"))
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, num: int | None = None) -> dict[str, float]:

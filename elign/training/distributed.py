@@ -69,9 +69,11 @@ def average_gradients(model: torch.nn.Module, world: int) -> None:
         return
     import torch.distributed as dist
 
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:  # a process that trained nothing this step still joins the collective, with zeros
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads])  # [total], on the gradients' device
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     flat /= world
