@@ -474,9 +474,11 @@ def test_each_alignment_plot_keeps_its_own_axes_and_composition_is_plotted(studi
     # the stability chart shows the diversity guards beside it; a run's rows stream them into the charts
     diversity = _curves(data.assign(**dict.fromkeys(STABILITY_CHART, 0.5)), STABILITY_CHART, "Stability", "fraction")
     assert {c.label for c in diversity if isinstance(c, hv.Curve)} >= {"uniqueness (held-out)"}
-    studio.run_name, studio.history = "run", [{"step": 1, "rollout_repeated": 0.25, "eval_uniqueness": 0.9}]
+    studio.run_name = "run"
+    studio.history = [{"step": 1, "rollout_repeated": 0.25, "eval_uniqueness": 0.9, "kl_prefix": 3.0}]
     view._stream()
-    assert view.buffer.data[["rollout_repeated", "eval_uniqueness"]].values.tolist() == [[0.25, 0.9]]
+    streamed = view.buffer.data[["rollout_repeated", "eval_uniqueness", "kl_prefix"]]
+    assert streamed.values.tolist() == [[0.25, 0.9, 3.0]]
 
 
 def test_the_run_state_follows_the_run(studio: StudioSession) -> None:

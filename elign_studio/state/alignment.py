@@ -30,6 +30,7 @@ METRIC_KEYS = (
     "reward_force_mean",
     "reward_energy_mean",
     "kl",
+    "kl_prefix",  # the KL on the groups' shared steps, which no advantage trains (a drift there shows first here)
     "clip_fraction",
     "rollout_molecule_stability",
     "rollout_composition_tv",  # the rollouts' atom-type distance to QM9 (a guard against composition drift)

@@ -24,6 +24,7 @@ LABELS = {
     "reward_force_mean": "reward (force)",
     "reward_energy_mean": "reward (energy)",
     "kl": "KL to reference",
+    "kl_prefix": "KL to reference (shared steps)",
     "clip_fraction": "clip fraction",
     "rollout_molecule_stability": "molecule stability",
     "rollout_composition_tv": "atom-type TV (rollouts)",
@@ -69,7 +70,7 @@ class TrainingView(Viewer):
             return hv.DynamicMap(lambda data: _curves(data, keys, title, ylabel), streams=[self.buffer])
 
         self.reward = chart(METRIC_KEYS[:2], "Rewards per channel", "reward")
-        self.kl = chart(("kl",), "KL", "KL")
+        self.kl = chart(("kl", "kl_prefix"), "KL", "KL")
         self.clip = chart(("clip_fraction",), "Clip fraction", "fraction")
         self.stab = chart(STABILITY_CHART, "Stability and diversity", "fraction")
         self.composition = chart(
