@@ -290,7 +290,8 @@ class FedGrpoTrainer:
         order = order[ro.finite().cpu()[order]]  # the finite rollouts, in a seeded order
         on_data = ro.on_data().cpu()  # [R] the rollouts the KL covers
         minibatches = order.tensor_split(self.cfg.minibatches)
-        prefix = prefix_pairs(ro, self.cfg).tensor_split(self.cfg.minibatches)  # [P, 2] (shared step, group) pairs
+        pairs = prefix_pairs(ro, self.cfg)  # [P, 2] (shared step, group) pairs of the prefix KL
+        prefix = pairs.tensor_split(self.cfg.minibatches)
         kl_ref_mean = self._reference_means(ro, order[on_data[order]], step_ids) if self.cfg.kl_beta else None
         adv = adv.to(self.device)
         factor = warmup_cosine(iteration, self.cfg.iterations, self.cfg.warmup_iterations, self.cfg.min_lr_ratio)
@@ -298,11 +299,10 @@ class FedGrpoTrainer:
             group["lr"] = self.cfg.lr * factor
         stats: dict[str, list[float]] = {}
         self.policy.train()
-        for k_mb, (mb, pairs) in enumerate(zip(minibatches, prefix, strict=True)):
+        for k_mb, (mb, shared) in enumerate(zip(minibatches, prefix, strict=True)):
             self.opt.zero_grad(set_to_none=True)
             self._rollouts_backward(ro, adv, mb, step_ids, (kl_ref_mean, on_data), k_mb == 0, stats)
-            total = sum(len(p) for p in prefix)
-            prefix_kl_backward(self.policy, self.reference, ro, pairs, total, self.cfg, stats)
+            prefix_kl_backward(self.policy, self.reference, ro, shared, len(pairs), self.cfg, stats)
             average_gradients(self.policy, self.world)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
             stats.setdefault("grad_norm", []).append(float(grad_norm))
