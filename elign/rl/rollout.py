@@ -70,7 +70,7 @@ class Rollouts:
 
     def on_data(self) -> torch.Tensor:
         """[R] bool: the rollout is :meth:`finite` and its trained states and samples are within STATE_LIMIT."""
-        return self.finite() & _within(self.z_t, (0, 2, 3)) & _within(self.z_s, (0, 2, 3))
+        return _within(self.z_t, (0, 2, 3)) & _within(self.z_s, (0, 2, 3)) & torch.isfinite(self.log_prob).all(0)
 
     def prefix_on_data(self) -> torch.Tensor:
         """[S, G] bool: each shared state is finite and within STATE_LIMIT (an empty [0, G] without a prefix)."""
